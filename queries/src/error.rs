@@ -1,0 +1,28 @@
+//! The queries crate's error type.
+
+/// Result alias of the queries crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong answering a query.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("query on {table} failed: {source}")]
+    DataFusion {
+        table: &'static str,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+    #[error("unexpected result shape from {table}: {message}")]
+    Shape {
+        table: &'static str,
+        message: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn df(
+        table: &'static str,
+    ) -> impl FnOnce(datafusion::error::DataFusionError) -> Error {
+        move |source| Error::DataFusion { table, source }
+    }
+}

@@ -1,0 +1,202 @@
+//! Host perf questions: one PC's bucketed timeline, the fleet series, and
+//! the top PCs of a recent window.
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Float64Array, Int64Array, StringArray};
+use datafusion::functions_aggregate::expr_fn::{avg, max};
+use datafusion::prelude::{col, lit};
+
+use crate::metric::{Aggregate, HostMetric};
+use crate::session::{
+    bucket_expr, collect, column, f64_expr, frame, lit_ts, opt_f64, secs_to_time,
+};
+use crate::{PerfQueries, Result};
+
+const TABLE: &str = "host_perf";
+
+/// The averaged metrics of one bucket of a PC's host timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostPoint {
+    pub at: DateTime<Utc>,
+    pub cpu_pct: Option<f64>,
+    pub mem_used_bytes: Option<f64>,
+    pub mem_total_bytes: Option<f64>,
+    pub swap_used_bytes: Option<f64>,
+    pub swap_total_bytes: Option<f64>,
+    pub disk_read_bytes_per_sec: Option<f64>,
+    pub disk_written_bytes_per_sec: Option<f64>,
+    pub net_rx_bytes_per_sec: Option<f64>,
+    pub net_tx_bytes_per_sec: Option<f64>,
+}
+
+const POINT_COLUMNS: [&str; 9] = [
+    "cpu_pct",
+    "mem_used_bytes",
+    "mem_total_bytes",
+    "swap_used_bytes",
+    "swap_total_bytes",
+    "disk_read_bytes_per_sec",
+    "disk_written_bytes_per_sec",
+    "net_rx_bytes_per_sec",
+    "net_tx_bytes_per_sec",
+];
+
+/// One bucket of a fleet series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetPoint {
+    pub at: DateTime<Utc>,
+    pub value: Option<f64>,
+}
+
+/// One PC of a top-N ranking.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopRow {
+    pub pc_id: String,
+    pub value: f64,
+}
+
+impl PerfQueries {
+    /// AVG of every metric of `pc_id` per `step_secs` bucket of
+    /// `[from, to)`, oldest first; empty buckets are absent.
+    pub async fn host_timeline(
+        &self,
+        pc_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step_secs: i64,
+    ) -> Result<Vec<HostPoint>> {
+        let snapshot = self.host.snapshot(Some((from, to)));
+        let ctx = self.session();
+        let aggs = POINT_COLUMNS
+            .iter()
+            .map(|c| avg(f64_expr(c)).alias(*c))
+            .collect::<Vec<_>>();
+        let df = frame(&ctx, TABLE, &snapshot)
+            .await?
+            .filter(
+                col("pc_id")
+                    .eq(lit(pc_id))
+                    .and(col("at").gt_eq(lit_ts(from)))
+                    .and(col("at").lt(lit_ts(to))),
+            )
+            .and_then(|df| df.aggregate(vec![bucket_expr(step_secs).alias("bucket")], aggs))
+            .and_then(|df| df.sort(vec![col("bucket").sort(true, false)]))
+            .map_err(crate::Error::df(TABLE))?;
+        let mut points = Vec::new();
+        for batch in collect(TABLE, df).await? {
+            let bucket = column::<Int64Array>(TABLE, &batch, "bucket")?;
+            let cols = POINT_COLUMNS
+                .iter()
+                .map(|c| column::<Float64Array>(TABLE, &batch, c))
+                .collect::<Result<Vec<_>>>()?;
+            for i in 0..batch.num_rows() {
+                let v = |k: usize| opt_f64(cols[k], i);
+                points.push(HostPoint {
+                    at: secs_to_time(bucket.value(i)),
+                    cpu_pct: v(0),
+                    mem_used_bytes: v(1),
+                    mem_total_bytes: v(2),
+                    swap_used_bytes: v(3),
+                    swap_total_bytes: v(4),
+                    disk_read_bytes_per_sec: v(5),
+                    disk_written_bytes_per_sec: v(6),
+                    net_rx_bytes_per_sec: v(7),
+                    net_tx_bytes_per_sec: v(8),
+                });
+            }
+        }
+        drop(snapshot);
+        Ok(points)
+    }
+
+    /// `agg` of `metric` over every PC per bucket of `[from, to)`.
+    pub async fn fleet_series(
+        &self,
+        metric: HostMetric,
+        agg: Aggregate,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step_secs: i64,
+    ) -> Result<Vec<FleetPoint>> {
+        let snapshot = self.host.snapshot(Some((from, to)));
+        let ctx = self.session();
+        let value = f64_expr(metric.column());
+        let agg_expr = match agg {
+            Aggregate::Avg => avg(value),
+            Aggregate::Max => max(value),
+        };
+        let df = frame(&ctx, TABLE, &snapshot)
+            .await?
+            .filter(col("at").gt_eq(lit_ts(from)).and(col("at").lt(lit_ts(to))))
+            .and_then(|df| {
+                df.aggregate(
+                    vec![bucket_expr(step_secs).alias("bucket")],
+                    vec![agg_expr.alias("value")],
+                )
+            })
+            .and_then(|df| df.sort(vec![col("bucket").sort(true, false)]))
+            .map_err(crate::Error::df(TABLE))?;
+        let mut points = Vec::new();
+        for batch in collect(TABLE, df).await? {
+            let bucket = column::<Int64Array>(TABLE, &batch, "bucket")?;
+            let value = column::<Float64Array>(TABLE, &batch, "value")?;
+            for i in 0..batch.num_rows() {
+                points.push(FleetPoint {
+                    at: secs_to_time(bucket.value(i)),
+                    value: opt_f64(value, i),
+                });
+            }
+        }
+        drop(snapshot);
+        Ok(points)
+    }
+
+    /// PCs ranked by AVG(`metric`) over samples with `at > since`,
+    /// highest first, at most `limit`.
+    pub async fn top_pcs(
+        &self,
+        metric: HostMetric,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<TopRow>> {
+        let snapshot = self
+            .host
+            .snapshot(Some((since, now + chrono::Duration::days(1))));
+        let ctx = self.session();
+        let df = frame(&ctx, TABLE, &snapshot)
+            .await?
+            .filter(
+                col("at")
+                    .gt(lit_ts(since))
+                    .and(col(metric.column()).is_not_null()),
+            )
+            .and_then(|df| {
+                df.aggregate(
+                    vec![col("pc_id")],
+                    vec![avg(f64_expr(metric.column())).alias("value")],
+                )
+            })
+            .and_then(|df| {
+                df.sort(vec![
+                    col("value").sort(false, false),
+                    col("pc_id").sort(true, false),
+                ])
+            })
+            .and_then(|df| df.limit(0, Some(limit)))
+            .map_err(crate::Error::df(TABLE))?;
+        let mut rows = Vec::new();
+        for batch in collect(TABLE, df).await? {
+            let pc = column::<StringArray>(TABLE, &batch, "pc_id")?;
+            let value = column::<Float64Array>(TABLE, &batch, "value")?;
+            for i in 0..batch.num_rows() {
+                rows.push(TopRow {
+                    pc_id: pc.value(i).to_string(),
+                    value: opt_f64(value, i).unwrap_or(0.0),
+                });
+            }
+        }
+        drop(snapshot);
+        Ok(rows)
+    }
+}

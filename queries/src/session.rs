@@ -1,0 +1,127 @@
+//! The DataFusion side: one shared runtime (and so one Parquet metadata
+//! cache), a fresh session per query, and a snapshot exposed as one table.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Array, Float64Array, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use datafusion::datasource::MemTable;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{
+    cast, col, lit, DataFrame, Expr, ParquetReadOptions, SessionConfig, SessionContext,
+};
+use kanade_storage::{Snapshot, TimeSeriesTable};
+
+use crate::{Error, Result};
+
+/// Answers the perf questions over the two time-series tables.
+#[derive(Debug, Clone)]
+pub struct PerfQueries {
+    pub(crate) host: Arc<TimeSeriesTable>,
+    pub(crate) process: Arc<TimeSeriesTable>,
+    runtime: Arc<RuntimeEnv>,
+}
+
+impl PerfQueries {
+    /// Queries over `host` (host_perf) and `process` (process_perf).
+    pub fn new(host: Arc<TimeSeriesTable>, process: Arc<TimeSeriesTable>) -> Result<Self> {
+        let runtime = RuntimeEnvBuilder::new()
+            .build_arc()
+            .map_err(Error::df("runtime"))?;
+        Ok(Self {
+            host,
+            process,
+            runtime,
+        })
+    }
+
+    pub(crate) fn session(&self) -> SessionContext {
+        let mut config = SessionConfig::new()
+            .with_target_partitions(2)
+            .with_collect_statistics(true);
+        let opts = config.options_mut();
+        opts.execution.parquet.pushdown_filters = true;
+        opts.execution.parquet.reorder_filters = true;
+        opts.execution.parquet.enable_page_index = true;
+        SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime))
+    }
+}
+
+/// The snapshot's head and files as one DataFrame.
+pub(crate) async fn frame(
+    ctx: &SessionContext,
+    table: &'static str,
+    snapshot: &Snapshot,
+) -> Result<DataFrame> {
+    let schema = snapshot.schema();
+    let head = MemTable::try_new(Arc::clone(&schema), vec![snapshot.head().to_vec()])
+        .map_err(Error::df(table))?;
+    let head = ctx.read_table(Arc::new(head)).map_err(Error::df(table))?;
+    if snapshot.files().is_empty() {
+        return Ok(head);
+    }
+    let paths: Vec<String> = snapshot
+        .files()
+        .iter()
+        .map(|f| f.path().display().to_string())
+        .collect();
+    let files = ctx
+        .read_parquet(paths, ParquetReadOptions::default().schema(&schema))
+        .await
+        .map_err(Error::df(table))?;
+    head.union(files).map_err(Error::df(table))
+}
+
+/// A UTC timestamp literal comparable with the `at` column.
+pub(crate) fn lit_ts(t: DateTime<Utc>) -> Expr {
+    lit(ScalarValue::TimestampMicrosecond(
+        Some(t.timestamp_micros()),
+        Some("UTC".into()),
+    ))
+}
+
+/// `at` floored to a multiple of `step_secs`, as unix seconds.
+pub(crate) fn bucket_expr(step_secs: i64) -> Expr {
+    let secs = cast(col("at"), DataType::Int64) / lit(1_000_000_i64);
+    (secs / lit(step_secs)) * lit(step_secs)
+}
+
+/// A column as f64 (casting integer aggregates).
+pub(crate) fn f64_expr(column: &str) -> Expr {
+    cast(col(column), DataType::Float64)
+}
+
+pub(crate) async fn collect(table: &'static str, df: DataFrame) -> Result<Vec<RecordBatch>> {
+    df.collect().await.map_err(Error::df(table))
+}
+
+pub(crate) fn column<'a, T: 'static>(
+    table: &'static str,
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| Error::Shape {
+            table,
+            message: format!("column {name} missing or of an unexpected type"),
+        })
+}
+
+pub(crate) fn opt_f64(a: &Float64Array, i: usize) -> Option<f64> {
+    a.is_valid(i).then(|| a.value(i))
+}
+
+pub(crate) fn ts(a: &TimestampMicrosecondArray, i: usize) -> Option<DateTime<Utc>> {
+    a.is_valid(i)
+        .then(|| DateTime::<Utc>::from_timestamp_micros(a.value(i)))
+        .flatten()
+}
+
+pub(crate) fn secs_to_time(secs: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or_default()
+}

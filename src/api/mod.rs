@@ -1,0 +1,64 @@
+//! The HTTP API: one file per resource, the router built in [`app`] so
+//! tests and `main` drive the same thing.
+
+mod error;
+mod params;
+mod perf;
+mod processes;
+
+use axum::middleware;
+use axum::routing::get;
+use axum::{Json, Router};
+
+pub use error::ApiError;
+
+use crate::auth;
+use crate::state::AppState;
+
+/// The whole HTTP surface of the backend.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/agents/{pc_id}/perf", get(perf::host_timeline))
+        .route("/api/agents/{pc_id}/processes", get(processes::latest))
+        .route(
+            "/api/agents/{pc_id}/processes/timeline",
+            get(processes::timeline),
+        )
+        .route("/api/perf/fleet", get(perf::fleet))
+        .route("/api/perf/top", get(perf::top))
+        .route(
+            "/api/perf/active-investigations",
+            get(perf::active_investigations),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .route("/api/version", get(version))
+        .merge(api)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// `GET /health`: liveness, unauthenticated.
+async fn health() -> &'static str {
+    "ok"
+}
+
+#[derive(serde::Serialize)]
+struct VersionResponse {
+    version: &'static str,
+}
+
+/// `GET /api/version`: the build version, unauthenticated.
+async fn version() -> Json<VersionResponse> {
+    Json(VersionResponse {
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(uri.path().to_string())
+}

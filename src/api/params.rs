@@ -1,0 +1,232 @@
+//! Query-parameter extractors shared by the handlers. The window rules
+//! (defaults, RFC 3339 times, humantime steps, from < to, the 10,000-bucket
+//! ceiling) are written here once.
+
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
+use chrono::{DateTime, Duration, Utc};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// Most buckets one window may produce.
+pub const MAX_BUCKETS: i64 = 10_000;
+
+/// `Query<T>` whose rejection is an [`ApiError`] (JSON), not axum's text.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", e.body_text())))
+    }
+}
+
+/// A validated `[from, to)` window cut into `step_secs` buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub step_secs: i64,
+}
+
+/// The raw window parameters as the caller sent them.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct WindowParams {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub step: Option<String>,
+}
+
+impl TimeWindow {
+    /// Applies the defaults (`to` = now, `from` = `to` − `default_span`,
+    /// `step` = `default_step`) and the rules; names the bad parameter.
+    pub fn try_from_params(
+        p: &WindowParams,
+        now: DateTime<Utc>,
+        default_span: Duration,
+        default_step_secs: i64,
+    ) -> Result<Self, ApiError> {
+        let to = match &p.to {
+            Some(s) => parse_time("to", s)?,
+            None => now,
+        };
+        let from = match &p.from {
+            Some(s) => parse_time("from", s)?,
+            None => to - default_span,
+        };
+        let step_secs = match &p.step {
+            Some(s) => parse_duration_secs("step", s)?,
+            None => default_step_secs,
+        };
+        if from >= to {
+            return Err(ApiError::bad_param(
+                "from",
+                format!("from ({from}) must be before to ({to})"),
+            ));
+        }
+        let buckets = (to - from).num_seconds() / step_secs;
+        if buckets > MAX_BUCKETS {
+            return Err(ApiError::bad_param(
+                "step",
+                format!("{buckets} buckets requested, at most {MAX_BUCKETS}: widen step or narrow the window"),
+            ));
+        }
+        Ok(Self {
+            from,
+            to,
+            step_secs,
+        })
+    }
+}
+
+/// Parses an RFC 3339 time. A `+` that a query string turned into a space
+/// is taken back.
+pub fn parse_time(param: &'static str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
+    let s = raw.trim().replace(' ', "+");
+    DateTime::parse_from_rfc3339(&s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            ApiError::bad_param(
+                param,
+                format!("{raw:?} is not an RFC 3339 time like 2026-05-24T01:00:00Z ({e})"),
+            )
+        })
+}
+
+/// Parses a humantime duration (`30s`, `5m`, `1h`) into whole seconds ≥ 1.
+pub fn parse_duration_secs(param: &'static str, raw: &str) -> Result<i64, ApiError> {
+    let d = humantime::parse_duration(raw.trim()).map_err(|e| {
+        ApiError::bad_param(
+            param,
+            format!("{raw:?} is not a duration like 30s, 5m or 1h ({e})"),
+        )
+    })?;
+    let secs = i64::try_from(d.as_secs())
+        .map_err(|_| ApiError::bad_param(param, format!("{raw:?} is too long")))?;
+    if secs < 1 {
+        return Err(ApiError::bad_param(
+            param,
+            format!("{raw:?} is shorter than 1s"),
+        ));
+    }
+    Ok(secs)
+}
+
+/// Parses an integer parameter and clamps it into `[lo, hi]`.
+pub fn parse_clamped(
+    param: &'static str,
+    raw: Option<&str>,
+    default: i64,
+    lo: i64,
+    hi: i64,
+) -> Result<i64, ApiError> {
+    let v = match raw {
+        None => default,
+        Some(s) => s
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_param(param, format!("{s:?} is not an integer")))?,
+    };
+    Ok(v.clamp(lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 5, 24, 12, 0, 0).unwrap()
+    }
+
+    fn window(
+        from: Option<&str>,
+        to: Option<&str>,
+        step: Option<&str>,
+    ) -> Result<TimeWindow, ApiError> {
+        let p = WindowParams {
+            from: from.map(Into::into),
+            to: to.map(Into::into),
+            step: step.map(Into::into),
+        };
+        TimeWindow::try_from_params(&p, now(), Duration::hours(1), 300)
+    }
+
+    #[test]
+    fn defaults() {
+        let w = window(None, None, None).unwrap();
+        assert_eq!(w.to, now());
+        assert_eq!(w.from, now() - Duration::hours(1));
+        assert_eq!(w.step_secs, 300);
+    }
+
+    #[test]
+    fn accepted_forms() {
+        let w = window(
+            Some("2026-05-24T10:00:00Z"),
+            Some("2026-05-24T11:00:00 00:00"),
+            Some("1m"),
+        )
+        .unwrap();
+        assert_eq!(w.step_secs, 60);
+        assert_eq!(w.to, Utc.with_ymd_and_hms(2026, 5, 24, 11, 0, 0).unwrap());
+        let w = window(Some("2026-05-24T10:00:00.123+09:00"), None, Some("1h")).unwrap();
+        assert_eq!(w.from.timestamp_subsec_millis(), 123);
+    }
+
+    #[test]
+    fn every_bad_parameter_is_named() {
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, &'a str);
+        let cases: &[Case] = &[
+            (Some("yesterday"), None, None, "from"),
+            (None, Some("2026-13-01T00:00:00Z"), None, "to"),
+            (None, None, Some("fast"), "step"),
+            (None, None, Some("0s"), "step"),
+            (None, None, Some("500ms"), "step"),
+            (
+                Some("2026-05-24T12:00:00Z"),
+                Some("2026-05-24T11:00:00Z"),
+                None,
+                "from",
+            ),
+            (
+                Some("2026-05-24T12:00:00Z"),
+                Some("2026-05-24T12:00:00Z"),
+                None,
+                "from",
+            ),
+            (Some("2025-05-24T12:00:00Z"), None, Some("1s"), "step"),
+        ];
+        for (from, to, step, param) in cases {
+            let err = window(*from, *to, *step).unwrap_err();
+            assert!(
+                matches!(&err, ApiError::BadParam { param: p, .. } if p == param),
+                "{from:?} {to:?} {step:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn ten_thousand_buckets_is_the_ceiling() {
+        let from = "2026-05-24T00:00:00Z";
+        assert!(window(Some(from), Some("2026-05-24T02:46:40Z"), Some("1s")).is_ok());
+        assert!(window(Some(from), Some("2026-05-24T02:46:41Z"), Some("1s")).is_err());
+    }
+
+    #[test]
+    fn clamps() {
+        assert_eq!(parse_clamped("limit", None, 5, 1, 50).unwrap(), 5);
+        assert_eq!(parse_clamped("limit", Some("0"), 5, 1, 50).unwrap(), 1);
+        assert_eq!(parse_clamped("limit", Some("500"), 5, 1, 50).unwrap(), 50);
+        assert!(parse_clamped("limit", Some("five"), 5, 1, 50).is_err());
+    }
+}

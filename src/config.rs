@@ -1,0 +1,219 @@
+//! `backend.toml`: the reference backend's file (`[server]`, `[nats]`,
+//! `[db]`, `[log]`, teravars templating included) plus our `[storage]`.
+//! Every section is optional, so no file at all means the local default.
+//! A key we do not know or a value of the wrong type stops start-up with
+//! the key's dotted name: a typo must not silently fall back to a default.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use kanade_storage::TimeSeriesConfig;
+use serde::Deserialize;
+
+/// The whole configuration of the backend.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub server: ServerSection,
+    pub nats: NatsSection,
+    pub db: DbSection,
+    pub log: LogSection,
+    /// `[storage]` without `data_dir` (see [`Config::data_dir`]).
+    pub storage: TimeSeriesConfig,
+    /// `[storage] data_dir`.
+    #[serde(skip)]
+    pub storage_data_dir: Option<PathBuf>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ServerSection {
+    /// Address the HTTP server listens on. Default `127.0.0.1:8080`.
+    pub bind: String,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+        }
+    }
+}
+
+/// `[nats]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct NatsSection {
+    /// Broker URL. Default `nats://127.0.0.1:4222`.
+    pub url: String,
+}
+
+impl Default for NatsSection {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+        }
+    }
+}
+
+/// `[db]`: the reference backend's SQLite file. We do not write it; its
+/// folder is the data directory when `[storage] data_dir` is absent.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct DbSection {
+    pub sqlite_path: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LogSection {
+    /// Log file path of the reference backend. Logs go to stderr; the
+    /// value is accepted so the reference file starts unchanged.
+    pub path: Option<String>,
+    /// `tracing` filter, e.g. `info` or `kanade_backend=debug`. Default `info`.
+    pub level: String,
+    /// Rotated files kept by the reference backend; accepted, unused.
+    pub keep_days: usize,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            path: None,
+            level: "info".into(),
+            keep_days: 14,
+        }
+    }
+}
+
+impl Config {
+    /// Where the stores live: `[storage] data_dir`, else the folder of
+    /// `[db] sqlite_path`, else `./data`.
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.storage_data_dir {
+            return dir.clone();
+        }
+        if let Some(sqlite) = &self.db.sqlite_path {
+            if let Some(parent) = Path::new(sqlite).parent() {
+                if !parent.as_os_str().is_empty() {
+                    return parent.to_path_buf();
+                }
+            }
+        }
+        PathBuf::from("data")
+    }
+
+    /// Reads, renders (teravars) and validates a config file.
+    pub fn try_load(path: &Path) -> Result<Self> {
+        let mut engine = teravars::Engine::new();
+        let ctx = teravars::system_context();
+        let merged = teravars::load_merged([path], &mut engine, &ctx)
+            .with_context(|| format!("read config {}", path.display()))?;
+        Self::try_from_table(merged.config).with_context(|| format!("config {}", path.display()))
+    }
+
+    /// Validates an already parsed TOML table.
+    pub fn try_from_table(mut table: toml::Table) -> Result<Self> {
+        let data_dir = match table.get_mut("storage") {
+            Some(toml::Value::Table(storage)) => storage.remove("data_dir"),
+            _ => None,
+        };
+        let data_dir = match data_dir {
+            None => None,
+            Some(toml::Value::String(s)) => Some(PathBuf::from(s)),
+            Some(other) => bail!(
+                "storage.data_dir: expected a string, found {}",
+                other.type_str()
+            ),
+        };
+        let mut unknown = Vec::new();
+        let value = toml::Value::Table(table);
+        let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let de = serde_ignored::Deserializer::new(value, &mut record);
+        let mut config: Config = serde_path_to_error::deserialize(de)
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.path(), e.inner()))?;
+        if !unknown.is_empty() {
+            bail!("unknown config key(s): {}", unknown.join(", "));
+        }
+        config.storage_data_dir = data_dir;
+        config.storage.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config> {
+        Config::try_from_table(s.parse::<toml::Table>().unwrap())
+    }
+
+    #[test]
+    fn reference_file_starts_unchanged() {
+        let cfg = parse(
+            r#"
+            [server]
+            bind = "0.0.0.0:8080"
+            [nats]
+            url = "nats://broker:4222"
+            [db]
+            sqlite_path = "/var/lib/kanade/backend.db"
+            [log]
+            path = "/var/log/kanade/backend.log"
+            level = "info"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.server.bind, "0.0.0.0:8080");
+        assert_eq!(cfg.data_dir(), PathBuf::from("/var/lib/kanade"));
+        assert_eq!(cfg.storage, TimeSeriesConfig::default());
+    }
+
+    #[test]
+    fn storage_section_overrides() {
+        let cfg = parse(
+            "[storage]\ndata_dir = \"/srv/k\"\nhost_perf_retention_days = 60\nprocess_perf_retention_days = 3\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.data_dir(), PathBuf::from("/srv/k"));
+        assert_eq!(cfg.storage.host_perf_retention_days, 60);
+        assert_eq!(cfg.storage.process_perf_retention_days, 3);
+    }
+
+    #[test]
+    fn empty_file_is_the_local_default() {
+        let cfg = parse("").unwrap();
+        assert_eq!(cfg.server.bind, "127.0.0.1:8080");
+        assert_eq!(cfg.nats.url, "nats://127.0.0.1:4222");
+        assert_eq!(cfg.data_dir(), PathBuf::from("data"));
+    }
+
+    #[test]
+    fn bad_files_name_the_key() {
+        let cases = [
+            ("[server]\nbnd = \"x\"\n", "server.bnd"),
+            (
+                "[storage]\nhost_perf_retention_dys = 3\n",
+                "storage.host_perf_retention_dys",
+            ),
+            ("[storgae]\ndata_dir = \"x\"\n", "storgae"),
+            (
+                "[storage]\nhost_perf_retention_days = \"thirty\"\n",
+                "storage.host_perf_retention_days",
+            ),
+            ("[server]\nbind = 8080\n", "server.bind"),
+            ("[storage]\ndata_dir = 5\n", "storage.data_dir"),
+            (
+                "[storage]\nprocess_perf_retention_days = 0\n",
+                "storage.process_perf_retention_days",
+            ),
+        ];
+        for (file, key) in cases {
+            let err = format!("{:#}", parse(file).unwrap_err());
+            assert!(err.contains(key), "{file:?}: {err}");
+        }
+    }
+}

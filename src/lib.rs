@@ -1,0 +1,10 @@
+//! kanade-backend, columnar edition: the server's wiring. Config, the
+//! HTTP API, the NATS projectors and start-up/shutdown live here; the
+//! stores are in `kanade-storage`, the queries in `kanade-queries`.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod projector;
+pub mod server;
+pub mod state;

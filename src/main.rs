@@ -1,0 +1,74 @@
+//! The `kanade-backend` binary.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use kanade_backend::auth::AuthConfig;
+use kanade_backend::config::Config;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kanade-backend",
+    version,
+    about = "kanade backend: redb projections, Parquet perf history, DataFusion queries"
+)]
+struct Cli {
+    /// Path of backend.toml (else $KANADE_BACKEND_CONFIG, else the local
+    /// default: ./data, 127.0.0.1:8080, nats://127.0.0.1:4222).
+    #[arg(long, global = true, env = "KANADE_BACKEND_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let config = match &cli.config {
+        Some(path) => Config::try_load(path)?,
+        None => Config::default(),
+    };
+    init_tracing(&config.log.level);
+    if cli.config.is_none() {
+        tracing::info!("no config file given: running on the local default");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("build tokio runtime")?;
+    runtime.block_on(kanade_backend::server::run(
+        config,
+        AuthConfig::from_env(),
+        shutdown_signal(),
+    ))
+}
+
+fn init_tracing(level: &str) {
+    let filter = EnvFilter::try_from_env("RUST_LOG")
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,152 @@
+//! Projectors: NATS subjects → storage. One file per subject family; the
+//! micro-batching loop they share lives here.
+//!
+//! Core-NATS perf subjects are buffered and committed once a second or
+//! every 1,000 messages, one storage commit per batch. A payload that does
+//! not decode is counted and logged with its subject, and the loop goes
+//! on. A commit that fails keeps its batch for the next attempt (bounded),
+//! so a transient disk error loses nothing.
+
+mod host_perf;
+mod process_perf;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kanade_storage::arrow::record_batch::RecordBatch;
+use kanade_storage::TimeSeriesTable;
+use tokio::sync::watch;
+
+pub use host_perf::HostPerfDecoder;
+pub use process_perf::ProcessPerfDecoder;
+
+/// Messages buffered before a commit is forced.
+pub const FLUSH_MAX_MESSAGES: usize = 1_000;
+/// Longest a message waits in the buffer.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Messages kept across failing commits before the oldest are given up.
+const MAX_PENDING_MESSAGES: usize = 200_000;
+
+/// Turns one subject family's payloads into rows of one table.
+pub trait Decoder: Send + 'static {
+    type Item: Send + 'static;
+    /// The subscription subject, e.g. `host_perf.>`.
+    const SUBJECT: &'static str;
+    fn decode(payload: &[u8]) -> Result<Self::Item, serde_json::Error>;
+    fn to_batch(items: &[Self::Item]) -> kanade_storage::Result<RecordBatch>;
+}
+
+/// Counters of one projector.
+#[derive(Debug, Default)]
+pub struct ProjectorStats {
+    pub received: AtomicU64,
+    pub malformed: AtomicU64,
+    pub inserted: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub commit_failures: AtomicU64,
+}
+
+impl ProjectorStats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Subscribes to `D::SUBJECT` and commits decoded messages in
+/// micro-batches until `stop` turns true; then commits what is buffered
+/// and returns. The NATS client re-subscribes by itself after a
+/// reconnect.
+pub async fn run<D: Decoder>(
+    client: async_nats::Client,
+    table: Arc<TimeSeriesTable>,
+    stats: Arc<ProjectorStats>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut sub = client.subscribe(D::SUBJECT).await?;
+    tracing::info!(subject = D::SUBJECT, "projector started");
+    let mut buf: Vec<D::Item> = Vec::new();
+    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            msg = sub.next() => match msg {
+                Some(msg) => {
+                    stats.received.fetch_add(1, Ordering::Relaxed);
+                    match D::decode(&msg.payload) {
+                        Ok(item) => buf.push(item),
+                        Err(e) => {
+                            stats.malformed.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(subject = %msg.subject, error = %e, "undecodable payload skipped");
+                        }
+                    }
+                    if buf.len() >= FLUSH_MAX_MESSAGES {
+                        flush::<D>(&table, &stats, &mut buf).await;
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => flush::<D>(&table, &stats, &mut buf).await,
+            _ = stop.changed() => break,
+        }
+    }
+    let _ = sub.unsubscribe().await;
+    flush::<D>(&table, &stats, &mut buf).await;
+    tracing::info!(
+        subject = D::SUBJECT,
+        received = ProjectorStats::get(&stats.received),
+        inserted = ProjectorStats::get(&stats.inserted),
+        duplicates = ProjectorStats::get(&stats.duplicates),
+        malformed = ProjectorStats::get(&stats.malformed),
+        "projector stopped"
+    );
+    Ok(())
+}
+
+/// One storage commit for everything buffered. On failure the buffer is
+/// kept for the next tick.
+async fn flush<D: Decoder>(
+    table: &Arc<TimeSeriesTable>,
+    stats: &ProjectorStats,
+    buf: &mut Vec<D::Item>,
+) {
+    if buf.is_empty() {
+        return;
+    }
+    let items = std::mem::take(buf);
+    let table2 = Arc::clone(table);
+    let result = tokio::task::spawn_blocking(move || {
+        let outcome = D::to_batch(&items).and_then(|b| table2.write(&b));
+        (items, outcome)
+    })
+    .await;
+    match result {
+        Ok((_, Ok(outcome))) => {
+            stats
+                .inserted
+                .fetch_add(outcome.inserted as u64, Ordering::Relaxed);
+            stats
+                .duplicates
+                .fetch_add(outcome.duplicates as u64, Ordering::Relaxed);
+        }
+        Ok((items, Err(e))) => {
+            stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(subject = D::SUBJECT, error = %e, pending = items.len(), "commit failed; will retry");
+            *buf = items;
+            if buf.len() > MAX_PENDING_MESSAGES {
+                let excess = buf.len() - MAX_PENDING_MESSAGES;
+                tracing::error!(
+                    subject = D::SUBJECT,
+                    dropped = excess,
+                    "pending buffer full; oldest messages given up"
+                );
+                buf.drain(..excess);
+            }
+        }
+        Err(e) => {
+            stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(subject = D::SUBJECT, error = %e, "commit task panicked");
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Start-up and shutdown, as a list of named steps.
+//!
+//! Start: open the time-series tables (WAL replay, leftovers removed),
+//! drop expired partitions, bind HTTP, connect to NATS in the background
+//! (the HTTP side serves stored data while the broker is away), start the
+//! projectors and the maintenance loop.
+//! Stop (SIGINT/SIGTERM or the `shutdown` future): stop intake and commit
+//! what the projectors buffered, stop HTTP, persist the head to Parquet.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use kanade_queries::PerfQueries;
+use kanade_storage::{PartitionDate, TimeSeriesConfig, TimeSeriesTable, HOST_PERF, PROCESS_PERF};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::auth::AuthConfig;
+use crate::config::Config;
+use crate::projector::{self, HostPerfDecoder, ProcessPerfDecoder, ProjectorStats};
+use crate::state::AppState;
+
+/// The two perf tables.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    pub host: Arc<TimeSeriesTable>,
+    pub process: Arc<TimeSeriesTable>,
+}
+
+impl Tables {
+    /// Opens both tables under `data_dir` and applies retention once.
+    pub fn try_open(data_dir: &Path, config: &TimeSeriesConfig) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("create data directory {}", data_dir.display()))?;
+        let host = TimeSeriesTable::open(&HOST_PERF, data_dir, config.clone())?;
+        let process = TimeSeriesTable::open(&PROCESS_PERF, data_dir, config.clone())?;
+        let tables = Self {
+            host: Arc::new(host),
+            process: Arc::new(process),
+        };
+        tables.maintain()?;
+        Ok(tables)
+    }
+
+    fn each(&self) -> [&Arc<TimeSeriesTable>; 2] {
+        [&self.host, &self.process]
+    }
+
+    /// Persists both heads.
+    pub fn persist(&self) -> Result<()> {
+        for t in self.each() {
+            t.persist()
+                .with_context(|| format!("persist {}", t.spec().name))?;
+        }
+        Ok(())
+    }
+
+    /// Compaction and retention for today.
+    pub fn maintain(&self) -> Result<()> {
+        let today = PartitionDate::of(Utc::now());
+        for t in self.each() {
+            t.drop_expired(today)
+                .with_context(|| format!("retention of {}", t.spec().name))?;
+            t.compact(today)
+                .with_context(|| format!("compaction of {}", t.spec().name))?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs the backend until `shutdown` resolves; returns once the head is
+/// persisted.
+pub async fn run(
+    config: Config,
+    auth: AuthConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let data_dir = config.data_dir();
+    tracing::info!(data_dir = %data_dir.display(), bind = %config.server.bind, nats = %config.nats.url, "starting kanade-backend");
+    if auth.disabled {
+        tracing::warn!(
+            "KANADE_AUTH_DISABLE is set: every /api endpoint is open to anyone who can reach {}",
+            config.server.bind
+        );
+    } else if auth.static_token.is_none() {
+        tracing::warn!(
+            "KANADE_AUTH_STATIC_TOKEN is not set: every protected /api endpoint will answer 401"
+        );
+    }
+    let tables = {
+        let (dir, ts) = (data_dir.clone(), config.storage.clone());
+        tokio::task::spawn_blocking(move || Tables::try_open(&dir, &ts)).await??
+    };
+    let queries = PerfQueries::new(Arc::clone(&tables.host), Arc::clone(&tables.process))?;
+    let listener = TcpListener::bind(&config.server.bind)
+        .await
+        .with_context(|| format!("bind {}", config.server.bind))?;
+    tracing::info!(addr = %listener.local_addr()?, "HTTP listening");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let client = connect_nats(&config.nats.url).await?;
+    let projectors = spawn_projectors(&client, &tables, &stop_rx);
+    let maintenance = tokio::spawn(maintenance_loop(
+        tables.clone(),
+        config.storage.clone(),
+        stop_rx.clone(),
+    ));
+
+    let app = crate::api::app(AppState { queries, auth });
+    let mut http_stop = stop_rx.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+
+    shutdown.await;
+    tracing::info!("shutdown requested: stopping intake");
+    let _ = stop_tx.send(true);
+    for p in projectors {
+        if let Err(e) = p.await? {
+            tracing::error!(error = %e, "projector ended with an error");
+        }
+    }
+    let _ = client.flush().await;
+    maintenance.await?;
+    http.await??;
+    tokio::task::spawn_blocking(move || tables.persist()).await??;
+    tracing::info!("head persisted; bye");
+    Ok(())
+}
+
+async fn connect_nats(url: &str) -> Result<async_nats::Client> {
+    kanade_shared::nats_client::connect_with_event_callback(url, |event| async move {
+        match event {
+            async_nats::Event::Connected => tracing::info!("connected to NATS"),
+            async_nats::Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
+            other => tracing::debug!(event = %other, "NATS event"),
+        }
+    })
+    .await
+}
+
+fn spawn_projectors(
+    client: &async_nats::Client,
+    tables: &Tables,
+    stop: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<Result<()>>> {
+    vec![
+        tokio::spawn(projector::run::<HostPerfDecoder>(
+            client.clone(),
+            Arc::clone(&tables.host),
+            Arc::new(ProjectorStats::default()),
+            stop.clone(),
+        )),
+        tokio::spawn(projector::run::<ProcessPerfDecoder>(
+            client.clone(),
+            Arc::clone(&tables.process),
+            Arc::new(ProjectorStats::default()),
+            stop.clone(),
+        )),
+    ]
+}
+
+/// Persists on the interval (or sooner when a head is full), and runs
+/// compaction + retention on the maintenance interval.
+async fn maintenance_loop(
+    tables: Tables,
+    config: TimeSeriesConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut check = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut last_persist = tokio::time::Instant::now();
+    let mut last_maintain = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = check.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let now = tokio::time::Instant::now();
+        let due = now - last_persist >= config.persist_interval();
+        let full = tables.host.wants_persist() || tables.process.wants_persist();
+        if due || full {
+            last_persist = now;
+            run_blocking("persist", {
+                let t = tables.clone();
+                move || t.persist()
+            })
+            .await;
+        }
+        if now - last_maintain >= config.maintenance_interval() {
+            last_maintain = now;
+            run_blocking("compaction and retention", {
+                let t = tables.clone();
+                move || t.maintain()
+            })
+            .await;
+        }
+    }
+}
+
+async fn run_blocking(what: &'static str, f: impl FnOnce() -> Result<()> + Send + 'static) {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "{what} failed"),
+        Err(e) => tracing::error!(error = %e, "{what} panicked"),
+    }
+}

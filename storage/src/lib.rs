@@ -1,0 +1,43 @@
+//! The embedded stores of kanade-backend. Knows nothing of HTTP, NATS or
+//! DataFusion sessions.
+//!
+//! A perf sample's journey through this crate:
+//!
+//! 1. The projector hands a batch of rows (`HostPerfRow` / `ProcessPerfRow`,
+//!    turned into an Arrow `RecordBatch` by [`TableSpec`]) to
+//!    [`TimeSeriesTable::write`]. Rows whose key (pc_id + at [+ pid]) is
+//!    already known are dropped: first writer wins.
+//! 2. The surviving rows are appended to the write-ahead log ([`wal`]) and
+//!    fsynced, then pushed into the head buffer: from that moment they are
+//!    durable and visible to every new [`Snapshot`].
+//! 3. [`TimeSeriesTable::persist`] seals the WAL segment, writes the head's
+//!    rows as one sorted, zstd-compressed Parquet file per date partition
+//!    (`<table>/date=YYYY-MM-DD/<first>-<last>.parquet`, written to a
+//!    temporary name, fsynced and renamed), swaps the head rows for the new
+//!    files in one step and deletes the sealed WAL segments.
+//! 4. [`TimeSeriesTable::compact`] merges a partition's files into one
+//!    sorted, deduplicated file; [`TimeSeriesTable::drop_expired`] removes
+//!    whole partitions past their retention.
+//! 5. Readers take a [`Snapshot`] (head batches plus the partition files it
+//!    needs); files a snapshot holds are deleted only once the last snapshot
+//!    holding them is gone, so a query never loses a file mid-read.
+//!
+//! File names carry the range of WAL segments they contain, which is what
+//! makes recovery exact: on start-up a file whose range is covered by
+//! another is a leftover of an interrupted compaction and is removed, and a
+//! WAL segment's rows are replayed only into partitions that have no file
+//! covering that segment.
+
+mod error;
+mod timeseries;
+
+pub use error::{Error, Result};
+pub use timeseries::{
+    CompactionOutcome, HostPerfRow, PartitionDate, PersistOutcome, PersistedFile, ProcessPerfRow,
+    Snapshot, TableSpec, TimeSeriesConfig, TimeSeriesTable, WriteOutcome, HOST_PERF, PROCESS_PERF,
+};
+
+/// Arrow and Parquet as this crate uses them, re-exported so every crate
+/// of the workspace shares one version.
+pub use datafusion::arrow;
+pub use datafusion::parquet;

@@ -1,0 +1,423 @@
+//! `TimeSeriesTable`: one table's WAL, head and partition files, and the
+//! orchestration of write, persist, compaction and retention.
+//!
+//! Locking: `writer` serialises appends (dedup keys + WAL); `maintenance`
+//! serialises persist / compaction / retention; `state` is held only for
+//! the instant a snapshot is taken or a stage swaps its result in, so
+//! readers never wait for I/O.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::record_batch::RecordBatch;
+
+use super::compaction::{merge, should_compact, CompactionOutcome};
+use super::config::TimeSeriesConfig;
+use super::head::HeadChunk;
+use super::partition::{scan, FoundFile, PartitionDate, SegmentRange};
+use super::persist::{split_by_date, write_file};
+use super::read::{PersistedFile, Snapshot};
+use super::retention::RetentionPolicy;
+use super::table::{RowKey, TableSpec};
+use super::wal::{check_schema, Wal};
+use crate::{Error, Result};
+
+/// What a write did with its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriteOutcome {
+    /// Rows committed (durable and visible).
+    pub inserted: usize,
+    /// Rows dropped because their key was already known.
+    pub duplicates: usize,
+}
+
+/// What a persist wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PersistOutcome {
+    pub rows: usize,
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Default)]
+struct TableState {
+    head: Vec<HeadChunk>,
+    partitions: BTreeMap<PartitionDate, Vec<Arc<PersistedFile>>>,
+}
+
+#[derive(Debug)]
+struct Writer {
+    wal: Wal,
+    /// Keys of the head's rows and of recently persisted rows, with their
+    /// `at` (µs) so old ones can be forgotten.
+    keys: HashSet<RowKey>,
+}
+
+/// One time-series table on disk. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct TimeSeriesTable {
+    spec: &'static TableSpec,
+    root: PathBuf,
+    config: TimeSeriesConfig,
+    retention: RetentionPolicy,
+    state: RwLock<TableState>,
+    writer: Mutex<Writer>,
+    maintenance: Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl TimeSeriesTable {
+    /// Opens (or creates) the table under `data_dir`: lists its partition
+    /// files, removes leftovers of interrupted writes and compactions, and
+    /// replays the WAL into the head.
+    pub fn open(
+        spec: &'static TableSpec,
+        data_dir: &Path,
+        config: TimeSeriesConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        let root = data_dir.join(spec.name);
+        std::fs::create_dir_all(&root).map_err(Error::io(&root))?;
+        let partitions = load_partitions(scan(&root)?)?;
+        let max_file_seq = partitions
+            .values()
+            .flatten()
+            .map(|f| f.range.last + 1)
+            .max()
+            .unwrap_or(0);
+        let wal_dir = data_dir.join("wal").join(spec.name);
+        let (wal, replayed) = Wal::open(&wal_dir, spec.name, max_file_seq)?;
+        let mut keys = HashSet::new();
+        let mut head = Vec::new();
+        for segment in replayed {
+            for batch in segment.batches {
+                if !check_schema(&batch, &spec.schema()) {
+                    return Err(Error::InvalidConfig(format!(
+                        "write-ahead log of {} holds a batch of another schema",
+                        spec.name
+                    )));
+                }
+                let fresh = not_yet_persisted(spec, &partitions, segment.seq, &batch)?;
+                let fresh = spec.retain_new(&fresh, &mut keys)?;
+                if fresh.num_rows() > 0 {
+                    head.push(HeadChunk::new(segment.seq, fresh));
+                }
+            }
+        }
+        let replayed_rows: usize = head.iter().map(|c| c.batch.num_rows()).sum();
+        tracing::info!(
+            table = spec.name,
+            files = partitions.values().map(Vec::len).sum::<usize>(),
+            partitions = partitions.len(),
+            replayed_rows,
+            "time-series table opened"
+        );
+        let retention = RetentionPolicy {
+            days: match spec.name {
+                "process_perf" => config.process_perf_retention_days,
+                _ => config.host_perf_retention_days,
+            },
+        };
+        Ok(Self {
+            spec,
+            root,
+            config,
+            retention,
+            state: RwLock::new(TableState { head, partitions }),
+            writer: Mutex::new(Writer { wal, keys }),
+            maintenance: Mutex::new(()),
+        })
+    }
+
+    pub fn spec(&self) -> &'static TableSpec {
+        self.spec
+    }
+
+    /// The table's directory (`<data_dir>/<table>`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Commits `batch` (of this table's schema): rows whose key is already
+    /// known are dropped, the rest are fsynced to the WAL and then visible
+    /// to every new snapshot. Blocking (fsync): call off the async runtime.
+    pub fn write(&self, batch: &RecordBatch) -> Result<WriteOutcome> {
+        let mut writer = lock(&self.writer);
+        let fresh = self.spec.retain_new(batch, &mut writer.keys)?;
+        let outcome = WriteOutcome {
+            inserted: fresh.num_rows(),
+            duplicates: batch.num_rows() - fresh.num_rows(),
+        };
+        if fresh.num_rows() == 0 {
+            return Ok(outcome);
+        }
+        if let Err(e) = writer.wal.append(&fresh) {
+            for key in self.spec.keys(&fresh) {
+                writer.keys.remove(&key);
+            }
+            return Err(e);
+        }
+        let chunk = HeadChunk::new(writer.wal.current_seq(), fresh);
+        self.state_mut().head.push(chunk);
+        Ok(outcome)
+    }
+
+    /// Rows waiting in the head buffer.
+    pub fn head_rows(&self) -> usize {
+        self.state_ref()
+            .head
+            .iter()
+            .map(|c| c.batch.num_rows())
+            .sum()
+    }
+
+    /// A consistent view of the rows with `at` in `[from, to)` (all rows
+    /// when `None`): partitions outside the range are left out before any
+    /// file is opened.
+    pub fn snapshot(&self, range: Option<(DateTime<Utc>, DateTime<Utc>)>) -> Snapshot {
+        let state = self.state_ref();
+        let (from, to) = range
+            .map(|(f, t)| (f.timestamp_micros(), t.timestamp_micros()))
+            .unwrap_or((i64::MIN, i64::MAX));
+        let first_day = PartitionDate::of_micros(from);
+        let last_day = PartitionDate::of_micros(to.saturating_sub(1));
+        let files = state
+            .partitions
+            .iter()
+            .filter(|(d, _)| first_day.is_none_or(|f| **d >= f))
+            .filter(|(d, _)| last_day.is_none_or(|l| **d <= l))
+            .flat_map(|(_, files)| files.iter().cloned())
+            .collect();
+        let head = state
+            .head
+            .iter()
+            .filter(|c| c.overlaps(from, to))
+            .map(|c| c.batch.clone())
+            .collect();
+        Snapshot {
+            schema: self.spec.schema(),
+            head,
+            files,
+        }
+    }
+
+    /// Partition dates currently holding files.
+    pub fn partitions(&self) -> Vec<PartitionDate> {
+        self.state_ref().partitions.keys().copied().collect()
+    }
+
+    /// Whether the head has reached its persist threshold.
+    pub fn wants_persist(&self) -> bool {
+        self.head_rows() >= self.config.persist_max_rows
+    }
+
+    /// Writes every row in the head to Parquet (one file per partition),
+    /// swaps them in and deletes the WAL segments they came from. Rows
+    /// written meanwhile stay in the head for the next persist.
+    pub fn persist(&self) -> Result<PersistOutcome> {
+        let _maintenance = lock(&self.maintenance);
+        let sealed = {
+            let mut writer = lock(&self.writer);
+            if self.state_ref().head.is_empty() {
+                return Ok(PersistOutcome::default());
+            }
+            writer.wal.rotate()
+        };
+        let chunks: Vec<HeadChunk> = self
+            .state_ref()
+            .head
+            .iter()
+            .filter(|c| c.segment <= sealed)
+            .cloned()
+            .collect();
+        let written = self.write_chunks(&chunks, sealed)?;
+        let outcome = PersistOutcome {
+            rows: chunks.iter().map(|c| c.batch.num_rows()).sum(),
+            files: written.iter().map(|f| f.path.clone()).collect(),
+        };
+        {
+            let mut state = self.state_mut();
+            for file in written {
+                state
+                    .partitions
+                    .entry(file.date)
+                    .or_default()
+                    .push(Arc::new(file));
+            }
+            state.head.retain(|c| c.segment > sealed);
+        }
+        lock(&self.writer).wal.remove_through(sealed)?;
+        self.forget_old_keys();
+        tracing::debug!(
+            table = self.spec.name,
+            rows = outcome.rows,
+            files = outcome.files.len(),
+            "persisted head"
+        );
+        Ok(outcome)
+    }
+
+    fn write_chunks(&self, chunks: &[HeadChunk], sealed: u64) -> Result<Vec<PersistedFile>> {
+        let mut first_seg: HashMap<PartitionDate, u64> = HashMap::new();
+        let mut batches = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            for (date, batch) in split_by_date(self.spec, &chunk.batch)? {
+                let seg = first_seg.entry(date).or_insert(chunk.segment);
+                *seg = (*seg).min(chunk.segment);
+                batches.push((date, batch));
+            }
+        }
+        let mut by_date: BTreeMap<PartitionDate, Vec<RecordBatch>> = BTreeMap::new();
+        for (date, batch) in batches {
+            by_date.entry(date).or_default().push(batch);
+        }
+        by_date
+            .into_iter()
+            .map(|(date, parts)| {
+                let all = concat_batches(&self.spec.schema(), &parts)
+                    .map_err(Error::arrow(self.spec.name))?;
+                let sorted = self.spec.sort(&all)?;
+                let range = SegmentRange {
+                    first: first_seg[&date],
+                    last: sealed,
+                };
+                write_file(self.spec, &self.config, &self.root, date, range, &sorted)
+            })
+            .collect()
+    }
+
+    fn forget_old_keys(&self) {
+        let horizon = Utc::now().timestamp_micros()
+            - (self.config.dedup_window_secs as i64).saturating_mul(1_000_000);
+        let mut writer = lock(&self.writer);
+        writer.keys.retain(|k| k.at_micros >= horizon);
+        let state = self.state_ref();
+        for chunk in &state.head {
+            writer.keys.extend(self.spec.keys(&chunk.batch));
+        }
+    }
+
+    /// Compacts every partition that qualifies (closed partitions with two
+    /// or more files, today's with `compaction_min_files` or more).
+    pub fn compact(&self, today: PartitionDate) -> Result<Vec<CompactionOutcome>> {
+        let _maintenance = lock(&self.maintenance);
+        let candidates: Vec<(PartitionDate, Vec<Arc<PersistedFile>>)> = self
+            .state_ref()
+            .partitions
+            .iter()
+            .filter(|(d, f)| should_compact(&self.config, **d, today, f.len()))
+            .map(|(d, f)| (*d, f.clone()))
+            .collect();
+        let mut outcomes = Vec::new();
+        for (date, inputs) in candidates {
+            let (file, outcome) = merge(self.spec, &self.config, &self.root, date, &inputs)?;
+            let mut state = self.state_mut();
+            let files = state.partitions.entry(date).or_default();
+            files.retain(|f| !inputs.iter().any(|i| Arc::ptr_eq(f, i)));
+            files.push(Arc::new(file));
+            for input in &inputs {
+                input.mark_obsolete();
+            }
+            tracing::info!(table = self.spec.name, %date, files = outcome.input_files, rows = outcome.output_rows, "compacted partition");
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    /// Removes every partition past retention on `today`; returns the
+    /// dropped dates. Files are deleted at once unless a running query
+    /// still holds them, in which case they go when it finishes.
+    pub fn drop_expired(&self, today: PartitionDate) -> Result<Vec<PartitionDate>> {
+        let _maintenance = lock(&self.maintenance);
+        let expired: Vec<(PartitionDate, Vec<Arc<PersistedFile>>)> = {
+            let mut state = self.state_mut();
+            let dates: Vec<PartitionDate> = state
+                .partitions
+                .keys()
+                .copied()
+                .filter(|d| self.retention.is_expired(*d, today))
+                .collect();
+            dates
+                .into_iter()
+                .filter_map(|d| state.partitions.remove(&d).map(|f| (d, f)))
+                .collect()
+        };
+        let mut dropped = Vec::new();
+        for (date, files) in expired {
+            for f in &files {
+                f.mark_obsolete();
+            }
+            drop(files);
+            tracing::info!(table = self.spec.name, %date, "dropped expired partition");
+            dropped.push(date);
+        }
+        Ok(dropped)
+    }
+
+    fn state_ref(&self) -> std::sync::RwLockReadGuard<'_, TableState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, TableState> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Builds the partition map from the files on disk, deleting every file
+/// whose segment range another file of its partition covers (the inputs
+/// of a compaction that was interrupted before it removed them).
+fn load_partitions(
+    found: Vec<FoundFile>,
+) -> Result<BTreeMap<PartitionDate, Vec<Arc<PersistedFile>>>> {
+    let mut by_date: BTreeMap<PartitionDate, Vec<FoundFile>> = BTreeMap::new();
+    for f in found {
+        by_date.entry(f.date).or_default().push(f);
+    }
+    let mut partitions = BTreeMap::new();
+    for (date, files) in by_date {
+        let mut kept = Vec::new();
+        for f in &files {
+            if files.iter().any(|o| o.range.covers(f.range)) {
+                tracing::warn!(path = %f.path.display(), "removing file superseded by a compaction");
+                std::fs::remove_file(&f.path).map_err(Error::io(&f.path))?;
+            } else {
+                kept.push(Arc::new(PersistedFile::new(
+                    f.path.clone(),
+                    date,
+                    f.range,
+                    f.bytes,
+                )));
+            }
+        }
+        if !kept.is_empty() {
+            partitions.insert(date, kept);
+        }
+    }
+    Ok(partitions)
+}
+
+/// The rows of WAL segment `seq` whose partition has no file covering
+/// that segment yet.
+fn not_yet_persisted(
+    spec: &TableSpec,
+    partitions: &BTreeMap<PartitionDate, Vec<Arc<PersistedFile>>>,
+    seq: u64,
+    batch: &RecordBatch,
+) -> Result<RecordBatch> {
+    let parts = split_by_date(spec, batch)?;
+    let keep: Vec<RecordBatch> = parts
+        .into_iter()
+        .filter(|(date, _)| {
+            !partitions
+                .get(date)
+                .is_some_and(|files| files.iter().any(|f| f.range.contains(seq)))
+        })
+        .map(|(_, b)| b)
+        .collect();
+    concat_batches(&spec.schema(), &keep).map_err(Error::arrow(spec.name))
+}

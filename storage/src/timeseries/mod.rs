@@ -1,0 +1,24 @@
+//! The time-series engine: head buffer + WAL in front of date-partitioned
+//! Parquet files, one stage a file.
+
+mod compaction;
+mod config;
+mod head;
+mod partition;
+mod persist;
+mod read;
+mod retention;
+mod table;
+mod wal;
+
+mod engine;
+
+pub use compaction::CompactionOutcome;
+pub use config::TimeSeriesConfig;
+pub use engine::{PersistOutcome, TimeSeriesTable, WriteOutcome};
+pub use partition::PartitionDate;
+pub use read::{PersistedFile, Snapshot};
+pub use table::{HostPerfRow, ProcessPerfRow, TableSpec, HOST_PERF, PROCESS_PERF};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,116 @@
+//! Head → Parquet: one sorted, zstd-compressed file per date partition,
+//! with statistics and the page index, written atomically.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::Path;
+
+use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
+use datafusion::parquet::file::metadata::SortingColumn;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::schema::types::ColumnPath;
+
+use super::config::TimeSeriesConfig;
+use super::partition::{fsync_dir, partition_dir, PartitionDate, SegmentRange, TMP_SUFFIX};
+use super::read::PersistedFile;
+use super::table::{ts_column, TableSpec};
+use crate::{Error, Result};
+
+/// Splits a batch into one batch per date partition of its `at` column.
+pub fn split_by_date(
+    spec: &TableSpec,
+    batch: &RecordBatch,
+) -> Result<BTreeMap<PartitionDate, RecordBatch>> {
+    let at = ts_column(batch);
+    let mut rows: BTreeMap<PartitionDate, Vec<u32>> = BTreeMap::new();
+    for i in 0..batch.num_rows() {
+        let micros = at.value(i);
+        let date = PartitionDate::of_micros(micros).ok_or(Error::TimestampOutOfRange {
+            table: spec.name,
+            micros,
+        })?;
+        rows.entry(date).or_default().push(i as u32);
+    }
+    rows.into_iter()
+        .map(|(date, idx)| {
+            let taken = take_record_batch(batch, &UInt32Array::from(idx))
+                .map_err(Error::arrow(spec.name))?;
+            Ok((date, taken))
+        })
+        .collect()
+}
+
+fn writer_properties(spec: &TableSpec, config: &TimeSeriesConfig) -> Result<WriterProperties> {
+    let level = ZstdLevel::try_new(config.zstd_level)
+        .map_err(|e| Error::InvalidConfig(format!("storage.zstd_level: {e}")))?;
+    let schema = spec.schema();
+    let sorting: Vec<SortingColumn> = ["pc_id", "at", "pid"]
+        .iter()
+        .filter_map(|c| schema.index_of(c).ok())
+        .map(|i| SortingColumn {
+            column_idx: i as i32,
+            descending: false,
+            nulls_first: false,
+        })
+        .collect();
+    let at = ColumnPath::from("at");
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(config.row_group_rows))
+        .set_sorting_columns(Some(sorting))
+        .set_column_dictionary_enabled(at.clone(), false)
+        .set_column_encoding(at, Encoding::DELTA_BINARY_PACKED)
+        .build())
+}
+
+/// Writes `batch` (already sorted and deduplicated) as the file of
+/// `range` in partition `date`: to a temporary name, fsynced, renamed,
+/// directory fsynced. A reader never sees a partial file.
+pub fn write_file(
+    spec: &TableSpec,
+    config: &TimeSeriesConfig,
+    root: &Path,
+    date: PartitionDate,
+    range: SegmentRange,
+    batch: &RecordBatch,
+) -> Result<PersistedFile> {
+    let dir = partition_dir(root, date);
+    fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+    let path = dir.join(range.file_name());
+    let tmp = dir.join(format!("{}{TMP_SUFFIX}", range.file_name()));
+    let file = File::create(&tmp).map_err(Error::io(&tmp))?;
+    let props = writer_properties(spec, config)?;
+    let mut writer =
+        ArrowWriter::try_new(file, spec.schema(), Some(props)).map_err(Error::parquet(&tmp))?;
+    writer.write(batch).map_err(Error::parquet(&tmp))?;
+    let file = writer.into_inner().map_err(Error::parquet(&tmp))?;
+    file.sync_all().map_err(Error::io(&tmp))?;
+    drop(file);
+    fs::rename(&tmp, &path).map_err(Error::io(&path))?;
+    fsync_dir(&dir)?;
+    if let Some(root_dir) = dir.parent() {
+        fsync_dir(root_dir)?;
+    }
+    let bytes = fs::metadata(&path).map_err(Error::io(&path))?.len();
+    Ok(PersistedFile::new(path, date, range, bytes))
+}
+
+/// Reads a whole Parquet file back into one batch.
+pub fn read_file(spec: &TableSpec, path: &Path) -> Result<RecordBatch> {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file = File::open(path).map_err(Error::io(path))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(Error::parquet(path))?
+        .build()
+        .map_err(Error::parquet(path))?;
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(Error::arrow(spec.name))?;
+    datafusion::arrow::compute::concat_batches(&spec.schema(), &batches)
+        .map_err(Error::arrow(spec.name))
+}

@@ -1,0 +1,271 @@
+//! The two perf tables: their Arrow schema, their key, and the row types the
+//! projectors hand in.
+
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::{filter_record_batch, lexsort_to_indices, take_record_batch};
+use datafusion::arrow::compute::{SortColumn, SortOptions};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::{Error, Result};
+
+/// Static description of one time-series table.
+#[derive(Debug)]
+pub struct TableSpec {
+    /// Table name: also the directory under the data directory.
+    pub name: &'static str,
+    schema: &'static LazyLock<SchemaRef>,
+    /// Whether `pid` is part of the row key (process samples).
+    keyed_by_pid: bool,
+}
+
+/// The time zone every `at` column carries.
+pub const UTC: &str = "UTC";
+
+fn ts_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
+}
+
+static HOST_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("pc_id", DataType::Utf8, false),
+        Field::new("at", ts_type(), false),
+        Field::new("cpu_pct", DataType::Float64, true),
+        Field::new("cpu_count", DataType::Int64, true),
+        Field::new("mem_used_bytes", DataType::Int64, true),
+        Field::new("mem_total_bytes", DataType::Int64, true),
+        Field::new("swap_used_bytes", DataType::Int64, true),
+        Field::new("swap_total_bytes", DataType::Int64, true),
+        Field::new("disk_read_bytes_per_sec", DataType::Float64, true),
+        Field::new("disk_written_bytes_per_sec", DataType::Float64, true),
+        Field::new("net_rx_bytes_per_sec", DataType::Float64, true),
+        Field::new("net_tx_bytes_per_sec", DataType::Float64, true),
+    ]))
+});
+
+static PROCESS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("pc_id", DataType::Utf8, false),
+        Field::new("at", ts_type(), false),
+        Field::new("pid", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("cpu_pct", DataType::Float64, false),
+        Field::new("rss_bytes", DataType::Int64, false),
+        Field::new("disk_read_bytes_per_sec", DataType::Float64, true),
+        Field::new("disk_written_bytes_per_sec", DataType::Float64, true),
+    ]))
+});
+
+/// Host samples: one row per PC per tick, keyed by (pc_id, at).
+pub static HOST_PERF: TableSpec = TableSpec {
+    name: "host_perf",
+    schema: &HOST_SCHEMA,
+    keyed_by_pid: false,
+};
+
+/// Process samples: one row per process per tick, keyed by (pc_id, at, pid).
+pub static PROCESS_PERF: TableSpec = TableSpec {
+    name: "process_perf",
+    schema: &PROCESS_SCHEMA,
+    keyed_by_pid: true,
+};
+
+/// The identity of a row: a repeat of an existing key is dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct RowKey {
+    pub pc_id: String,
+    pub at_micros: i64,
+    pub pid: i64,
+}
+
+impl TableSpec {
+    /// The Arrow schema of the table (and of every Parquet file of it).
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(self.schema)
+    }
+
+    /// Keys of every row of `batch`, in row order.
+    pub(crate) fn keys(&self, batch: &RecordBatch) -> Vec<RowKey> {
+        let pc = string_column(batch, "pc_id");
+        let at = ts_column(batch);
+        let pid = self.keyed_by_pid.then(|| int_column(batch, "pid"));
+        (0..batch.num_rows())
+            .map(|i| RowKey {
+                pc_id: pc.value(i).to_string(),
+                at_micros: at.value(i),
+                pid: pid.map_or(0, |p| p.value(i)),
+            })
+            .collect()
+    }
+
+    /// Sorts `batch` by the key (pc_id, at[, pid]); ties keep their order.
+    pub(crate) fn sort(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let opts = Some(SortOptions {
+            descending: false,
+            nulls_first: false,
+        });
+        let mut cols = vec![
+            SortColumn {
+                values: Arc::clone(batch.column_by_name("pc_id").expect("pc_id column")),
+                options: opts,
+            },
+            SortColumn {
+                values: Arc::clone(batch.column_by_name("at").expect("at column")),
+                options: opts,
+            },
+        ];
+        if self.keyed_by_pid {
+            cols.push(SortColumn {
+                values: Arc::clone(batch.column_by_name("pid").expect("pid column")),
+                options: opts,
+            });
+        }
+        let row_order: ArrayRef =
+            Arc::new(Int64Array::from_iter_values(0..batch.num_rows() as i64));
+        cols.push(SortColumn {
+            values: row_order,
+            options: opts,
+        });
+        let indices = lexsort_to_indices(&cols, None).map_err(Error::arrow(self.name))?;
+        take_record_batch(batch, &indices).map_err(Error::arrow(self.name))
+    }
+
+    /// Keeps the first row of every key (in `batch` order) whose key is not
+    /// in `known`, and adds the kept keys to `known`.
+    pub(crate) fn retain_new(
+        &self,
+        batch: &RecordBatch,
+        known: &mut HashSet<RowKey>,
+    ) -> Result<RecordBatch> {
+        let mask: BooleanArray = self
+            .keys(batch)
+            .into_iter()
+            .map(|k| Some(known.insert(k)))
+            .collect();
+        filter_record_batch(batch, &mask).map_err(Error::arrow(self.name))
+    }
+
+    /// Sorted and with every key once (the first occurrence wins).
+    pub(crate) fn sort_dedup(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let deduped = self.retain_new(batch, &mut HashSet::new())?;
+        self.sort(&deduped)
+    }
+}
+
+fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> &'a StringArray {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .expect("schema guarantees a Utf8 column")
+}
+
+fn int_column<'a>(batch: &'a RecordBatch, name: &str) -> &'a Int64Array {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+        .expect("schema guarantees an Int64 column")
+}
+
+pub(crate) fn ts_column(batch: &RecordBatch) -> &TimestampMicrosecondArray {
+    batch
+        .column_by_name("at")
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+        .expect("schema guarantees a timestamp column")
+}
+
+fn ts_array(values: impl IntoIterator<Item = i64>) -> ArrayRef {
+    Arc::new(TimestampMicrosecondArray::from_iter_values(values).with_timezone(UTC))
+}
+
+/// One host sample as the projector hands it to storage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostPerfRow {
+    pub pc_id: String,
+    pub at: DateTime<Utc>,
+    pub cpu_pct: Option<f64>,
+    pub cpu_count: Option<i64>,
+    pub mem_used_bytes: Option<i64>,
+    pub mem_total_bytes: Option<i64>,
+    pub swap_used_bytes: Option<i64>,
+    pub swap_total_bytes: Option<i64>,
+    pub disk_read_bytes_per_sec: Option<f64>,
+    pub disk_written_bytes_per_sec: Option<f64>,
+    pub net_rx_bytes_per_sec: Option<f64>,
+    pub net_tx_bytes_per_sec: Option<f64>,
+}
+
+impl HostPerfRow {
+    /// The rows as one batch of the `host_perf` schema.
+    pub fn to_batch(rows: &[HostPerfRow]) -> Result<RecordBatch> {
+        let f = |g: fn(&HostPerfRow) -> Option<f64>| -> ArrayRef {
+            Arc::new(rows.iter().map(g).collect::<Float64Array>())
+        };
+        let i = |g: fn(&HostPerfRow) -> Option<i64>| -> ArrayRef {
+            Arc::new(rows.iter().map(g).collect::<Int64Array>())
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.pc_id))),
+            ts_array(rows.iter().map(|r| r.at.timestamp_micros())),
+            f(|r| r.cpu_pct),
+            i(|r| r.cpu_count),
+            i(|r| r.mem_used_bytes),
+            i(|r| r.mem_total_bytes),
+            i(|r| r.swap_used_bytes),
+            i(|r| r.swap_total_bytes),
+            f(|r| r.disk_read_bytes_per_sec),
+            f(|r| r.disk_written_bytes_per_sec),
+            f(|r| r.net_rx_bytes_per_sec),
+            f(|r| r.net_tx_bytes_per_sec),
+        ];
+        RecordBatch::try_new(HOST_PERF.schema(), columns).map_err(Error::arrow(HOST_PERF.name))
+    }
+}
+
+/// One process of one tick as the projector hands it to storage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessPerfRow {
+    pub pc_id: String,
+    pub at: DateTime<Utc>,
+    pub pid: i64,
+    pub name: String,
+    pub cpu_pct: f64,
+    pub rss_bytes: i64,
+    pub disk_read_bytes_per_sec: Option<f64>,
+    pub disk_written_bytes_per_sec: Option<f64>,
+}
+
+impl ProcessPerfRow {
+    /// The rows as one batch of the `process_perf` schema.
+    pub fn to_batch(rows: &[ProcessPerfRow]) -> Result<RecordBatch> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.pc_id))),
+            ts_array(rows.iter().map(|r| r.at.timestamp_micros())),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.pid))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.name))),
+            Arc::new(Float64Array::from_iter_values(
+                rows.iter().map(|r| r.cpu_pct),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.rss_bytes),
+            )),
+            Arc::new(
+                rows.iter()
+                    .map(|r| r.disk_read_bytes_per_sec)
+                    .collect::<Float64Array>(),
+            ),
+            Arc::new(
+                rows.iter()
+                    .map(|r| r.disk_written_bytes_per_sec)
+                    .collect::<Float64Array>(),
+            ),
+        ];
+        RecordBatch::try_new(PROCESS_PERF.schema(), columns)
+            .map_err(Error::arrow(PROCESS_PERF.name))
+    }
+}

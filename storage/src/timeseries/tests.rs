@@ -1,0 +1,400 @@
+//! Engine tests on real files: write → WAL → head → Parquet → compaction →
+//! retention, and recovery from crashes at each step.
+
+use std::path::Path;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use datafusion::arrow::array::{Array, Float64Array, StringArray};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::record_batch::RecordBatch;
+
+use super::persist::read_file;
+use super::*;
+
+fn t(day: u32, min: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, day, 10, min, 0).unwrap()
+}
+
+fn host(pc: &str, at: DateTime<Utc>, cpu: f64) -> HostPerfRow {
+    HostPerfRow {
+        pc_id: pc.into(),
+        at,
+        cpu_pct: Some(cpu),
+        cpu_count: Some(8),
+        mem_used_bytes: Some(1 << 30),
+        mem_total_bytes: Some(1 << 33),
+        swap_used_bytes: None,
+        swap_total_bytes: None,
+        disk_read_bytes_per_sec: Some(1.5),
+        disk_written_bytes_per_sec: None,
+        net_rx_bytes_per_sec: Some(10.0),
+        net_tx_bytes_per_sec: Some(20.0),
+    }
+}
+
+fn open(dir: &Path) -> TimeSeriesTable {
+    TimeSeriesTable::open(&HOST_PERF, dir, TimeSeriesConfig::for_tests()).unwrap()
+}
+
+fn write(table: &TimeSeriesTable, rows: &[HostPerfRow]) -> WriteOutcome {
+    table.write(&HostPerfRow::to_batch(rows).unwrap()).unwrap()
+}
+
+/// Every row visible in a snapshot, as (pc_id, at µs, cpu) sorted.
+fn rows_of(table: &TimeSeriesTable) -> Vec<(String, i64, f64)> {
+    let snap = table.snapshot(None);
+    let mut batches: Vec<RecordBatch> = snap.head().to_vec();
+    for f in snap.files() {
+        batches.push(read_file(&HOST_PERF, f.path()).unwrap());
+    }
+    let all = concat_batches(&HOST_PERF.schema(), &batches).unwrap();
+    let pc = all
+        .column(0)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    let at = super::table::ts_column(&all);
+    let cpu = all
+        .column(2)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap();
+    let mut out: Vec<_> = (0..all.num_rows())
+        .map(|i| (pc.value(i).to_string(), at.value(i), cpu.value(i)))
+        .collect();
+    out.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    out
+}
+
+fn parquet_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let root = dir.join("host_perf");
+    for p in std::fs::read_dir(&root).unwrap() {
+        let p = p.unwrap().path();
+        for f in std::fs::read_dir(&p).unwrap() {
+            let f = f.unwrap().path();
+            out.push(f.strip_prefix(&root).unwrap().display().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn duplicates_are_dropped_first_writer_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = open(dir.path());
+    let first = write(
+        &table,
+        &[host("a", t(1, 0), 10.0), host("a", t(1, 0), 99.0)],
+    );
+    assert_eq!(
+        first,
+        WriteOutcome {
+            inserted: 1,
+            duplicates: 1
+        }
+    );
+    let again = write(&table, &[host("a", t(1, 0), 50.0), host("b", t(1, 0), 5.0)]);
+    assert_eq!(
+        again,
+        WriteOutcome {
+            inserted: 1,
+            duplicates: 1
+        }
+    );
+    table.persist().unwrap();
+    // The key is remembered past the persist too (dedup window).
+    let late = write(&table, &[host("a", t(1, 0), 77.0)]);
+    assert_eq!(
+        late.duplicates, 0,
+        "old sample falls outside the dedup window"
+    );
+    // ...but compaction still resolves it, keeping the first copy.
+    table.persist().unwrap();
+    table.compact(PartitionDate::of(t(30, 0))).unwrap();
+    let rows = rows_of(&table);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].2, 10.0);
+}
+
+#[test]
+fn recent_duplicate_after_persist_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = open(dir.path());
+    let now = Utc::now();
+    write(&table, &[host("a", now, 10.0)]);
+    table.persist().unwrap();
+    let again = write(&table, &[host("a", now, 11.0)]);
+    assert_eq!(
+        again,
+        WriteOutcome {
+            inserted: 0,
+            duplicates: 1
+        }
+    );
+}
+
+#[test]
+fn persist_writes_sorted_hive_partitions_and_empties_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = open(dir.path());
+    write(
+        &table,
+        &[
+            host("z", t(2, 5), 1.0),
+            host("a", t(2, 1), 2.0),
+            host("m", t(3, 0), 3.0),
+        ],
+    );
+    let out = table.persist().unwrap();
+    assert_eq!(out.rows, 3);
+    assert_eq!(table.head_rows(), 0);
+    let files = parquet_files(dir.path());
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files[0].starts_with("date=2026-11-02/"), "{files:?}");
+    assert!(files[1].starts_with("date=2026-11-03/"), "{files:?}");
+    let day2 = read_file(&HOST_PERF, &dir.path().join("host_perf").join(&files[0])).unwrap();
+    let pcs = day2
+        .column(0)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    assert_eq!((pcs.value(0), pcs.value(1)), ("a", "z"));
+    let wal: Vec<_> = std::fs::read_dir(dir.path().join("wal/host_perf"))
+        .unwrap()
+        .collect();
+    assert!(
+        wal.is_empty(),
+        "sealed WAL segments are deleted after a persist"
+    );
+}
+
+#[test]
+fn unpersisted_rows_survive_a_crash_via_the_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let table = open(dir.path());
+        write(&table, &[host("a", t(1, 0), 1.0)]);
+        table.persist().unwrap();
+        write(&table, &[host("a", t(1, 1), 2.0), host("b", t(1, 1), 3.0)]);
+        // Dropped without a persist: the process died.
+    }
+    let table = open(dir.path());
+    assert_eq!(table.head_rows(), 2);
+    assert_eq!(rows_of(&table).len(), 3);
+}
+
+#[test]
+fn torn_wal_tail_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let table = open(dir.path());
+        write(&table, &[host("a", t(1, 0), 1.0)]);
+    }
+    let seg = std::fs::read_dir(dir.path().join("wal/host_perf"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]);
+    std::fs::write(&seg, bytes).unwrap();
+    let table = open(dir.path());
+    assert_eq!(rows_of(&table).len(), 1);
+}
+
+#[test]
+fn crash_between_parquet_rename_and_wal_delete_does_not_double_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let table = open(dir.path());
+        write(&table, &[host("a", t(1, 0), 1.0), host("b", t(2, 0), 2.0)]);
+    }
+    let wal_dir = dir.path().join("wal/host_perf");
+    let saved: Vec<(std::path::PathBuf, Vec<u8>)> = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    {
+        let table = open(dir.path());
+        table.persist().unwrap();
+    }
+    // Put the WAL back as if the process died before deleting it, and
+    // remove one of the two partition files as if it died mid-persist.
+    for (p, b) in &saved {
+        std::fs::write(p, b).unwrap();
+    }
+    let day2 = dir.path().join("host_perf/date=2026-11-02");
+    std::fs::remove_dir_all(&day2).unwrap();
+    let table = open(dir.path());
+    let rows = rows_of(&table);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        table.head_rows(),
+        1,
+        "only the missing partition is replayed"
+    );
+}
+
+#[test]
+fn interrupted_compaction_leftovers_are_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("host_perf/date=2026-11-01");
+    {
+        let table = open(dir.path());
+        write(&table, &[host("a", t(1, 0), 1.0)]);
+        table.persist().unwrap();
+        write(&table, &[host("a", t(1, 1), 2.0)]);
+        table.persist().unwrap();
+        let inputs: Vec<_> = std::fs::read_dir(&part)
+            .unwrap()
+            .map(|e| {
+                (
+                    e.as_ref().unwrap().path(),
+                    std::fs::read(e.unwrap().path()).unwrap(),
+                )
+            })
+            .collect();
+        table.compact(PartitionDate::of(t(20, 0))).unwrap();
+        drop(table);
+        // The compaction's inputs come back: the crash hit before their
+        // deletion. A temporary file is also left behind.
+        for (p, b) in inputs {
+            std::fs::write(p, b).unwrap();
+        }
+        std::fs::write(
+            part.join("00000000000000000009-00000000000000000009.parquet.tmp"),
+            b"partial",
+        )
+        .unwrap();
+    }
+    assert_eq!(std::fs::read_dir(&part).unwrap().count(), 4);
+    let table = open(dir.path());
+    assert_eq!(std::fs::read_dir(&part).unwrap().count(), 1);
+    assert_eq!(rows_of(&table).len(), 2);
+}
+
+#[test]
+fn compaction_merges_sorts_and_dedups_closed_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = open(dir.path());
+    for i in 0..3u32 {
+        write(
+            &table,
+            &[host("b", t(1, i), f64::from(i)), host("a", t(1, i), 1.0)],
+        );
+        table.persist().unwrap();
+    }
+    assert_eq!(table.snapshot(None).files().len(), 3);
+    let before = rows_of(&table);
+    let held = table.snapshot(None);
+    let out = table.compact(PartitionDate::of(t(2, 0))).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].input_files, 3);
+    assert_eq!(table.snapshot(None).files().len(), 1);
+    assert_eq!(rows_of(&table), before);
+    // An older snapshot still reads its files until dropped.
+    for f in held.files() {
+        assert!(f.path().exists());
+    }
+    let old: Vec<_> = held
+        .files()
+        .iter()
+        .map(|f| f.path().to_path_buf())
+        .collect();
+    drop(held);
+    assert!(old.iter().all(|p| !p.exists()));
+}
+
+#[test]
+fn open_partition_waits_for_enough_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = TimeSeriesConfig::for_tests();
+    config.compaction_min_files = 3;
+    let table = TimeSeriesTable::open(&HOST_PERF, dir.path(), config).unwrap();
+    for i in 0..2u32 {
+        write(&table, &[host("a", t(1, i), 1.0)]);
+        table.persist().unwrap();
+    }
+    assert!(table
+        .compact(PartitionDate::of(t(1, 0)))
+        .unwrap()
+        .is_empty());
+    assert_eq!(table.compact(PartitionDate::of(t(2, 0))).unwrap().len(), 1);
+}
+
+#[test]
+fn retention_drops_whole_expired_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = open(dir.path());
+    let today = Utc::now();
+    write(
+        &table,
+        &[
+            host("a", today - Duration::days(40), 1.0),
+            host("a", today, 2.0),
+        ],
+    );
+    table.persist().unwrap();
+    let old_dir = dir
+        .path()
+        .join("host_perf")
+        .join(PartitionDate::of(today - Duration::days(40)).dir_name());
+    assert!(old_dir.exists());
+    let dropped = table.drop_expired(PartitionDate::of(today)).unwrap();
+    assert_eq!(dropped, vec![PartitionDate::of(today - Duration::days(40))]);
+    assert!(
+        !old_dir.exists(),
+        "partition directory removed, space freed"
+    );
+    assert_eq!(rows_of(&table).len(), 1);
+    let reopened = open(dir.path());
+    assert_eq!(reopened.partitions(), vec![PartitionDate::of(today)]);
+}
+
+#[test]
+fn snapshot_prunes_partitions_by_time_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = open(dir.path());
+    write(&table, &[host("a", t(1, 0), 1.0), host("a", t(5, 0), 1.0)]);
+    table.persist().unwrap();
+    let snap = table.snapshot(Some((t(4, 0), t(6, 0))));
+    assert_eq!(snap.files().len(), 1);
+    assert_eq!(snap.files()[0].date(), PartitionDate::of(t(5, 0)));
+    let none = table.snapshot(Some((t(2, 0), t(3, 0))));
+    assert!(none.files().is_empty() && none.head().is_empty());
+}
+
+#[test]
+fn parquet_files_carry_zstd_statistics_and_page_index() {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let dir = tempfile::tempdir().unwrap();
+    let table = open(dir.path());
+    let rows: Vec<_> = (0..40)
+        .map(|i| host(&format!("pc{i:02}"), t(1, 0), 1.0))
+        .collect();
+    write(&table, &rows);
+    table.persist().unwrap();
+    let file = table.snapshot(None).files()[0].path().to_path_buf();
+    let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
+    let meta = reader.metadata();
+    assert!(meta.num_row_groups() >= 2, "row groups of for_tests size");
+    let rg = meta.row_group(0);
+    assert!(rg.column(0).statistics().is_some());
+    assert!(matches!(
+        rg.column(0).compression(),
+        datafusion::parquet::basic::Compression::ZSTD(_)
+    ));
+    assert!(
+        rg.column(0).column_index_offset().is_some(),
+        "page index written"
+    );
+    assert!(rg.sorting_columns().is_some());
+    let _ = Array::len(&Float64Array::from(vec![1.0]));
+}

