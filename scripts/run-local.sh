@@ -21,4 +21,6 @@ if [ -z "${KANADE_AUTH_STATIC_TOKEN:-}" ] && [ -z "${KANADE_AUTH_DISABLE:-}" ]; 
   echo "KANADE_AUTH_STATIC_TOKEN is not set: running with KANADE_AUTH_DISABLE=1 (local development only)" >&2
   export KANADE_AUTH_DISABLE=1
 fi
-cargo run --release --bin kanade-backend -- "$@"
+# Shares the build with the tests (dependencies are optimised in dev too).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kanade-backend/target}"
+cargo run --bin kanade-backend -- "$@"

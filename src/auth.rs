@@ -42,10 +42,15 @@ impl AuthConfig {
     }
 }
 
-/// Route layer over the protected API routes.
+/// Paths under `/api/` anyone may call.
+const PUBLIC_API_PATHS: [&str; 2] = ["/api/version", "/api/auth/login"];
+
+/// Layer over the whole router: every `/api/` path but the public ones
+/// (known route or not) needs the token.
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let auth = &state.auth;
-    if auth.disabled {
+    let path = req.uri().path();
+    if auth.disabled || !path.starts_with("/api/") || PUBLIC_API_PATHS.contains(&path) {
         return next.run(req).await;
     }
     let token = req

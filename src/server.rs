@@ -128,7 +128,8 @@ pub async fn run(
             tracing::error!(error = %e, "projector ended with an error");
         }
     }
-    let _ = client.flush().await;
+    // The broker may be gone: shutdown must not wait on it.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client.flush()).await;
     maintenance.await?;
     http.await??;
     tokio::task::spawn_blocking(move || tables.persist()).await??;

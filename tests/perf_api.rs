@@ -326,6 +326,11 @@ async fn bad_parameters_and_missing_tokens_get_json_errors() {
     let (s, body) = b.get_with("/api/perf/fleet", Some("wrong")).await;
     assert_eq!(s, 401);
     assert!(body["error"].is_string());
+    let (s, _) = b.get_with("/api/no-such-thing", None).await;
+    assert_eq!(s, 401, "unknown /api paths are protected too");
+    let (s, body) = b.get("/api/no-such-thing").await;
+    assert_eq!(s, 404);
+    assert!(body["error"].is_string());
     let (s, body) = b.get_with("/health", None).await;
     assert_eq!((s, body), (200, Value::String("ok".into())));
     let (s, body) = b.get_with("/api/version", None).await;

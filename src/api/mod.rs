@@ -17,7 +17,9 @@ use crate::state::AppState;
 
 /// The whole HTTP surface of the backend.
 pub fn app(state: AppState) -> Router {
-    let api = Router::new()
+    Router::new()
+        .route("/health", get(health))
+        .route("/api/version", get(version))
         .route("/api/agents/{pc_id}/perf", get(perf::host_timeline))
         .route("/api/agents/{pc_id}/processes", get(processes::latest))
         .route(
@@ -30,15 +32,11 @@ pub fn app(state: AppState) -> Router {
             "/api/perf/active-investigations",
             get(perf::active_investigations),
         )
-        .route_layer(middleware::from_fn_with_state(
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
-        ));
-    Router::new()
-        .route("/health", get(health))
-        .route("/api/version", get(version))
-        .merge(api)
-        .fallback(not_found)
+        ))
         .with_state(state)
 }
 

@@ -91,7 +91,7 @@ pub async fn run<D: Decoder>(
             _ = stop.changed() => break,
         }
     }
-    let _ = sub.unsubscribe().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), sub.unsubscribe()).await;
     flush::<D>(&table, &stats, &mut buf).await;
     tracing::info!(
         subject = D::SUBJECT,

@@ -40,8 +40,12 @@ pub struct Nats {
 
 impl Nats {
     pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// On a given port (to bring a broker back where clients expect it).
+    pub fn start_on(port: u16) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
             .arg(dir.path())
@@ -99,6 +103,7 @@ impl Backend {
         let child = Command::new(env!("CARGO_BIN_EXE_kanade-backend"))
             .arg("--config")
             .arg(&config)
+            .env_remove("KANADE_BACKEND_CONFIG")
             .env("KANADE_AUTH_STATIC_TOKEN", TOKEN)
             .env_remove("KANADE_AUTH_DISABLE")
             .env("RUST_LOG", "info")

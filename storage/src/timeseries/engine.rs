@@ -18,7 +18,7 @@ use super::compaction::{merge, should_compact, CompactionOutcome};
 use super::config::TimeSeriesConfig;
 use super::head::HeadChunk;
 use super::partition::{scan, FoundFile, PartitionDate, SegmentRange};
-use super::persist::{split_by_date, write_file};
+use super::persist::{read_key_columns, split_by_date, write_file};
 use super::read::{PersistedFile, Snapshot};
 use super::retention::RetentionPolicy;
 use super::table::{RowKey, TableSpec};
@@ -92,7 +92,7 @@ impl TimeSeriesTable {
             .unwrap_or(0);
         let wal_dir = data_dir.join("wal").join(spec.name);
         let (wal, replayed) = Wal::open(&wal_dir, spec.name, max_file_seq)?;
-        let mut keys = HashSet::new();
+        let mut keys = recent_keys(spec, &partitions, dedup_horizon(&config))?;
         let mut head = Vec::new();
         for segment in replayed {
             for batch in segment.batches {
@@ -292,8 +292,7 @@ impl TimeSeriesTable {
     }
 
     fn forget_old_keys(&self) {
-        let horizon = Utc::now().timestamp_micros()
-            - (self.config.dedup_window_secs as i64).saturating_mul(1_000_000);
+        let horizon = dedup_horizon(&self.config);
         let mut writer = lock(&self.writer);
         writer.keys.retain(|k| k.at_micros >= horizon);
         let state = self.state_ref();
@@ -366,6 +365,36 @@ impl TimeSeriesTable {
     fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, TableState> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Oldest `at` (µs) whose key is remembered after a persist.
+fn dedup_horizon(config: &TimeSeriesConfig) -> i64 {
+    Utc::now().timestamp_micros() - (config.dedup_window_secs as i64).saturating_mul(1_000_000)
+}
+
+/// Keys of persisted rows newer than `horizon`, so a sample re-published
+/// across a backend restart is still recognised as a repeat.
+fn recent_keys(
+    spec: &TableSpec,
+    partitions: &BTreeMap<PartitionDate, Vec<Arc<PersistedFile>>>,
+    horizon: i64,
+) -> Result<HashSet<RowKey>> {
+    let mut keys = HashSet::new();
+    let Some(first_day) = PartitionDate::of_micros(horizon) else {
+        return Ok(keys);
+    };
+    for files in partitions.range(first_day..).map(|(_, f)| f) {
+        for file in files {
+            for batch in read_key_columns(spec, &file.path)? {
+                keys.extend(
+                    spec.keys(&batch)
+                        .into_iter()
+                        .filter(|k| k.at_micros >= horizon),
+                );
+            }
+        }
+    }
+    Ok(keys)
 }
 
 /// Builds the partition map from the files on disk, deleting every file

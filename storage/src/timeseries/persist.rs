@@ -114,3 +114,19 @@ pub fn read_file(spec: &TableSpec, path: &Path) -> Result<RecordBatch> {
     datafusion::arrow::compute::concat_batches(&spec.schema(), &batches)
         .map_err(Error::arrow(spec.name))
 }
+
+/// Reads only the key columns (pc_id, at and, where present, pid) of a file.
+pub fn read_key_columns(spec: &TableSpec, path: &Path) -> Result<Vec<RecordBatch>> {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use datafusion::parquet::arrow::ProjectionMask;
+    let file = File::open(path).map_err(Error::io(path))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(Error::parquet(path))?;
+    let mask = ProjectionMask::columns(builder.parquet_schema(), ["pc_id", "at", "pid"]);
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(Error::parquet(path))?;
+    reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(Error::arrow(spec.name))
+}

@@ -398,3 +398,29 @@ fn parquet_files_carry_zstd_statistics_and_page_index() {
     assert!(rg.sorting_columns().is_some());
     let _ = Array::len(&Float64Array::from(vec![1.0]));
 }
+
+#[test]
+fn recent_keys_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Utc::now();
+    {
+        let table = open(dir.path());
+        write(&table, &[host("a", now, 10.0)]);
+        table.persist().unwrap();
+    }
+    let table = open(dir.path());
+    let again = write(
+        &table,
+        &[
+            host("a", now, 11.0),
+            host("a", now - Duration::seconds(1), 1.0),
+        ],
+    );
+    assert_eq!(
+        again,
+        WriteOutcome {
+            inserted: 1,
+            duplicates: 1
+        }
+    );
+}
