@@ -21,6 +21,8 @@ if [ -z "${KANADE_AUTH_STATIC_TOKEN:-}" ] && [ -z "${KANADE_AUTH_DISABLE:-}" ]; 
   echo "KANADE_AUTH_STATIC_TOKEN is not set: running with KANADE_AUTH_DISABLE=1 (local development only)" >&2
   export KANADE_AUTH_DISABLE=1
 fi
-# Shares the build with the tests (dependencies are optimised in dev too).
+# Built exactly as the tests build it, so one warm target directory serves
+# both (dependencies are optimised in the dev profile).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kanade-backend/target}"
-cargo run --bin kanade-backend -- "$@"
+cargo build --workspace --all-targets
+"$CARGO_TARGET_DIR/debug/kanade-backend" "$@"
