@@ -14,14 +14,18 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use chrono::Utc;
 use kanade_queries::PerfQueries;
-use kanade_storage::{PartitionDate, TimeSeriesConfig, TimeSeriesTable, HOST_PERF, PROCESS_PERF};
+use kanade_storage::{
+    PartitionDate, RelationalStore, TimeSeriesConfig, TimeSeriesTable, HOST_PERF, PROCESS_PERF,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::auth::AuthConfig;
 use crate::config::Config;
-use crate::projector::{self, HostPerfDecoder, ProcessPerfDecoder, ProjectorStats};
+use crate::projector::{
+    self, HeartbeatProjection, HostPerfProjection, ProcessPerfProjection, ProjectorStats,
+};
 use crate::state::AppState;
 
 /// The two perf tables.
@@ -95,6 +99,10 @@ pub async fn run(
         let (dir, ts) = (data_dir.clone(), config.storage.clone());
         tokio::task::spawn_blocking(move || Tables::try_open(&dir, &ts)).await??
     };
+    let store = {
+        let dir = data_dir.clone();
+        tokio::task::spawn_blocking(move || RelationalStore::open(&dir)).await??
+    };
     let queries = PerfQueries::new(Arc::clone(&tables.host), Arc::clone(&tables.process))?;
     let listener = TcpListener::bind(&config.server.bind)
         .await
@@ -103,14 +111,18 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let client = connect_nats(&config.nats.url).await?;
-    let projectors = spawn_projectors(&client, &tables, &stop_rx);
+    let projectors = spawn_projectors(&client, &tables, &store, &stop_rx);
     let maintenance = tokio::spawn(maintenance_loop(
         tables.clone(),
         config.storage.clone(),
         stop_rx.clone(),
     ));
 
-    let app = crate::api::app(AppState { queries, auth });
+    let app = crate::api::app(AppState {
+        queries,
+        store,
+        auth,
+    });
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -151,21 +163,29 @@ async fn connect_nats(url: &str) -> Result<async_nats::Client> {
 fn spawn_projectors(
     client: &async_nats::Client,
     tables: &Tables,
+    store: &RelationalStore,
     stop: &watch::Receiver<bool>,
 ) -> Vec<JoinHandle<Result<()>>> {
+    fn spawn<P: projector::Projection>(
+        client: &async_nats::Client,
+        projection: P,
+        stop: &watch::Receiver<bool>,
+    ) -> JoinHandle<Result<()>> {
+        tokio::spawn(projector::run(
+            client.clone(),
+            Arc::new(projection),
+            Arc::new(ProjectorStats::default()),
+            stop.clone(),
+        ))
+    }
     vec![
-        tokio::spawn(projector::run::<HostPerfDecoder>(
-            client.clone(),
-            Arc::clone(&tables.host),
-            Arc::new(ProjectorStats::default()),
-            stop.clone(),
-        )),
-        tokio::spawn(projector::run::<ProcessPerfDecoder>(
-            client.clone(),
-            Arc::clone(&tables.process),
-            Arc::new(ProjectorStats::default()),
-            stop.clone(),
-        )),
+        spawn(client, HostPerfProjection(Arc::clone(&tables.host)), stop),
+        spawn(
+            client,
+            ProcessPerfProjection(Arc::clone(&tables.process)),
+            stop,
+        ),
+        spawn(client, HeartbeatProjection(store.clone()), stop),
     ]
 }
 

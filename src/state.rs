@@ -1,6 +1,7 @@
 //! What every handler can reach.
 
 use kanade_queries::PerfQueries;
+use kanade_storage::RelationalStore;
 
 use crate::auth::AuthConfig;
 
@@ -8,5 +9,6 @@ use crate::auth::AuthConfig;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub queries: PerfQueries,
+    pub store: RelationalStore,
     pub auth: AuthConfig,
 }

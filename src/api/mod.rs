@@ -1,6 +1,7 @@
 //! The HTTP API: one file per resource, the router built in [`app`] so
 //! tests and `main` drive the same thing.
 
+mod agents;
 mod error;
 mod params;
 mod perf;
@@ -20,6 +21,8 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/api/version", get(version))
+        .route("/api/agents", get(agents::list))
+        .route("/api/agents/{pc_id}", get(agents::detail))
         .route("/api/agents/{pc_id}/perf", get(perf::host_timeline))
         .route("/api/agents/{pc_id}/processes", get(processes::latest))
         .route(

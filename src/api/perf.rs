@@ -196,13 +196,16 @@ pub async fn top(
             limit as usize,
         )
         .await?;
+    let mut hostnames = state
+        .store
+        .hostnames(rows.iter().map(|r| r.pc_id.as_str()))?;
     Ok(Json(TopResponse {
         metric: metric.column(),
         window_seconds: window_secs,
         rows: rows
             .into_iter()
             .map(|r| TopRow {
-                hostname: None,
+                hostname: hostnames.remove(&r.pc_id),
                 pc_id: r.pc_id,
                 value: r.value,
             })
@@ -232,12 +235,15 @@ pub async fn active_investigations(
         .queries
         .active_investigations(now - Duration::seconds(ACTIVE_WINDOW_SECS), now)
         .await?;
+    let mut hostnames = state
+        .store
+        .hostnames(rows.iter().map(|r| r.pc_id.as_str()))?;
     Ok(Json(ActiveResponse {
         window_seconds: ACTIVE_WINDOW_SECS,
         rows: rows
             .into_iter()
             .map(|r| ActiveRow {
-                hostname: None,
+                hostname: hostnames.remove(&r.pc_id),
                 pc_id: r.pc_id,
                 latest_at: r.latest_at,
             })

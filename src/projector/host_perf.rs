@@ -1,15 +1,14 @@
 //! `host_perf.<pc_id>` (core NATS, `HostPerf`) → table `host_perf`.
 
 use kanade_shared::wire::HostPerf;
-use kanade_storage::arrow::record_batch::RecordBatch;
 use kanade_storage::HostPerfRow;
 
-use super::Decoder;
+use super::{Committed, Projection};
 
-/// Decodes `HostPerf` samples into `host_perf` rows.
-pub struct HostPerfDecoder;
+/// Projects `HostPerf` samples into `host_perf` rows.
+pub struct HostPerfProjection(pub std::sync::Arc<kanade_storage::TimeSeriesTable>);
 
-impl Decoder for HostPerfDecoder {
+impl Projection for HostPerfProjection {
     type Item = HostPerf;
     const SUBJECT: &'static str = "host_perf.>";
 
@@ -17,7 +16,7 @@ impl Decoder for HostPerfDecoder {
         serde_json::from_slice(payload)
     }
 
-    fn to_batch(items: &[HostPerf]) -> kanade_storage::Result<RecordBatch> {
+    fn commit(&self, items: &[HostPerf]) -> kanade_storage::Result<Committed> {
         let rows: Vec<HostPerfRow> = items
             .iter()
             .map(|s| HostPerfRow {
@@ -35,6 +34,10 @@ impl Decoder for HostPerfDecoder {
                 net_tx_bytes_per_sec: s.net_tx_bytes_per_sec,
             })
             .collect();
-        HostPerfRow::to_batch(&rows)
+        let outcome = self.0.write(&HostPerfRow::to_batch(&rows)?)?;
+        Ok(Committed {
+            inserted: outcome.inserted,
+            duplicates: outcome.duplicates,
+        })
     }
 }

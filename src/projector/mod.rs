@@ -7,6 +7,7 @@
 //! on. A commit that fails keeps its batch for the next attempt (bounded),
 //! so a transient disk error loses nothing.
 
+mod heartbeat;
 mod host_perf;
 mod process_perf;
 
@@ -15,12 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kanade_storage::arrow::record_batch::RecordBatch;
-use kanade_storage::TimeSeriesTable;
 use tokio::sync::watch;
 
-pub use host_perf::HostPerfDecoder;
-pub use process_perf::ProcessPerfDecoder;
+pub use heartbeat::HeartbeatProjection;
+pub use host_perf::HostPerfProjection;
+pub use process_perf::ProcessPerfProjection;
 
 /// Messages buffered before a commit is forced.
 pub const FLUSH_MAX_MESSAGES: usize = 1_000;
@@ -29,13 +29,21 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Messages kept across failing commits before the oldest are given up.
 const MAX_PENDING_MESSAGES: usize = 200_000;
 
-/// Turns one subject family's payloads into rows of one table.
-pub trait Decoder: Send + 'static {
-    type Item: Send + 'static;
+/// What one commit did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Committed {
+    pub inserted: usize,
+    pub duplicates: usize,
+}
+
+/// One subject family projected into storage.
+pub trait Projection: Send + Sync + 'static {
+    type Item: Send + Sync + 'static;
     /// The subscription subject, e.g. `host_perf.>`.
     const SUBJECT: &'static str;
     fn decode(payload: &[u8]) -> Result<Self::Item, serde_json::Error>;
-    fn to_batch(items: &[Self::Item]) -> kanade_storage::Result<RecordBatch>;
+    /// Commits `items` in one storage transaction. Blocking.
+    fn commit(&self, items: &[Self::Item]) -> kanade_storage::Result<Committed>;
 }
 
 /// Counters of one projector.
@@ -58,9 +66,9 @@ impl ProjectorStats {
 /// micro-batches until `stop` turns true; then commits what is buffered
 /// and returns. The NATS client re-subscribes by itself after a
 /// reconnect.
-pub async fn run<D: Decoder>(
+pub async fn run<D: Projection>(
     client: async_nats::Client,
-    table: Arc<TimeSeriesTable>,
+    table: Arc<D>,
     stats: Arc<ProjectorStats>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -106,18 +114,14 @@ pub async fn run<D: Decoder>(
 
 /// One storage commit for everything buffered. On failure the buffer is
 /// kept for the next tick.
-async fn flush<D: Decoder>(
-    table: &Arc<TimeSeriesTable>,
-    stats: &ProjectorStats,
-    buf: &mut Vec<D::Item>,
-) {
+async fn flush<D: Projection>(table: &Arc<D>, stats: &ProjectorStats, buf: &mut Vec<D::Item>) {
     if buf.is_empty() {
         return;
     }
     let items = std::mem::take(buf);
     let table2 = Arc::clone(table);
     let result = tokio::task::spawn_blocking(move || {
-        let outcome = D::to_batch(&items).and_then(|b| table2.write(&b));
+        let outcome = table2.commit(&items);
         (items, outcome)
     })
     .await;

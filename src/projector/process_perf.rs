@@ -2,15 +2,14 @@
 //! processes) → table `process_perf`, one row per process.
 
 use kanade_shared::wire::ProcessPerf;
-use kanade_storage::arrow::record_batch::RecordBatch;
 use kanade_storage::ProcessPerfRow;
 
-use super::Decoder;
+use super::{Committed, Projection};
 
-/// Decodes `ProcessPerf` ticks into `process_perf` rows.
-pub struct ProcessPerfDecoder;
+/// Projects `ProcessPerf` ticks into `process_perf` rows.
+pub struct ProcessPerfProjection(pub std::sync::Arc<kanade_storage::TimeSeriesTable>);
 
-impl Decoder for ProcessPerfDecoder {
+impl Projection for ProcessPerfProjection {
     type Item = ProcessPerf;
     const SUBJECT: &'static str = "process_perf.>";
 
@@ -18,7 +17,7 @@ impl Decoder for ProcessPerfDecoder {
         serde_json::from_slice(payload)
     }
 
-    fn to_batch(items: &[ProcessPerf]) -> kanade_storage::Result<RecordBatch> {
+    fn commit(&self, items: &[ProcessPerf]) -> kanade_storage::Result<Committed> {
         let rows: Vec<ProcessPerfRow> = items
             .iter()
             .flat_map(|tick| {
@@ -34,6 +33,10 @@ impl Decoder for ProcessPerfDecoder {
                 })
             })
             .collect();
-        ProcessPerfRow::to_batch(&rows)
+        let outcome = self.0.write(&ProcessPerfRow::to_batch(&rows)?)?;
+        Ok(Committed {
+            inserted: outcome.inserted,
+            duplicates: outcome.duplicates,
+        })
     }
 }

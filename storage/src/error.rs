@@ -28,6 +28,20 @@ pub enum Error {
         #[source]
         source: datafusion::parquet::errors::ParquetError,
     },
+    #[error("redb error on {path}: {source}")]
+    Redb {
+        path: PathBuf,
+        #[source]
+        source: redb::Error,
+    },
+    #[error("redb error: {0}")]
+    RedbOp(#[source] redb::Error),
+    #[error("cannot decode a row of {table}: {source}")]
+    Codec {
+        table: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("invalid partition date {0:?} (expected YYYY-MM-DD)")]
     InvalidPartitionDate(String),
     #[error("timestamp {micros} µs of table {table} is out of range")]
@@ -43,6 +57,17 @@ pub enum Error {
 }
 
 impl Error {
+    pub(crate) fn redb(path: &std::path::Path, e: impl Into<redb::Error>) -> Error {
+        Error::Redb {
+            path: path.to_path_buf(),
+            source: e.into(),
+        }
+    }
+
+    pub(crate) fn redb_op(e: impl Into<redb::Error>) -> Error {
+        Error::RedbOp(e.into())
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { path, source }

@@ -22,6 +22,10 @@
 //!    needs); files a snapshot holds are deleted only once the last snapshot
 //!    holding them is gone, so a query never loses a file mid-read.
 //!
+//! Relational projections (agents, …) live in redb ([`RelationalStore`]):
+//! typed tables of self-describing rows with index tables kept in the same
+//! write transaction.
+//!
 //! File names carry the range of WAL segments they contain, which is what
 //! makes recovery exact: on start-up a file whose range is covered by
 //! another is a leftover of an interrupted compaction and is removed, and a
@@ -29,9 +33,11 @@
 //! covering that segment.
 
 mod error;
+mod relational;
 mod timeseries;
 
 pub use error::{Error, Result};
+pub use relational::{AgentRecord, HeartbeatUpdate, RelationalStore};
 pub use timeseries::{
     CompactionOutcome, HostPerfRow, PartitionDate, PersistOutcome, PersistedFile, ProcessPerfRow,
     Snapshot, TableSpec, TimeSeriesConfig, TimeSeriesTable, WriteOutcome, HOST_PERF, PROCESS_PERF,

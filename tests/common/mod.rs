@@ -127,6 +127,22 @@ impl Backend {
         self.get_with(path, Some(TOKEN)).await
     }
 
+    /// GET with the service token, keeping the response headers.
+    pub async fn get_full(&self, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, headers, body)
+    }
+
     pub async fn get_with(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut req = self.http.get(format!("{}{path}", self.base));
         if let Some(t) = token {

@@ -1,0 +1,51 @@
+//! Relational projections in redb: one table per entity, each value a
+//! self-describing JSON document (a field added later reads as its default
+//! from rows written before it existed), and index tables for every order
+//! the API sorts or filters by, written in the same transaction as the row.
+//! redb gives one writer and many MVCC readers: a reader never waits for
+//! the projectors.
+
+mod agents;
+mod codec;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::Database;
+
+use crate::{Error, Result};
+
+pub use agents::{AgentRecord, HeartbeatUpdate};
+
+/// The redb database of the backend (`<data_dir>/kanade.redb`).
+#[derive(Clone)]
+pub struct RelationalStore {
+    db: Arc<Database>,
+}
+
+impl std::fmt::Debug for RelationalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelationalStore").finish_non_exhaustive()
+    }
+}
+
+/// File name of the database inside the data directory.
+pub const FILE_NAME: &str = "kanade.redb";
+
+impl RelationalStore {
+    /// Opens (or creates) the database in `data_dir` and makes sure every
+    /// table exists, so readers never meet a missing table.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| Error::redb(&path, e))?;
+        let store = Self { db: Arc::new(db) };
+        store.ensure_tables()?;
+        Ok(store)
+    }
+
+    fn ensure_tables(&self) -> Result<()> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        agents::ensure_tables(&txn)?;
+        txn.commit().map_err(Error::redb_op)
+    }
+}
