@@ -25,6 +25,7 @@ use crate::auth::AuthConfig;
 use crate::config::Config;
 use crate::projector::{
     self, HeartbeatProjection, HostPerfProjection, ProcessPerfProjection, ProjectorStats,
+    ResultsProjection, StartedProjection,
 };
 use crate::state::AppState;
 
@@ -120,7 +121,8 @@ pub async fn run(
 
     let app = crate::api::app(AppState {
         queries,
-        store,
+        store: store.clone(),
+        nats: client.clone(),
         auth,
     });
     let mut http_stop = stop_rx.clone();
@@ -178,6 +180,19 @@ fn spawn_projectors(
             stop.clone(),
         ))
     }
+    fn spawn_stream<P: projector::stream::StreamProjection>(
+        client: &async_nats::Client,
+        store: &RelationalStore,
+        projection: P,
+        stop: &watch::Receiver<bool>,
+    ) -> JoinHandle<Result<()>> {
+        tokio::spawn(projector::stream::run(
+            async_nats::jetstream::new(client.clone()),
+            store.clone(),
+            Arc::new(projection),
+            stop.clone(),
+        ))
+    }
     vec![
         spawn(client, HostPerfProjection(Arc::clone(&tables.host)), stop),
         spawn(
@@ -186,7 +201,35 @@ fn spawn_projectors(
             stop,
         ),
         spawn(client, HeartbeatProjection(store.clone()), stop),
+        tokio::spawn(ensure_jetstream(client.clone(), stop.clone())),
+        spawn_stream(client, store, ResultsProjection, stop),
+        spawn_stream(client, store, StartedProjection, stop),
     ]
+}
+
+/// Creates the streams, KV buckets and object stores kanade needs
+/// (idempotent), retrying until the broker answers.
+async fn ensure_jetstream(
+    client: async_nats::Client,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let js = async_nats::jetstream::new(client);
+    loop {
+        match kanade_shared::bootstrap::ensure_jetstream_resources(&js).await {
+            Ok(()) => {
+                tracing::info!("JetStream resources ready");
+                return Ok(());
+            }
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "JetStream bootstrap failed; retrying"
+            ),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+    }
 }
 
 /// Persists on the interval (or sooner when a head is full), and runs

@@ -10,5 +10,7 @@ use crate::auth::AuthConfig;
 pub struct AppState {
     pub queries: PerfQueries,
     pub store: RelationalStore,
+    /// For request/reply to agents (live tail).
+    pub nats: async_nats::Client,
     pub auth: AuthConfig,
 }

@@ -6,6 +6,7 @@ mod error;
 mod params;
 mod perf;
 mod processes;
+mod results;
 
 use axum::middleware;
 use axum::routing::get;
@@ -29,6 +30,9 @@ pub fn app(state: AppState) -> Router {
             "/api/agents/{pc_id}/processes/timeline",
             get(processes::timeline),
         )
+        .route("/api/results", get(results::list))
+        .route("/api/results/{result_id}", get(results::detail))
+        .route("/api/results/{result_id}/tail", get(results::tail))
         .route("/api/perf/fleet", get(perf::fleet))
         .route("/api/perf/top", get(perf::top))
         .route(

@@ -7,9 +7,12 @@
 //! on. A commit that fails keeps its batch for the next attempt (bounded),
 //! so a transient disk error loses nothing.
 
+mod events;
 mod heartbeat;
 mod host_perf;
 mod process_perf;
+mod results;
+pub mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,9 +21,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::watch;
 
+pub use events::StartedProjection;
 pub use heartbeat::HeartbeatProjection;
 pub use host_perf::HostPerfProjection;
 pub use process_perf::ProcessPerfProjection;
+pub use results::ResultsProjection;
 
 /// Messages buffered before a commit is forced.
 pub const FLUSH_MAX_MESSAGES: usize = 1_000;

@@ -37,7 +37,10 @@ mod relational;
 mod timeseries;
 
 pub use error::{Error, Result};
-pub use relational::{AgentRecord, HeartbeatUpdate, RelationalStore};
+pub use relational::{
+    AgentRecord, FinishedRun, HeartbeatUpdate, RelationalStore, ResultRecord, StartedRun,
+    StreamPosition,
+};
 pub use timeseries::{
     CompactionOutcome, HostPerfRow, PartitionDate, PersistOutcome, PersistedFile, ProcessPerfRow,
     Snapshot, TableSpec, TimeSeriesConfig, TimeSeriesTable, WriteOutcome, HOST_PERF, PROCESS_PERF,

@@ -7,6 +7,8 @@
 
 mod agents;
 mod codec;
+mod positions;
+mod results;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,6 +18,8 @@ use redb::Database;
 use crate::{Error, Result};
 
 pub use agents::{AgentRecord, HeartbeatUpdate};
+pub use positions::StreamPosition;
+pub use results::{FinishedRun, ResultRecord, StartedRun};
 
 /// The redb database of the backend (`<data_dir>/kanade.redb`).
 #[derive(Clone)]
@@ -46,6 +50,8 @@ impl RelationalStore {
     fn ensure_tables(&self) -> Result<()> {
         let txn = self.db.begin_write().map_err(Error::redb_op)?;
         agents::ensure_tables(&txn)?;
+        positions::ensure_tables(&txn)?;
+        results::ensure_tables(&txn)?;
         txn.commit().map_err(Error::redb_op)
     }
 }

@@ -1,0 +1,155 @@
+//! The JetStream side: durable pull consumers that apply a stream to redb.
+//!
+//! Each batch is decoded, committed in one redb transaction together with
+//! the stream sequence it ends at, and only then acked. On start the
+//! durable consumer is (re)created to deliver from the sequence after the
+//! recorded one, so a restart resumes without applying a message twice and
+//! an empty data directory replays the stream from its first message. The
+//! durable names carry a `columnar-` prefix so this backend and the
+//! reference one can consume the same broker side by side.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use kanade_storage::{RelationalStore, StreamPosition};
+use tokio::sync::watch;
+
+/// A stream projected into redb.
+pub trait StreamProjection: Send + Sync + 'static {
+    type Item: Send + Sync + 'static;
+    /// Stream name, e.g. `RESULTS`.
+    const STREAM: &'static str;
+    /// Durable consumer name (distinct from the reference backend's).
+    const DURABLE: &'static str;
+    /// Subject filter inside the stream, if any.
+    const FILTER: Option<&'static str>;
+    fn decode(subject: &str, payload: &[u8]) -> Result<Self::Item, String>;
+    /// Applies `items` and records `pos` in one transaction. Blocking.
+    fn apply(
+        &self,
+        store: &RelationalStore,
+        items: &[Self::Item],
+        pos: StreamPosition<'_>,
+    ) -> kanade_storage::Result<()>;
+}
+
+const BATCH: usize = 256;
+const RETRY: Duration = Duration::from_secs(2);
+
+/// Runs the consumer until `stop`; reconnects (and recreates the
+/// consumer) after any broker error.
+pub async fn run<P: StreamProjection>(
+    js: jetstream::Context,
+    store: RelationalStore,
+    projection: Arc<P>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    loop {
+        let result = tokio::select! {
+            r = consume(&js, &store, &projection) => r,
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(
+                stream = P::STREAM,
+                error = format!("{e:#}"),
+                "stream consumer interrupted; retrying"
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY) => {}
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+    }
+}
+
+async fn consume<P: StreamProjection>(
+    js: &jetstream::Context,
+    store: &RelationalStore,
+    projection: &Arc<P>,
+) -> anyhow::Result<()> {
+    let stream = js.get_stream(P::STREAM).await?;
+    let applied = store.consumer_position(P::DURABLE)?;
+    let deliver_policy = if applied == 0 {
+        consumer::DeliverPolicy::All
+    } else {
+        consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: applied + 1,
+        }
+    };
+    // The broker's view of the durable may be ahead of or behind ours
+    // (e.g. a wiped data directory): ours wins.
+    let _ = stream.delete_consumer(P::DURABLE).await;
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            P::DURABLE,
+            consumer::pull::Config {
+                durable_name: Some(P::DURABLE.into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                deliver_policy,
+                filter_subject: P::FILTER.unwrap_or_default().into(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    tracing::info!(
+        stream = P::STREAM,
+        durable = P::DURABLE,
+        after_seq = applied,
+        "stream consumer started"
+    );
+    loop {
+        let mut batch = consumer
+            .batch()
+            .max_messages(BATCH)
+            .expires(Duration::from_secs(1))
+            .messages()
+            .await?;
+        let mut msgs = Vec::new();
+        while let Some(m) = batch.next().await {
+            msgs.push(m.map_err(|e| anyhow::anyhow!(e))?);
+        }
+        if msgs.is_empty() {
+            continue;
+        }
+        apply_batch(store, projection, &msgs).await?;
+        for m in &msgs {
+            m.ack().await.map_err(|e| anyhow::anyhow!(e))?;
+        }
+    }
+}
+
+async fn apply_batch<P: StreamProjection>(
+    store: &RelationalStore,
+    projection: &Arc<P>,
+    msgs: &[jetstream::Message],
+) -> anyhow::Result<()> {
+    let mut items = Vec::with_capacity(msgs.len());
+    let mut last_seq = 0;
+    for m in msgs {
+        let seq = m.info().map_err(|e| anyhow::anyhow!(e))?.stream_sequence;
+        last_seq = last_seq.max(seq);
+        match P::decode(m.subject.as_str(), &m.payload) {
+            Ok(item) => items.push(item),
+            Err(e) => {
+                tracing::warn!(stream = P::STREAM, subject = %m.subject, seq, error = %e, "undecodable message skipped")
+            }
+        }
+    }
+    let (store, projection) = (store.clone(), Arc::clone(projection));
+    tokio::task::spawn_blocking(move || {
+        let pos = StreamPosition {
+            consumer: P::DURABLE,
+            stream_seq: last_seq,
+        };
+        if items.is_empty() {
+            store.record_position(pos)
+        } else {
+            projection.apply(&store, &items, pos)
+        }
+    })
+    .await??;
+    Ok(())
+}
