@@ -70,6 +70,9 @@ async fn serves_without_a_broker_and_projects_once_it_comes_and_returns() {
     let (s, _) = b.get_with("/health", None).await;
     assert_eq!(s, 200);
     assert_eq!(points(&b, "pc-1").await, 0);
+    let (s, health) = b.get("/api/health/fleet").await;
+    assert_eq!(s, 503, "{health}");
+    assert_eq!(health["jetstream"]["all_ok"], false);
 
     // The broker comes up: the projectors subscribe by themselves.
     let nats = Nats::start_on(port);

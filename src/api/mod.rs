@@ -3,6 +3,7 @@
 
 mod agents;
 mod error;
+mod health;
 mod params;
 mod perf;
 mod processes;
@@ -30,6 +31,9 @@ pub fn app(state: AppState) -> Router {
             "/api/agents/{pc_id}/processes/timeline",
             get(processes::timeline),
         )
+        .route("/api/health/fleet", get(health::fleet))
+        .route("/api/health/scan_durations", get(health::scan_durations))
+        .route("/api/jetstream/status", get(health::jetstream_status))
         .route("/api/results", get(results::list))
         .route("/api/results/{result_id}", get(results::detail))
         .route("/api/results/{result_id}/tail", get(results::tail))

@@ -1,0 +1,128 @@
+//! Fleet health and scan durations through a real broker and HTTP.
+
+mod common;
+
+use chrono::{Duration, Utc};
+use common::{eventually, publish_json, Backend, Nats};
+use kanade_shared::wire::{ExecResult, Heartbeat};
+use serde_json::Value;
+
+fn heartbeat(pc: &str, minutes_ago: i64) -> Heartbeat {
+    serde_json::from_value(serde_json::json!({
+        "pc_id": pc, "at": Utc::now() - Duration::minutes(minutes_ago), "agent_version": "0.43.56",
+    }))
+    .unwrap()
+}
+
+fn run(id: &str, job: &str, millis: i64, code: i32) -> ExecResult {
+    let finished = Utc::now() - Duration::minutes(5);
+    serde_json::from_value(serde_json::json!({
+        "result_id": id, "request_id": id, "pc_id": "pc1", "exit_code": code,
+        "stdout": "", "stderr": "", "manifest_id": job,
+        "started_at": finished - Duration::milliseconds(millis), "finished_at": finished,
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_health_and_scan_durations() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let c = nats.client().await;
+
+    // JetStream ready, no agents yet: unknown, 200.
+    let unknown = eventually("resources bootstrapped", || async {
+        let (s, body) = b.get("/api/health/fleet").await;
+        (body["jetstream"]["all_ok"] == true).then_some((s, body))
+    })
+    .await;
+    assert_eq!(unknown.0, 200);
+    assert_eq!(unknown.1["status"], "unknown");
+    assert_eq!(unknown.1["jetstream"]["total"], 12);
+    let (_, js) = b.get("/api/jetstream/status").await;
+    assert!(
+        js["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["exists"] == true),
+        "{js}"
+    );
+
+    // A live agent: ok.
+    publish_json(&c, "heartbeat.pc1".into(), &heartbeat("pc1", 0)).await;
+    let ok = eventually("ok", || async {
+        let (s, body) = b.get("/api/health/fleet").await;
+        (body["status"] == "ok").then_some((s, body))
+    })
+    .await;
+    assert_eq!(ok.0, 200);
+    assert_eq!(
+        ok.1["agents"],
+        serde_json::json!({"known": 1, "active": 1, "stale": 0})
+    );
+
+    // A stale agent: degraded, 503, with the counts.
+    publish_json(&c, "heartbeat.pc2".into(), &heartbeat("pc2", 10)).await;
+    let degraded = eventually("degraded", || async {
+        let (s, body) = b.get("/api/health/fleet").await;
+        (s == 503).then_some(body)
+    })
+    .await;
+    assert_eq!(degraded["status"], "degraded");
+    assert_eq!(
+        degraded["agents"],
+        serde_json::json!({"known": 2, "active": 1, "stale": 1})
+    );
+
+    // Scan durations: 1..=10 s for one job, one quick run of another.
+    let js = async_nats::jetstream::new(c.clone());
+    let mut runs: Vec<ExecResult> = (1..=10)
+        .map(|s| run(&format!("scan-{s}"), "scan", s * 1000, 0))
+        .collect();
+    runs.push(run("quick-1", "quick", 250, 3));
+    for r in &runs {
+        let ack = js
+            .publish(
+                format!("results.{}", r.result_id),
+                serde_json::to_vec(r).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        ack.await.unwrap();
+    }
+    let stats = eventually("scan durations", || async {
+        let (_, body) = b.get("/api/health/scan_durations").await;
+        (body.as_array()?.len() == 2 && body[0]["count"] == 10).then_some(body)
+    })
+    .await;
+    let scan = &stats[0];
+    assert_eq!(scan["job_id"], "scan");
+    assert_eq!(scan["p50_ms"], 5000);
+    assert_eq!(scan["p95_ms"], 10000);
+    assert_eq!(scan["p99_ms"], 10000);
+    assert_eq!(scan["min_ms"], 1000);
+    assert_eq!(scan["max_ms"], 10000);
+    assert_eq!(scan["mean_ms"], 5500);
+    assert_eq!(scan["max_result_id"], "scan-10");
+    assert_eq!(
+        stats[1]["p50_ms"], 250,
+        "exact milliseconds, no float rounding"
+    );
+    let since =
+        (Utc::now() - Duration::minutes(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (_, none) = b
+        .get(&format!("/api/health/scan_durations?since={since}"))
+        .await;
+    assert_eq!(none, Value::Array(vec![]));
+    let (s, bad) = b.get("/api/health/scan_durations?since=yesterday").await;
+    assert_eq!(s, 400);
+    assert!(bad["error"].as_str().unwrap().contains("`since`"));
+
+    let (_, h) = b.get("/api/health/fleet").await;
+    assert_eq!(
+        h["recent_results"],
+        serde_json::json!({"window_hours": 24, "total": 11, "failed": 1})
+    );
+}
