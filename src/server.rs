@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 use crate::auth::AuthConfig;
 use crate::config::Config;
 use crate::projector::{
-    self, HeartbeatProjection, HostPerfProjection, ProcessPerfProjection, ProjectorStats,
-    ResultsProjection, StartedProjection,
+    self, AuditProjection, HeartbeatProjection, HostPerfProjection, ProcessPerfProjection,
+    ProjectorStats, ResultsProjection, StartedProjection,
 };
 use crate::state::AppState;
 
@@ -204,6 +204,7 @@ fn spawn_projectors(
         tokio::spawn(ensure_jetstream(client.clone(), stop.clone())),
         spawn_stream(client, store, ResultsProjection, stop),
         spawn_stream(client, store, StartedProjection, stop),
+        spawn_stream(client, store, AuditProjection, stop),
     ]
 }
 

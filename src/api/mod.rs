@@ -2,6 +2,7 @@
 //! tests and `main` drive the same thing.
 
 mod agents;
+mod audit;
 mod error;
 mod health;
 mod params;
@@ -34,6 +35,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/health/fleet", get(health::fleet))
         .route("/api/health/scan_durations", get(health::scan_durations))
         .route("/api/jetstream/status", get(health::jetstream_status))
+        .route("/api/audit", get(audit::list))
         .route("/api/results", get(results::list))
         .route("/api/results/{result_id}", get(results::detail))
         .route("/api/results/{result_id}/tail", get(results::tail))

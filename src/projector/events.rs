@@ -16,7 +16,7 @@ impl StreamProjection for StartedProjection {
     const DURABLE: &'static str = "columnar-events-started-projector";
     const FILTER: Option<&'static str> = Some("events.started.>");
 
-    fn decode(_subject: &str, payload: &[u8]) -> Result<EventStarted, String> {
+    fn decode(_subject: &str, _seq: u64, payload: &[u8]) -> Result<EventStarted, String> {
         serde_json::from_slice(payload).map_err(|e| e.to_string())
     }
 

@@ -7,6 +7,7 @@
 //! on. A commit that fails keeps its batch for the next attempt (bounded),
 //! so a transient disk error loses nothing.
 
+mod audit;
 mod events;
 mod heartbeat;
 mod host_perf;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::watch;
 
+pub use audit::AuditProjection;
 pub use events::StartedProjection;
 pub use heartbeat::HeartbeatProjection;
 pub use host_perf::HostPerfProjection;

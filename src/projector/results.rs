@@ -16,7 +16,7 @@ impl StreamProjection for ResultsProjection {
     const DURABLE: &'static str = "columnar-results-projector";
     const FILTER: Option<&'static str> = None;
 
-    fn decode(_subject: &str, payload: &[u8]) -> Result<ExecResult, String> {
+    fn decode(_subject: &str, _seq: u64, payload: &[u8]) -> Result<ExecResult, String> {
         serde_json::from_slice(payload).map_err(|e| e.to_string())
     }
 

@@ -25,7 +25,8 @@ pub trait StreamProjection: Send + Sync + 'static {
     const DURABLE: &'static str;
     /// Subject filter inside the stream, if any.
     const FILTER: Option<&'static str>;
-    fn decode(subject: &str, payload: &[u8]) -> Result<Self::Item, String>;
+    /// Decodes the message at stream sequence `seq`.
+    fn decode(subject: &str, seq: u64, payload: &[u8]) -> Result<Self::Item, String>;
     /// Applies `items` and records `pos` in one transaction. Blocking.
     fn apply(
         &self,
@@ -131,7 +132,7 @@ async fn apply_batch<P: StreamProjection>(
     for m in msgs {
         let seq = m.info().map_err(|e| anyhow::anyhow!(e))?.stream_sequence;
         last_seq = last_seq.max(seq);
-        match P::decode(m.subject.as_str(), &m.payload) {
+        match P::decode(m.subject.as_str(), seq, &m.payload) {
             Ok(item) => items.push(item),
             Err(e) => {
                 tracing::warn!(stream = P::STREAM, subject = %m.subject, seq, error = %e, "undecodable message skipped")

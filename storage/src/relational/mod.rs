@@ -6,6 +6,7 @@
 //! the projectors.
 
 mod agents;
+mod audit;
 mod codec;
 mod positions;
 mod results;
@@ -18,6 +19,7 @@ use redb::Database;
 use crate::{Error, Result};
 
 pub use agents::{AgentRecord, HeartbeatUpdate};
+pub use audit::AuditRecord;
 pub use positions::StreamPosition;
 pub use results::{FinishedRun, ResultRecord, StartedRun};
 
@@ -50,6 +52,7 @@ impl RelationalStore {
     fn ensure_tables(&self) -> Result<()> {
         let txn = self.db.begin_write().map_err(Error::redb_op)?;
         agents::ensure_tables(&txn)?;
+        audit::ensure_tables(&txn)?;
         positions::ensure_tables(&txn)?;
         results::ensure_tables(&txn)?;
         txn.commit().map_err(Error::redb_op)

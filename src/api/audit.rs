@@ -1,0 +1,97 @@
+//! `/api/audit`.
+
+use axum::extract::State;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use kanade_storage::AuditRecord;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::params::{parse_time, ApiQuery};
+use crate::state::AppState;
+
+const DEFAULT_LIMIT: u32 = 50;
+
+#[derive(Serialize)]
+pub struct AuditRow {
+    id: u64,
+    actor: String,
+    action: String,
+    target: Option<String>,
+    payload: serde_json::Value,
+    occurred_at: Option<DateTime<Utc>>,
+}
+
+impl From<AuditRecord> for AuditRow {
+    fn from(a: AuditRecord) -> Self {
+        Self {
+            id: a.id,
+            actor: a.actor,
+            action: a.action,
+            target: a.target,
+            payload: a.payload,
+            occurred_at: a.occurred_at,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ListParams {
+    limit: Option<String>,
+    actor: Option<String>,
+    since: Option<String>,
+    action: Option<String>,
+    target: Option<String>,
+    payload: Option<String>,
+}
+
+fn compile(param: &'static str, raw: Option<&str>) -> Result<Option<Regex>, ApiError> {
+    match raw.filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => Regex::new(s)
+            .map(Some)
+            .map_err(|e| ApiError::bad_param(param, format!("invalid regex `{s}`: {e}"))),
+    }
+}
+
+/// `GET /api/audit`: newest first; `actor` exact, `since` (RFC 3339),
+/// regexes on `action`, `target` (NULL as "") and the JSON `payload`.
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(p): ApiQuery<ListParams>,
+) -> Result<Json<Vec<AuditRow>>, ApiError> {
+    let limit = match p.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(s) => s.trim().parse::<u32>().map_err(|_| {
+            ApiError::bad_param("limit", format!("{s:?} is not a non-negative integer"))
+        })?,
+    } as usize;
+    let since = p
+        .since
+        .as_deref()
+        .map(|s| parse_time("since", s))
+        .transpose()?;
+    let action = compile("action", p.action.as_deref())?;
+    let target = compile("target", p.target.as_deref())?;
+    let payload = compile("payload", p.payload.as_deref())?;
+    let actor = p.actor.filter(|a| !a.is_empty());
+    let mut out = Vec::new();
+    if limit > 0 {
+        state.store.scan_audit_desc(since, |a| {
+            let keep = actor.as_deref().is_none_or(|x| a.actor == x)
+                && action.as_ref().is_none_or(|re| re.is_match(&a.action))
+                && target
+                    .as_ref()
+                    .is_none_or(|re| re.is_match(a.target.as_deref().unwrap_or("")))
+                && payload
+                    .as_ref()
+                    .is_none_or(|re| re.is_match(&a.payload.to_string()));
+            if keep {
+                out.push(AuditRow::from(a));
+            }
+            out.len() < limit
+        })?;
+    }
+    Ok(Json(out))
+}
