@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 use crate::auth::AuthConfig;
 use crate::config::Config;
 use crate::projector::{
-    self, AuditProjection, HeartbeatProjection, HostPerfProjection, ProcessPerfProjection,
-    ProjectorStats, ResultsProjection, StartedProjection,
+    self, AuditProjection, HeartbeatProjection, HostPerfProjection, ObsEventsProjection,
+    ProcessPerfProjection, ProjectorStats, ResultsProjection, StartedProjection,
 };
 use crate::state::AppState;
 
@@ -205,6 +205,7 @@ fn spawn_projectors(
         spawn_stream(client, store, ResultsProjection, stop),
         spawn_stream(client, store, StartedProjection, stop),
         spawn_stream(client, store, AuditProjection, stop),
+        spawn_stream(client, store, ObsEventsProjection, stop),
     ]
 }
 

@@ -5,6 +5,7 @@ mod agents;
 mod audit;
 mod error;
 mod health;
+mod obs_events;
 mod params;
 mod perf;
 mod processes;
@@ -36,6 +37,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/health/scan_durations", get(health::scan_durations))
         .route("/api/jetstream/status", get(health::jetstream_status))
         .route("/api/audit", get(audit::list))
+        .route("/api/obs_events", get(obs_events::list))
+        .route("/api/obs_events/kinds", get(obs_events::kinds))
+        .route("/api/obs_events/sources", get(obs_events::sources))
+        .route("/api/obs_events/recent", get(obs_events::recent))
         .route("/api/results", get(results::list))
         .route("/api/results/{result_id}", get(results::detail))
         .route("/api/results/{result_id}/tail", get(results::tail))

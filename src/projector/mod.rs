@@ -11,6 +11,7 @@ mod audit;
 mod events;
 mod heartbeat;
 mod host_perf;
+mod obs_events;
 mod process_perf;
 mod results;
 pub mod stream;
@@ -26,6 +27,7 @@ pub use audit::AuditProjection;
 pub use events::StartedProjection;
 pub use heartbeat::HeartbeatProjection;
 pub use host_perf::HostPerfProjection;
+pub use obs_events::ObsEventsProjection;
 pub use process_perf::ProcessPerfProjection;
 pub use results::ResultsProjection;
 

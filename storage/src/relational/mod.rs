@@ -8,6 +8,7 @@
 mod agents;
 mod audit;
 mod codec;
+mod obs_events;
 mod positions;
 mod results;
 
@@ -20,6 +21,7 @@ use crate::{Error, Result};
 
 pub use agents::{AgentRecord, HeartbeatUpdate};
 pub use audit::AuditRecord;
+pub use obs_events::{ObsRecord, ObsScan};
 pub use positions::StreamPosition;
 pub use results::{FinishedRun, ResultRecord, StartedRun};
 
@@ -53,6 +55,7 @@ impl RelationalStore {
         let txn = self.db.begin_write().map_err(Error::redb_op)?;
         agents::ensure_tables(&txn)?;
         audit::ensure_tables(&txn)?;
+        obs_events::ensure_tables(&txn)?;
         positions::ensure_tables(&txn)?;
         results::ensure_tables(&txn)?;
         txn.commit().map_err(Error::redb_op)
