@@ -20,6 +20,8 @@ pub struct Config {
     pub log: LogSection,
     /// `[storage]` without `data_dir` (see [`Config::data_dir`]).
     pub storage: TimeSeriesConfig,
+    /// `[housekeeping]`: reaping and retention of the relational tables.
+    pub housekeeping: crate::housekeeping::HousekeepingConfig,
     /// `[storage] data_dir`.
     #[serde(skip)]
     pub storage_data_dir: Option<PathBuf>,
@@ -139,6 +141,7 @@ impl Config {
         }
         config.storage_data_dir = data_dir;
         config.storage.validate()?;
+        config.housekeeping.validate()?;
         Ok(config)
     }
 }
@@ -209,6 +212,14 @@ mod tests {
             (
                 "[storage]\nprocess_perf_retention_days = 0\n",
                 "storage.process_perf_retention_days",
+            ),
+            (
+                "[housekeeping]\ninterval_sec = 1\n",
+                "housekeeping.interval_sec",
+            ),
+            (
+                "[housekeeping]\naudit_retention_days = 0\n",
+                "housekeeping.audit_retention_days",
             ),
         ];
         for (file, key) in cases {

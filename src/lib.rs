@@ -5,6 +5,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod housekeeping;
 pub mod projector;
 pub mod server;
 pub mod state;

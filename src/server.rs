@@ -113,6 +113,11 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let client = connect_nats(&config.nats.url).await?;
     let projectors = spawn_projectors(&client, &tables, &store, &stop_rx);
+    let housekeeping = tokio::spawn(crate::housekeeping::run(
+        store.clone(),
+        config.housekeeping.clone(),
+        stop_rx.clone(),
+    ));
     let maintenance = tokio::spawn(maintenance_loop(
         tables.clone(),
         config.storage.clone(),
@@ -145,6 +150,7 @@ pub async fn run(
     // The broker may be gone: shutdown must not wait on it.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client.flush()).await;
     maintenance.await?;
+    housekeeping.await?;
     http.await??;
     tokio::task::spawn_blocking(move || tables.persist()).await??;
     tracing::info!("head persisted; bye");

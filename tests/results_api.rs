@@ -313,3 +313,59 @@ async fn live_tail_asks_the_agent() {
     assert_eq!(tail["running"], true);
     assert_eq!(tail["stdout"], "50% done");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_runs_are_reaped_and_a_late_result_still_finishes_them() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(
+        &nats.url,
+        &dir.path().join("data"),
+        "\n[housekeeping]\ninterval_secs = 1\n",
+    );
+    let js = async_nats::jetstream::new(nats.client().await);
+    let long_ago = Utc::now() - Duration::hours(25);
+    js_publish(
+        &js,
+        "events.started.ex-old.pc1".into(),
+        &started("old", "pc1", "scan", long_ago),
+    )
+    .await;
+    js_publish(
+        &js,
+        "events.started.ex-new.pc1".into(),
+        &started("new", "pc1", "scan", Utc::now()),
+    )
+    .await;
+    let reaped = eventually("reaped", || async {
+        let (_, r) = b.get("/api/results/old").await;
+        (r["exit_code"] == -1).then_some(r)
+    })
+    .await;
+    assert!(
+        reaped["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("no ExecResult within 24h"),
+        "{reaped}"
+    );
+    assert!(reaped["finished_at"].is_string());
+    assert_eq!(
+        b.get("/api/results/new").await.1["finished_at"],
+        Value::Null,
+        "recent runs stay in flight"
+    );
+    js_publish(
+        &js,
+        "results.req-old".into(),
+        &result("old", "pc1", Some("scan"), 0, "late but real", "", long_ago),
+    )
+    .await;
+    let finished = eventually("late result", || async {
+        let (_, r) = b.get("/api/results/old").await;
+        (r["exit_code"] == 0).then_some(r)
+    })
+    .await;
+    assert_eq!(finished["stdout"], "late but real");
+    assert_eq!(finished["stderr"], "");
+}

@@ -61,6 +61,30 @@ impl RelationalStore {
         txn.commit().map_err(Error::redb_op)
     }
 
+    /// Deletes at most `max` entries that occurred before `cutoff`, oldest
+    /// first, in one transaction; returns how many went.
+    pub fn prune_audit_before(&self, cutoff: DateTime<Utc>, max: usize) -> Result<usize> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let mut n = 0;
+        {
+            let mut rows = txn.open_table(AUDIT).map_err(Error::redb_op)?;
+            let mut index = txn.open_table(BY_OCCURRED).map_err(Error::redb_op)?;
+            let keys: Vec<(i64, u64)> = index
+                .range(..(cutoff.timestamp_micros(), 0u64))
+                .map_err(Error::redb_op)?
+                .take(max)
+                .map(|e| e.map(|(k, _)| k.value()).map_err(Error::redb_op))
+                .collect::<Result<_>>()?;
+            for key in keys {
+                index.remove(key).map_err(Error::redb_op)?;
+                rows.remove(key.1).map_err(Error::redb_op)?;
+                n += 1;
+            }
+        }
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(n)
+    }
+
     /// Walks entries newest first from `occurred_at >= since` until
     /// `visit` returns `false`.
     pub fn scan_audit_desc(

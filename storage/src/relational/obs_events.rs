@@ -61,6 +61,16 @@ fn bump(t: &mut redb::Table<&str, u64>, key: &str) -> Result<()> {
     Ok(())
 }
 
+fn unbump(t: &mut redb::Table<&str, u64>, key: &str) -> Result<()> {
+    let n = t.get(key).map_err(Error::redb_op)?.map_or(0, |v| v.value());
+    if n <= 1 {
+        t.remove(key).map_err(Error::redb_op)?;
+    } else {
+        t.insert(key, n - 1).map_err(Error::redb_op)?;
+    }
+    Ok(())
+}
+
 impl RelationalStore {
     /// Inserts observations (first writer wins on id and on the unique
     /// key) and records `pos`, in one transaction.
@@ -105,6 +115,55 @@ impl RelationalStore {
         }
         record(&txn, pos)?;
         txn.commit().map_err(Error::redb_op)
+    }
+
+    /// Deletes at most `max` observations older than `cutoff`, oldest first,
+    /// with every index entry, in one transaction; returns how many went.
+    pub fn prune_obs_events_before(&self, cutoff: DateTime<Utc>, max: usize) -> Result<usize> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let mut n = 0;
+        {
+            let mut rows = txn.open_table(OBS).map_err(Error::redb_op)?;
+            let mut unique = txn.open_table(UNIQUE).map_err(Error::redb_op)?;
+            let mut by_at = txn.open_table(BY_AT).map_err(Error::redb_op)?;
+            let mut by_pc = txn.open_table(BY_PC).map_err(Error::redb_op)?;
+            let mut by_kind = txn.open_table(BY_KIND).map_err(Error::redb_op)?;
+            let mut kinds = txn.open_table(KINDS).map_err(Error::redb_op)?;
+            let mut sources = txn.open_table(SOURCES).map_err(Error::redb_op)?;
+            let keys: Vec<(i64, u64)> = by_at
+                .range(..(cutoff.timestamp_micros(), 0u64))
+                .map_err(Error::redb_op)?
+                .take(max)
+                .map(|e| e.map(|(k, _)| k.value()).map_err(Error::redb_op))
+                .collect::<Result<_>>()?;
+            for (at, id) in keys {
+                by_at.remove((at, id)).map_err(Error::redb_op)?;
+                let Some(e) = rows
+                    .remove(id)
+                    .map_err(Error::redb_op)?
+                    .map(|v| decode::<ObsRecord>(NAME, v.value()))
+                else {
+                    continue;
+                };
+                let e = e?;
+                by_pc
+                    .remove((e.pc_id.as_str(), at, id))
+                    .map_err(Error::redb_op)?;
+                by_kind
+                    .remove((e.kind.as_str(), at, id))
+                    .map_err(Error::redb_op)?;
+                if let Some(rec) = e.event_record_id.as_deref() {
+                    unique
+                        .remove((e.pc_id.as_str(), e.source.as_str(), rec))
+                        .map_err(Error::redb_op)?;
+                }
+                unbump(&mut kinds, &e.kind)?;
+                unbump(&mut sources, &e.source)?;
+                n += 1;
+            }
+        }
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(n)
     }
 
     /// Walks observations with `at` in `[from, to)` newest first (ties:

@@ -20,6 +20,8 @@ const RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("execution_re
 const BY_STARTED: TableDefinition<(i64, &str), ()> = TableDefinition::new("results_by_started");
 /// (finished_at µs, result_id) → ().
 const BY_FINISHED: TableDefinition<(i64, &str), ()> = TableDefinition::new("results_by_finished");
+/// (started_at µs, result_id) → () of the rows still in flight.
+const IN_FLIGHT: TableDefinition<(i64, &str), ()> = TableDefinition::new("results_in_flight");
 const NAME: &str = "execution_results";
 
 /// One execution result as stored.
@@ -76,6 +78,7 @@ pub(super) fn ensure_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(RESULTS).map_err(Error::redb_op)?;
     txn.open_table(BY_STARTED).map_err(Error::redb_op)?;
     txn.open_table(BY_FINISHED).map_err(Error::redb_op)?;
+    txn.open_table(IN_FLIGHT).map_err(Error::redb_op)?;
     Ok(())
 }
 
@@ -83,6 +86,7 @@ struct Tables<'t> {
     rows: Table<'t, &'static str, &'static [u8]>,
     by_started: Table<'t, (i64, &'static str), ()>,
     by_finished: Table<'t, (i64, &'static str), ()>,
+    in_flight: Table<'t, (i64, &'static str), ()>,
 }
 
 impl<'t> Tables<'t> {
@@ -91,6 +95,7 @@ impl<'t> Tables<'t> {
             rows: txn.open_table(RESULTS).map_err(Error::redb_op)?,
             by_started: txn.open_table(BY_STARTED).map_err(Error::redb_op)?,
             by_finished: txn.open_table(BY_FINISHED).map_err(Error::redb_op)?,
+            in_flight: txn.open_table(IN_FLIGHT).map_err(Error::redb_op)?,
         })
     }
 
@@ -101,18 +106,37 @@ impl<'t> Tables<'t> {
         }
     }
 
+    /// Removes `old`'s index entries (and the row when `drop_row`).
+    fn unindex(&mut self, old: &ResultRecord, drop_row: bool) -> Result<()> {
+        let id = old.result_id.as_str();
+        let started = old.started_at.timestamp_micros();
+        self.by_started
+            .remove((started, id))
+            .map_err(Error::redb_op)?;
+        self.in_flight
+            .remove((started, id))
+            .map_err(Error::redb_op)?;
+        if let Some(f) = old.finished_at {
+            self.by_finished
+                .remove((f.timestamp_micros(), id))
+                .map_err(Error::redb_op)?;
+        }
+        if drop_row {
+            self.rows.remove(id).map_err(Error::redb_op)?;
+        }
+        Ok(())
+    }
+
     /// Writes `new` over `old`, moving its index entries.
     fn put(&mut self, old: Option<&ResultRecord>, new: &ResultRecord) -> Result<()> {
         let id = new.result_id.as_str();
         if let Some(o) = old {
-            self.by_started
-                .remove((o.started_at.timestamp_micros(), id))
+            self.unindex(o, false)?;
+        }
+        if new.finished_at.is_none() {
+            self.in_flight
+                .insert((new.started_at.timestamp_micros(), id), ())
                 .map_err(Error::redb_op)?;
-            if let Some(f) = o.finished_at {
-                self.by_finished
-                    .remove((f.timestamp_micros(), id))
-                    .map_err(Error::redb_op)?;
-            }
         }
         self.by_started
             .insert((new.started_at.timestamp_micros(), id), ())
@@ -180,8 +204,9 @@ impl RelationalStore {
         txn.commit().map_err(Error::redb_op)
     }
 
-    /// Applies started runs: creates the in-flight row; never touches an
-    /// existing one (a result that arrived first stays finished).
+    /// Applies started runs: creates the in-flight row. On a row the
+    /// result already finished it only fills in `version`, `job_id` and
+    /// `exec_id` when missing; it never reopens it.
     pub fn apply_started(
         &self,
         runs: &[StartedRun],
@@ -192,7 +217,20 @@ impl RelationalStore {
         {
             let mut t = Tables::open(&txn)?;
             for r in runs {
-                if t.get(&r.result_id)?.is_some() {
+                if let Some(old) = t.get(&r.result_id)? {
+                    // The result got here first (the two streams are
+                    // consumed independently): fill in only what the
+                    // result does not carry, so the final row does not
+                    // depend on arrival order.
+                    if old.version.is_none() || old.job_id.is_none() || old.exec_id.is_none() {
+                        let merged = ResultRecord {
+                            version: old.version.clone().or_else(|| Some(r.version.clone())),
+                            job_id: old.job_id.clone().or_else(|| Some(r.job_id.clone())),
+                            exec_id: old.exec_id.clone().or_else(|| Some(r.exec_id.clone())),
+                            ..old.clone()
+                        };
+                        t.put(Some(&old), &merged)?;
+                    }
                     continue;
                 }
                 let new = ResultRecord {
@@ -266,12 +304,87 @@ impl RelationalStore {
         Ok(out)
     }
 
+    /// Closes runs still in flight that started before `cutoff`: exit code
+    /// -1, finished now, `note` appended to stderr, marked reaped (a late
+    /// result still finishes them). Returns how many were reaped.
+    pub fn reap_in_flight(
+        &self,
+        cutoff: DateTime<Utc>,
+        now: DateTime<Utc>,
+        note: &str,
+    ) -> Result<usize> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let mut reaped = 0;
+        {
+            let mut t = Tables::open(&txn)?;
+            let ids: Vec<String> =
+                collect_ids(&t.in_flight, cutoff.timestamp_micros(), usize::MAX)?;
+            for id in ids {
+                let Some(old) = t.get(&id)? else { continue };
+                if old.finished_at.is_some() {
+                    continue;
+                }
+                let stderr = if old.stderr.is_empty() {
+                    note.to_string()
+                } else {
+                    format!("{}\n{note}", old.stderr)
+                };
+                let new = ResultRecord {
+                    exit_code: Some(-1),
+                    finished_at: Some(now),
+                    stderr,
+                    reaped: true,
+                    ..old.clone()
+                };
+                t.put(Some(&old), &new)?;
+                reaped += 1;
+            }
+        }
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(reaped)
+    }
+
+    /// Deletes at most `max` results that started before `cutoff`, oldest
+    /// first, in one transaction; returns how many went.
+    pub fn prune_results_before(&self, cutoff: DateTime<Utc>, max: usize) -> Result<usize> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let mut n = 0;
+        {
+            let mut t = Tables::open(&txn)?;
+            let ids = collect_ids(&t.by_started, cutoff.timestamp_micros(), max)?;
+            for id in ids {
+                if let Some(old) = t.get(&id)? {
+                    t.unindex(&old, true)?;
+                    n += 1;
+                }
+            }
+        }
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(n)
+    }
+
     /// Number of result rows.
     pub fn result_count(&self) -> Result<u64> {
         let txn = self.db.begin_read().map_err(Error::redb_op)?;
         let rows = txn.open_table(RESULTS).map_err(Error::redb_op)?;
         rows.len().map_err(Error::redb_op)
     }
+}
+
+/// Ids of an (at µs, id) index older than `before`, oldest first.
+fn collect_ids(
+    index: &Table<'_, (i64, &'static str), ()>,
+    before: i64,
+    max: usize,
+) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for entry in index.range(..(before, "")).map_err(Error::redb_op)? {
+        if ids.len() >= max {
+            break;
+        }
+        ids.push(entry.map_err(Error::redb_op)?.0.value().1.to_string());
+    }
+    Ok(ids)
 }
 
 #[cfg(test)]
@@ -335,6 +448,78 @@ mod tests {
         store.apply_started(&[started("r1", t)], t, None).unwrap();
         assert_eq!(store.result("r1").unwrap().unwrap(), r);
         assert_eq!(store.result_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn reaper_closes_stale_runs_and_a_late_result_still_finishes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RelationalStore::open(dir.path()).unwrap();
+        let now = Utc::now();
+        store
+            .apply_started(
+                &[
+                    started("old", now - Duration::hours(30)),
+                    started("new", now),
+                ],
+                now,
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            store
+                .reap_in_flight(now - Duration::hours(24), now, "NOTE")
+                .unwrap(),
+            1
+        );
+        let old = store.result("old").unwrap().unwrap();
+        assert_eq!(
+            (old.exit_code, old.reaped, old.stderr.as_str()),
+            (Some(-1), true, "NOTE")
+        );
+        assert!(store.result("new").unwrap().unwrap().finished_at.is_none());
+        assert_eq!(
+            store
+                .reap_in_flight(now - Duration::hours(24), now, "NOTE")
+                .unwrap(),
+            0
+        );
+        store
+            .apply_finished(&[finished("old", now - Duration::hours(30), 0)], now, None)
+            .unwrap();
+        let late = store.result("old").unwrap().unwrap();
+        assert_eq!(
+            (late.exit_code, late.reaped, late.stdout.as_str()),
+            (Some(0), false, "out")
+        );
+    }
+
+    #[test]
+    fn prune_removes_rows_and_index_entries_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RelationalStore::open(dir.path()).unwrap();
+        let t = Utc::now() - Duration::days(100);
+        let runs: Vec<_> = (0..5)
+            .map(|i| {
+                finished(
+                    &format!("r{i}"),
+                    t + Duration::days(i * 5) + Duration::hours(1),
+                    0,
+                )
+            })
+            .collect();
+        store.apply_finished(&runs, t, None).unwrap();
+        let cutoff = Utc::now() - Duration::days(90);
+        assert_eq!(store.prune_results_before(cutoff, 1).unwrap(), 1);
+        assert_eq!(store.prune_results_before(cutoff, 10).unwrap(), 1);
+        assert_eq!(store.prune_results_before(cutoff, 10).unwrap(), 0);
+        assert_eq!(store.result_count().unwrap(), 3);
+        assert_eq!(
+            store
+                .results_finished_since(t - Duration::days(1))
+                .unwrap()
+                .len(),
+            3
+        );
     }
 
     #[test]
