@@ -1,5 +1,6 @@
-//! Housekeeping of the relational projections, on a timer: runs still in
-//! flight after 24 h are reaped, and results, audit entries and
+//! Housekeeping of the relational projections, on a timer: executions
+//! still pending after 1 h expire, runs still in flight after 24 h are
+//! reaped, and results, audit entries and
 //! observations past retention are deleted in bounded batches (one short
 //! write transaction each) so the projectors are never stalled for long.
 
@@ -91,6 +92,10 @@ pub async fn run(
 /// One pass: reap, then prune each table.
 pub fn pass(store: &RelationalStore, config: &HousekeepingConfig) -> kanade_storage::Result<()> {
     let now = Utc::now();
+    let expired = store.expire_pending_executions(now - chrono::Duration::hours(1))?;
+    if expired > 0 {
+        tracing::info!(expired, "pending executions expired");
+    }
     let reaped = store.reap_in_flight(
         now - chrono::Duration::hours(config.reap_after_hours),
         now,
@@ -102,6 +107,9 @@ pub fn pass(store: &RelationalStore, config: &HousekeepingConfig) -> kanade_stor
     let days = chrono::Duration::days;
     prune("execution_results", |n| {
         store.prune_results_before(now - days(config.results_retention_days), n)
+    })?;
+    prune("executions", |n| {
+        store.prune_executions_before(now - days(config.results_retention_days), n)
     })?;
     prune("audit_log", |n| {
         store.prune_audit_before(now - days(config.audit_retention_days), n)

@@ -369,3 +369,52 @@ async fn stale_runs_are_reaped_and_a_late_result_still_finishes_them() {
     assert_eq!(finished["stdout"], "late but real");
     assert_eq!(finished["stderr"], "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_count_against_their_execution() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Executions are written by the control plane; seed one in the real
+    // redb file before the backend opens it.
+    {
+        std::fs::create_dir_all(&data).unwrap();
+        let store = kanade_storage::RelationalStore::open(&data).unwrap();
+        store
+            .insert_execution(&kanade_storage::ExecutionRecord {
+                exec_id: "ex-fan".into(),
+                job_id: "patch".into(),
+                version: "2.0.0".into(),
+                initiated_by: "alice".into(),
+                initiated_at: Utc::now() - Duration::minutes(5),
+                target_count: 2,
+                status: "pending".into(),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    let b = Backend::start(&nats.url, &data, "");
+    let js = async_nats::jetstream::new(nats.client().await);
+    let t = Utc::now() - Duration::minutes(4);
+    let mut ok = result("fan-1", "pc1", Some("patch"), 0, "", "", t);
+    ok.exec_id = Some("ex-fan".into());
+    let mut bad = result("fan-2", "pc2", Some("patch"), 2, "", "", t);
+    bad.exec_id = Some("ex-fan".into());
+    js_publish(&js, "results.req-fan-1".into(), &ok).await;
+    js_publish(&js, "results.req-fan-2".into(), &bad).await;
+    let detail = eventually("execution completed", || async {
+        let (_, d) = b.get("/api/executions/ex-fan").await;
+        (d["execution"]["status"] == "completed").then_some(d)
+    })
+    .await;
+    assert_eq!(detail["execution"]["success_count"], 1);
+    assert_eq!(detail["execution"]["failure_count"], 1);
+    assert_eq!(detail["results"].as_array().unwrap().len(), 2);
+    let (_, list) = b.get("/api/executions?job_id=patch&status=completed").await;
+    assert_eq!(list[0]["exec_id"], "ex-fan");
+    assert_eq!(
+        b.get("/api/executions?status=pending").await.1,
+        Value::Array(vec![])
+    );
+    assert_eq!(b.get("/api/executions/nope").await.0, 404);
+}

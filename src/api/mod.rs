@@ -4,6 +4,7 @@
 mod agents;
 mod audit;
 mod error;
+mod executions;
 mod health;
 mod obs_events;
 mod params;
@@ -37,6 +38,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/health/scan_durations", get(health::scan_durations))
         .route("/api/jetstream/status", get(health::jetstream_status))
         .route("/api/audit", get(audit::list))
+        .route("/api/executions", get(executions::list))
+        .route("/api/executions/{exec_id}", get(executions::detail))
         .route("/api/obs_events", get(obs_events::list))
         .route("/api/obs_events/kinds", get(obs_events::kinds))
         .route("/api/obs_events/sources", get(obs_events::sources))

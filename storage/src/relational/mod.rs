@@ -8,6 +8,7 @@
 mod agents;
 mod audit;
 mod codec;
+mod executions;
 mod obs_events;
 mod positions;
 mod results;
@@ -21,6 +22,7 @@ use crate::{Error, Result};
 
 pub use agents::{AgentRecord, HeartbeatUpdate};
 pub use audit::AuditRecord;
+pub use executions::ExecutionRecord;
 pub use obs_events::{ObsRecord, ObsScan};
 pub use positions::StreamPosition;
 pub use results::{FinishedRun, ResultRecord, StartedRun};
@@ -55,6 +57,7 @@ impl RelationalStore {
         let txn = self.db.begin_write().map_err(Error::redb_op)?;
         agents::ensure_tables(&txn)?;
         audit::ensure_tables(&txn)?;
+        executions::ensure_tables(&txn)?;
         obs_events::ensure_tables(&txn)?;
         positions::ensure_tables(&txn)?;
         results::ensure_tables(&txn)?;

@@ -20,6 +20,8 @@ const RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("execution_re
 const BY_STARTED: TableDefinition<(i64, &str), ()> = TableDefinition::new("results_by_started");
 /// (finished_at µs, result_id) → ().
 const BY_FINISHED: TableDefinition<(i64, &str), ()> = TableDefinition::new("results_by_finished");
+/// (exec_id, result_id) → ().
+const BY_EXEC: TableDefinition<(&str, &str), ()> = TableDefinition::new("results_by_exec");
 /// (started_at µs, result_id) → () of the rows still in flight.
 const IN_FLIGHT: TableDefinition<(i64, &str), ()> = TableDefinition::new("results_in_flight");
 const NAME: &str = "execution_results";
@@ -79,6 +81,7 @@ pub(super) fn ensure_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(BY_STARTED).map_err(Error::redb_op)?;
     txn.open_table(BY_FINISHED).map_err(Error::redb_op)?;
     txn.open_table(IN_FLIGHT).map_err(Error::redb_op)?;
+    txn.open_table(BY_EXEC).map_err(Error::redb_op)?;
     Ok(())
 }
 
@@ -87,6 +90,7 @@ struct Tables<'t> {
     by_started: Table<'t, (i64, &'static str), ()>,
     by_finished: Table<'t, (i64, &'static str), ()>,
     in_flight: Table<'t, (i64, &'static str), ()>,
+    by_exec: Table<'t, (&'static str, &'static str), ()>,
 }
 
 impl<'t> Tables<'t> {
@@ -96,6 +100,7 @@ impl<'t> Tables<'t> {
             by_started: txn.open_table(BY_STARTED).map_err(Error::redb_op)?,
             by_finished: txn.open_table(BY_FINISHED).map_err(Error::redb_op)?,
             in_flight: txn.open_table(IN_FLIGHT).map_err(Error::redb_op)?,
+            by_exec: txn.open_table(BY_EXEC).map_err(Error::redb_op)?,
         })
     }
 
@@ -133,6 +138,11 @@ impl<'t> Tables<'t> {
         if let Some(o) = old {
             self.unindex(o, false)?;
         }
+        if let Some(exec_id) = new.exec_id.as_deref() {
+            self.by_exec
+                .insert((exec_id, id), ())
+                .map_err(Error::redb_op)?;
+        }
         if new.finished_at.is_none() {
             self.in_flight
                 .insert((new.started_at.timestamp_micros(), id), ())
@@ -156,8 +166,9 @@ impl<'t> Tables<'t> {
 impl RelationalStore {
     /// Applies finished runs: a new row, or the finish of an in-flight or
     /// reaped one (keeping its `version` and `started_at`). A row that is
-    /// already finished is left alone (redelivery). `pos` is recorded in
-    /// the same transaction.
+    /// already finished is left alone (redelivery). Each run that finishes
+    /// a row is counted against its execution. `pos` is recorded in the
+    /// same transaction.
     pub fn apply_finished(
         &self,
         runs: &[FinishedRun],
@@ -165,6 +176,7 @@ impl RelationalStore {
         pos: Option<StreamPosition<'_>>,
     ) -> Result<()> {
         let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let mut counted = Vec::new();
         {
             let mut t = Tables::open(&txn)?;
             for r in runs {
@@ -198,7 +210,13 @@ impl RelationalStore {
                     },
                 };
                 t.put(old.as_ref(), &new)?;
+                if let Some(exec_id) = new.exec_id.as_deref() {
+                    counted.push((exec_id.to_string(), r.exit_code == 0));
+                }
             }
+        }
+        for (exec_id, success) in counted {
+            super::executions::count_result(&txn, &exec_id, success)?;
         }
         record(&txn, pos)?;
         txn.commit().map_err(Error::redb_op)
@@ -361,6 +379,25 @@ impl RelationalStore {
         }
         txn.commit().map_err(Error::redb_op)?;
         Ok(n)
+    }
+
+    /// Every result of one execution (from the exec_id index).
+    pub fn results_of_execution(&self, exec_id: &str) -> Result<Vec<ResultRecord>> {
+        let txn = self.db.begin_read().map_err(Error::redb_op)?;
+        let rows = txn.open_table(RESULTS).map_err(Error::redb_op)?;
+        let index = txn.open_table(BY_EXEC).map_err(Error::redb_op)?;
+        let mut out = Vec::new();
+        for entry in index.range((exec_id, "")..).map_err(Error::redb_op)? {
+            let (k, _) = entry.map_err(Error::redb_op)?;
+            let (e, id) = k.value();
+            if e != exec_id {
+                break;
+            }
+            if let Some(v) = rows.get(id).map_err(Error::redb_op)? {
+                out.push(decode(NAME, v.value())?);
+            }
+        }
+        Ok(out)
     }
 
     /// Number of result rows.
