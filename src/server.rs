@@ -104,7 +104,11 @@ pub async fn run(
         let dir = data_dir.clone();
         tokio::task::spawn_blocking(move || RelationalStore::open(&dir)).await??
     };
-    let queries = PerfQueries::new(Arc::clone(&tables.host), Arc::clone(&tables.process))?;
+    let queries = PerfQueries::new(
+        Arc::clone(&tables.host),
+        Arc::clone(&tables.process),
+        store.clone(),
+    )?;
     let listener = TcpListener::bind(&config.server.bind)
         .await
         .with_context(|| format!("bind {}", config.server.bind))?;

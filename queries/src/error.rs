@@ -12,6 +12,12 @@ pub enum Error {
         #[source]
         source: datafusion::error::DataFusionError,
     },
+    #[error("reading {table} failed: {source}")]
+    Storage {
+        table: &'static str,
+        #[source]
+        source: Box<kanade_storage::Error>,
+    },
     #[error("unexpected result shape from {table}: {message}")]
     Shape {
         table: &'static str,

@@ -14,10 +14,12 @@ mod error;
 mod metric;
 mod perf;
 mod process;
+mod relational;
 mod session;
 
 pub use error::{Error, Result};
 pub use metric::{Aggregate, HostMetric, ProcessMetric};
 pub use perf::{FleetPoint, HostPoint, TopRow};
 pub use process::{ActiveInvestigation, LatestTick, ProcessRow, Timeline, TimelinePoint};
+pub use relational::ScanDurations;
 pub use session::PerfQueries;

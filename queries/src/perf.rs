@@ -2,7 +2,8 @@
 //! the top PCs of a recent window.
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Float64Array, Int64Array, StringArray};
+use datafusion::arrow::array::{Array, Float64Array, Int64Array, StringArray};
+use datafusion::common::JoinType;
 use datafusion::functions_aggregate::expr_fn::{avg, max};
 use datafusion::prelude::{col, lit};
 
@@ -52,6 +53,8 @@ pub struct FleetPoint {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopRow {
     pub pc_id: String,
+    /// From the agents table; `None` when the PC never sent a heartbeat.
+    pub hostname: Option<String>,
     pub value: f64,
 }
 
@@ -185,13 +188,25 @@ impl PerfQueries {
             })
             .and_then(|df| df.limit(0, Some(limit)))
             .map_err(crate::Error::df(TABLE))?;
+        let agents = crate::relational::agents_frame(&ctx, &self.store)?;
+        let df = df
+            .join(agents, JoinType::Left, &["pc_id"], &["agent_pc_id"], None)
+            .and_then(|df| {
+                df.sort(vec![
+                    col("value").sort(false, false),
+                    col("pc_id").sort(true, false),
+                ])
+            })
+            .map_err(crate::Error::df(TABLE))?;
         let mut rows = Vec::new();
         for batch in collect(TABLE, df).await? {
             let pc = column::<StringArray>(TABLE, &batch, "pc_id")?;
+            let host = column::<StringArray>(TABLE, &batch, "hostname")?;
             let value = column::<Float64Array>(TABLE, &batch, "value")?;
             for i in 0..batch.num_rows() {
                 rows.push(TopRow {
                     pc_id: pc.value(i).to_string(),
+                    hostname: host.is_valid(i).then(|| host.value(i).to_string()),
                     value: opt_f64(value, i).unwrap_or(0.0),
                 });
             }

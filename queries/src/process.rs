@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::common::JoinType;
 use datafusion::functions_aggregate::expr_fn::{avg, max};
 use datafusion::prelude::{col, lit, when};
 
@@ -56,6 +59,8 @@ pub struct Timeline {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActiveInvestigation {
     pub pc_id: String,
+    /// From the agents table; `None` when the PC never sent a heartbeat.
+    pub hostname: Option<String>,
     pub latest_at: DateTime<Utc>,
 }
 
@@ -230,12 +235,14 @@ impl PerfQueries {
             .process
             .snapshot(Some((since, now + chrono::Duration::days(1))));
         let ctx = self.session();
+        let agents = crate::relational::agents_frame(&ctx, &self.store)?;
         let df = frame(&ctx, TABLE, &snapshot)
             .await?
             .filter(col("at").gt(lit_ts(since)))
             .and_then(|df| {
                 df.aggregate(vec![col("pc_id")], vec![max(col("at")).alias("latest_at")])
             })
+            .and_then(|df| df.join(agents, JoinType::Left, &["pc_id"], &["agent_pc_id"], None))
             .and_then(|df| {
                 df.sort(vec![
                     col("latest_at").sort(false, false),
@@ -247,10 +254,12 @@ impl PerfQueries {
         for batch in collect(TABLE, df).await? {
             let pc = column::<StringArray>(TABLE, &batch, "pc_id")?;
             let latest = column::<TimestampMicrosecondArray>(TABLE, &batch, "latest_at")?;
+            let host = column::<StringArray>(TABLE, &batch, "hostname")?;
             for i in 0..batch.num_rows() {
                 if let Some(latest_at) = ts(latest, i) {
                     rows.push(ActiveInvestigation {
                         pc_id: pc.value(i).to_string(),
+                        hostname: host.is_valid(i).then(|| host.value(i).to_string()),
                         latest_at,
                     });
                 }

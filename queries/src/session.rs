@@ -13,7 +13,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{
     cast, col, lit, DataFrame, Expr, ParquetReadOptions, SessionConfig, SessionContext,
 };
-use kanade_storage::{Snapshot, TimeSeriesTable};
+use kanade_storage::{RelationalStore, Snapshot, TimeSeriesTable};
 
 use crate::{Error, Result};
 
@@ -22,18 +22,25 @@ use crate::{Error, Result};
 pub struct PerfQueries {
     pub(crate) host: Arc<TimeSeriesTable>,
     pub(crate) process: Arc<TimeSeriesTable>,
+    pub(crate) store: RelationalStore,
     runtime: Arc<RuntimeEnv>,
 }
 
 impl PerfQueries {
-    /// Queries over `host` (host_perf) and `process` (process_perf).
-    pub fn new(host: Arc<TimeSeriesTable>, process: Arc<TimeSeriesTable>) -> Result<Self> {
+    /// Queries over `host` (host_perf), `process` (process_perf) and the
+    /// relational `store`.
+    pub fn new(
+        host: Arc<TimeSeriesTable>,
+        process: Arc<TimeSeriesTable>,
+        store: RelationalStore,
+    ) -> Result<Self> {
         let runtime = RuntimeEnvBuilder::new()
             .build_arc()
             .map_err(Error::df("runtime"))?;
         Ok(Self {
             host,
             process,
+            store,
             runtime,
         })
     }

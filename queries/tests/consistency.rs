@@ -100,7 +100,8 @@ async fn answers_do_not_change_while_persist_and_compaction_run() {
     for round in 0..4 {
         let dir = tempfile::tempdir().unwrap();
         let (host_t, proc_t) = load(dir.path());
-        let q = PerfQueries::new(Arc::clone(&host_t), Arc::clone(&proc_t)).unwrap();
+        let store = kanade_storage::RelationalStore::open(dir.path()).unwrap();
+        let q = PerfQueries::new(Arc::clone(&host_t), Arc::clone(&proc_t), store).unwrap();
         let expected = ask(&q).await;
         assert_eq!(
             expected.timeline.len(),

@@ -1,8 +1,6 @@
 //! `/api/health/fleet`, `/api/health/scan_durations` and
 //! `/api/jetstream/status`.
 
-use std::collections::HashMap;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -216,9 +214,8 @@ pub struct ScanDurationParams {
 }
 
 /// `GET /api/health/scan_durations?since`: per job over results finished
-/// since `since` (default 24 h ago), slowest p95 first. Durations are
-/// exact integer milliseconds between the two timestamps; negative ones
-/// count as 0.
+/// since `since` (default 24 h ago), slowest p95 first, computed by
+/// DataFusion over the finished runs (see `PerfQueries::scan_durations`).
 pub async fn scan_durations(
     State(state): State<AppState>,
     ApiQuery(p): ApiQuery<ScanDurationParams>,
@@ -227,90 +224,28 @@ pub async fn scan_durations(
         Some(s) => parse_time("since", s)?,
         None => Utc::now() - Duration::hours(24),
     };
-    let runs = state.store.results_finished_since(since)?;
-    let samples = runs.into_iter().filter_map(|r| {
-        let job = r.job_id?;
-        let ms = (r.finished_at? - r.started_at).num_milliseconds().max(0);
-        Some((job, r.result_id, ms))
-    });
-    Ok(Json(summarize(samples)))
-}
-
-/// Groups (job_id, result_id, duration ms) per job.
-fn summarize(samples: impl Iterator<Item = (String, String, i64)>) -> Vec<ScanDurationStats> {
-    let mut by_job: HashMap<String, (Vec<i64>, String, i64)> = HashMap::new();
-    for (job, id, ms) in samples {
-        let e = by_job
-            .entry(job)
-            .or_insert_with(|| (Vec::new(), id.clone(), ms));
-        e.0.push(ms);
-        if ms > e.2 {
-            e.1 = id;
-            e.2 = ms;
-        }
-    }
-    let mut out: Vec<ScanDurationStats> = by_job
-        .into_iter()
-        .map(|(job_id, (mut d, slowest, _))| {
-            d.sort_unstable();
-            let count = d.len() as i64;
-            ScanDurationStats {
-                job_id,
-                count,
-                min_ms: d[0],
-                p50_ms: nearest_rank(&d, 50),
-                p95_ms: nearest_rank(&d, 95),
-                p99_ms: nearest_rank(&d, 99),
-                max_ms: d[d.len() - 1],
-                mean_ms: d.iter().sum::<i64>() / count,
-                max_result_id: Some(slowest),
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        b.p95_ms
-            .cmp(&a.p95_ms)
-            .then_with(|| a.job_id.cmp(&b.job_id))
-    });
-    out
-}
-
-/// Nearest-rank percentile of sorted, non-empty `d`: the element at index
-/// ceil(pct/100 · n) − 1, in integer arithmetic.
-fn nearest_rank(d: &[i64], pct: usize) -> i64 {
-    let rank = (pct * d.len()).div_ceil(100);
-    d[rank.saturating_sub(1).min(d.len() - 1)]
+    let stats = state.queries.scan_durations(since).await?;
+    Ok(Json(
+        stats
+            .into_iter()
+            .map(|s| ScanDurationStats {
+                job_id: s.job_id,
+                count: s.count,
+                min_ms: s.min_ms,
+                p50_ms: s.p50_ms,
+                p95_ms: s.p95_ms,
+                p99_ms: s.p99_ms,
+                max_ms: s.max_ms,
+                mean_ms: s.mean_ms,
+                max_result_id: s.max_result_id,
+            })
+            .collect(),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let d: Vec<i64> = (1..=10).collect();
-        assert_eq!(nearest_rank(&d, 50), 5);
-        assert_eq!(nearest_rank(&d, 95), 10);
-        assert_eq!(nearest_rank(&d, 99), 10);
-        assert_eq!(nearest_rank(&[7], 50), 7);
-        let hundred: Vec<i64> = (1..=100).collect();
-        assert_eq!(nearest_rank(&hundred, 95), 95);
-        assert_eq!(nearest_rank(&hundred, 99), 99);
-    }
-
-    #[test]
-    fn summary_per_job_sorted_by_p95() {
-        let samples = vec![
-            ("fast".to_string(), "f1".to_string(), 10),
-            ("slow".to_string(), "s1".to_string(), 900),
-            ("slow".to_string(), "s2".to_string(), 1000),
-        ];
-        let out = summarize(samples.into_iter());
-        assert_eq!(out[0].job_id, "slow");
-        assert_eq!(out[0].max_result_id.as_deref(), Some("s2"));
-        assert_eq!(out[0].mean_ms, 950);
-        assert_eq!(out[1].count, 1);
-    }
 
     #[test]
     fn status_rules() {

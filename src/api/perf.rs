@@ -196,16 +196,13 @@ pub async fn top(
             limit as usize,
         )
         .await?;
-    let mut hostnames = state
-        .store
-        .hostnames(rows.iter().map(|r| r.pc_id.as_str()))?;
     Ok(Json(TopResponse {
         metric: metric.column(),
         window_seconds: window_secs,
         rows: rows
             .into_iter()
             .map(|r| TopRow {
-                hostname: hostnames.remove(&r.pc_id),
+                hostname: r.hostname,
                 pc_id: r.pc_id,
                 value: r.value,
             })
@@ -235,15 +232,12 @@ pub async fn active_investigations(
         .queries
         .active_investigations(now - Duration::seconds(ACTIVE_WINDOW_SECS), now)
         .await?;
-    let mut hostnames = state
-        .store
-        .hostnames(rows.iter().map(|r| r.pc_id.as_str()))?;
     Ok(Json(ActiveResponse {
         window_seconds: ACTIVE_WINDOW_SECS,
         rows: rows
             .into_iter()
             .map(|r| ActiveRow {
-                hostname: hostnames.remove(&r.pc_id),
+                hostname: r.hostname,
                 pc_id: r.pc_id,
                 latest_at: r.latest_at,
             })

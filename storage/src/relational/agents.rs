@@ -1,8 +1,6 @@
 //! `agents`: one row per PC, upserted from heartbeats; index
 //! `agents_by_heartbeat` orders them by last heartbeat.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -107,25 +105,6 @@ impl RelationalStore {
         for entry in agents.iter().map_err(Error::redb_op)? {
             let (_, v) = entry.map_err(Error::redb_op)?;
             out.push(decode(NAME, v.value())?);
-        }
-        Ok(out)
-    }
-
-    /// Hostnames of the given PCs (absent when unknown or never reported).
-    pub fn hostnames<'a>(
-        &self,
-        pc_ids: impl IntoIterator<Item = &'a str>,
-    ) -> Result<HashMap<String, String>> {
-        let txn = self.db.begin_read().map_err(Error::redb_op)?;
-        let agents = txn.open_table(AGENTS).map_err(Error::redb_op)?;
-        let mut out = HashMap::new();
-        for pc in pc_ids {
-            if let Some(v) = agents.get(pc).map_err(Error::redb_op)? {
-                let rec: AgentRecord = decode(NAME, v.value())?;
-                if let Some(h) = rec.hostname {
-                    out.insert(pc.to_string(), h);
-                }
-            }
         }
         Ok(out)
     }
