@@ -24,8 +24,9 @@ use tokio::task::JoinHandle;
 use crate::auth::AuthConfig;
 use crate::config::Config;
 use crate::projector::{
-    self, AuditProjection, HeartbeatProjection, HostPerfProjection, ObsEventsProjection,
-    ProcessPerfProjection, ProjectorStats, ResultsProjection, StartedProjection,
+    self, AuditProjection, HeartbeatProjection, HostPerfProjection, NotificationAcksProjection,
+    ObsEventsProjection, ProcessPerfProjection, ProjectorStats, ResultsProjection,
+    StartedProjection,
 };
 use crate::state::AppState;
 
@@ -216,6 +217,7 @@ fn spawn_projectors(
         spawn_stream(client, store, StartedProjection, stop),
         spawn_stream(client, store, AuditProjection, stop),
         spawn_stream(client, store, ObsEventsProjection, stop),
+        spawn_stream(client, store, NotificationAcksProjection, stop),
     ]
 }
 

@@ -38,8 +38,8 @@ mod timeseries;
 
 pub use error::{Error, Result};
 pub use relational::{
-    AgentRecord, AuditRecord, ExecutionRecord, FinishedRun, HeartbeatUpdate, ObsRecord, ObsScan,
-    RelationalStore, ResultRecord, StartedRun, StreamPosition,
+    AgentRecord, AuditRecord, ExecutionRecord, FinishedRun, HeartbeatUpdate, NotificationAckRecord,
+    ObsRecord, ObsScan, RelationalStore, ResultRecord, StartedRun, StreamPosition,
 };
 pub use timeseries::{
     CompactionOutcome, HostPerfRow, PartitionDate, PersistOutcome, PersistedFile, ProcessPerfRow,
