@@ -213,7 +213,7 @@ fn spawn_projectors(
         ),
         spawn(client, HeartbeatProjection(store.clone()), stop),
         tokio::spawn(ensure_jetstream(client.clone(), stop.clone())),
-        spawn_stream(client, store, ResultsProjection, stop),
+        spawn_stream(client, store, ResultsProjection::new(client.clone()), stop),
         spawn_stream(client, store, StartedProjection, stop),
         spawn_stream(client, store, AuditProjection, stop),
         spawn_stream(client, store, ObsEventsProjection, stop),

@@ -1,14 +1,103 @@
 //! Stream `RESULTS` (`ExecResult`) → `execution_results`: creates the row
-//! or finishes the in-flight one.
+//! or finishes the in-flight one. A result of a job whose manifest (KV
+//! `jobs`) declares a fleet health check also updates `check_status`, in
+//! the same transaction.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use kanade_shared::manifest::{CheckHint, Manifest};
 use kanade_shared::wire::ExecResult;
-use kanade_storage::{FinishedRun, RelationalStore, StreamPosition};
+use kanade_storage::{CheckStatusRecord, FinishedRun, RelationalStore, StreamPosition};
 
 use super::stream::StreamProjection;
 
+/// How long a manifest lookup is trusted before KV is asked again.
+const MANIFEST_TTL: Duration = Duration::from_secs(60);
+const KV_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Applies agents' results.
-pub struct ResultsProjection;
+pub struct ResultsProjection {
+    js: async_nats::jetstream::Context,
+    runtime: tokio::runtime::Handle,
+    checks: Mutex<HashMap<String, (Instant, Option<CheckHint>)>>,
+}
+
+impl ResultsProjection {
+    /// Must be called inside the runtime (manifest lookups use it).
+    pub fn new(client: async_nats::Client) -> Self {
+        Self {
+            js: async_nats::jetstream::new(client),
+            runtime: tokio::runtime::Handle::current(),
+            checks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The fleet check a manifest declares, if any (cached). Blocking.
+    fn check_hint(&self, manifest_id: &str) -> Option<CheckHint> {
+        let mut cache = self.checks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, hint)) = cache.get(manifest_id) {
+            if at.elapsed() < MANIFEST_TTL {
+                return hint.clone();
+            }
+        }
+        let hint = self.runtime.block_on(async {
+            let kv = self
+                .js
+                .get_key_value(kanade_shared::kv::BUCKET_JOBS)
+                .await
+                .ok()?;
+            let entry = tokio::time::timeout(KV_TIMEOUT, kv.get(manifest_id))
+                .await
+                .ok()?
+                .ok()??;
+            match serde_json::from_slice::<Manifest>(&entry) {
+                Ok(m) => m.check.filter(|c| c.fleet),
+                Err(e) => {
+                    tracing::warn!(manifest_id, error = %e, "manifest in KV does not decode");
+                    None
+                }
+            }
+        });
+        cache.insert(manifest_id.to_string(), (Instant::now(), hint.clone()));
+        hint
+    }
+}
+
+/// What a check's run says: the status and detail fields of its JSON
+/// stdout, or `unknown` with the exit code when the script failed.
+fn check_state(r: &ExecResult, hint: &CheckHint) -> Option<(String, Option<String>)> {
+    if r.exit_code != 0 {
+        let snippet: String = r.stderr.trim().chars().take(200).collect();
+        let detail = if snippet.is_empty() {
+            format!("check script exited {}", r.exit_code)
+        } else {
+            format!("check script exited {}: {snippet}", r.exit_code)
+        };
+        return Some(("unknown".into(), Some(detail)));
+    }
+    let facts: serde_json::Value = match serde_json::from_str(&r.stdout) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(check = %hint.name, pc_id = %r.pc_id, error = %e, "check stdout is not JSON; state left as it was");
+            return None;
+        }
+    };
+    let status = facts
+        .get(&hint.status_field)
+        .and_then(|v| v.as_str())
+        .filter(|s| matches!(*s, "ok" | "warn" | "fail"))
+        .unwrap_or("unknown");
+    let detail = match facts.get(&hint.detail_field) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if s.is_empty() => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(other) => Some(other.to_string()),
+    };
+    Some((status.to_string(), detail))
+}
 
 impl StreamProjection for ResultsProjection {
     type Item = ExecResult;
@@ -26,6 +115,7 @@ impl StreamProjection for ResultsProjection {
         items: &[ExecResult],
         pos: StreamPosition<'_>,
     ) -> kanade_storage::Result<()> {
+        let now = Utc::now();
         let runs: Vec<FinishedRun> = items
             .iter()
             .map(|r| FinishedRun {
@@ -41,6 +131,20 @@ impl StreamProjection for ResultsProjection {
                 job_id: r.manifest_id.clone(),
             })
             .collect();
-        store.apply_finished(&runs, Utc::now(), Some(pos))
+        let checks: Vec<CheckStatusRecord> = items
+            .iter()
+            .filter_map(|r| {
+                let hint = self.check_hint(r.manifest_id.as_deref()?)?;
+                let (status, detail) = check_state(r, &hint)?;
+                Some(CheckStatusRecord {
+                    pc_id: r.pc_id.clone(),
+                    check_name: hint.name.clone(),
+                    status,
+                    detail,
+                    recorded_at: r.finished_at,
+                })
+            })
+            .collect();
+        store.apply_finished_with_checks(&runs, &checks, now, Some(pos))
     }
 }

@@ -38,8 +38,9 @@ mod timeseries;
 
 pub use error::{Error, Result};
 pub use relational::{
-    AgentRecord, AuditRecord, ExecutionRecord, FinishedRun, HeartbeatUpdate, NotificationAckRecord,
-    ObsRecord, ObsScan, RelationalStore, ResultRecord, StartedRun, StreamPosition,
+    AgentRecord, AuditRecord, CheckStatusRecord, ExecutionRecord, FinishedRun, HeartbeatUpdate,
+    NotificationAckRecord, ObsRecord, ObsScan, RelationalStore, ResultRecord, StartedRun,
+    StreamPosition,
 };
 pub use timeseries::{
     CompactionOutcome, HostPerfRow, PartitionDate, PersistOutcome, PersistedFile, ProcessPerfRow,

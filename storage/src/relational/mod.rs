@@ -7,6 +7,7 @@
 
 mod agents;
 mod audit;
+mod check_status;
 mod codec;
 mod executions;
 mod notification_acks;
@@ -23,6 +24,7 @@ use crate::{Error, Result};
 
 pub use agents::{AgentRecord, HeartbeatUpdate};
 pub use audit::AuditRecord;
+pub use check_status::CheckStatusRecord;
 pub use executions::ExecutionRecord;
 pub use notification_acks::NotificationAckRecord;
 pub use obs_events::{ObsRecord, ObsScan};
@@ -59,6 +61,7 @@ impl RelationalStore {
         let txn = self.db.begin_write().map_err(Error::redb_op)?;
         agents::ensure_tables(&txn)?;
         audit::ensure_tables(&txn)?;
+        check_status::ensure_tables(&txn)?;
         executions::ensure_tables(&txn)?;
         notification_acks::ensure_tables(&txn)?;
         obs_events::ensure_tables(&txn)?;

@@ -175,6 +175,18 @@ impl RelationalStore {
         now: DateTime<Utc>,
         pos: Option<StreamPosition<'_>>,
     ) -> Result<()> {
+        self.apply_finished_with_checks(runs, &[], now, pos)
+    }
+
+    /// [`Self::apply_finished`] plus the check states those results
+    /// report, in the same transaction.
+    pub fn apply_finished_with_checks(
+        &self,
+        runs: &[FinishedRun],
+        checks: &[super::check_status::CheckStatusRecord],
+        now: DateTime<Utc>,
+        pos: Option<StreamPosition<'_>>,
+    ) -> Result<()> {
         let txn = self.db.begin_write().map_err(Error::redb_op)?;
         let mut counted = Vec::new();
         {
@@ -218,6 +230,7 @@ impl RelationalStore {
         for (exec_id, success) in counted {
             super::executions::count_result(&txn, &exec_id, success)?;
         }
+        super::check_status::upsert(&txn, checks)?;
         record(&txn, pos)?;
         txn.commit().map_err(Error::redb_op)
     }

@@ -1,0 +1,77 @@
+//! `check_status`: the latest state of each health check on each PC,
+//! keyed (pc_id, check_name), written by the results of jobs whose
+//! manifest declares a fleet check; index (check_name, pc_id) serves the
+//! by-check view.
+
+use chrono::{DateTime, Utc};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::codec::{decode, encode};
+use super::RelationalStore;
+use crate::{Error, Result};
+
+const CHECKS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("check_status");
+const BY_NAME: TableDefinition<(&str, &str), ()> = TableDefinition::new("check_status_by_name");
+const NAME: &str = "check_status";
+
+/// One check's state on one PC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct CheckStatusRecord {
+    pub pc_id: String,
+    pub check_name: String,
+    /// ok | warn | fail | unknown
+    pub status: String,
+    pub detail: Option<String>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+pub(super) fn ensure_tables(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(CHECKS).map_err(Error::redb_op)?;
+    txn.open_table(BY_NAME).map_err(Error::redb_op)?;
+    Ok(())
+}
+
+/// Upserts inside the caller's transaction; an older report never
+/// replaces a newer one.
+pub(super) fn upsert(txn: &WriteTransaction, checks: &[CheckStatusRecord]) -> Result<()> {
+    let mut t = txn.open_table(CHECKS).map_err(Error::redb_op)?;
+    let mut by_name = txn.open_table(BY_NAME).map_err(Error::redb_op)?;
+    for c in checks {
+        let key = (c.pc_id.as_str(), c.check_name.as_str());
+        let newer = match t.get(key).map_err(Error::redb_op)? {
+            Some(v) => decode::<CheckStatusRecord>(NAME, v.value())?.recorded_at <= c.recorded_at,
+            None => true,
+        };
+        if newer {
+            t.insert(key, encode(NAME, c)?.as_slice())
+                .map_err(Error::redb_op)?;
+            by_name
+                .insert((c.check_name.as_str(), c.pc_id.as_str()), ())
+                .map_err(Error::redb_op)?;
+        }
+    }
+    Ok(())
+}
+
+impl RelationalStore {
+    /// Every PC's state of one check, by pc_id.
+    pub fn check_status_by_name(&self, check_name: &str) -> Result<Vec<CheckStatusRecord>> {
+        let txn = self.db.begin_read().map_err(Error::redb_op)?;
+        let t = txn.open_table(CHECKS).map_err(Error::redb_op)?;
+        let by_name = txn.open_table(BY_NAME).map_err(Error::redb_op)?;
+        let mut out = Vec::new();
+        for e in by_name.range((check_name, "")..).map_err(Error::redb_op)? {
+            let (k, _) = e.map_err(Error::redb_op)?;
+            let (name, pc) = k.value();
+            if name != check_name {
+                break;
+            }
+            if let Some(v) = t.get((pc, name)).map_err(Error::redb_op)? {
+                out.push(decode(NAME, v.value())?);
+            }
+        }
+        Ok(out)
+    }
+}
