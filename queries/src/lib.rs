@@ -11,6 +11,7 @@
 //! concurrent persist or compaction never removes a file mid-read.
 
 mod error;
+mod export;
 mod metric;
 mod perf;
 mod process;
@@ -18,6 +19,7 @@ mod relational;
 mod session;
 
 pub use error::{Error, Result};
+pub use export::{ExportStream, ExportTable};
 pub use metric::{Aggregate, HostMetric, ProcessMetric};
 pub use perf::{FleetPoint, HostPoint, TopRow};
 pub use process::{ActiveInvestigation, LatestTick, ProcessRow, Timeline, TimelinePoint};

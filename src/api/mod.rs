@@ -5,6 +5,7 @@ mod agents;
 mod audit;
 mod error;
 mod executions;
+mod export;
 mod health;
 mod obs_events;
 mod params;
@@ -44,6 +45,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/obs_events/kinds", get(obs_events::kinds))
         .route("/api/obs_events/sources", get(obs_events::sources))
         .route("/api/obs_events/recent", get(obs_events::recent))
+        .route("/api/export/{table}", get(export::export))
         .route("/api/results", get(results::list))
         .route("/api/results/{result_id}", get(results::detail))
         .route("/api/results/{result_id}/tail", get(results::tail))
