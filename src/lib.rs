@@ -8,4 +8,5 @@ pub mod config;
 pub mod housekeeping;
 pub mod projector;
 pub mod server;
+pub mod simulate;
 pub mod state;

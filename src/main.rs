@@ -19,6 +19,16 @@ struct Cli {
     /// default: ./data, 127.0.0.1:8080, nats://127.0.0.1:4222).
     #[arg(long, global = true, env = "KANADE_BACKEND_CONFIG")]
     config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Publish a fake fleet's heartbeats and perf samples to the broker of
+    /// the config (for demos and load tests).
+    Simulate(kanade_backend::simulate::SimulateArgs),
 }
 
 fn main() -> Result<()> {
@@ -35,6 +45,9 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("build tokio runtime")?;
+    if let Some(Command::Simulate(args)) = &cli.command {
+        return runtime.block_on(kanade_backend::simulate::run(&config.nats.url, args));
+    }
     runtime.block_on(kanade_backend::server::run(
         config,
         AuthConfig::from_env(),
