@@ -4,11 +4,10 @@ use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use kanade_storage::AuditRecord;
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::params::{parse_time, ApiQuery};
+use super::params::{compile_regex, parse_limit, parse_time, ApiQuery};
 use crate::state::AppState;
 
 const DEFAULT_LIMIT: u32 = 50;
@@ -46,35 +45,21 @@ pub struct ListParams {
     payload: Option<String>,
 }
 
-fn compile(param: &'static str, raw: Option<&str>) -> Result<Option<Regex>, ApiError> {
-    match raw.filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(s) => Regex::new(s)
-            .map(Some)
-            .map_err(|e| ApiError::bad_param(param, format!("invalid regex `{s}`: {e}"))),
-    }
-}
-
 /// `GET /api/audit`: newest first; `actor` exact, `since` (RFC 3339),
 /// regexes on `action`, `target` (NULL as "") and the JSON `payload`.
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<Vec<AuditRow>>, ApiError> {
-    let limit = match p.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(s) => s.trim().parse::<u32>().map_err(|_| {
-            ApiError::bad_param("limit", format!("{s:?} is not a non-negative integer"))
-        })?,
-    } as usize;
+    let limit = parse_limit(p.limit.as_deref(), DEFAULT_LIMIT)?;
     let since = p
         .since
         .as_deref()
         .map(|s| parse_time("since", s))
         .transpose()?;
-    let action = compile("action", p.action.as_deref())?;
-    let target = compile("target", p.target.as_deref())?;
-    let payload = compile("payload", p.payload.as_deref())?;
+    let action = compile_regex("action", p.action.as_deref())?;
+    let target = compile_regex("target", p.target.as_deref())?;
+    let payload = compile_regex("payload", p.payload.as_deref())?;
     let actor = p.actor.filter(|a| !a.is_empty());
     let mut out = Vec::new();
     if limit > 0 {

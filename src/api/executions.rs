@@ -7,7 +7,7 @@ use kanade_storage::ExecutionRecord;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::params::ApiQuery;
+use super::params::{parse_limit, ApiQuery};
 use crate::state::AppState;
 
 const DEFAULT_LIMIT: u32 = 50;
@@ -53,12 +53,7 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<Vec<ExecutionRow>>, ApiError> {
-    let limit = match p.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(s) => s.trim().parse::<u32>().map_err(|_| {
-            ApiError::bad_param("limit", format!("{s:?} is not a non-negative integer"))
-        })?,
-    } as usize;
+    let limit = parse_limit(p.limit.as_deref(), DEFAULT_LIMIT)?;
     let job = p.job_id.filter(|s| !s.is_empty());
     let status = p.status.filter(|s| !s.is_empty());
     let mut out = Vec::new();

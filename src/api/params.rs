@@ -121,6 +121,30 @@ pub fn parse_duration_secs(param: &'static str, raw: &str) -> Result<i64, ApiErr
     Ok(secs)
 }
 
+/// Parses `limit` (a non-negative integer) or takes `default`.
+pub fn parse_limit(raw: Option<&str>, default: u32) -> Result<usize, ApiError> {
+    let n = match raw {
+        None => default,
+        Some(s) => s.trim().parse::<u32>().map_err(|_| {
+            ApiError::bad_param("limit", format!("{s:?} is not a non-negative integer"))
+        })?,
+    };
+    Ok(n as usize)
+}
+
+/// Compiles a regex filter; an empty or absent value means no filter.
+pub fn compile_regex(
+    param: &'static str,
+    raw: Option<&str>,
+) -> Result<Option<regex::Regex>, ApiError> {
+    match raw.filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => regex::Regex::new(s)
+            .map(Some)
+            .map_err(|e| ApiError::bad_param(param, format!("invalid regex `{s}`: {e}"))),
+    }
+}
+
 /// Parses an integer parameter and clamps it into `[lo, hi]`.
 pub fn parse_clamped(
     param: &'static str,

@@ -9,7 +9,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::params::{parse_time, ApiQuery};
+use super::params::{compile_regex, parse_limit, parse_time, ApiQuery};
 use crate::state::AppState;
 
 const DEFAULT_LIMIT: u32 = 50;
@@ -111,15 +111,6 @@ impl Status {
     }
 }
 
-fn compile(param: &'static str, raw: Option<&str>) -> Result<Option<Regex>, ApiError> {
-    match raw.filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(s) => Regex::new(s)
-            .map(Some)
-            .map_err(|e| ApiError::bad_param(param, format!("invalid regex `{s}`: {e}"))),
-    }
-}
-
 /// The five regex filters; an absent value (NULL) matches as "".
 struct Filters {
     pc_id: Option<Regex>,
@@ -132,11 +123,11 @@ struct Filters {
 impl Filters {
     fn try_new(p: &ListParams) -> Result<Self, ApiError> {
         Ok(Self {
-            pc_id: compile("pc_id", p.pc_id.as_deref())?,
-            job_id: compile("job_id", p.job_id.as_deref())?,
-            exec_id: compile("exec_id", p.exec_id.as_deref())?,
-            stdout: compile("stdout", p.stdout.as_deref())?,
-            stderr: compile("stderr", p.stderr.as_deref())?,
+            pc_id: compile_regex("pc_id", p.pc_id.as_deref())?,
+            job_id: compile_regex("job_id", p.job_id.as_deref())?,
+            exec_id: compile_regex("exec_id", p.exec_id.as_deref())?,
+            stdout: compile_regex("stdout", p.stdout.as_deref())?,
+            stderr: compile_regex("stderr", p.stderr.as_deref())?,
         })
     }
 
@@ -159,12 +150,7 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<Vec<ResultRow>>, ApiError> {
-    let limit = match p.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(s) => s.trim().parse::<u32>().map_err(|_| {
-            ApiError::bad_param("limit", format!("{s:?} is not a non-negative integer"))
-        })?,
-    } as usize;
+    let limit = parse_limit(p.limit.as_deref(), DEFAULT_LIMIT)?;
     let status = match p.status.as_deref() {
         None | Some("") => None,
         Some("success") => Some(Status::Success),
