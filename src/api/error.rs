@@ -25,8 +25,6 @@ pub enum ApiError {
     Query(#[from] kanade_queries::Error),
     #[error(transparent)]
     Storage(#[from] kanade_storage::Error),
-    #[error("storage task failed: {0}")]
-    Task(String),
 }
 
 impl ApiError {
@@ -42,7 +40,7 @@ impl ApiError {
             Self::BadParam { .. } | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Query(_) | Self::Storage(_) | Self::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Query(_) | Self::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
