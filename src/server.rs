@@ -48,7 +48,7 @@ impl Tables {
             host: Arc::new(host),
             process: Arc::new(process),
         };
-        tables.maintain()?;
+        tables.drop_expired()?;
         Ok(tables)
     }
 
@@ -65,12 +65,23 @@ impl Tables {
         Ok(())
     }
 
-    /// Compaction and retention for today.
-    pub fn maintain(&self) -> Result<()> {
+    /// Retention for today: expired partitions go whole.
+    pub fn drop_expired(&self) -> Result<()> {
         let today = PartitionDate::of(Utc::now());
         for t in self.each() {
             t.drop_expired(today)
                 .with_context(|| format!("retention of {}", t.spec().name))?;
+        }
+        Ok(())
+    }
+
+    /// Retention, then compaction, for today (the maintenance timer's
+    /// pass; start-up only applies retention, so it never waits on
+    /// rewriting partitions).
+    pub fn maintain(&self) -> Result<()> {
+        self.drop_expired()?;
+        let today = PartitionDate::of(Utc::now());
+        for t in self.each() {
             t.compact(today)
                 .with_context(|| format!("compaction of {}", t.spec().name))?;
         }
