@@ -3,6 +3,7 @@
 //! stores are in `kanade-storage`, the queries in `kanade-queries`.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod housekeeping;

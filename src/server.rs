@@ -103,10 +103,6 @@ pub async fn run(
             "KANADE_AUTH_DISABLE is set: every /api endpoint is open to anyone who can reach {}",
             config.server.bind
         );
-    } else if auth.static_token.is_none() {
-        tracing::warn!(
-            "KANADE_AUTH_STATIC_TOKEN is not set: every protected /api endpoint will answer 401"
-        );
     }
     let tables = {
         let (dir, ts) = (data_dir.clone(), config.storage.clone());
@@ -116,6 +112,7 @@ pub async fn run(
         let dir = data_dir.clone();
         tokio::task::spawn_blocking(move || RelationalStore::open(&dir)).await??
     };
+    crate::api::seed_bootstrap_admin(&store).await?;
     let queries = PerfQueries::new(
         Arc::clone(&tables.host),
         Arc::clone(&tables.process),
@@ -148,11 +145,14 @@ pub async fn run(
     });
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        })
+        .await
     });
 
     shutdown.await;

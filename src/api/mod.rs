@@ -1,6 +1,7 @@
 //! The HTTP API: one file per resource, the router built in [`app`] so
 //! tests and `main` drive the same thing.
 
+mod accounts;
 mod agents;
 mod audit;
 mod error;
@@ -14,19 +15,36 @@ mod processes;
 mod results;
 
 use axum::middleware;
-use axum::routing::get;
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 
+pub use accounts::seed_bootstrap_admin;
 pub use error::ApiError;
+pub use params::ApiJson;
 
 use crate::auth;
 use crate::state::AppState;
 
 /// The whole HTTP surface of the backend.
+///
+/// Every `/api/` route needs an identity (see [`auth::authenticate`]);
+/// reads are open to viewers, and the account routes to admins only.
+/// Mutating routes for operators join an operator group layered with
+/// [`auth::require_operator`] the same way.
 pub fn app(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/api/accounts", get(accounts::list).post(accounts::create))
+        .route(
+            "/api/accounts/{username}",
+            patch(accounts::update).delete(accounts::delete),
+        )
+        .route_layer(middleware::from_fn(auth::require_admin));
     Router::new()
         .route("/health", get(health))
         .route("/api/version", get(version))
+        .route("/api/auth/login", post(accounts::login))
+        .route("/api/auth/me", get(accounts::me))
+        .route("/api/auth/change-password", post(accounts::change_password))
         .route("/api/agents", get(agents::list))
         .route("/api/agents/{pc_id}", get(agents::detail))
         .route("/api/agents/{pc_id}/perf", get(perf::host_timeline))
@@ -55,10 +73,11 @@ pub fn app(state: AppState) -> Router {
             "/api/perf/active-investigations",
             get(perf::active_investigations),
         )
+        .merge(admin)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::require_token,
+            auth::authenticate,
         ))
         .with_state(state)
 }

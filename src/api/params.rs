@@ -30,6 +30,25 @@ where
     }
 }
 
+/// `Json<T>` whose rejection (bad JSON, wrong content type, missing
+/// field) is a 400 with a JSON error naming the problem.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::Json::<T>::from_request(req, state)
+            .await
+            .map(|axum::Json(v)| ApiJson(v))
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {}", e.body_text())))
+    }
+}
+
 /// A validated `[from, to)` window cut into `step_secs` buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeWindow {

@@ -51,6 +51,6 @@ impl StreamProjection for AuditProjection {
                 occurred_at: Some(e.occurred_at),
             })
             .collect();
-        store.apply_audit(&entries, Some(pos))
+        store.apply_audit(&entries, Some(pos)).map(|_| ())
     }
 }

@@ -38,6 +38,6 @@ impl StreamProjection for ObsEventsProjection {
                 payload: e.payload.clone(),
             })
             .collect();
-        store.apply_obs_events(&events, Some(pos))
+        store.apply_obs_events(&events, Some(pos)).map(|_| ())
     }
 }

@@ -40,7 +40,7 @@ pub use error::{Error, Result};
 pub use relational::{
     AgentRecord, AuditRecord, CheckStatusRecord, ExecutionRecord, FinishedRun, HeartbeatUpdate,
     NotificationAckRecord, ObsRecord, ObsScan, RelationalStore, ResultRecord, StartedRun,
-    StreamPosition,
+    StreamPosition, UserChange, UserRecord, UserUpdate, ADMIN_ROLE,
 };
 pub use timeseries::{
     CompactionOutcome, HostPerfRow, PartitionDate, PersistOutcome, PersistedFile, ProcessPerfRow,

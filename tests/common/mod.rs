@@ -86,6 +86,16 @@ pub struct Backend {
 impl Backend {
     /// Starts the backend with `[storage]` extras appended to the config.
     pub fn start(nats_url: &str, data_dir: &Path, storage_extra: &str) -> Self {
+        Self::start_with_env(nats_url, data_dir, storage_extra, &[])
+    }
+
+    /// As [`Backend::start`], with extra environment variables.
+    pub fn start_with_env(
+        nats_url: &str,
+        data_dir: &Path,
+        storage_extra: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let config = data_dir.with_extension("toml");
         std::fs::write(
@@ -107,6 +117,10 @@ impl Backend {
             .env("KANADE_AUTH_STATIC_TOKEN", TOKEN)
             .env_remove("KANADE_AUTH_DISABLE")
             .env("RUST_LOG", "info")
+            .env_remove("KANADE_JWT_SECRET")
+            .env_remove("KANADE_BOOTSTRAP_ADMIN_PASSWORD")
+            .env_remove("KANADE_BOOTSTRAP_ADMIN_USER")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -153,6 +167,34 @@ impl Backend {
         let text = resp.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, body)
+    }
+
+    /// Any method, optional bearer and JSON body: (status, headers, JSON
+    /// body or the text as a JSON string, `Null` when empty).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, headers, body)
     }
 
     /// Sends SIGTERM and waits for the exit.

@@ -37,12 +37,13 @@ pub(super) fn ensure_tables(txn: &WriteTransaction) -> Result<()> {
 
 impl RelationalStore {
     /// Inserts entries (an id already present is left alone) and records
-    /// `pos`, in one transaction.
+    /// `pos`, in one transaction; returns how many were added.
     pub fn apply_audit(
         &self,
         entries: &[AuditRecord],
         pos: Option<StreamPosition<'_>>,
-    ) -> Result<()> {
+    ) -> Result<usize> {
+        let mut added = 0;
         let txn = self.db.begin_write().map_err(Error::redb_op)?;
         {
             let mut rows = txn.open_table(AUDIT).map_err(Error::redb_op)?;
@@ -55,10 +56,12 @@ impl RelationalStore {
                 index.insert((at, e.id), ()).map_err(Error::redb_op)?;
                 rows.insert(e.id, encode(NAME, e)?.as_slice())
                     .map_err(Error::redb_op)?;
+                added += 1;
             }
         }
         record(&txn, pos)?;
-        txn.commit().map_err(Error::redb_op)
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(added)
     }
 
     /// Deletes at most `max` entries that occurred before `cutoff`, oldest

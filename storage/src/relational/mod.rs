@@ -14,6 +14,7 @@ mod notification_acks;
 mod obs_events;
 mod positions;
 mod results;
+mod users;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use notification_acks::NotificationAckRecord;
 pub use obs_events::{ObsRecord, ObsScan};
 pub use positions::StreamPosition;
 pub use results::{FinishedRun, ResultRecord, StartedRun};
+pub use users::{UserChange, UserRecord, UserUpdate, ADMIN_ROLE};
 
 /// The redb database of the backend (`<data_dir>/kanade.redb`).
 #[derive(Clone)]
@@ -67,6 +69,7 @@ impl RelationalStore {
         obs_events::ensure_tables(&txn)?;
         positions::ensure_tables(&txn)?;
         results::ensure_tables(&txn)?;
+        users::ensure_tables(&txn)?;
         txn.commit().map_err(Error::redb_op)
     }
 }

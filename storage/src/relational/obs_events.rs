@@ -73,12 +73,13 @@ fn unbump(t: &mut redb::Table<&str, u64>, key: &str) -> Result<()> {
 
 impl RelationalStore {
     /// Inserts observations (first writer wins on id and on the unique
-    /// key) and records `pos`, in one transaction.
+    /// key) and records `pos`, in one transaction; returns how many were added.
     pub fn apply_obs_events(
         &self,
         events: &[ObsRecord],
         pos: Option<StreamPosition<'_>>,
-    ) -> Result<()> {
+    ) -> Result<usize> {
+        let mut added = 0;
         let txn = self.db.begin_write().map_err(Error::redb_op)?;
         {
             let mut rows = txn.open_table(OBS).map_err(Error::redb_op)?;
@@ -111,10 +112,12 @@ impl RelationalStore {
                 bump(&mut sources, &e.source)?;
                 rows.insert(e.id, encode(NAME, e)?.as_slice())
                     .map_err(Error::redb_op)?;
+                added += 1;
             }
         }
         record(&txn, pos)?;
-        txn.commit().map_err(Error::redb_op)
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(added)
     }
 
     /// Deletes at most `max` observations older than `cutoff`, oldest first,

@@ -1,0 +1,462 @@
+//! Accounts: `POST /api/auth/login` (public), `GET /api/auth/me`,
+//! `POST /api/auth/change-password`, and the admin-only
+//! `GET/POST /api/accounts`, `PATCH/DELETE /api/accounts/{username}`.
+//! Passwords are never logged, stored or echoed: only their argon2id hash
+//! is kept, and no response carries it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use kanade_storage::{UserChange, UserRecord, UserUpdate};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::params::ApiJson;
+use crate::audit::{self, Caller};
+use crate::auth::throttle::Verdict;
+use crate::auth::{password, Identity, Role};
+use crate::state::AppState;
+
+/// The peer address of the connection, when the server records it.
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
+}
+
+fn storage_task_failed(e: tokio::task::JoinError) -> ApiError {
+    ApiError::Internal(format!("storage task: {e}"))
+}
+
+/// Runs a redb call off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> kanade_storage::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    Ok(tokio::task::spawn_blocking(f)
+        .await
+        .map_err(storage_task_failed)??)
+}
+
+fn parse_role(role: &str) -> Result<Role, ApiError> {
+    Role::parse(role)
+        .ok_or_else(|| ApiError::bad_param("role", "must be viewer, operator or admin"))
+}
+
+fn strong(param: &'static str, pw: &str) -> Result<(), ApiError> {
+    password::check_strength(pw).map_err(|m| ApiError::bad_param(param, m))
+}
+
+#[derive(Deserialize)]
+pub struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize)]
+pub struct LoginResponse {
+    token: String,
+    role: Role,
+    must_change_pw: bool,
+    exp: i64,
+}
+
+/// `POST /api/auth/login`. Unknown user, wrong password and disabled
+/// account all answer the same 401; repeated failures are slowed, then
+/// refused with 429.
+pub async fn login(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    caller: Caller,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let auth = &state.auth;
+    let failure = |reason: &'static str| {
+        let nats = state.nats.clone();
+        let username = req.username.clone();
+        let caller = caller.clone();
+        async move {
+            tracing::warn!(username = %username, client = ?addr, reason, "login failed");
+            audit::record(
+                &nats,
+                "auth",
+                "login.failure",
+                Some(&username),
+                Some(&caller),
+                serde_json::json!({
+                    "reason": reason,
+                    "client": addr.map(|a| a.to_string()),
+                }),
+            )
+            .await;
+        }
+    };
+    match auth.throttle.begin(&req.username, addr, Instant::now()) {
+        Verdict::Refuse(after) => {
+            failure("throttled").await;
+            return Err(ApiError::TooManyRequests {
+                retry_after_secs: after.as_secs().max(1),
+            });
+        }
+        Verdict::Proceed(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
+        Verdict::Proceed(_) => {}
+    }
+    let user = {
+        let (store, name) = (state.store.clone(), req.username.clone());
+        blocking(move || store.user(&name)).await?
+    };
+    let usable = user.filter(|u| !u.disabled);
+    let matched = password::verify_async(
+        req.password.clone(),
+        usable.as_ref().map(|u| u.password_hash.clone()),
+    )
+    .await;
+    let (Some(user), true) = (usable, matched) else {
+        failure("invalid_credentials").await;
+        return Err(ApiError::Unauthorized("invalid credentials".into()));
+    };
+    let role = Role::parse(&user.role).ok_or_else(|| {
+        ApiError::Internal(format!(
+            "account {} has role {:?}",
+            user.username, user.role
+        ))
+    })?;
+    auth.throttle.succeeded(&req.username, addr);
+    let (token, exp) = auth
+        .jwt
+        .mint(&user.username, role, Utc::now().timestamp())
+        .map_err(ApiError::Internal)?;
+    Ok(Json(LoginResponse {
+        token,
+        role,
+        must_change_pw: user.must_change_pw,
+        exp,
+    }))
+}
+
+#[derive(Serialize)]
+pub struct MeResponse {
+    username: String,
+    role: Role,
+    must_change_pw: bool,
+}
+
+/// `GET /api/auth/me`: the caller as the backend sees it.
+pub async fn me(
+    State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
+) -> Result<Json<MeResponse>, ApiError> {
+    let must_change_pw = if id.account {
+        let (store, name) = (state.store.clone(), id.sub.clone());
+        blocking(move || store.user(&name))
+            .await?
+            .is_some_and(|u| u.must_change_pw)
+    } else {
+        false
+    };
+    Ok(Json(MeResponse {
+        username: id.sub,
+        role: id.role,
+        must_change_pw,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct ChangePasswordRequest {
+    old_password: String,
+    new_password: String,
+}
+
+/// `POST /api/auth/change-password`: the caller's own password; clears
+/// `must_change_pw`.
+pub async fn change_password(
+    State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
+    caller: Caller,
+    ApiJson(req): ApiJson<ChangePasswordRequest>,
+) -> Result<StatusCode, ApiError> {
+    strong("new_password", &req.new_password)?;
+    if !id.account {
+        return Err(ApiError::BadRequest(format!(
+            "{} is not an account and has no password",
+            id.sub
+        )));
+    }
+    let user = {
+        let (store, name) = (state.store.clone(), id.sub.clone());
+        blocking(move || store.user(&name)).await?
+    }
+    .ok_or_else(|| ApiError::Unauthorized("unknown account".into()))?;
+    if !password::verify_async(req.old_password.clone(), Some(user.password_hash)).await {
+        return Err(ApiError::Forbidden("old_password is wrong".into()));
+    }
+    if req.new_password == req.old_password {
+        return Err(ApiError::bad_param(
+            "new_password",
+            "must differ from the old password",
+        ));
+    }
+    let hash = password::hash_async(req.new_password.clone())
+        .await
+        .map_err(ApiError::Internal)?;
+    let update = UserUpdate {
+        password_hash: Some(hash),
+        must_change_pw: Some(false),
+        ..Default::default()
+    };
+    let (store, name) = (state.store.clone(), id.sub.clone());
+    match blocking(move || store.update_user(&name, &update, Utc::now())).await? {
+        UserChange::Applied => {}
+        UserChange::NotFound => return Err(ApiError::Unauthorized("unknown account".into())),
+        UserChange::LastAdmin => unreachable!("a password change keeps the role"),
+    }
+    audit::record(
+        &state.nats,
+        "admin",
+        "account.change_password",
+        Some(&id.sub),
+        Some(&caller),
+        serde_json::json!({}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// One account as listed: never the hash. The flags are 0/1 as the
+/// reference's SQLite rows give them.
+#[derive(Serialize)]
+pub struct AccountRow {
+    username: String,
+    role: String,
+    disabled: i64,
+    must_change_pw: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<UserRecord> for AccountRow {
+    fn from(u: UserRecord) -> Self {
+        Self {
+            username: u.username,
+            role: u.role,
+            disabled: i64::from(u.disabled),
+            must_change_pw: i64::from(u.must_change_pw),
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+/// `GET /api/accounts`, by username.
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<AccountRow>>, ApiError> {
+    let store = state.store.clone();
+    let users = blocking(move || store.users()).await?;
+    Ok(Json(users.into_iter().map(AccountRow::from).collect()))
+}
+
+#[derive(Deserialize)]
+pub struct CreateRequest {
+    username: String,
+    password: String,
+    role: String,
+}
+
+/// Usernames become audit subjects and URL path segments: keep them plain.
+fn valid_username(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.chars().count() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_param(
+            "username",
+            "1 to 64 letters, digits, '.', '_', '-' or '@'",
+        ))
+    }
+}
+
+/// `POST /api/accounts` → 201; 409 when the name is taken.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<CreateRequest>,
+) -> Result<StatusCode, ApiError> {
+    let username = req.username.trim().to_string();
+    valid_username(&username)?;
+    strong("password", &req.password)?;
+    let role = parse_role(&req.role)?;
+    let hash = password::hash_async(req.password.clone())
+        .await
+        .map_err(ApiError::Internal)?;
+    let now = Utc::now();
+    let record = UserRecord {
+        username: username.clone(),
+        password_hash: hash,
+        role: role.as_str().into(),
+        disabled: false,
+        must_change_pw: false,
+        created_at: now,
+        updated_at: now,
+    };
+    let store = state.store.clone();
+    if !blocking(move || store.insert_user(&record)).await? {
+        return Err(ApiError::Conflict(format!(
+            "username {username} already exists"
+        )));
+    }
+    audit::record(
+        &state.nats,
+        "admin",
+        "account.create",
+        Some(&username),
+        Some(&caller),
+        serde_json::json!({ "role": role.as_str() }),
+    )
+    .await;
+    Ok(StatusCode::CREATED)
+}
+
+#[derive(Deserialize)]
+pub struct UpdateRequest {
+    role: Option<String>,
+    password: Option<String>,
+    disabled: Option<bool>,
+}
+
+/// `PATCH /api/accounts/{username}`: any of role, password (a reset, so
+/// the user must change it at next login) and disabled, all or nothing.
+/// 409 when it would leave no enabled admin.
+pub async fn update(
+    State(state): State<AppState>,
+    Path(username): Path<String>,
+    caller: Caller,
+    ApiJson(req): ApiJson<UpdateRequest>,
+) -> Result<StatusCode, ApiError> {
+    let role = req.role.as_deref().map(parse_role).transpose()?;
+    if let Some(pw) = &req.password {
+        strong("password", pw)?;
+    }
+    let password_hash = match req.password.clone() {
+        Some(pw) => Some(password::hash_async(pw).await.map_err(ApiError::Internal)?),
+        None => None,
+    };
+    let update = UserUpdate {
+        role: role.map(|r| r.as_str().to_string()),
+        disabled: req.disabled,
+        must_change_pw: password_hash.as_ref().map(|_| true),
+        password_hash,
+    };
+    let (store, name) = (state.store.clone(), username.clone());
+    match blocking(move || store.update_user(&name, &update, Utc::now())).await? {
+        UserChange::Applied => {}
+        UserChange::NotFound => return Err(ApiError::NotFound(format!("account {username}"))),
+        UserChange::LastAdmin => {
+            return Err(ApiError::Conflict(
+                "cannot demote or disable the last enabled admin".into(),
+            ))
+        }
+    }
+    audit::record(
+        &state.nats,
+        "admin",
+        "account.update",
+        Some(&username),
+        Some(&caller),
+        serde_json::json!({
+            "role": req.role,
+            "disabled": req.disabled,
+            "password_reset": req.password.is_some(),
+        }),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/accounts/{username}`; 409 for the last enabled admin.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(username): Path<String>,
+    caller: Caller,
+) -> Result<StatusCode, ApiError> {
+    let (store, name) = (state.store.clone(), username.clone());
+    match blocking(move || store.delete_user(&name)).await? {
+        UserChange::Applied => {}
+        UserChange::NotFound => return Err(ApiError::NotFound(format!("account {username}"))),
+        UserChange::LastAdmin => {
+            return Err(ApiError::Conflict(
+                "cannot delete the last enabled admin".into(),
+            ))
+        }
+    }
+    audit::record(
+        &state.nats,
+        "admin",
+        "account.delete",
+        Some(&username),
+        Some(&caller),
+        serde_json::json!({}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Seeds the first admin when there is no account and
+/// `KANADE_BOOTSTRAP_ADMIN_PASSWORD` is set (`KANADE_BOOTSTRAP_ADMIN_USER`,
+/// default `admin`); it must change its password at first login.
+pub async fn seed_bootstrap_admin(store: &kanade_storage::RelationalStore) -> anyhow::Result<()> {
+    let Some(pw) = std::env::var("KANADE_BOOTSTRAP_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+    else {
+        let s = store.clone();
+        if tokio::task::spawn_blocking(move || s.users())
+            .await??
+            .is_empty()
+        {
+            tracing::warn!(
+                "no accounts and no KANADE_BOOTSTRAP_ADMIN_PASSWORD: only the service token can \
+                 log in; set it and restart to seed an admin"
+            );
+        }
+        return Ok(());
+    };
+    let username = std::env::var("KANADE_BOOTSTRAP_ADMIN_USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "admin".into());
+    let hash = password::hash_async(pw)
+        .await
+        .map_err(|e| anyhow::anyhow!("bootstrap admin: {e}"))?;
+    let now = Utc::now();
+    let record = UserRecord {
+        username: username.clone(),
+        password_hash: hash,
+        role: Role::Admin.as_str().into(),
+        disabled: false,
+        must_change_pw: true,
+        created_at: now,
+        updated_at: now,
+    };
+    let s = store.clone();
+    if tokio::task::spawn_blocking(move || s.insert_first_user(&record)).await?? {
+        tracing::warn!(%username, "seeded the bootstrap admin; it must change its password at first login");
+    }
+    Ok(())
+}

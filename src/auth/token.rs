@@ -1,0 +1,144 @@
+//! Login tokens: HS256 JWTs with audience `kanade`, signed with
+//! `KANADE_JWT_SECRET`. The claims have the reference backend's shape, so a
+//! token minted by either backend with the same secret passes the other.
+
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::Role;
+
+/// The audience every login token carries.
+pub const AUDIENCE: &str = "kanade";
+
+/// How long a login token is valid. The account is re-read on every
+/// request, so this only bounds a token whose account was deleted and
+/// re-created.
+pub const TOKEN_TTL_SECS: i64 = 12 * 3600;
+
+/// The claims of a login token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: i64,
+    #[serde(default)]
+    pub iat: Option<i64>,
+    #[serde(default)]
+    pub aud: Option<String>,
+    /// The role at login; informational only, the stored account decides.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// The signing secret, as keys.
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JwtKeys(..)")
+    }
+}
+
+impl JwtKeys {
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// `KANADE_JWT_SECRET`; without it a random secret for this process
+    /// (logins work, and their tokens end with the process). The reference
+    /// falls back to a fixed, published secret, with which anyone could
+    /// mint an admin token; we do not.
+    pub fn from_env() -> Self {
+        match std::env::var("KANADE_JWT_SECRET") {
+            Ok(s) if !s.is_empty() => Self::new(s.as_bytes()),
+            _ => {
+                tracing::warn!(
+                    "KANADE_JWT_SECRET is not set: login tokens are signed with a random \
+                     per-process secret and stop working when the backend restarts"
+                );
+                let mut secret = [0u8; 32];
+                getrandom::fill(&mut secret).expect("the OS random source is available");
+                Self::new(&secret)
+            }
+        }
+    }
+
+    /// A signed token for `sub`, and its expiry (unix seconds).
+    pub fn mint(&self, sub: &str, role: Role, now: i64) -> Result<(String, i64), String> {
+        let exp = now + TOKEN_TTL_SECS;
+        let claims = Claims {
+            sub: sub.into(),
+            exp,
+            iat: Some(now),
+            aud: Some(AUDIENCE.into()),
+            roles: vec![role.as_str().into()],
+        };
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map(|t| (t, exp))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The claims of a valid token; the error says why it is not.
+    pub fn verify(&self, token: &str) -> Result<Claims, String> {
+        decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|d| d.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => "token expired".into(),
+                jsonwebtoken::errors::ErrorKind::InvalidAudience => "wrong audience".into(),
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => "bad signature".into(),
+                _ => "malformed token".into(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_tokens_verify_and_others_do_not() {
+        let keys = JwtKeys::new(b"secret-a");
+        let now = chrono::Utc::now().timestamp();
+        let (token, exp) = keys.mint("alice", Role::Operator, now).unwrap();
+        assert_eq!(exp, now + TOKEN_TTL_SECS);
+        let claims = keys.verify(&token).unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.roles),
+            ("alice", vec!["operator".to_string()])
+        );
+
+        assert_eq!(
+            JwtKeys::new(b"secret-b").verify(&token).unwrap_err(),
+            "bad signature"
+        );
+        let (old, _) = keys
+            .mint("alice", Role::Admin, now - TOKEN_TTL_SECS - 3600)
+            .unwrap();
+        assert_eq!(keys.verify(&old).unwrap_err(), "token expired");
+        assert_eq!(keys.verify("not.a.jwt").unwrap_err(), "malformed token");
+
+        let foreign = encode(
+            &Header::new(Algorithm::HS256),
+            &Claims {
+                sub: "alice".into(),
+                exp: now + 60,
+                iat: None,
+                aud: Some("elsewhere".into()),
+                roles: vec![],
+            },
+            &EncodingKey::from_secret(b"secret-a"),
+        )
+        .unwrap();
+        assert_eq!(keys.verify(&foreign).unwrap_err(), "wrong audience");
+    }
+}

@@ -1,0 +1,347 @@
+//! `users`: the accounts that may log in, keyed by username. The store
+//! knows nothing of passwords beyond the stored hash; it does own the one
+//! rule that must hold across writers: the fleet always keeps at least one
+//! enabled admin. redb serialises write transactions, so counting the
+//! admins and applying the change in one transaction cannot race.
+
+use chrono::{DateTime, Utc};
+use redb::{
+    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+
+use super::codec::{decode, encode};
+use super::RelationalStore;
+use crate::{Error, Result};
+
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+const NAME: &str = "users";
+
+/// The role string that counts for the last-admin rule.
+pub const ADMIN_ROLE: &str = "admin";
+
+/// One account as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct UserRecord {
+    pub username: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// `viewer`, `operator` or `admin`.
+    pub role: String,
+    pub disabled: bool,
+    pub must_change_pw: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl UserRecord {
+    fn is_enabled_admin(&self) -> bool {
+        self.role == ADMIN_ROLE && !self.disabled
+    }
+}
+
+/// A change to one account; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserUpdate {
+    pub role: Option<String>,
+    pub disabled: Option<bool>,
+    pub password_hash: Option<String>,
+    pub must_change_pw: Option<bool>,
+}
+
+/// What became of an update or a delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserChange {
+    Applied,
+    NotFound,
+    /// Refused: it would leave no enabled admin.
+    LastAdmin,
+}
+
+pub(super) fn ensure_tables(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(USERS).map_err(Error::redb_op)?;
+    Ok(())
+}
+
+fn enabled_admins(t: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<usize> {
+    let mut n = 0;
+    for e in t.iter().map_err(Error::redb_op)? {
+        let (_, v) = e.map_err(Error::redb_op)?;
+        let u: UserRecord = decode(NAME, v.value())?;
+        n += usize::from(u.is_enabled_admin());
+    }
+    Ok(n)
+}
+
+impl RelationalStore {
+    /// One account.
+    pub fn user(&self, username: &str) -> Result<Option<UserRecord>> {
+        let txn = self.db.begin_read().map_err(Error::redb_op)?;
+        let t = txn.open_table(USERS).map_err(Error::redb_op)?;
+        t.get(username)
+            .map_err(Error::redb_op)?
+            .map(|v| decode(NAME, v.value()))
+            .transpose()
+    }
+
+    /// Every account, by username.
+    pub fn users(&self) -> Result<Vec<UserRecord>> {
+        let txn = self.db.begin_read().map_err(Error::redb_op)?;
+        let t = txn.open_table(USERS).map_err(Error::redb_op)?;
+        let mut out = Vec::new();
+        for e in t.iter().map_err(Error::redb_op)? {
+            let (_, v) = e.map_err(Error::redb_op)?;
+            out.push(decode(NAME, v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Adds an account; `false` (and nothing written) when the username
+    /// is taken.
+    pub fn insert_user(&self, user: &UserRecord) -> Result<bool> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let inserted = {
+            let mut t = txn.open_table(USERS).map_err(Error::redb_op)?;
+            if t.get(user.username.as_str())
+                .map_err(Error::redb_op)?
+                .is_some()
+            {
+                false
+            } else {
+                t.insert(user.username.as_str(), encode(NAME, user)?.as_slice())
+                    .map_err(Error::redb_op)?;
+                true
+            }
+        };
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(inserted)
+    }
+
+    /// Adds `user` only when there is no account at all (the bootstrap
+    /// admin); `true` when it was added.
+    pub fn insert_first_user(&self, user: &UserRecord) -> Result<bool> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let inserted = {
+            let mut t = txn.open_table(USERS).map_err(Error::redb_op)?;
+            if t.is_empty().map_err(Error::redb_op)? {
+                t.insert(user.username.as_str(), encode(NAME, user)?.as_slice())
+                    .map_err(Error::redb_op)?;
+                true
+            } else {
+                false
+            }
+        };
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(inserted)
+    }
+
+    /// Applies every field of `update` or none: refused when the account
+    /// is the last enabled admin and would stop being one.
+    pub fn update_user(
+        &self,
+        username: &str,
+        update: &UserUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<UserChange> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let outcome = {
+            let mut t = txn.open_table(USERS).map_err(Error::redb_op)?;
+            let current: Option<UserRecord> = t
+                .get(username)
+                .map_err(Error::redb_op)?
+                .map(|v| decode(NAME, v.value()))
+                .transpose()?;
+            match current {
+                None => UserChange::NotFound,
+                Some(mut user) => {
+                    let was_admin = user.is_enabled_admin();
+                    if let Some(role) = &update.role {
+                        user.role.clone_from(role);
+                    }
+                    if let Some(disabled) = update.disabled {
+                        user.disabled = disabled;
+                    }
+                    if let Some(hash) = &update.password_hash {
+                        user.password_hash.clone_from(hash);
+                    }
+                    if let Some(flag) = update.must_change_pw {
+                        user.must_change_pw = flag;
+                    }
+                    if was_admin && !user.is_enabled_admin() && enabled_admins(&t)? <= 1 {
+                        UserChange::LastAdmin
+                    } else {
+                        user.updated_at = now;
+                        t.insert(username, encode(NAME, &user)?.as_slice())
+                            .map_err(Error::redb_op)?;
+                        UserChange::Applied
+                    }
+                }
+            }
+        };
+        if outcome == UserChange::Applied {
+            txn.commit().map_err(Error::redb_op)?;
+        } else {
+            txn.abort().map_err(Error::redb_op)?;
+        }
+        Ok(outcome)
+    }
+
+    /// Removes an account unless it is the last enabled admin.
+    pub fn delete_user(&self, username: &str) -> Result<UserChange> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let outcome = {
+            let mut t = txn.open_table(USERS).map_err(Error::redb_op)?;
+            let current: Option<UserRecord> = t
+                .get(username)
+                .map_err(Error::redb_op)?
+                .map(|v| decode(NAME, v.value()))
+                .transpose()?;
+            match current {
+                None => UserChange::NotFound,
+                Some(u) if u.is_enabled_admin() && enabled_admins(&t)? <= 1 => {
+                    UserChange::LastAdmin
+                }
+                Some(_) => {
+                    t.remove(username).map_err(Error::redb_op)?;
+                    UserChange::Applied
+                }
+            }
+        };
+        if outcome == UserChange::Applied {
+            txn.commit().map_err(Error::redb_op)?;
+        } else {
+            txn.abort().map_err(Error::redb_op)?;
+        }
+        Ok(outcome)
+    }
+}
+
+impl RelationalStore {
+    /// Adds accounts whose username is not taken; returns how many.
+    pub fn import_users(&self, records: &[UserRecord]) -> Result<usize> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let mut added = 0;
+        {
+            let mut t = txn.open_table(USERS).map_err(Error::redb_op)?;
+            for u in records {
+                if t.get(u.username.as_str())
+                    .map_err(Error::redb_op)?
+                    .is_none()
+                {
+                    t.insert(u.username.as_str(), encode(NAME, u)?.as_slice())
+                        .map_err(Error::redb_op)?;
+                    added += 1;
+                }
+            }
+        }
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(added)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, role: &str) -> UserRecord {
+        UserRecord {
+            username: name.into(),
+            password_hash: "$argon2id$x".into(),
+            role: role.into(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_last_enabled_admin_cannot_be_removed_demoted_or_disabled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RelationalStore::open(dir.path()).unwrap();
+        assert!(store.insert_first_user(&user("root", "admin")).unwrap());
+        assert!(
+            !store.insert_first_user(&user("other", "admin")).unwrap(),
+            "bootstrap only seeds an empty table"
+        );
+        assert!(store.insert_user(&user("ann", "viewer")).unwrap());
+        assert!(!store.insert_user(&user("ann", "admin")).unwrap());
+        assert_eq!(store.user("ann").unwrap().unwrap().role, "viewer");
+
+        let now = Utc::now();
+        let demote = UserUpdate {
+            role: Some("operator".into()),
+            ..Default::default()
+        };
+        let disable = UserUpdate {
+            disabled: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(
+            store.update_user("root", &demote, now).unwrap(),
+            UserChange::LastAdmin
+        );
+        assert_eq!(
+            store.update_user("root", &disable, now).unwrap(),
+            UserChange::LastAdmin
+        );
+        assert_eq!(store.delete_user("root").unwrap(), UserChange::LastAdmin);
+        assert_eq!(store.user("root").unwrap().unwrap().role, "admin");
+
+        // A second admin makes the first one removable.
+        let promote = UserUpdate {
+            role: Some("admin".into()),
+            password_hash: Some("$argon2id$new".into()),
+            must_change_pw: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(
+            store.update_user("ann", &promote, now).unwrap(),
+            UserChange::Applied
+        );
+        let ann = store.user("ann").unwrap().unwrap();
+        assert_eq!(
+            (
+                ann.role.as_str(),
+                ann.password_hash.as_str(),
+                ann.must_change_pw
+            ),
+            ("admin", "$argon2id$new", true)
+        );
+        assert_eq!(store.delete_user("root").unwrap(), UserChange::Applied);
+        assert_eq!(store.delete_user("root").unwrap(), UserChange::NotFound);
+        assert_eq!(
+            store.update_user("nobody", &disable, now).unwrap(),
+            UserChange::NotFound
+        );
+        assert_eq!(
+            store
+                .users()
+                .unwrap()
+                .iter()
+                .map(|u| u.username.as_str())
+                .collect::<Vec<_>>(),
+            ["ann"]
+        );
+    }
+
+    #[test]
+    fn a_refused_update_changes_no_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RelationalStore::open(dir.path()).unwrap();
+        store.insert_user(&user("root", "admin")).unwrap();
+        let mixed = UserUpdate {
+            role: Some("viewer".into()),
+            password_hash: Some("changed".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            store.update_user("root", &mixed, Utc::now()).unwrap(),
+            UserChange::LastAdmin
+        );
+        assert_eq!(
+            store.user("root").unwrap().unwrap().password_hash,
+            "$argon2id$x"
+        );
+    }
+}
