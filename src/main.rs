@@ -29,6 +29,11 @@ enum Command {
     /// Publish a fake fleet's heartbeats and perf samples to the broker of
     /// the config (for demos and load tests).
     Simulate(kanade_backend::simulate::SimulateArgs),
+    /// Migrate a reference kanade-backend SQLite database into this
+    /// store's data directory (stop both backends first). Safe to re-run.
+    ImportSqlite(kanade_backend::import::ImportArgs),
+    /// Download perf history as a Parquet file from the running backend.
+    Export(kanade_backend::export_cli::ExportArgs),
 }
 
 fn main() -> Result<()> {
@@ -45,8 +50,29 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("build tokio runtime")?;
-    if let Some(Command::Simulate(args)) = &cli.command {
-        return runtime.block_on(kanade_backend::simulate::run(&config.nats.url, args));
+    match &cli.command {
+        Some(Command::Simulate(args)) => {
+            return runtime.block_on(kanade_backend::simulate::run(&config.nats.url, args));
+        }
+        Some(Command::ImportSqlite(args)) => {
+            let summary = kanade_backend::import::run(&config, args)?;
+            let skipped: u64 = summary.tables.iter().map(|t| t.skipped).sum();
+            eprintln!(
+                "import finished: {} rows added{}",
+                summary.tables.iter().map(|t| t.added).sum::<u64>(),
+                if skipped > 0 {
+                    format!(", {skipped} rows skipped (see above)")
+                } else {
+                    String::new()
+                }
+            );
+            return Ok(());
+        }
+        Some(Command::Export(args)) => {
+            runtime.block_on(kanade_backend::export_cli::run(&config, args))?;
+            return Ok(());
+        }
+        None => {}
     }
     runtime.block_on(kanade_backend::server::run(
         config,

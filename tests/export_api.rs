@@ -113,6 +113,64 @@ async fn export_streams_the_filtered_rows_as_parquet() {
         "persisted and head rows, sorted by time"
     );
 
+    // The CLI gets the same rows into a file, and refuses what the API
+    // refuses without leaving a partial file.
+    let config = data.with_extension("toml");
+    let out_file = dir.path().join("pc-a.parquet");
+    let cli = |from: String, out: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kanade-backend"))
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "export",
+                "host_perf",
+                "--from",
+                &from,
+                "--to",
+                &q(Utc::now()),
+                "--pc-id",
+                "pc-a",
+                "-o",
+            ])
+            .arg(out)
+            .env("KANADE_AUTH_STATIC_TOKEN", TOKEN)
+            .env_remove("KANADE_BACKEND_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = cli(q(t0), &out_file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = std::fs::File::open(&out_file).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut cli_cpus = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let cpu = batch
+            .column_by_name("cpu_pct")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        cli_cpus.extend(cpu.iter().map(Option::unwrap));
+    }
+    assert_eq!(cli_cpus, cpus);
+    let refused = dir.path().join("refused.parquet");
+    let out = cli("soon".into(), &refused);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("400") && stderr.contains("`from`"),
+        "{stderr}"
+    );
+    assert!(!refused.exists() && !dir.path().join("refused.parquet.partial").exists());
+
     let (s, body) = b.get("/api/export/agents").await;
     assert_eq!(s, 400);
     assert!(body["error"].as_str().unwrap().contains("`table`"));

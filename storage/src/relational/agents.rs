@@ -151,6 +151,39 @@ fn merge(old: Option<&AgentRecord>, u: &HeartbeatUpdate, now: DateTime<Utc>) -> 
     }
 }
 
+impl RelationalStore {
+    /// Adds agents not yet known (a migration from another store); a known
+    /// pc_id keeps what it has. Returns how many were added.
+    pub fn import_agents(&self, records: &[AgentRecord]) -> Result<usize> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let mut added = 0;
+        {
+            let mut agents = txn.open_table(AGENTS).map_err(Error::redb_op)?;
+            let mut index = txn.open_table(BY_HEARTBEAT).map_err(Error::redb_op)?;
+            for a in records {
+                if agents
+                    .get(a.pc_id.as_str())
+                    .map_err(Error::redb_op)?
+                    .is_some()
+                {
+                    continue;
+                }
+                if let Some(hb) = a.last_heartbeat {
+                    index
+                        .insert((hb.timestamp_micros(), a.pc_id.as_str()), ())
+                        .map_err(Error::redb_op)?;
+                }
+                agents
+                    .insert(a.pc_id.as_str(), encode(NAME, a)?.as_slice())
+                    .map_err(Error::redb_op)?;
+                added += 1;
+            }
+        }
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(added)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

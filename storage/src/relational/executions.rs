@@ -195,6 +195,26 @@ impl RelationalStore {
     }
 }
 
+impl RelationalStore {
+    /// Adds executions whose exec_id is not stored yet; returns how many.
+    pub fn import_executions(&self, records: &[ExecutionRecord]) -> Result<usize> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let mut added = 0;
+        for e in records {
+            let exists = {
+                let rows = txn.open_table(EXECUTIONS).map_err(Error::redb_op)?;
+                get(&rows, &e.exec_id)?.is_some()
+            };
+            if !exists {
+                put(&txn, None, e)?;
+                added += 1;
+            }
+        }
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(added)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -437,6 +437,26 @@ fn collect_ids(
     Ok(ids)
 }
 
+impl RelationalStore {
+    /// Adds result rows whose result_id is not stored yet, with their index
+    /// entries (a migration from another store); returns how many.
+    pub fn import_results(&self, records: &[ResultRecord]) -> Result<usize> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let mut added = 0;
+        {
+            let mut t = Tables::open(&txn)?;
+            for r in records {
+                if t.get(&r.result_id)?.is_none() {
+                    t.put(None, r)?;
+                    added += 1;
+                }
+            }
+        }
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(added)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -176,6 +176,23 @@ impl TimeSeriesTable {
             .sum()
     }
 
+    /// Rows stored: the head plus every file's row count (read from the
+    /// Parquet footers, not the data).
+    pub fn stored_rows(&self) -> Result<u64> {
+        use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+        let snapshot = self.snapshot(None);
+        let mut rows: u64 = snapshot.head.iter().map(|b| b.num_rows() as u64).sum();
+        for f in &snapshot.files {
+            let file = std::fs::File::open(&f.path).map_err(Error::io(&f.path))?;
+            let reader = SerializedFileReader::new(file).map_err(|e| Error::Parquet {
+                path: f.path.clone(),
+                source: e,
+            })?;
+            rows += reader.metadata().file_metadata().num_rows().max(0) as u64;
+        }
+        Ok(rows)
+    }
+
     /// A consistent view of the rows with `at` in `[from, to)` (all rows
     /// when `None`): partitions outside the range are left out before any
     /// file is opened.

@@ -1,0 +1,754 @@
+//! `kanade-backend import-sqlite <backend.db>`: migrates a reference
+//! kanade-backend database (0.43.x schema) into this store. Perf samples go
+//! through the same path the projectors use (WAL, head, persist) and are
+//! then compacted, so the partitions look as if the projectors had written
+//! them; relational tables go into redb, each row only if its key is not
+//! stored yet, so a second run adds nothing.
+//!
+//! The source is opened read-only and checked (it is SQLite, it is intact,
+//! it has the kanade tables, nobody holds a write lock on it) before the
+//! store is touched at all: a file that fails any check leaves the store
+//! as it was. All reads happen in one read transaction, one consistent
+//! snapshot of the source.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, NaiveDateTime, Utc};
+use kanade_storage::{
+    AgentRecord, AuditRecord, ExecutionRecord, HostPerfRow, ObsRecord, PartitionDate,
+    ProcessPerfRow, RelationalStore, ResultRecord, TimeSeriesTable, UserRecord, HOST_PERF,
+    PROCESS_PERF,
+};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, Row};
+
+use crate::config::Config;
+
+/// Ids of imported audit and obs rows start here, above any stream
+/// sequence the broker will reach, and below 2^53 so browsers read them
+/// exactly.
+pub const IMPORTED_ID_BASE: u64 = 1 << 52;
+
+/// Rows per redb transaction / per write into a time-series table.
+const RELATIONAL_BATCH: usize = 1_000;
+const PERF_BATCH: usize = 50_000;
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// The reference backend's SQLite file (`[db] sqlite_path`). It is only
+    /// read; stop the reference backend first.
+    pub source: PathBuf,
+}
+
+/// What one table's import did.
+#[derive(Debug, Clone, Default)]
+pub struct TableImport {
+    pub table: &'static str,
+    /// Rows read from the source.
+    pub read: u64,
+    /// Rows added to this store (perf: rows stored after compaction minus
+    /// before, so rows already there count as nothing).
+    pub added: u64,
+    /// Rows not imported, with the first reason.
+    pub skipped: u64,
+    pub first_skip: Option<String>,
+    pub elapsed: Duration,
+}
+
+impl TableImport {
+    /// The one-line summary printed per table.
+    fn report(&self) {
+        eprintln!(
+            "{}: read {}, added {}, skipped {} in {:.1} s ({:.0} rows/s){}",
+            self.table,
+            self.read,
+            self.added,
+            self.skipped,
+            self.elapsed.as_secs_f64(),
+            self.read as f64 / self.elapsed.as_secs_f64().max(1e-9),
+            self.first_skip
+                .as_deref()
+                .map(|r| format!("; first skipped row: {r}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+/// Every table's outcome.
+#[derive(Debug, Clone, Default)]
+pub struct ImportSummary {
+    pub tables: Vec<TableImport>,
+}
+
+/// The tables and columns a kanade-backend 0.43 database has. Columns a
+/// later migration added are optional.
+const REQUIRED: &[(&str, &[&str])] = &[
+    (
+        "agents",
+        &[
+            "pc_id",
+            "hostname",
+            "last_heartbeat",
+            "agent_version",
+            "os_family",
+            "updated_at",
+        ],
+    ),
+    (
+        "execution_results",
+        &[
+            "result_id",
+            "request_id",
+            "exec_id",
+            "pc_id",
+            "exit_code",
+            "stdout",
+            "stderr",
+            "started_at",
+            "finished_at",
+            "recorded_at",
+            "job_id",
+            "version",
+            "reaped",
+        ],
+    ),
+    (
+        "executions",
+        &[
+            "exec_id",
+            "job_id",
+            "version",
+            "initiated_by",
+            "initiated_at",
+            "target_count",
+            "success_count",
+            "failure_count",
+            "status",
+        ],
+    ),
+    (
+        "audit_log",
+        &["id", "actor", "action", "target", "payload", "occurred_at"],
+    ),
+    (
+        "obs_events",
+        &[
+            "id",
+            "pc_id",
+            "at",
+            "kind",
+            "source",
+            "event_record_id",
+            "payload",
+        ],
+    ),
+    (
+        "users",
+        &[
+            "username",
+            "password_hash",
+            "role",
+            "disabled",
+            "must_change_pw",
+            "created_at",
+            "updated_at",
+        ],
+    ),
+    (
+        "host_perf_samples",
+        &[
+            "pc_id",
+            "at",
+            "cpu_pct",
+            "cpu_count",
+            "mem_used_bytes",
+            "mem_total_bytes",
+            "swap_used_bytes",
+            "swap_total_bytes",
+            "disk_read_bytes_per_sec",
+            "disk_written_bytes_per_sec",
+            "net_rx_bytes_per_sec",
+            "net_tx_bytes_per_sec",
+        ],
+    ),
+    (
+        "process_perf_samples",
+        &[
+            "pc_id",
+            "at",
+            "pid",
+            "name",
+            "cpu_pct",
+            "rss_bytes",
+            "disk_read_bytes_per_sec",
+            "disk_written_bytes_per_sec",
+        ],
+    ),
+];
+
+/// Opens `path` read-only and checks it is an intact, unlocked kanade
+/// database; returns the connection inside an open read transaction.
+pub fn open_source(path: &Path) -> Result<Connection> {
+    if !path.is_file() {
+        bail!("{}: no such file", path.display());
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("{}: cannot open as SQLite", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(2))?;
+    let describe = |e: rusqlite::Error| -> anyhow::Error {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase) => {
+                anyhow::anyhow!("{} is not a SQLite database", path.display())
+            }
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                anyhow::anyhow!(
+                    "{} is locked by another process (stop the backend that uses it, then retry)",
+                    path.display()
+                )
+            }
+            Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
+                anyhow::anyhow!("{} is damaged or truncated: {e}", path.display())
+            }
+            _ => anyhow::anyhow!("{}: {e}", path.display()),
+        }
+    };
+    // One read transaction for the checks and every table: a snapshot.
+    conn.execute_batch("BEGIN DEFERRED").map_err(describe)?;
+    let verdict: Vec<String> = {
+        let mut stmt = conn.prepare("PRAGMA quick_check").map_err(describe)?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(describe)?;
+        rows.collect::<std::result::Result<_, _>>()
+            .map_err(describe)?
+    };
+    if verdict != ["ok"] {
+        bail!(
+            "{} is damaged or truncated: {}",
+            path.display(),
+            verdict.into_iter().take(3).collect::<Vec<_>>().join("; ")
+        );
+    }
+    for (table, columns) in REQUIRED {
+        let present = table_columns(&conn, table).map_err(describe)?;
+        if present.is_empty() {
+            bail!(
+                "{} is not a kanade-backend database: it has no table `{table}`",
+                path.display()
+            );
+        }
+        if let Some(missing) = columns.iter().find(|c| !present.iter().any(|p| p == *c)) {
+            bail!(
+                "{} is not a kanade-backend 0.43 database: table `{table}` has no column `{missing}`",
+                path.display()
+            );
+        }
+    }
+    Ok(conn)
+}
+
+fn table_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(1))?;
+    rows.collect()
+}
+
+/// A timestamp as the reference stores it: RFC 3339 text (what it writes
+/// since its 0.43 migrations), SQLite's `YYYY-MM-DD HH:MM:SS[.fff]` (UTC,
+/// `CURRENT_TIMESTAMP` defaults), or integer unix seconds.
+pub fn parse_timestamp(v: ValueRef<'_>) -> std::result::Result<DateTime<Utc>, String> {
+    match v {
+        ValueRef::Text(t) => {
+            let s = std::str::from_utf8(t).map_err(|_| "timestamp is not UTF-8".to_string())?;
+            let s = s.trim();
+            if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+                return Ok(t.with_timezone(&Utc));
+            }
+            for format in [
+                "%Y-%m-%d %H:%M:%S%.f",
+                "%Y-%m-%dT%H:%M:%S%.f",
+                "%Y-%m-%d %H:%M:%S%.f UTC",
+            ] {
+                if let Ok(t) = NaiveDateTime::parse_from_str(s, format) {
+                    return Ok(t.and_utc());
+                }
+            }
+            Err(format!("unreadable timestamp {s:?}"))
+        }
+        ValueRef::Integer(secs) => DateTime::from_timestamp(secs, 0)
+            .ok_or_else(|| format!("timestamp {secs} out of range")),
+        ValueRef::Null => Err("timestamp is NULL".into()),
+        other => Err(format!("timestamp of type {:?}", other.data_type())),
+    }
+}
+
+fn ts(row: &Row<'_>, i: usize) -> std::result::Result<DateTime<Utc>, String> {
+    parse_timestamp(row.get_ref(i).map_err(|e| e.to_string())?)
+}
+
+fn opt_ts(row: &Row<'_>, i: usize) -> std::result::Result<Option<DateTime<Utc>>, String> {
+    match row.get_ref(i).map_err(|e| e.to_string())? {
+        ValueRef::Null => Ok(None),
+        v => parse_timestamp(v).map(Some),
+    }
+}
+
+fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, i: usize) -> std::result::Result<T, String> {
+    row.get(i).map_err(|e| e.to_string())
+}
+
+/// A TEXT column holding JSON; text that is not JSON is kept as a string.
+fn json(row: &Row<'_>, i: usize) -> std::result::Result<serde_json::Value, String> {
+    Ok(match get::<Option<String>>(row, i)? {
+        None => serde_json::Value::Null,
+        Some(s) => serde_json::from_str(&s).unwrap_or(serde_json::Value::String(s)),
+    })
+}
+
+/// Reports rows/s: a bar on a terminal, a line every few seconds otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    table: &'static str,
+    total: u64,
+    done: u64,
+    started: Instant,
+    last_line: Instant,
+}
+
+impl Progress {
+    fn new(table: &'static str, total: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix:>20} [{bar:30}] {human_pos}/{human_len} rows, {per_sec}, eta {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(table);
+            bar
+        });
+        Self {
+            bar,
+            table,
+            total,
+            done: 0,
+            started: Instant::now(),
+            last_line: Instant::now(),
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    fn advance(&mut self, n: u64) {
+        self.done += n;
+        match &self.bar {
+            Some(bar) => bar.set_position(self.done),
+            None if self.last_line.elapsed() >= Duration::from_secs(5) => {
+                self.last_line = Instant::now();
+                eprintln!(
+                    "{}: {}/{} rows ({:.0} rows/s)",
+                    self.table,
+                    self.done,
+                    self.total,
+                    self.rate()
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn finish(self) -> Duration {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+        self.started.elapsed()
+    }
+}
+
+/// Streams `sql` through `map`, handing batches of `batch` mapped rows to
+/// `sink` (which returns how many it added). A row `map` rejects is
+/// counted as skipped with its reason.
+fn copy_table<T>(
+    conn: &Connection,
+    table: &'static str,
+    sql: &str,
+    batch: usize,
+    map: impl Fn(&Row<'_>) -> std::result::Result<Option<T>, String>,
+    mut sink: impl FnMut(Vec<T>) -> Result<u64>,
+) -> Result<TableImport> {
+    let total: i64 = conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
+    let total = total.max(0) as u64;
+    let mut progress = Progress::new(table, total);
+    let mut outcome = TableImport {
+        table,
+        ..Default::default()
+    };
+    let mut stmt = conn.prepare(sql)?;
+    let mut rows = stmt.query([])?;
+    let mut pending = Vec::with_capacity(batch);
+    while let Some(row) = rows
+        .next()
+        .with_context(|| format!("reading {table} (is the file truncated?)"))?
+    {
+        outcome.read += 1;
+        match map(row) {
+            Ok(Some(v)) => pending.push(v),
+            Ok(None) => outcome.skipped += 1,
+            Err(reason) => {
+                outcome.skipped += 1;
+                outcome
+                    .first_skip
+                    .get_or_insert_with(|| format!("row {}: {reason}", outcome.read));
+            }
+        }
+        if pending.len() >= batch {
+            let n = pending.len() as u64;
+            outcome.added += sink(std::mem::replace(&mut pending, Vec::with_capacity(batch)))?;
+            progress.advance(n);
+        }
+    }
+    if !pending.is_empty() {
+        let n = pending.len() as u64;
+        outcome.added += sink(pending)?;
+        progress.advance(n);
+    }
+    outcome.elapsed = progress.finish();
+    Ok(outcome)
+}
+
+/// Runs the import into the data directory of `config`.
+pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
+    let conn = open_source(&args.source)?;
+    let data_dir = config.data_dir();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("create data directory {}", data_dir.display()))?;
+    let store = RelationalStore::open(&data_dir).with_context(|| {
+        format!(
+            "open {} (is the backend running on this data directory? stop it first)",
+            data_dir.display()
+        )
+    })?;
+    let mut summary = ImportSummary::default();
+    let now = Utc::now();
+    let has_quarantine = table_columns(&conn, "agents")?
+        .iter()
+        .any(|c| c == "quarantined_versions");
+    let has_stream_seq = table_columns(&conn, "audit_log")?
+        .iter()
+        .any(|c| c == "stream_seq");
+
+    push(&mut summary, copy_table(
+        &conn,
+        "users",
+        "SELECT username, password_hash, role, disabled, must_change_pw, created_at, updated_at FROM users",
+        RELATIONAL_BATCH,
+        |r| {
+            Ok(Some(UserRecord {
+                username: get(r, 0)?,
+                password_hash: get(r, 1)?,
+                role: get(r, 2)?,
+                disabled: get::<i64>(r, 3)? != 0,
+                must_change_pw: get::<i64>(r, 4)? != 0,
+                created_at: opt_ts(r, 5)?.unwrap_or(now),
+                updated_at: opt_ts(r, 6)?.unwrap_or(now),
+            }))
+        },
+        |batch| Ok(store.import_users(&batch)? as u64),
+    )?);
+
+    let quarantine_col = if has_quarantine {
+        "quarantined_versions"
+    } else {
+        "NULL"
+    };
+    push(
+        &mut summary,
+        copy_table(
+            &conn,
+            "agents",
+            &format!(
+                "SELECT pc_id, hostname, os_family, agent_version, last_heartbeat, updated_at, \
+             agent_cpu_pct, agent_rss_bytes, agent_disk_read_bytes, agent_disk_written_bytes, \
+             {quarantine_col} FROM agents"
+            ),
+            RELATIONAL_BATCH,
+            |r| {
+                let quarantined: Option<String> = get(r, 10)?;
+                Ok(Some(AgentRecord {
+                    pc_id: get(r, 0)?,
+                    hostname: get(r, 1)?,
+                    os_family: get(r, 2)?,
+                    agent_version: get(r, 3)?,
+                    last_heartbeat: opt_ts(r, 4)?,
+                    updated_at: opt_ts(r, 5)?,
+                    agent_cpu_pct: get(r, 6)?,
+                    agent_rss_bytes: get(r, 7)?,
+                    agent_disk_read_bytes: get(r, 8)?,
+                    agent_disk_written_bytes: get(r, 9)?,
+                    quarantined_versions: quarantined
+                        .map(|q| {
+                            serde_json::from_str::<Vec<String>>(&q)
+                                .map_err(|e| format!("quarantined_versions: {e}"))
+                        })
+                        .transpose()?
+                        .unwrap_or_default(),
+                }))
+            },
+            |batch| Ok(store.import_agents(&batch)? as u64),
+        )?,
+    );
+
+    push(
+        &mut summary,
+        copy_table(
+            &conn,
+            "executions",
+            "SELECT exec_id, job_id, version, initiated_by, initiated_at, target_count, \
+         success_count, failure_count, status FROM executions",
+            RELATIONAL_BATCH,
+            |r| {
+                Ok(Some(ExecutionRecord {
+                    exec_id: get(r, 0)?,
+                    job_id: get(r, 1)?,
+                    version: get(r, 2)?,
+                    initiated_by: get(r, 3)?,
+                    initiated_at: ts(r, 4)?,
+                    target_count: get(r, 5)?,
+                    success_count: get(r, 6)?,
+                    failure_count: get(r, 7)?,
+                    status: get(r, 8)?,
+                }))
+            },
+            |batch| Ok(store.import_executions(&batch)? as u64),
+        )?,
+    );
+
+    push(
+        &mut summary,
+        copy_table(
+            &conn,
+            "execution_results",
+            "SELECT result_id, request_id, exec_id, pc_id, exit_code, stdout, stderr, started_at, \
+         finished_at, recorded_at, job_id, version, reaped FROM execution_results",
+            RELATIONAL_BATCH,
+            |r| {
+                Ok(Some(ResultRecord {
+                    result_id: get(r, 0)?,
+                    request_id: get(r, 1)?,
+                    exec_id: get(r, 2)?,
+                    pc_id: get(r, 3)?,
+                    exit_code: get(r, 4)?,
+                    stdout: get::<Option<String>>(r, 5)?.unwrap_or_default(),
+                    stderr: get::<Option<String>>(r, 6)?.unwrap_or_default(),
+                    started_at: ts(r, 7)?,
+                    finished_at: opt_ts(r, 8)?,
+                    recorded_at: opt_ts(r, 9)?,
+                    job_id: get(r, 10)?,
+                    version: get(r, 11)?,
+                    reaped: get::<i64>(r, 12)? != 0,
+                }))
+            },
+            |batch| Ok(store.import_results(&batch)? as u64),
+        )?,
+    );
+
+    let seq_col = if has_stream_seq { "stream_seq" } else { "NULL" };
+    push(
+        &mut summary,
+        copy_table(
+            &conn,
+            "audit_log",
+            &format!(
+                "SELECT id, {seq_col}, actor, action, target, payload, occurred_at FROM audit_log"
+            ),
+            RELATIONAL_BATCH,
+            |r| {
+                // The stream sequence when the reference recorded it: the
+                // audit projector's replay of that message then lands on the
+                // same row instead of adding a copy.
+                let id = match get::<Option<i64>>(r, 1)? {
+                    Some(seq) if seq > 0 => seq as u64,
+                    _ => IMPORTED_ID_BASE + get::<i64>(r, 0)?.max(0) as u64,
+                };
+                Ok(Some(AuditRecord {
+                    id,
+                    actor: get(r, 2)?,
+                    action: get(r, 3)?,
+                    target: get(r, 4)?,
+                    payload: json(r, 5)?,
+                    occurred_at: Some(ts(r, 6)?),
+                }))
+            },
+            |batch| Ok(store.apply_audit(&batch, None)? as u64),
+        )?,
+    );
+
+    push(
+        &mut summary,
+        copy_table(
+            &conn,
+            "obs_events",
+            "SELECT id, pc_id, at, kind, source, event_record_id, payload FROM obs_events",
+            RELATIONAL_BATCH,
+            |r| {
+                Ok(Some(ObsRecord {
+                    id: IMPORTED_ID_BASE + get::<i64>(r, 0)?.max(0) as u64,
+                    pc_id: get(r, 1)?,
+                    at: ts(r, 2)?,
+                    kind: get(r, 3)?,
+                    source: get(r, 4)?,
+                    event_record_id: get(r, 5)?,
+                    payload: json(r, 6)?,
+                }))
+            },
+            |batch| Ok(store.apply_obs_events(&batch, None)? as u64),
+        )?,
+    );
+    drop(store);
+
+    let today = PartitionDate::of(now);
+    let storage = &config.storage;
+    let host = TimeSeriesTable::open(&HOST_PERF, &data_dir, storage.clone())?;
+    let host_keep = today.minus_days(storage.host_perf_retention_days);
+    let host_before = host.stored_rows()?;
+    let mut outcome = copy_table(
+        &conn,
+        "host_perf_samples",
+        "SELECT pc_id, at, cpu_pct, cpu_count, mem_used_bytes, mem_total_bytes, swap_used_bytes, \
+         swap_total_bytes, disk_read_bytes_per_sec, disk_written_bytes_per_sec, \
+         net_rx_bytes_per_sec, net_tx_bytes_per_sec FROM host_perf_samples",
+        PERF_BATCH,
+        |r| {
+            let at = ts(r, 1)?;
+            if PartitionDate::of(at) < host_keep {
+                return Ok(None);
+            }
+            Ok(Some(HostPerfRow {
+                pc_id: get(r, 0)?,
+                at,
+                cpu_pct: get(r, 2)?,
+                cpu_count: get(r, 3)?,
+                mem_used_bytes: get(r, 4)?,
+                mem_total_bytes: get(r, 5)?,
+                swap_used_bytes: get(r, 6)?,
+                swap_total_bytes: get(r, 7)?,
+                disk_read_bytes_per_sec: get(r, 8)?,
+                disk_written_bytes_per_sec: get(r, 9)?,
+                net_rx_bytes_per_sec: get(r, 10)?,
+                net_tx_bytes_per_sec: get(r, 11)?,
+            }))
+        },
+        |rows| {
+            let written = host.write(&HostPerfRow::to_batch(&rows)?)?;
+            if host.wants_persist() {
+                host.persist()?;
+            }
+            Ok(written.inserted as u64)
+        },
+    )?;
+    note_retention(&mut outcome, storage.host_perf_retention_days);
+    finish_table(&host)?;
+    outcome.added = host.stored_rows()?.saturating_sub(host_before);
+    outcome.report();
+    summary.tables.push(outcome);
+
+    let process = TimeSeriesTable::open(&PROCESS_PERF, &data_dir, storage.clone())?;
+    let process_keep = today.minus_days(storage.process_perf_retention_days);
+    let process_before = process.stored_rows()?;
+    let mut outcome = copy_table(
+        &conn,
+        "process_perf_samples",
+        "SELECT pc_id, at, pid, name, cpu_pct, rss_bytes, disk_read_bytes_per_sec, \
+         disk_written_bytes_per_sec FROM process_perf_samples",
+        PERF_BATCH,
+        |r| {
+            let at = ts(r, 1)?;
+            if PartitionDate::of(at) < process_keep {
+                return Ok(None);
+            }
+            Ok(Some(ProcessPerfRow {
+                pc_id: get(r, 0)?,
+                at,
+                pid: get(r, 2)?,
+                name: get(r, 3)?,
+                cpu_pct: get(r, 4)?,
+                rss_bytes: get(r, 5)?,
+                disk_read_bytes_per_sec: get(r, 6)?,
+                disk_written_bytes_per_sec: get(r, 7)?,
+            }))
+        },
+        |rows| {
+            let written = process.write(&ProcessPerfRow::to_batch(&rows)?)?;
+            if process.wants_persist() {
+                process.persist()?;
+            }
+            Ok(written.inserted as u64)
+        },
+    )?;
+    note_retention(&mut outcome, storage.process_perf_retention_days);
+    finish_table(&process)?;
+    outcome.added = process.stored_rows()?.saturating_sub(process_before);
+    outcome.report();
+    summary.tables.push(outcome);
+    Ok(summary)
+}
+
+fn push(summary: &mut ImportSummary, outcome: TableImport) {
+    outcome.report();
+    summary.tables.push(outcome);
+}
+
+/// Rows older than retention are skipped on purpose: say so.
+fn note_retention(outcome: &mut TableImport, days: u32) {
+    if outcome.skipped > 0 && outcome.first_skip.is_none() {
+        outcome.first_skip = Some(format!("older than the {days}-day retention"));
+    }
+}
+
+/// Persists what is left in the head and compacts every partition with
+/// more than one file, so each ends as one sorted, deduplicated file.
+fn finish_table(table: &TimeSeriesTable) -> Result<()> {
+    table.persist()?;
+    let far_future = PartitionDate::of(Utc::now() + chrono::Duration::days(36_500));
+    table.compact(far_future)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_timestamp_form_the_reference_writes() {
+        let expect = DateTime::parse_from_rfc3339("2026-11-20T10:05:00Z").unwrap();
+        for text in [
+            "2026-11-20T10:05:00+00:00",
+            "2026-11-20T10:05:00.000000000+00:00",
+            "2026-11-20T19:05:00+09:00",
+            "2026-11-20 10:05:00",
+            "2026-11-20T10:05:00.000",
+        ] {
+            assert_eq!(
+                parse_timestamp(ValueRef::Text(text.as_bytes())).unwrap(),
+                expect,
+                "{text}"
+            );
+        }
+        assert_eq!(
+            parse_timestamp(ValueRef::Integer(expect.timestamp())).unwrap(),
+            expect
+        );
+        assert!(parse_timestamp(ValueRef::Text(b"yesterday")).is_err());
+        assert!(parse_timestamp(ValueRef::Null).is_err());
+    }
+}

@@ -1,0 +1,424 @@
+//! `kanade-backend import-sqlite` against a database in the reference
+//! schema built here with rusqlite: every row reachable through the API
+//! with the same values, a second run adds nothing, bad files leave the
+//! store exactly as it was.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use common::{parquet_files, Backend, Nats};
+use reqwest::Method;
+use rusqlite::{params, Connection};
+use serde_json::json;
+
+/// The reference 0.43 tables the import reads (with the columns its later
+/// migrations added).
+const SCHEMA: &str = "
+CREATE TABLE agents (pc_id TEXT PRIMARY KEY, hostname TEXT, last_heartbeat TIMESTAMP,
+  agent_version TEXT, os_family TEXT, updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  agent_cpu_pct REAL, agent_rss_bytes INTEGER, agent_disk_read_bytes INTEGER,
+  agent_disk_written_bytes INTEGER, quarantined_versions TEXT);
+CREATE TABLE audit_log (id INTEGER PRIMARY KEY AUTOINCREMENT, actor TEXT NOT NULL,
+  action TEXT NOT NULL, target TEXT, payload TEXT,
+  occurred_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, stream_seq INTEGER);
+CREATE TABLE execution_results (result_id TEXT PRIMARY KEY, request_id TEXT NOT NULL,
+  exec_id TEXT, pc_id TEXT NOT NULL, exit_code INTEGER, stdout TEXT NOT NULL DEFAULT '',
+  stderr TEXT NOT NULL DEFAULT '', started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP,
+  recorded_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, job_id TEXT, version TEXT,
+  reaped INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE executions (exec_id TEXT PRIMARY KEY, job_id TEXT NOT NULL, version TEXT NOT NULL,
+  initiated_by TEXT NOT NULL, initiated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  target_count INTEGER NOT NULL, success_count INTEGER NOT NULL DEFAULT 0,
+  failure_count INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL DEFAULT 'pending');
+CREATE TABLE host_perf_samples (pc_id TEXT NOT NULL, at TIMESTAMP NOT NULL, cpu_pct REAL,
+  cpu_count INTEGER, mem_used_bytes INTEGER, mem_total_bytes INTEGER, swap_used_bytes INTEGER,
+  swap_total_bytes INTEGER, disk_read_bytes_per_sec REAL, disk_written_bytes_per_sec REAL,
+  net_rx_bytes_per_sec REAL, net_tx_bytes_per_sec REAL, PRIMARY KEY (pc_id, at));
+CREATE TABLE obs_events (id INTEGER PRIMARY KEY AUTOINCREMENT, pc_id TEXT NOT NULL,
+  at TIMESTAMP NOT NULL, kind TEXT NOT NULL, source TEXT NOT NULL, event_record_id TEXT,
+  payload TEXT, UNIQUE(pc_id, source, event_record_id));
+CREATE TABLE process_perf_samples (pc_id TEXT NOT NULL, at TIMESTAMP NOT NULL,
+  pid INTEGER NOT NULL, name TEXT NOT NULL, cpu_pct REAL NOT NULL, rss_bytes INTEGER NOT NULL,
+  disk_read_bytes_per_sec REAL, disk_written_bytes_per_sec REAL, PRIMARY KEY (pc_id, at, pid));
+CREATE TABLE users (username TEXT PRIMARY KEY, password_hash TEXT NOT NULL,
+  role TEXT NOT NULL CHECK(role IN ('viewer','operator','admin')),
+  disabled INTEGER NOT NULL DEFAULT 0, must_change_pw INTEGER NOT NULL DEFAULT 0,
+  created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP);
+CREATE INDEX idx_host_perf_samples_at ON host_perf_samples(at);
+";
+
+const ANN_PW: &str = "imported-pa55word";
+
+fn rfc(t: DateTime<Utc>) -> String {
+    t.to_rfc3339()
+}
+
+/// The fixture database; returns (path, first host sample time).
+fn build_source(dir: &Path) -> (PathBuf, DateTime<Utc>) {
+    let path = dir.join("backend.db");
+    let c = Connection::open(&path).unwrap();
+    c.execute_batch(SCHEMA).unwrap();
+    let now = Utc::now().duration_trunc(Duration::minutes(1)).unwrap();
+    let hash = kanade_backend::auth::password::hash(ANN_PW).unwrap();
+    c.execute(
+        "INSERT INTO users (username, password_hash, role, created_at, updated_at) VALUES ('ann', ?1, 'operator', '2026-01-02 03:04:05', '2026-01-02 03:04:05')",
+        params![hash],
+    )
+    .unwrap();
+    for (i, pc) in ["PC-A", "PC-B", "PC-C"].iter().enumerate() {
+        c.execute(
+            "INSERT INTO agents (pc_id, hostname, last_heartbeat, agent_version, os_family, updated_at, agent_cpu_pct, quarantined_versions) VALUES (?1, ?2, ?3, '0.43.56', 'windows', ?3, ?4, ?5)",
+            params![pc, format!("host-{i}"), rfc(now - Duration::minutes(i as i64)), 1.5 * i as f64, if i == 2 { Some(r#"["0.43.1"]"#) } else { None }],
+        )
+        .unwrap();
+    }
+    c.execute(
+        "INSERT INTO executions (exec_id, job_id, version, initiated_by, initiated_at, target_count, success_count, failure_count, status) VALUES ('ex1', 'inventory', '3', 'ann', ?1, 3, 2, 1, 'completed')",
+        params![rfc(now - Duration::hours(2))],
+    )
+    .unwrap();
+    for (i, (pc, code)) in [("PC-A", Some(0)), ("PC-B", Some(1)), ("PC-C", None)]
+        .iter()
+        .enumerate()
+    {
+        let started = now - Duration::hours(2) + Duration::seconds(i as i64);
+        let finished = code.map(|_| rfc(started + Duration::milliseconds(1500)));
+        c.execute(
+            "INSERT INTO execution_results (result_id, request_id, exec_id, pc_id, exit_code, stdout, stderr, started_at, finished_at, recorded_at, job_id, version) VALUES (?1, 'req1', 'ex1', ?2, ?3, ?4, 'warn', ?5, ?6, ?5, 'inventory', '3')",
+            params![format!("r{i}"), pc, code, format!("out of {pc}"), rfc(started), finished],
+        )
+        .unwrap();
+    }
+    c.execute_batch(&format!(
+        "INSERT INTO audit_log (actor, action, target, payload, occurred_at, stream_seq) VALUES
+           ('admin', 'account.create', 'ann', '{{\"role\":\"operator\"}}', '{t1}', 7),
+           ('ann', 'exec.create', 'inventory', NULL, '{t2}', NULL);
+         INSERT INTO obs_events (pc_id, at, kind, source, event_record_id, payload) VALUES
+           ('PC-A', '{t1}', 'logon', 'Security', '101', '{{\"user\":\"x\"}}'),
+           ('PC-B', '{t2}', 'crash', 'Application', NULL, 'not json');",
+        t1 = rfc(now - Duration::minutes(30)),
+        t2 = rfc(now - Duration::minutes(20)),
+    ))
+    .unwrap();
+    // Host samples: 2 PCs, every minute for the last 3 hours, and 2 rows
+    // from yesterday (another partition); one in SQLite's own format.
+    let first = now - Duration::minutes(180);
+    let mut stmt = c
+        .prepare("INSERT INTO host_perf_samples (pc_id, at, cpu_pct, cpu_count, mem_used_bytes, mem_total_bytes, net_rx_bytes_per_sec) VALUES (?1, ?2, ?3, 8, ?4, 16000, ?5)")
+        .unwrap();
+    for pc in ["PC-A", "PC-B"] {
+        for m in 0..180 {
+            let at = first + Duration::minutes(m);
+            stmt.execute(params![
+                pc,
+                rfc(at),
+                (m % 100) as f64,
+                1000 + m,
+                m as f64 * 0.5
+            ])
+            .unwrap();
+        }
+        let yesterday = now - Duration::days(1);
+        stmt.execute(params![
+            pc,
+            yesterday.format("%Y-%m-%d %H:%M:%S").to_string(),
+            42.0,
+            1,
+            2.0
+        ])
+        .unwrap();
+    }
+    drop(stmt);
+    for (tick, at) in [now - Duration::minutes(2), now - Duration::minutes(1)]
+        .iter()
+        .enumerate()
+    {
+        for (pid, name, cpu) in [
+            (10, "chrome", 50.0),
+            (20, "defender", 20.0),
+            (30, "idle", 1.0),
+        ] {
+            c.execute(
+                "INSERT INTO process_perf_samples (pc_id, at, pid, name, cpu_pct, rss_bytes) VALUES ('PC-A', ?1, ?2, ?3, ?4, ?5)",
+                params![rfc(*at), pid, name, cpu + tick as f64, pid * 1000],
+            )
+            .unwrap();
+        }
+    }
+    (path, first)
+}
+
+fn config(dir: &Path, data: &Path) -> PathBuf {
+    let path = dir.join("import.toml");
+    std::fs::write(
+        &path,
+        format!("[storage]\ndata_dir = \"{}\"\n", data.display()),
+    )
+    .unwrap();
+    path
+}
+
+fn import(config: &Path, source: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kanade-backend"))
+        .arg("--config")
+        .arg(config)
+        .arg("import-sqlite")
+        .arg(source)
+        .env_remove("KANADE_BACKEND_CONFIG")
+        .output()
+        .unwrap()
+}
+
+/// Every file under `dir` with its bytes, for "left exactly as it was".
+fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn added_line(stderr: &str, table: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with(&format!("{table}: read")))
+        .unwrap_or_else(|| panic!("no summary for {table} in {stderr}"));
+    line.split("added ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reference_database_imports_once_and_answers_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, first) = build_source(dir.path());
+    let source_bytes = std::fs::read(&source).unwrap();
+    let data = dir.path().join("data");
+    let cfg = config(dir.path(), &data);
+
+    let out = import(&cfg, &source);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    for (table, n) in [
+        ("users", 1),
+        ("agents", 3),
+        ("executions", 1),
+        ("execution_results", 3),
+        ("audit_log", 2),
+        ("obs_events", 2),
+        ("host_perf_samples", 362),
+        ("process_perf_samples", 6),
+    ] {
+        assert_eq!(added_line(&stderr, table), n, "{table}: {stderr}");
+    }
+    assert_eq!(
+        std::fs::read(&source).unwrap(),
+        source_bytes,
+        "the source was modified"
+    );
+    // Each partition holds one sorted file, as compaction leaves it.
+    let files = parquet_files(&data);
+    let host_files: Vec<_> = files
+        .iter()
+        .filter(|f| f.starts_with("host_perf/"))
+        .collect();
+    assert_eq!(host_files.len(), 2, "{files:?}");
+
+    // A second run adds nothing anywhere.
+    let out = import(&cfg, &source);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    for table in [
+        "users",
+        "agents",
+        "executions",
+        "execution_results",
+        "audit_log",
+        "obs_events",
+        "host_perf_samples",
+        "process_perf_samples",
+    ] {
+        assert_eq!(added_line(&stderr, table), 0, "{table}: {stderr}");
+    }
+    let host_files: Vec<_> = parquet_files(&data)
+        .into_iter()
+        .filter(|f| f.starts_with("host_perf/"))
+        .collect();
+    assert_eq!(
+        host_files.len(),
+        2,
+        "compaction folded the second copy: {host_files:?}"
+    );
+
+    let nats = Nats::start();
+    let b = Backend::start_with_env(
+        &nats.url,
+        &data,
+        "",
+        &[("KANADE_JWT_SECRET", "s3cret-for-import")],
+    );
+    let (_, agents) = b.get("/api/agents").await;
+    let agents = agents.as_array().unwrap();
+    assert_eq!(agents.len(), 3);
+    let c = agents.iter().find(|a| a["pc_id"] == "PC-C").unwrap();
+    assert_eq!(
+        (c["hostname"].as_str(), c["quarantined_versions"].clone()),
+        (Some("host-2"), json!(["0.43.1"]))
+    );
+
+    let (_, r0) = b.get("/api/results/r0").await;
+    assert_eq!(
+        (
+            r0["stdout"].as_str(),
+            r0["exit_code"].as_i64(),
+            r0["exec_id"].as_str()
+        ),
+        (Some("out of PC-A"), Some(0), Some("ex1"))
+    );
+    let (_, running) = b.get("/api/results?status=running").await;
+    assert_eq!(running.as_array().unwrap().len(), 1);
+    let (_, ex) = b.get("/api/executions/ex1").await;
+    assert_eq!(ex["execution"]["status"], "completed", "{ex}");
+    assert_eq!(ex["results"].as_array().unwrap().len(), 3);
+    let (_, audit) = b.get("/api/audit").await;
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["exec.create", "account.create"]);
+    let (_, obs) = b.get("/api/obs_events").await;
+    let obs = obs["events"].as_array().unwrap();
+    assert_eq!(obs.len(), 2);
+    assert_eq!(
+        obs[0]["payload"], "not json",
+        "non-JSON payload kept as text"
+    );
+    assert_eq!(obs[1]["payload"]["user"], "x");
+
+    // Host samples, one per minute, read back at 1-minute buckets.
+    let from = first.to_rfc3339();
+    let to = (first + Duration::minutes(180)).to_rfc3339();
+    let (status, perf) = b
+        .get(&format!(
+            "/api/agents/PC-B/perf?from={}&to={}&step=1m",
+            urlenc(&from),
+            urlenc(&to)
+        ))
+        .await;
+    assert_eq!(status, 200, "{perf}");
+    let points = perf["points"].as_array().unwrap();
+    assert_eq!(points.len(), 180);
+    for (m, p) in points.iter().enumerate() {
+        assert_eq!(p["cpu_pct"].as_f64(), Some((m % 100) as f64));
+        assert_eq!(p["mem_used_bytes"].as_f64(), Some(1000.0 + m as f64));
+        assert_eq!(p["net_rx_bytes_per_sec"].as_f64(), Some(m as f64 * 0.5));
+    }
+    let (_, procs) = b.get("/api/agents/PC-A/processes").await;
+    let names: Vec<(&str, f64)> = procs["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["cpu_pct"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(names, [("chrome", 51.0), ("defender", 21.0), ("idle", 2.0)]);
+
+    // The imported account logs in with its old password.
+    let (status, _, login) = b
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"username": "ann", "password": ANN_PW})),
+        )
+        .await;
+    assert_eq!(
+        (status, login["role"].as_str()),
+        (200, Some("operator")),
+        "{login}"
+    );
+}
+
+fn urlenc(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}
+
+#[test]
+fn bad_sources_fail_cleanly_and_leave_the_store_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let (good, _) = build_source(dir.path());
+    let data = dir.path().join("data");
+    let cfg = config(dir.path(), &data);
+    assert!(import(&cfg, &good).status.success());
+    let before = tree(&data);
+    assert!(!before.is_empty());
+
+    // Another application's SQLite database.
+    let other = dir.path().join("other.db");
+    Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes (body) VALUES ('hi');")
+        .unwrap();
+    // Not SQLite at all.
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![0x5a; 64 * 1024]).unwrap();
+    // The good file cut in half.
+    let truncated = dir.path().join("truncated.db");
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+
+    for (file, expected) in [
+        (
+            &other,
+            "is not a kanade-backend database: it has no table `agents`",
+        ),
+        (&garbage, "is not a SQLite database"),
+        (&truncated, "damaged or truncated"),
+        (&dir.path().join("missing.db"), "no such file"),
+    ] {
+        let out = import(&cfg, file);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{}: {stderr}", file.display());
+        assert!(stderr.contains(expected), "{}: {stderr}", file.display());
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            tree(&data) == before,
+            "{} changed the store",
+            file.display()
+        );
+    }
+
+    // A database another process holds a write lock on.
+    let locked = dir.path().join("locked.db");
+    std::fs::copy(&good, &locked).unwrap();
+    let holder = Connection::open(&locked).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let out = import(&cfg, &locked);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("is locked by another process"), "{stderr}");
+    assert!(tree(&data) == before);
+    holder.execute_batch("ROLLBACK").unwrap();
+}
