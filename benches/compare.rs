@@ -1,0 +1,783 @@
+//! Side by side: the SQLite design (the reference schema and indexes, its
+//! queries, WAL mode, synchronous=NORMAL, one transaction per 1,000 rows)
+//! and this store (the projectors' write path, DataFusion queries), loaded
+//! with one synthetic fleet in the same run. Prints figures and ratios; it
+//! asserts nothing about speed.
+//!
+//! `bash scripts/bench.sh full` (1,000 PCs × 7 days host, 50 PCs × 20
+//! processes × 7 days, 12,000 results) or `quick` (what `cargo test` runs
+//! as a smoke test).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, DurationRound, Utc};
+use kanade_queries::{Aggregate, HostMetric, PerfQueries, ProcessMetric};
+use kanade_storage::{
+    FinishedRun, HeartbeatUpdate, HostPerfRow, PartitionDate, ProcessPerfRow, RelationalStore,
+    TimeSeriesConfig, TimeSeriesTable, HOST_PERF, PROCESS_PERF,
+};
+use rusqlite::{params, Connection};
+
+struct Scale {
+    name: &'static str,
+    pcs: usize,
+    days: i64,
+    process_pcs: usize,
+    processes: usize,
+    results: usize,
+}
+
+const FULL: Scale = Scale {
+    name: "full",
+    pcs: 1_000,
+    days: 7,
+    process_pcs: 50,
+    processes: 20,
+    results: 12_000,
+};
+const QUICK: Scale = Scale {
+    name: "quick",
+    pcs: 20,
+    days: 2,
+    process_pcs: 3,
+    processes: 5,
+    results: 300,
+};
+
+const BATCH: usize = 1_000;
+const STEP_SECS: i64 = 60;
+
+/// Deterministic noise in [0, 1).
+fn noise(a: u64, b: u64) -> f64 {
+    let mut x = a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 29;
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn pc_name(i: usize) -> String {
+    format!("PC-{i:05}")
+}
+
+/// A PC's metric as an agent reports it: a per-PC level, a slow daily
+/// swing and minute-to-minute jitter (telemetry is smooth, not white
+/// noise), at the resolution the agent measures.
+fn smooth(seed: u64, tick: i64, level: f64, swing: f64, jitter: f64) -> f64 {
+    let phase = noise(seed, 1) * std::f64::consts::TAU;
+    let day = (tick as f64 / 1440.0) * std::f64::consts::TAU;
+    level * (0.5 + noise(seed, 2))
+        + swing * (day + phase).sin()
+        + jitter * (noise(seed, tick as u64) - 0.5)
+}
+
+/// Disk and network rates: idle most minutes, bursts now and then.
+fn bursty(seed: u64, tick: i64, peak: f64) -> f64 {
+    let n = noise(seed, tick as u64 ^ 0xABCD);
+    if n < 0.7 {
+        0.0
+    } else {
+        ((n - 0.7) / 0.3 * peak / 4096.0).round() * 4096.0
+    }
+}
+
+fn host_row(pc: usize, tick: i64, at: DateTime<Utc>) -> HostPerfRow {
+    let seed = pc as u64 * 16;
+    let cpu = smooth(seed, tick, 25.0, 15.0, 10.0).clamp(0.0, 100.0);
+    let mem = smooth(seed + 1, tick, 8e9, 1e9, 2e8).max(1e9);
+    HostPerfRow {
+        pc_id: pc_name(pc),
+        at,
+        cpu_pct: Some((cpu * 10.0).round() / 10.0),
+        cpu_count: Some(8),
+        mem_used_bytes: Some((mem / 4096.0) as i64 * 4096),
+        mem_total_bytes: Some(17_179_869_184),
+        swap_used_bytes: Some(
+            (smooth(seed + 2, tick, 2e8, 5e7, 0.0).max(0.0) / 4096.0) as i64 * 4096,
+        ),
+        swap_total_bytes: Some(2_147_483_648),
+        disk_read_bytes_per_sec: Some(bursty(seed + 3, tick, 5e7)),
+        disk_written_bytes_per_sec: Some(bursty(seed + 4, tick, 2e7)),
+        net_rx_bytes_per_sec: Some(bursty(seed + 5, tick, 1e7)),
+        net_tx_bytes_per_sec: Some(bursty(seed + 6, tick, 2e6)),
+    }
+}
+
+fn process_row(pc: usize, proc_: usize, tick: i64, at: DateTime<Utc>) -> ProcessPerfRow {
+    let seed = (pc * 1000 + proc_) as u64 * 16 + 7;
+    let cpu = smooth(seed, tick, 30.0 / (proc_ + 1) as f64, 5.0, 4.0).clamp(0.0, 100.0);
+    let rss = smooth(seed + 1, tick, 2e8 / (proc_ + 1) as f64, 2e7, 1e6).max(1e6);
+    ProcessPerfRow {
+        pc_id: pc_name(pc),
+        at,
+        pid: 1000 + proc_ as i64,
+        name: format!("proc-{proc_:02}.exe"),
+        cpu_pct: (cpu * 10.0).round() / 10.0,
+        rss_bytes: (rss / 4096.0) as i64 * 4096,
+        disk_read_bytes_per_sec: Some(bursty(seed + 2, tick, 1e6)),
+        disk_written_bytes_per_sec: Some(bursty(seed + 3, tick, 5e5)),
+    }
+}
+
+/// The fleet's samples in arrival order (every PC per minute), in batches
+/// of [`BATCH`] rows, generated on the fly.
+fn host_batches(s: &Scale, start: DateTime<Utc>) -> impl Iterator<Item = Vec<HostPerfRow>> + '_ {
+    let ticks = s.days * 86_400 / STEP_SECS;
+    let mut rows = (0..ticks).flat_map(move |t| {
+        let at = start + chrono::Duration::seconds(t * STEP_SECS);
+        (0..s.pcs).map(move |pc| host_row(pc, t, at))
+    });
+    std::iter::from_fn(move || {
+        let b: Vec<_> = rows.by_ref().take(BATCH).collect();
+        (!b.is_empty()).then_some(b)
+    })
+}
+
+fn process_batches(
+    s: &Scale,
+    start: DateTime<Utc>,
+) -> impl Iterator<Item = Vec<ProcessPerfRow>> + '_ {
+    let ticks = s.days * 86_400 / STEP_SECS;
+    let mut rows = (0..ticks).flat_map(move |t| {
+        let at = start + chrono::Duration::seconds(t * STEP_SECS);
+        (0..s.process_pcs)
+            .flat_map(move |pc| (0..s.processes).map(move |p| process_row(pc, p, t, at)))
+    });
+    std::iter::from_fn(move || {
+        let b: Vec<_> = rows.by_ref().take(BATCH).collect();
+        (!b.is_empty()).then_some(b)
+    })
+}
+
+fn results(s: &Scale, end: DateTime<Utc>) -> Vec<FinishedRun> {
+    (0..s.results)
+        .map(|i| {
+            let n = noise(i as u64, 7);
+            let started = end - chrono::Duration::seconds((n * s.days as f64 * 86_400.0) as i64);
+            let dur = 100 + (noise(i as u64, 11) * 60_000.0) as i64;
+            FinishedRun {
+                result_id: format!("res-{i:06}"),
+                request_id: format!("req-{}", i / 100),
+                exec_id: Some(format!("ex-{}", i / 100)),
+                pc_id: pc_name(i % s.pcs),
+                exit_code: i64::from(i % 17 == 0),
+                stdout: "ok".into(),
+                stderr: String::new(),
+                started_at: started,
+                finished_at: started + chrono::Duration::milliseconds(dur),
+                job_id: Some(format!("job-{:02}", i % 20)),
+            }
+        })
+        .collect()
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339()
+}
+
+/// Peak RSS since the last reset, in MiB (Linux).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                total += e.metadata().map_or(0, |m| m.len());
+            }
+        }
+    }
+    total
+}
+
+fn sqlite_bytes(path: &Path) -> u64 {
+    ["", "-wal", "-shm"]
+        .iter()
+        .map(|suffix| {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            std::fs::metadata(p).map_or(0, |m| m.len())
+        })
+        .sum()
+}
+
+/// Median wall time of a few runs (fewer when one run is slow).
+fn time<T>(mut f: impl FnMut() -> T) -> (Duration, T) {
+    let first = Instant::now();
+    let mut out = f();
+    let mut times = vec![first.elapsed()];
+    let runs = if times[0] > Duration::from_secs(1) {
+        3
+    } else {
+        9
+    };
+    for _ in 1..runs {
+        let t = Instant::now();
+        out = f();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    (times[times.len() / 2], out)
+}
+
+struct Report {
+    rows: Vec<(String, String, String, String)>,
+}
+
+impl Report {
+    fn time(&mut self, what: &str, sqlite: Duration, ours: Duration) {
+        let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+        let ratio = sqlite.as_secs_f64() / ours.as_secs_f64().max(1e-9);
+        let verdict = if ratio >= 1.0 {
+            format!("{ratio:.1}× faster")
+        } else {
+            format!("{:.1}× slower", 1.0 / ratio)
+        };
+        self.rows.push((what.into(), ms(sqlite), ms(ours), verdict));
+    }
+
+    fn line(&mut self, what: &str, sqlite: String, ours: String, ratio: String) {
+        self.rows.push((what.into(), sqlite, ours, ratio));
+    }
+
+    fn print(&self, scale: &Scale) {
+        println!();
+        println!(
+            "| {} scale: {} PCs × {} d host @60 s; {} PCs × {} processes; {} results | SQLite design | ours | ratio |",
+            scale.name, scale.pcs, scale.days, scale.process_pcs, scale.processes, scale.results
+        );
+        println!("|---|---:|---:|---:|");
+        for (a, b, c, d) in &self.rows {
+            println!("| {a} | {b} | {c} | {d} |");
+        }
+    }
+}
+
+const SQLITE_SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE agents (pc_id TEXT PRIMARY KEY, hostname TEXT, last_heartbeat TIMESTAMP,
+  agent_version TEXT, os_family TEXT, updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP);
+CREATE TABLE host_perf_samples (pc_id TEXT NOT NULL, at TIMESTAMP NOT NULL, cpu_pct REAL,
+  cpu_count INTEGER, mem_used_bytes INTEGER, mem_total_bytes INTEGER, swap_used_bytes INTEGER,
+  swap_total_bytes INTEGER, disk_read_bytes_per_sec REAL, disk_written_bytes_per_sec REAL,
+  net_rx_bytes_per_sec REAL, net_tx_bytes_per_sec REAL, PRIMARY KEY (pc_id, at));
+CREATE INDEX idx_host_perf_samples_at ON host_perf_samples(at);
+CREATE TABLE process_perf_samples (pc_id TEXT NOT NULL, at TIMESTAMP NOT NULL,
+  pid INTEGER NOT NULL, name TEXT NOT NULL, cpu_pct REAL NOT NULL, rss_bytes INTEGER NOT NULL,
+  disk_read_bytes_per_sec REAL, disk_written_bytes_per_sec REAL, PRIMARY KEY (pc_id, at, pid));
+CREATE INDEX idx_process_perf_samples_at ON process_perf_samples(at);
+CREATE TABLE execution_results (result_id TEXT PRIMARY KEY, request_id TEXT NOT NULL,
+  exec_id TEXT, pc_id TEXT NOT NULL, exit_code INTEGER, stdout TEXT NOT NULL DEFAULT '',
+  stderr TEXT NOT NULL DEFAULT '', started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP,
+  recorded_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, job_id TEXT, version TEXT,
+  reaped INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX idx_execution_results_finished_at ON execution_results (finished_at)
+  WHERE finished_at IS NOT NULL;
+CREATE INDEX idx_execution_results_started_at ON execution_results (started_at DESC, result_id DESC);
+CREATE INDEX idx_execution_results_pc ON execution_results(pc_id, recorded_at DESC);
+";
+
+struct Timings {
+    ingest_host: Duration,
+    ingest_process: Duration,
+    host_1h: Duration,
+    host_7d: Duration,
+    fleet_24h: Duration,
+    top5: Duration,
+    latest_tick: Duration,
+    proc_1h: Duration,
+    proc_24h: Duration,
+    proc_7d: Duration,
+    scan: Duration,
+    retention: Duration,
+    bytes_host: u64,
+    bytes_process: u64,
+    freed: u64,
+    peak_rss: Option<f64>,
+}
+
+fn run_sqlite(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> Timings {
+    reset_peak_rss();
+    let path = dir.join("backend.db");
+    let mut c = Connection::open(&path).unwrap();
+    c.execute_batch(SQLITE_SCHEMA).unwrap();
+    {
+        let tx = c.transaction().unwrap();
+        for i in 0..s.pcs {
+            tx.execute(
+                "INSERT INTO agents (pc_id, hostname, last_heartbeat) VALUES (?1, ?2, ?3)",
+                params![pc_name(i), format!("host-{i}"), ts(end)],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let t = Instant::now();
+    for batch in host_batches(s, start) {
+        let tx = c.transaction().unwrap();
+        {
+            let mut st = tx
+                .prepare_cached("INSERT OR IGNORE INTO host_perf_samples VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)")
+                .unwrap();
+            for r in &batch {
+                st.execute(params![
+                    r.pc_id,
+                    ts(r.at),
+                    r.cpu_pct,
+                    r.cpu_count,
+                    r.mem_used_bytes,
+                    r.mem_total_bytes,
+                    r.swap_used_bytes,
+                    r.swap_total_bytes,
+                    r.disk_read_bytes_per_sec,
+                    r.disk_written_bytes_per_sec,
+                    r.net_rx_bytes_per_sec,
+                    r.net_tx_bytes_per_sec
+                ])
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let ingest_host = t.elapsed();
+    let t = Instant::now();
+    for batch in process_batches(s, start) {
+        let tx = c.transaction().unwrap();
+        {
+            let mut st = tx
+                .prepare_cached("INSERT OR IGNORE INTO process_perf_samples VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+                .unwrap();
+            for r in &batch {
+                st.execute(params![
+                    r.pc_id,
+                    ts(r.at),
+                    r.pid,
+                    r.name,
+                    r.cpu_pct,
+                    r.rss_bytes,
+                    r.disk_read_bytes_per_sec,
+                    r.disk_written_bytes_per_sec
+                ])
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let ingest_process = t.elapsed();
+    {
+        let tx = c.transaction().unwrap();
+        for r in results(s, end) {
+            tx.execute(
+                "INSERT INTO execution_results (result_id, request_id, exec_id, pc_id, exit_code, stdout, started_at, finished_at, job_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![r.result_id, r.request_id, r.exec_id, r.pc_id, r.exit_code, r.stdout, ts(r.started_at), ts(r.finished_at), r.job_id],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    let db_path = path.clone();
+    let table_bytes = |c: &Connection, table: &str| -> u64 {
+        // dbstat is not in every build; split the file by page counts.
+        let pages: Option<i64> = c
+            .query_row(
+                "SELECT sum(pgsize) FROM dbstat WHERE name = ?1 OR name IN (SELECT name FROM sqlite_master WHERE tbl_name = ?1)",
+                [table],
+                |r| r.get(0),
+            )
+            .ok()
+            .flatten();
+        pages.map_or_else(|| sqlite_bytes(&db_path) / 2, |p| p as u64)
+    };
+    let bytes_host = table_bytes(&c, "host_perf_samples");
+    let bytes_process = table_bytes(&c, "process_perf_samples");
+
+    let pc = pc_name(s.pcs / 2);
+    let host_sql = "SELECT (CAST(strftime('%s', at) AS INTEGER) / ?1) * ?1 AS b, AVG(cpu_pct), AVG(mem_used_bytes), AVG(mem_total_bytes), AVG(swap_used_bytes), AVG(swap_total_bytes), AVG(disk_read_bytes_per_sec), AVG(disk_written_bytes_per_sec), AVG(net_rx_bytes_per_sec), AVG(net_tx_bytes_per_sec) FROM host_perf_samples WHERE pc_id = ?2 AND at >= ?3 AND at < ?4 GROUP BY b ORDER BY b";
+    let count = |c: &Connection, sql: &str, p: &[&dyn rusqlite::ToSql]| -> usize {
+        let mut st = c.prepare_cached(sql).unwrap();
+        let mut rows = st.query(p).unwrap();
+        let mut n = 0;
+        while rows.next().unwrap().is_some() {
+            n += 1;
+        }
+        n
+    };
+    let h = |d: i64| ts(end - chrono::Duration::hours(d));
+    let (host_1h, _) = time(|| count(&c, host_sql, &[&300, &pc, &h(1), &ts(end)]));
+    let (host_7d, _) = time(|| count(&c, host_sql, &[&3600, &pc, &h(24 * s.days), &ts(end)]));
+    let fleet_sql = "SELECT (CAST(strftime('%s', at) AS INTEGER) / ?1) * ?1 AS b, AVG(cpu_pct) FROM host_perf_samples WHERE at >= ?2 AND at < ?3 GROUP BY b ORDER BY b";
+    let (fleet_24h, _) = time(|| count(&c, fleet_sql, &[&300, &h(24), &ts(end)]));
+    let top_sql = "SELECT h.pc_id, a.hostname, AVG(h.cpu_pct) AS value FROM host_perf_samples h LEFT JOIN agents a ON a.pc_id = h.pc_id WHERE h.at > ?1 GROUP BY h.pc_id ORDER BY value DESC NULLS LAST LIMIT 5";
+    let since5 = ts(end - chrono::Duration::minutes(5));
+    let (top5, _) = time(|| count(&c, top_sql, &[&since5]));
+    let ppc = pc_name(s.process_pcs / 2);
+    let (latest_tick, _) = time(|| {
+        let latest: Option<String> = c
+            .prepare_cached("SELECT MAX(at) FROM process_perf_samples WHERE pc_id = ?1")
+            .unwrap()
+            .query_row([&ppc], |r| r.get(0))
+            .unwrap();
+        count(&c, "SELECT pid, name, cpu_pct, rss_bytes, disk_read_bytes_per_sec, disk_written_bytes_per_sec FROM process_perf_samples WHERE pc_id = ?1 AND at = ?2 ORDER BY cpu_pct DESC", &[&ppc, &latest])
+    });
+    let timeline = |hours: i64, step: i64| {
+        let from = h(hours);
+        let to = ts(end);
+        let names: Vec<String> = {
+            let mut st = c.prepare_cached("SELECT name FROM process_perf_samples WHERE pc_id = ?1 AND at >= ?2 AND at < ?3 AND cpu_pct IS NOT NULL GROUP BY name ORDER BY AVG(cpu_pct) DESC NULLS LAST LIMIT 5").unwrap();
+            st.query_map(params![ppc, from, to], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let mut sql =
+            String::from("SELECT (CAST(strftime('%s', at) AS INTEGER) / ?) * ? AS b, CASE name ");
+        for _ in &names {
+            sql.push_str("WHEN ? THEN name ");
+        }
+        sql.push_str("ELSE ? END AS n, AVG(cpu_pct) FROM process_perf_samples WHERE pc_id = ? AND at >= ? AND at < ? GROUP BY b, n ORDER BY b");
+        let mut p: Vec<&dyn rusqlite::ToSql> = vec![&step, &step];
+        for n in &names {
+            p.push(n);
+        }
+        let other = "other".to_string();
+        p.push(&other);
+        p.push(&ppc);
+        p.push(&from);
+        p.push(&to);
+        count(&c, &sql, &p)
+    };
+    let (proc_1h, _) = time(|| timeline(1, 60));
+    let (proc_24h, _) = time(|| timeline(24, 300));
+    let (proc_7d, _) = time(|| timeline(24 * s.days, 3600));
+    let (scan, _) = time(|| {
+        let mut st = c.prepare_cached("SELECT job_id, result_id, CAST((julianday(finished_at) - julianday(started_at)) * 86400000.0 AS INTEGER) AS dur_ms FROM execution_results WHERE finished_at IS NOT NULL AND started_at IS NOT NULL AND job_id IS NOT NULL AND finished_at >= ?1").unwrap();
+        let mut by_job: std::collections::HashMap<String, Vec<i64>> =
+            std::collections::HashMap::new();
+        let rows = st
+            .query_map([h(24)], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(2)?))
+            })
+            .unwrap();
+        for r in rows {
+            let (job, d) = r.unwrap();
+            by_job.entry(job).or_default().push(d.max(0));
+        }
+        for v in by_job.values_mut() {
+            v.sort_unstable();
+        }
+        by_job.len()
+    });
+    let before = sqlite_bytes(&path);
+    let cutoff = ts(DateTime::from_naive_utc_and_offset(
+        start
+            .date_naive()
+            .succ_opt()
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap(),
+        Utc,
+    ));
+    let t = Instant::now();
+    for table in ["host_perf_samples", "process_perf_samples"] {
+        c.execute(&format!("DELETE FROM {table} WHERE at < ?1"), [&cutoff])
+            .unwrap();
+    }
+    let retention = t.elapsed();
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
+    let freed = before.saturating_sub(sqlite_bytes(&path));
+    Timings {
+        ingest_host,
+        ingest_process,
+        host_1h,
+        host_7d,
+        fleet_24h,
+        top5,
+        latest_tick,
+        proc_1h,
+        proc_24h,
+        proc_7d,
+        scan,
+        retention,
+        bytes_host,
+        bytes_process,
+        freed,
+        peak_rss: peak_rss_mib(),
+    }
+}
+
+fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> Timings {
+    reset_peak_rss();
+    // Retention one day shorter than the data: the oldest day is the one
+    // the retention row drops.
+    let config = TimeSeriesConfig {
+        host_perf_retention_days: (s.days - 1) as u32,
+        process_perf_retention_days: (s.days - 1) as u32,
+        ..TimeSeriesConfig::default()
+    };
+    let host = Arc::new(TimeSeriesTable::open(&HOST_PERF, dir, config.clone()).unwrap());
+    let process = Arc::new(TimeSeriesTable::open(&PROCESS_PERF, dir, config).unwrap());
+    let store = RelationalStore::open(dir).unwrap();
+    let beats: Vec<HeartbeatUpdate> = (0..s.pcs)
+        .map(|i| HeartbeatUpdate {
+            pc_id: pc_name(i),
+            at: end,
+            hostname: Some(format!("host-{i}")),
+            os_family: None,
+            agent_version: "0.43.56".into(),
+            agent_cpu_pct: None,
+            agent_rss_bytes: None,
+            agent_disk_read_bytes: None,
+            agent_disk_written_bytes: None,
+            quarantined_versions: vec![],
+        })
+        .collect();
+    store.upsert_heartbeats(&beats, end).unwrap();
+
+    // The projectors' path: a batch per write, persist at the head limit
+    // (the maintenance loop does it), then the close-of-day compaction.
+    let ingest = |table: &TimeSeriesTable,
+                  batches: &mut dyn Iterator<
+        Item = kanade_storage::arrow::record_batch::RecordBatch,
+    >| {
+        let t = Instant::now();
+        for b in batches {
+            table.write(&b).unwrap();
+            if table.wants_persist() {
+                table.persist().unwrap();
+            }
+        }
+        table.persist().unwrap();
+        table.compact(PartitionDate::of(end)).unwrap();
+        t.elapsed()
+    };
+    let ingest_host = ingest(
+        &host,
+        &mut host_batches(s, start).map(|b| HostPerfRow::to_batch(&b).unwrap()),
+    );
+    let ingest_process = ingest(
+        &process,
+        &mut process_batches(s, start).map(|b| ProcessPerfRow::to_batch(&b).unwrap()),
+    );
+    store.apply_finished(&results(s, end), end, None).unwrap();
+    let bytes_host = dir_bytes(&dir.join("host_perf"));
+    let bytes_process = dir_bytes(&dir.join("process_perf"));
+
+    let q = PerfQueries::new(Arc::clone(&host), Arc::clone(&process), store).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pc = pc_name(s.pcs / 2);
+    let ppc = pc_name(s.process_pcs / 2);
+    let h = |d: i64| end - chrono::Duration::hours(d);
+    let run = |f: &dyn Fn() -> usize| time(f).0;
+    let host_1h = run(&|| {
+        rt.block_on(q.host_timeline(&pc, h(1), end, 300))
+            .unwrap()
+            .len()
+    });
+    let host_7d = run(&|| {
+        rt.block_on(q.host_timeline(&pc, h(24 * s.days), end, 3600))
+            .unwrap()
+            .len()
+    });
+    let fleet_24h = run(&|| {
+        rt.block_on(q.fleet_series(HostMetric::CpuPct, Aggregate::Avg, h(24), end, 300))
+            .unwrap()
+            .len()
+    });
+    let top5 = run(&|| {
+        rt.block_on(q.top_pcs(
+            HostMetric::CpuPct,
+            end - chrono::Duration::minutes(5),
+            end,
+            5,
+        ))
+        .unwrap()
+        .len()
+    });
+    let latest_tick = run(&|| rt.block_on(q.latest_tick(&ppc)).unwrap().processes.len());
+    let tl = |hours: i64, step: i64| {
+        rt.block_on(q.process_timeline(&ppc, ProcessMetric::CpuPct, h(hours), end, step, 5))
+            .unwrap()
+            .points
+            .len()
+    };
+    let proc_1h = run(&|| tl(1, 60));
+    let proc_24h = run(&|| tl(24, 300));
+    let proc_7d = run(&|| tl(24 * s.days, 3600));
+    let scan = run(&|| rt.block_on(q.scan_durations(h(24))).unwrap().len());
+
+    let before = dir_bytes(dir);
+    let t = Instant::now();
+    let today = PartitionDate::of(end);
+    host.drop_expired(today).unwrap();
+    process.drop_expired(today).unwrap();
+    let retention = t.elapsed();
+    let freed = before.saturating_sub(dir_bytes(dir));
+    Timings {
+        ingest_host,
+        ingest_process,
+        host_1h,
+        host_7d,
+        fleet_24h,
+        top5,
+        latest_tick,
+        proc_1h,
+        proc_24h,
+        proc_7d,
+        scan,
+        retention,
+        bytes_host,
+        bytes_process,
+        freed,
+        peak_rss: peak_rss_mib(),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let scale = match args
+        .iter()
+        .position(|a| a == "--scale")
+        .and_then(|i| args.get(i + 1))
+    {
+        Some(s) if s == "full" => &FULL,
+        _ => &QUICK,
+    };
+    let work = match args
+        .iter()
+        .position(|a| a == "--dir")
+        .and_then(|i| args.get(i + 1))
+    {
+        Some(d) => tempfile::tempdir_in(d).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    let end = Utc::now()
+        .duration_trunc(chrono::Duration::minutes(1))
+        .unwrap();
+    let start = end - chrono::Duration::days(scale.days);
+    let host_rows = (scale.days * 86_400 / STEP_SECS) as f64 * scale.pcs as f64;
+    let process_rows =
+        (scale.days * 86_400 / STEP_SECS) as f64 * (scale.process_pcs * scale.processes) as f64;
+    eprintln!(
+        "{} scale: {host_rows} host rows, {process_rows} process rows; SQLite design first",
+        scale.name
+    );
+    std::fs::create_dir_all(work.path().join("sqlite")).unwrap();
+    std::fs::create_dir_all(work.path().join("ours")).unwrap();
+    let a = run_sqlite(scale, &work.path().join("sqlite"), start, end);
+    eprintln!("SQLite done; ours");
+    let b = run_ours(scale, &work.path().join("ours"), start, end);
+
+    let mut r = Report { rows: vec![] };
+    let rate = |rows: f64, d: Duration| rows / d.as_secs_f64().max(1e-9);
+    let (sa, sb) = (
+        rate(host_rows, a.ingest_host),
+        rate(host_rows, b.ingest_host),
+    );
+    r.line(
+        "ingest host_perf (rows/s)",
+        format!("{sa:.0}"),
+        format!("{sb:.0}"),
+        format!("{:.1}×", sb / sa),
+    );
+    let (pa, pb) = (
+        rate(process_rows, a.ingest_process),
+        rate(process_rows, b.ingest_process),
+    );
+    r.line(
+        "ingest process_perf (rows/s)",
+        format!("{pa:.0}"),
+        format!("{pb:.0}"),
+        format!("{:.1}×", pb / pa),
+    );
+    let per_row = |bytes: u64, rows: f64| bytes as f64 / rows;
+    r.line(
+        "bytes on disk, host_perf (per row)",
+        format!(
+            "{:.1} MB ({:.1} B)",
+            a.bytes_host as f64 / 1e6,
+            per_row(a.bytes_host, host_rows)
+        ),
+        format!(
+            "{:.1} MB ({:.1} B)",
+            b.bytes_host as f64 / 1e6,
+            per_row(b.bytes_host, host_rows)
+        ),
+        format!("1/{:.1}", a.bytes_host as f64 / b.bytes_host.max(1) as f64),
+    );
+    r.line(
+        "bytes on disk, process_perf (per row)",
+        format!(
+            "{:.1} MB ({:.1} B)",
+            a.bytes_process as f64 / 1e6,
+            per_row(a.bytes_process, process_rows)
+        ),
+        format!(
+            "{:.1} MB ({:.1} B)",
+            b.bytes_process as f64 / 1e6,
+            per_row(b.bytes_process, process_rows)
+        ),
+        format!(
+            "1/{:.1}",
+            a.bytes_process as f64 / b.bytes_process.max(1) as f64
+        ),
+    );
+    r.time("host timeline 1 h @ 5 m, one PC", a.host_1h, b.host_1h);
+    r.time(
+        &format!("host timeline {} d @ 1 h, one PC", scale.days),
+        a.host_7d,
+        b.host_7d,
+    );
+    r.time("fleet avg cpu 24 h @ 5 m", a.fleet_24h, b.fleet_24h);
+    r.time("top-5 PCs, last 5 min", a.top5, b.top5);
+    r.time("latest process tick", a.latest_tick, b.latest_tick);
+    r.time("process timeline 1 h @ 1 m", a.proc_1h, b.proc_1h);
+    r.time("process timeline 24 h @ 5 m", a.proc_24h, b.proc_24h);
+    r.time(
+        &format!("process timeline {} d @ 1 h", scale.days),
+        a.proc_7d,
+        b.proc_7d,
+    );
+    r.time("scan durations, 24 h", a.scan, b.scan);
+    r.time(
+        "retention of the oldest day (both tables)",
+        a.retention,
+        b.retention,
+    );
+    r.line(
+        "bytes freed by that retention",
+        format!("{:.1} MB", a.freed as f64 / 1e6),
+        format!("{:.1} MB", b.freed as f64 / 1e6),
+        String::new(),
+    );
+    let mib = |m: Option<f64>| m.map_or("n/a".into(), |m| format!("{m:.0} MiB"));
+    r.line(
+        "peak RSS (load + queries)",
+        mib(a.peak_rss),
+        mib(b.peak_rss),
+        String::new(),
+    );
+    r.print(scale);
+}
