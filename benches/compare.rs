@@ -627,6 +627,21 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
     let proc_24h = run(&|| tl(24, 300));
     let proc_7d = run(&|| tl(24 * s.days, 3600));
     let scan = run(&|| rt.block_on(q.scan_durations(h(24))).unwrap().len());
+    // For profiling the fixed per-query cost: `BENCH_QUERY_LOOP=n` repeats
+    // the one-PC 1 h timeline n times here (perf record around it).
+    if let Some(n) = std::env::var("BENCH_QUERY_LOOP")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        let t = Instant::now();
+        for _ in 0..n {
+            rt.block_on(q.host_timeline(&pc, h(1), end, 300)).unwrap();
+        }
+        eprintln!(
+            "{n} host timelines 1 h: {:.2} ms each",
+            t.elapsed().as_secs_f64() * 1e3 / f64::from(n)
+        );
+    }
 
     let before = dir_bytes(dir);
     let t = Instant::now();

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: the SQLite design vs this store, one synthetic
 # fleet, one run. `bash scripts/bench.sh full` for the README table (about
-# 20 M rows; needs ~10 GB free in $BENCH_DIR, default /tmp), `quick` for a
+# 20 M rows; needs ~4 GB free in $BENCH_DIR, default /tmp), `quick` for a
 # smoke run. Uses the warm test build (dependencies and the engine are
 # optimised there) instead of a separate release build of DataFusion.
 set -euo pipefail
