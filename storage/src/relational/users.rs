@@ -64,6 +64,16 @@ pub(super) fn ensure_tables(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+fn get(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    username: &str,
+) -> Result<Option<UserRecord>> {
+    t.get(username)
+        .map_err(Error::redb_op)?
+        .map(|v| decode(NAME, v.value()))
+        .transpose()
+}
+
 fn enabled_admins(t: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<usize> {
     let mut n = 0;
     for e in t.iter().map_err(Error::redb_op)? {
@@ -79,10 +89,7 @@ impl RelationalStore {
     pub fn user(&self, username: &str) -> Result<Option<UserRecord>> {
         let txn = self.db.begin_read().map_err(Error::redb_op)?;
         let t = txn.open_table(USERS).map_err(Error::redb_op)?;
-        t.get(username)
-            .map_err(Error::redb_op)?
-            .map(|v| decode(NAME, v.value()))
-            .transpose()
+        get(&t, username)
     }
 
     /// Every account, by username.
@@ -147,11 +154,7 @@ impl RelationalStore {
         let txn = self.db.begin_write().map_err(Error::redb_op)?;
         let outcome = {
             let mut t = txn.open_table(USERS).map_err(Error::redb_op)?;
-            let current: Option<UserRecord> = t
-                .get(username)
-                .map_err(Error::redb_op)?
-                .map(|v| decode(NAME, v.value()))
-                .transpose()?;
+            let current = get(&t, username)?;
             match current {
                 None => UserChange::NotFound,
                 Some(mut user) => {
@@ -192,11 +195,7 @@ impl RelationalStore {
         let txn = self.db.begin_write().map_err(Error::redb_op)?;
         let outcome = {
             let mut t = txn.open_table(USERS).map_err(Error::redb_op)?;
-            let current: Option<UserRecord> = t
-                .get(username)
-                .map_err(Error::redb_op)?
-                .map(|v| decode(NAME, v.value()))
-                .transpose()?;
+            let current = get(&t, username)?;
             match current {
                 None => UserChange::NotFound,
                 Some(u) if u.is_enabled_admin() && enabled_admins(&t)? <= 1 => {
