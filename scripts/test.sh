@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need (nats-server), then runs
-# every unit and end-to-end test of the workspace.
+# The test command: installs what the tests need (nats-server; chromium and
+# playwright-core for the dashboard's browser tests), then runs every unit,
+# end-to-end and browser test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NATS_BIN="$(bash scripts/ensure-nats.sh)"
 PATH="$(dirname "$NATS_BIN"):$PATH"
 export PATH
+bash scripts/ensure-browser.sh
 cargo test --workspace --all-targets

@@ -13,3 +13,4 @@ pub mod projector;
 pub mod server;
 pub mod simulate;
 pub mod state;
+pub mod web;

@@ -2,12 +2,14 @@
 //! demos and load tests. Each tick every PC publishes a heartbeat and a
 //! host_perf sample; PCs under investigation also publish a process_perf
 //! tick. At speed 1 a tick is the agents' 60 s cadence; `--speed 60`
-//! makes it one second. Samples carry the wall-clock time they are sent.
+//! makes it one second. Samples carry the wall-clock time they are sent;
+//! `--backfill 2h` first publishes that much history at the 60 s cadence,
+//! so a demo (or a browser test) opens on charts with lines in them.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use kanade_shared::wire::{Heartbeat, HostPerf, ProcessPerf, ProcessSnapshot};
 
 /// What to simulate.
@@ -25,6 +27,9 @@ pub struct SimulateArgs {
     /// Stop after this many ticks (default: run until interrupted).
     #[arg(long)]
     pub ticks: Option<u64>,
+    /// Publish this much history (e.g. `2h`, `1d`) before going live.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub backfill: Option<Duration>,
 }
 
 const PROCESS_NAMES: [&str; 10] = [
@@ -57,16 +62,21 @@ pub async fn run(nats_url: &str, args: &SimulateArgs) -> Result<()> {
         "--investigate cannot exceed --pcs"
     );
     let client = kanade_shared::nats_client::connect(nats_url).await?;
+    let mut tick = match args.backfill {
+        Some(span) => backfill(&client, args, span).await?,
+        None => 0,
+    };
+    let live_ticks = args.ticks.map(|n| n + tick);
     let period = Duration::from_secs_f64(60.0 / args.speed);
     let mut interval = tokio::time::interval(period);
-    let mut tick = 0u64;
     eprintln!(
         "simulating {} PCs ({} under investigation) every {:.2?} on {nats_url}",
         args.pcs, args.investigate, period
     );
-    while args.ticks.is_none_or(|n| tick < n) {
+    while live_ticks.is_none_or(|n| tick < n) {
         interval.tick().await;
-        publish_tick(&client, args, tick).await?;
+        publish_heartbeats(&client, args, tick).await?;
+        publish_tick(&client, args, tick, Utc::now()).await?;
         client.flush().await.context("flush to the broker")?;
         tick += 1;
     }
@@ -74,7 +84,26 @@ pub async fn run(nats_url: &str, args: &SimulateArgs) -> Result<()> {
     Ok(())
 }
 
-async fn publish_tick(client: &async_nats::Client, args: &SimulateArgs, tick: u64) -> Result<()> {
+/// Publishes `span` of history ending one cadence before now; returns
+/// the number of ticks published, where the live ticks carry on.
+async fn backfill(client: &async_nats::Client, args: &SimulateArgs, span: Duration) -> Result<u64> {
+    let ticks = span.as_secs() / 60;
+    let start = Utc::now() - chrono::Duration::seconds(60 * ticks as i64);
+    for tick in 0..ticks {
+        let at = start + chrono::Duration::seconds(60 * tick as i64);
+        publish_tick(client, args, tick, at).await?;
+        client.flush().await.context("flush to the broker")?;
+    }
+    eprintln!("backfilled {ticks} ticks from {start}");
+    Ok(ticks)
+}
+
+/// Every PC says it is alive.
+async fn publish_heartbeats(
+    client: &async_nats::Client,
+    args: &SimulateArgs,
+    tick: u64,
+) -> Result<()> {
     let at = Utc::now();
     for pc in 0..args.pcs {
         let pc_id = format!("SIM-{pc:05}");
@@ -84,6 +113,19 @@ async fn publish_tick(client: &async_nats::Client, args: &SimulateArgs, tick: u6
             "agent_cpu_pct": wave(pc, tick, 9) * 2.0, "agent_rss_bytes": 40_000_000,
         }))?;
         publish(client, format!("heartbeat.{pc_id}"), &heartbeat).await?;
+    }
+    Ok(())
+}
+
+/// One host sample per PC, and a process tick per investigated PC, at `at`.
+async fn publish_tick(
+    client: &async_nats::Client,
+    args: &SimulateArgs,
+    tick: u64,
+    at: DateTime<Utc>,
+) -> Result<()> {
+    for pc in 0..args.pcs {
+        let pc_id = format!("SIM-{pc:05}");
         let mem_total = 16_i64 << 30;
         let sample = HostPerf {
             pc_id: pc_id.clone(),

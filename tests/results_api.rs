@@ -6,7 +6,7 @@
 mod common;
 
 use chrono::{DateTime, Duration, Utc};
-use common::{eventually, Backend, Nats};
+use common::{eventually, js_publish_bytes as publish_raw, Backend, Nats};
 use futures::StreamExt;
 use kanade_shared::wire::{EventStarted, ExecResult, JobTailReply};
 use serde_json::Value;
@@ -46,17 +46,6 @@ async fn js_publish(
 ) {
     let payload: Vec<u8> = serde_json::to_vec(value).unwrap();
     publish_raw(js, subject, payload).await;
-}
-
-async fn publish_raw(js: &async_nats::jetstream::Context, subject: String, payload: Vec<u8>) {
-    eventually("stream accepts the message", || {
-        let (subject, payload) = (subject.clone(), payload.clone());
-        async move {
-            let ack = js.publish(subject, payload.into()).await.ok()?;
-            ack.await.ok().map(|_| ())
-        }
-    })
-    .await;
 }
 
 fn ids(body: &Value) -> Vec<String> {

@@ -74,7 +74,7 @@ pub fn app(state: AppState) -> Router {
             get(perf::active_investigations),
         )
         .merge(admin)
-        .fallback(not_found)
+        .fallback(crate::web::fallback)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -97,8 +97,4 @@ async fn version() -> Json<VersionResponse> {
     Json(VersionResponse {
         version: env!("CARGO_PKG_VERSION"),
     })
-}
-
-async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::NotFound(uri.path().to_string())
 }

@@ -294,3 +294,20 @@ pub fn parquet_files(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Publishes into a JetStream stream and waits for the broker's ack,
+/// retrying until the backend has created the streams.
+pub async fn js_publish_bytes(
+    js: &async_nats::jetstream::Context,
+    subject: String,
+    payload: Vec<u8>,
+) {
+    eventually("stream accepts the message", || {
+        let (subject, payload) = (subject.clone(), payload.clone());
+        async move {
+            let ack = js.publish(subject, payload.into()).await.ok()?;
+            ack.await.ok().map(|_| ())
+        }
+    })
+    .await;
+}

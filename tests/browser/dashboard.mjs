@@ -1,0 +1,314 @@
+// Browser checks of the embedded dashboard, run by tests/dashboard_browser.rs
+// against a backend it filled through a real broker. Each check opens a
+// fresh page, fails on any console error it did not expect, and saves a
+// screenshot. Exit code 0 only if every check passed.
+
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const BASE = process.env.KANADE_URL;
+const TOKEN = process.env.KANADE_TOKEN;
+const FIX = JSON.parse(process.env.KANADE_FIXTURE);
+const SHOTS = process.env.SCREENSHOT_DIR;
+mkdirSync(SHOTS, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync'],
+});
+
+function assert(cond, message) {
+  if (!cond) throw new Error(`assertion failed: ${message}`);
+}
+
+function assertEq(actual, expected, message) {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  if (a !== e) throw new Error(`${message}: expected ${e}, got ${a}`);
+}
+
+/** A fresh context; `token` is put in localStorage before any page script. */
+async function open(path, { token = TOKEN, allow = [] } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 1000 }, acceptDownloads: true });
+  if (token !== null) {
+    await context.addInitScript((t) => {
+      if (!sessionStorage.getItem('kanade.test.seeded')) {
+        localStorage.setItem('kanade.token', t);
+        sessionStorage.setItem('kanade.test.seeded', '1');
+      }
+    }, token);
+  }
+  const page = await context.newPage();
+  const errors = [];
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' && !allow.some((re) => re.test(msg.text()))) errors.push(msg.text());
+  });
+  page.on('pageerror', (err) => errors.push(`uncaught: ${err.message}`));
+  lastPage = page;
+  await page.goto(BASE + path);
+  return { page, context, errors };
+}
+
+async function apiGet(path) {
+  const res = await fetch(BASE + path, { headers: { Authorization: `Bearer ${TOKEN}` } });
+  assert(res.ok, `GET ${path} → ${res.status}`);
+  return res.json();
+}
+
+/** Non-background pixels drawn on the chart canvases inside `selector`. */
+async function drawnPixels(page, selector) {
+  return page.$eval(selector, (root) => {
+    let n = 0;
+    for (const canvas of root.querySelectorAll('canvas')) {
+      const { data } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+      for (let i = 3; i < data.length; i += 4) if (data[i] > 0) n += 1;
+    }
+    return n;
+  });
+}
+
+async function legend(page, selector) {
+  return page.$$eval(`${selector} .u-legend .u-series:not(:first-child) .u-label`, (els) => els.map((e) => e.textContent));
+}
+
+async function tableColumn(page, selector, col) {
+  return page.$$eval(`${selector} tbody tr`, (rows, c) => rows.map((r) => r.children[c].textContent.trim()), col);
+}
+
+let lastPage = null;
+const checks = [];
+const check = (name, fn) => checks.push({ name, fn });
+
+check('a bad token lands on the login page, and the service token logs in', async () => {
+  const allow = [/status of 401/];
+  const { page, context, errors } = await open('/agents?q=SIM', { token: 'not-a-valid-token', allow });
+  await page.waitForURL((u) => u.pathname === '/login');
+  assertEq(new URL(page.url()).searchParams.get('next'), '/agents?q=SIM', 'next keeps the deep link');
+  await page.getByRole('heading', { name: 'Log in to kanade' }).waitFor();
+  await page.screenshot({ path: join(SHOTS, 'login.png') });
+  await page.fill('input[name=token]', 'still-wrong');
+  await page.click('form[aria-label="Service token"] button');
+  await page.getByText('The backend does not accept this token.').waitFor();
+  await page.fill('input[name=token]', TOKEN);
+  await page.click('form[aria-label="Service token"] button');
+  await page.waitForURL((u) => u.pathname === '/agents' && u.searchParams.get('q') === 'SIM');
+  await page.waitForSelector('section[aria-label=Agents] tbody tr');
+  await page.getByText('admin', { exact: false }).first().waitFor();
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
+check('dashboard: health, fleet charts, top PCs, investigations, failures', async () => {
+  const { page, context, errors } = await open('/');
+  await page.waitForSelector('#fleet-health .card');
+  await page.waitForSelector('#fleet-cpu canvas');
+  await page.waitForSelector('#fleet-mem canvas');
+  const ttd = await page.evaluate(() => {
+    const m = performance.getEntriesByName('kanade:dashboard-data')[0];
+    return m ? Math.round(m.startTime) : null;
+  });
+  assert(ttd !== null, 'dashboard marked its data on screen');
+  console.log(`time-to-data (dashboard, small fleet): ${ttd} ms`);
+  const cards = await page.$$eval('#fleet-health .card .value', (els) => els.map((e) => e.textContent.trim()));
+  assertEq(cards[1], String(FIX.pcs.length), 'known agents');
+  assertEq(await legend(page, '#fleet-cpu'), ['average', 'max'], 'fleet CPU series');
+  assert((await drawnPixels(page, '#fleet-cpu')) > 2000, 'fleet CPU chart drew its lines');
+  assert((await drawnPixels(page, '#fleet-mem')) > 2000, 'fleet memory chart drew its lines');
+  await page.waitForSelector('#top-pcs tbody tr');
+  const top = await tableColumn(page, '#top-pcs', 0);
+  assertEq([...top].sort(), [...FIX.pcs].sort(), 'top PCs lists every simulated PC');
+  const inv = await tableColumn(page, '#investigations', 0);
+  assertEq([...inv].sort(), FIX.investigated, 'active investigations');
+  const failed = await tableColumn(page, '#recent-failures', 0);
+  assertEq(failed, [FIX.failed_result], 'recent failed results');
+  await page.screenshot({ path: join(SHOTS, 'dashboard.png'), fullPage: true });
+  // Range picker: 1h is a deep link that survives reload.
+  await page.click('button:text-is("1h")');
+  await page.waitForURL((u) => u.searchParams.get('range') === '1h');
+  await page.reload();
+  await page.waitForSelector('button[aria-pressed=true]:text-is("1h")');
+  await page.waitForSelector('#fleet-cpu canvas');
+  // Dark theme.
+  await page.click('#theme-toggle');
+  assertEq(await page.evaluate(() => document.documentElement.dataset.theme), 'dark', 'theme toggled');
+  await page.waitForSelector('#fleet-cpu canvas');
+  await page.screenshot({ path: join(SHOTS, 'dashboard-dark.png'), fullPage: true });
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
+check('agents: list, search in the URL surviving reload, status filter, paging', async () => {
+  const { page, context, errors } = await open('/agents');
+  await page.waitForSelector('section[aria-label=Agents] tbody tr');
+  const ids = await tableColumn(page, 'section[aria-label=Agents]', 0);
+  assertEq([...ids].sort(), [...FIX.pcs].sort(), 'every agent listed');
+  await page.screenshot({ path: join(SHOTS, 'agents.png'), fullPage: true });
+  await page.fill('input[name=q]', '00003');
+  await page.waitForURL((u) => u.searchParams.get('q') === '00003');
+  await page.waitForFunction(() => document.querySelectorAll('section[aria-label=Agents] tbody tr').length === 1);
+  await page.reload();
+  await page.waitForSelector('section[aria-label=Agents] tbody tr');
+  assertEq(await page.inputValue('input[name=q]'), '00003', 'search survives reload');
+  assertEq(await tableColumn(page, 'section[aria-label=Agents]', 0), ['SIM-00003'], 'filtered rows after reload');
+  await page.selectOption('select[name=status]', 'offline');
+  await page.waitForURL((u) => u.searchParams.get('status') === 'offline');
+  await page.getByText('No agent matches.').waitFor();
+  await page.goBack();
+  await page.waitForURL((u) => !u.searchParams.get('status'));
+  await page.waitForSelector('section[aria-label=Agents] tbody tr');
+  await page.click('a:text-is("SIM-00003")');
+  await page.waitForURL((u) => u.pathname === '/agents/SIM-00003');
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
+check('agent: host charts, zoom, latest processes, stacked timeline with top-N then other', async () => {
+  const pc = FIX.investigated[0];
+  const { page, context, errors } = await open(`/agents/${pc}?range=24h`);
+  for (const id of ['cpu', 'mem', 'disk', 'net']) {
+    await page.waitForSelector(`#host-${id} canvas`);
+    assert((await drawnPixels(page, `#host-${id}`)) > 1000, `host ${id} chart drew`);
+  }
+  assertEq(await legend(page, '#host-mem'), ['used', 'total'], 'memory series');
+  assertEq(await legend(page, '#host-net'), ['rx', 'tx'], 'network series');
+  await page.waitForSelector('#latest-processes tbody tr');
+  assertEq((await tableColumn(page, '#latest-processes', 1)).length, 10, 'latest tick has 10 processes');
+  await page.waitForSelector('#process-timeline canvas');
+  const api = await apiGet(`/api/agents/${pc}/processes/timeline?top=5&step=5m&from=${encodeURIComponent(new Date(Date.now() - 86_400_000).toISOString())}`);
+  assertEq(api.names.length, 6, 'five names and other from the API');
+  assertEq(api.names[5], 'other', 'other comes last');
+  assertEq(await legend(page, '#process-timeline'), api.names, 'timeline legend = top-5 names, then other');
+  assert((await drawnPixels(page, '#process-timeline')) > 3000, 'stacked timeline drew');
+  await page.screenshot({ path: join(SHOTS, 'agent.png'), fullPage: true });
+  await page.selectOption('select[name=top]', '3');
+  await page.waitForURL((u) => u.searchParams.get('top') === '3');
+  await page.waitForFunction(() => document.querySelectorAll('#process-timeline .u-legend .u-series').length === 5);
+  const three = await legend(page, '#process-timeline');
+  assertEq(three.length, 4, 'top 3 plus other');
+  assertEq(three[3], 'other', 'other last with top 3');
+  assertEq(three.slice(0, 3), api.names.slice(0, 3), 'top 3 are the first three of top 5');
+  // Drag-to-zoom puts an absolute window in the URL; back undoes it.
+  const over = await page.$('#host-cpu .u-over');
+  await over.scrollIntoViewIfNeeded();
+  const box = await over.boundingBox();
+  await page.mouse.move(box.x + box.width * 0.6, box.y + box.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.9, box.y + box.height / 2, { steps: 8 });
+  await page.mouse.up();
+  await page.waitForURL((u) => u.searchParams.get('from') && u.searchParams.get('to'));
+  await page.getByText('Reset zoom').waitFor();
+  await page.reload();
+  await page.getByText('Reset zoom').waitFor();
+  await page.waitForSelector('#host-cpu canvas');
+  await page.goBack();
+  await page.waitForURL((u) => !u.searchParams.get('from'));
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
+check('results: tabs, regex filters in the URL, bad regex error, detail and live tail', async () => {
+  const { page, context, errors } = await open('/results', { allow: [/status of 400/] });
+  await page.waitForSelector('#results-table tbody tr');
+  assertEq((await tableColumn(page, '#results-table', 0)).length, FIX.results, 'every result listed');
+  await page.screenshot({ path: join(SHOTS, 'results.png'), fullPage: true });
+  await page.click('a:text-is("Failure")');
+  await page.waitForURL((u) => u.searchParams.get('status') === 'failure');
+  await page.waitForFunction(() => document.querySelectorAll('#results-table tbody tr').length === 1);
+  assertEq(await tableColumn(page, '#results-table', 0), [FIX.failed_result], 'failure tab');
+  await page.click('a:text-is("All")');
+  await page.fill('input[name=job_id]', '^inventory$');
+  await page.click('button:text-is("Apply")');
+  await page.waitForURL((u) => u.searchParams.get('job_id') === '^inventory$');
+  await page.waitForFunction(() => document.querySelectorAll('#results-table tbody tr').length === 3);
+  await page.reload();
+  await page.waitForSelector('#results-table tbody tr');
+  assertEq(await page.inputValue('input[name=job_id]'), '^inventory$', 'filter survives reload');
+  assertEq((await tableColumn(page, '#results-table', 0)).length, 3, 'filtered rows after reload');
+  await page.fill('input[name=stdout]', '(unclosed');
+  await page.click('button:text-is("Apply")');
+  await page.waitForSelector('#results-table [data-state=error]');
+  const msg = await page.textContent('#results-table [data-state=error]');
+  assert(msg.includes('(unclosed'), `error names the pattern: ${msg}`);
+  await page.goto(`${BASE}/results/${FIX.failed_result}`);
+  await page.getByText('access denied').waitFor();
+  await page.getByText('scan aborted').waitFor();
+  await page.screenshot({ path: join(SHOTS, 'result-detail.png'), fullPage: true });
+  await page.goto(`${BASE}/results/${FIX.running_result}`);
+  await page.waitForSelector('.live-dot');
+  await page.getByText('waiting for the agent').waitFor();
+  await page.screenshot({ path: join(SHOTS, 'result-live.png'), fullPage: true });
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
+check('health: scan durations by p95, max links to its run', async () => {
+  const { page, context, errors } = await open('/scan-health');
+  await page.waitForSelector('#scan-durations tbody tr');
+  const jobs = await tableColumn(page, '#scan-durations', 0);
+  const api = await apiGet(`/api/health/scan_durations?since=${encodeURIComponent(new Date(Date.now() - 86_400_000).toISOString())}`);
+  assertEq(jobs, api.map((r) => r.job_id), 'rows in the API order (p95 descending)');
+  assertEq([...jobs].sort(), FIX.jobs, 'every job');
+  const maxLink = await page.$eval('#scan-durations tbody tr:first-child td:nth-child(7) a', (a) => a.getAttribute('href'));
+  assertEq(maxLink, `/results/${api[0].max_result_id}`, 'max links to the slowest run');
+  await page.waitForSelector('#jetstream tbody tr');
+  await page.screenshot({ path: join(SHOTS, 'health.png'), fullPage: true });
+  await page.click(`#scan-durations a[href="${maxLink}"]`);
+  await page.waitForURL((u) => u.pathname === maxLink);
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
+check('export: downloads a Parquet file', async () => {
+  const { page, context, errors } = await open(`/export?table=host_perf&pc_id=${FIX.pcs[0]}`);
+  await page.waitForSelector('form[aria-label=Export]');
+  await page.screenshot({ path: join(SHOTS, 'export.png'), fullPage: true });
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    page.click('button:text-is("Download Parquet")'),
+  ]);
+  const path = join(SHOTS, '..', download.suggestedFilename());
+  await download.saveAs(path);
+  const { readFileSync } = await import('node:fs');
+  const bytes = readFileSync(path);
+  assert(bytes.length > 100, `file has content (${bytes.length} bytes)`);
+  assertEq(bytes.subarray(0, 4).toString(), 'PAR1', 'Parquet magic');
+  assert(download.suggestedFilename().endsWith('.parquet'), 'file name');
+  await page.waitForSelector('#export-status[data-done]');
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
+check('unknown API paths stay JSON 404s; app routes fall back to the page', async () => {
+  const api = await fetch(`${BASE}/api/nope`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+  assertEq(api.status, 404, '/api/nope status');
+  assert((await api.json()).error, '/api/nope has a JSON error');
+  const deep = await fetch(`${BASE}/agents/SIM-00001?range=7d`);
+  assertEq(deep.status, 200, 'deep link status');
+  assert((await deep.text()).includes('<main id="app"'), 'deep link serves the app');
+  const missing = await fetch(`${BASE}/js/missing.js`);
+  assertEq(missing.status, 404, 'missing asset');
+});
+
+let failed = 0;
+for (const { name, fn } of checks) {
+  const started = Date.now();
+  try {
+    await fn();
+    console.log(`ok   ${name} (${Date.now() - started} ms)`);
+  } catch (e) {
+    failed += 1;
+    console.log(`FAIL ${name}\n     ${e.stack || e}`);
+    if (lastPage && !lastPage.isClosed()) {
+      const shot = join(SHOTS, `FAILED-${checks.findIndex((c) => c.name === name)}.png`);
+      await lastPage.screenshot({ path: shot, fullPage: true }).catch(() => {});
+      console.log(`     page at failure: ${lastPage.url()} → ${shot}`);
+      await lastPage.context().close().catch(() => {});
+    }
+  }
+}
+await browser.close();
+console.log(`${checks.length - failed} passed, ${failed} failed; screenshots in ${SHOTS}`);
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,246 @@
+//! The embedded dashboard in a real browser: Debian's Chromium, driven by
+//! playwright-core (`tests/browser/dashboard.mjs`), against the real
+//! binary filled through a real broker by the simulator (perf history,
+//! heartbeats, process ticks) and published JetStream results.
+//! Screenshots of every page land in `artifacts/screenshots/`.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use chrono::{DateTime, Duration, Utc};
+use common::{eventually, js_publish_bytes as js_publish, Backend, Nats, TOKEN};
+use kanade_shared::wire::{EventStarted, ExecResult};
+
+const PCS: usize = 6;
+const INVESTIGATED: usize = 2;
+
+fn simulate(config: &Path, extra: &[&str]) {
+    let status = Command::new(env!("CARGO_BIN_EXE_kanade-backend"))
+        .args(["simulate", "--pcs", &PCS.to_string()])
+        .args(["--investigate", &INVESTIGATED.to_string(), "--speed", "600"])
+        .args(extra)
+        .arg("--config")
+        .arg(config)
+        .status()
+        .unwrap();
+    assert!(status.success(), "simulate failed");
+}
+
+fn started(id: &str, pc: &str, job: &str, at: DateTime<Utc>) -> EventStarted {
+    serde_json::from_value(serde_json::json!({
+        "result_id": id, "request_id": format!("req-{id}"), "exec_id": format!("ex-{id}"),
+        "pc_id": pc, "started_at": at, "manifest_id": job, "version": "2.0.1",
+    }))
+    .unwrap()
+}
+
+fn finished(id: &str, pc: &str, job: &str, code: i32, out: &str, at: DateTime<Utc>) -> ExecResult {
+    serde_json::from_value(serde_json::json!({
+        "result_id": id, "request_id": format!("req-{id}"), "exec_id": format!("ex-{id}"),
+        "pc_id": pc, "exit_code": code, "stdout": out,
+        "stderr": if code == 0 { "" } else { "access denied: C:\\Windows\\Temp" },
+        "started_at": at, "finished_at": at + Duration::seconds(3 + i64::from(code)),
+        "manifest_id": job,
+    }))
+    .unwrap()
+}
+
+/// Four finished runs (one failed) and one still in flight.
+async fn publish_results(nats: &Nats) {
+    let js = async_nats::jetstream::new(nats.client().await);
+    let t = Utc::now() - Duration::minutes(20);
+    let runs = [
+        (
+            "res-ok-1",
+            "SIM-00001",
+            "inventory",
+            0,
+            "collected 42 packages",
+        ),
+        (
+            "res-ok-2",
+            "SIM-00002",
+            "inventory",
+            0,
+            "collected 40 packages",
+        ),
+        (
+            "res-ok-3",
+            "SIM-00003",
+            "defender-scan",
+            0,
+            "no threats found",
+        ),
+        (
+            "res-fail-1",
+            "SIM-00004",
+            "defender-scan",
+            2,
+            "scan aborted",
+        ),
+    ];
+    for (i, (id, pc, job, code, out)) in runs.iter().enumerate() {
+        let at = t + Duration::minutes(i as i64);
+        let ev = serde_json::to_vec(&started(id, pc, job, at)).unwrap();
+        js_publish(&js, format!("events.started.ex-{id}.{pc}"), ev).await;
+        let res = serde_json::to_vec(&finished(id, pc, job, *code, out, at)).unwrap();
+        js_publish(&js, format!("results.req-{id}"), res).await;
+    }
+    let ev =
+        serde_json::to_vec(&started("res-run-1", "SIM-00005", "inventory", Utc::now())).unwrap();
+    js_publish(&js, "events.started.ex-res-run-1.SIM-00005".into(), ev).await;
+}
+
+fn browser_prerequisites(dir: &Path) {
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "Debian's chromium is needed (scripts/test.sh installs it: apt-get install chromium)"
+    );
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is needed (scripts/test.sh runs npm ci in tests/browser)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_works_in_a_real_browser() {
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    browser_prerequisites(&browser_dir);
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let config = dir.path().join("sim.toml");
+    std::fs::write(&config, format!("[nats]\nurl = \"{}\"\n", nats.url)).unwrap();
+
+    // Live ticks until the backend has subscribed, then two hours of history.
+    eventually("simulated agents", || async {
+        simulate(&config, &["--ticks", "1"]);
+        let (_, agents) = b.get("/api/agents").await;
+        (agents.as_array()?.len() == PCS).then_some(())
+    })
+    .await;
+    let t0 = std::time::Instant::now();
+    simulate(&config, &["--backfill", "2h", "--ticks", "1"]);
+    publish_results(&nats).await;
+    eprintln!("fixtures published in {:?}", t0.elapsed());
+    eventually("history and results projected", || async {
+        let from = (Utc::now() - Duration::minutes(110)).to_rfc3339();
+        let (_, perf) = b
+            .get(&format!(
+                "/api/agents/SIM-00000/perf?step=5m&from={}",
+                urlencode(&from)
+            ))
+            .await;
+        let (_, results) = b.get("/api/results").await;
+        let full = perf["points"].as_array()?.len() >= 20 && results.as_array()?.len() == 5;
+        full.then_some(())
+    })
+    .await;
+    eprintln!("fixtures projected in {:?}", t0.elapsed());
+
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let fixture = serde_json::json!({
+        "pcs": (0..PCS).map(|i| format!("SIM-{i:05}")).collect::<Vec<_>>(),
+        "investigated": (0..INVESTIGATED).map(|i| format!("SIM-{i:05}")).collect::<Vec<_>>(),
+        "failed_result": "res-fail-1",
+        "running_result": "res-run-1",
+        "results": 5,
+        "jobs": ["defender-scan", "inventory"],
+    });
+    let out = Command::new("node")
+        .arg(browser_dir.join("dashboard.mjs"))
+        .env("KANADE_URL", &b.base)
+        .env("KANADE_TOKEN", TOKEN)
+        .env("KANADE_FIXTURE", fixture.to_string())
+        .env("SCREENSHOT_DIR", &shots)
+        .output()
+        .expect("node on PATH");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success(),
+        "browser checks failed:\n{stdout}\n{stderr}\n--- backend log ---\n{}",
+        b.log_text()
+    );
+}
+
+fn urlencode(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}
+
+/// The HTTP contract of the embedded files, without a browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_files_are_served_with_validators_and_api_paths_never_fall_back() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{}{path}", b.base));
+
+    let index = get("/").send().await.unwrap();
+    assert_eq!(index.status(), 200);
+    assert_eq!(index.headers()["content-type"], "text/html; charset=utf-8");
+    assert_eq!(index.headers()["cache-control"], "no-cache");
+    let etag = index.headers()["etag"].to_str().unwrap().to_string();
+    let html = index.text().await.unwrap();
+    assert!(html.contains(r#"<script type="module" src="/js/app.js">"#));
+
+    // Deep links are the app; revalidation answers 304 with no body.
+    for path in [
+        "/agents/pc.corp.example",
+        "/results?status=failure",
+        "/scan-health",
+    ] {
+        let r = get(path).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.text().await.unwrap(), html, "{path}");
+    }
+    let again = get("/agents")
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    assert!(again.bytes().await.unwrap().is_empty());
+
+    let js = get("/js/app.js").send().await.unwrap();
+    assert_eq!(
+        js.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    let licence = get("/vendor/uplot/LICENSE").send().await.unwrap();
+    assert!(licence.text().await.unwrap().contains("MIT"));
+    assert_eq!(get("/js/nope.js").send().await.unwrap().status(), 404);
+    assert_eq!(get("/favicon.ico").send().await.unwrap().status(), 404);
+
+    // /api never falls back to the app, with or without a token.
+    for token in [None, Some(TOKEN)] {
+        let mut req = get("/api/no-such-thing");
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(status, if token.is_some() { 404 } else { 401 });
+        assert!(body["error"].is_string(), "{body}");
+    }
+    let post = http
+        .post(format!("{}/agents", b.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 405);
+    let body: serde_json::Value = post.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("POST /agents"));
+    // The liveness probe keeps its plain answer.
+    assert_eq!(
+        get("/health").send().await.unwrap().text().await.unwrap(),
+        "ok"
+    );
+}

@@ -1,0 +1,117 @@
+// Login: an account (username/password, then the forced password change
+// if the account needs one) or a service token pasted as is.
+
+import { api, ApiError, request, setToken } from '../api.js';
+import { h, mount } from '../ui.js';
+
+function nextUrl(ctx) {
+  const next = ctx.query.get('next');
+  // Only same-site paths: never bounce to another origin after login.
+  return next && next.startsWith('/') && !next.startsWith('//') ? next : '/';
+}
+
+function errorLine() {
+  return h('p', { class: 'error-text', role: 'alert', 'aria-live': 'assertive' });
+}
+
+function accountForm(ctx) {
+  const err = errorLine();
+  const form = h('form', { class: 'stack', 'aria-label': 'Account login' },
+    h('h2', {}, 'Account'),
+    h('label', {}, 'Username', h('input', { name: 'username', autocomplete: 'username', required: true })),
+    h('label', {}, 'Password', h('input', { name: 'password', type: 'password', autocomplete: 'current-password', required: true })),
+    h('button', { class: 'primary', type: 'submit' }, 'Log in'),
+    err);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    err.textContent = '';
+    const data = new FormData(form);
+    const button = form.querySelector('button');
+    button.disabled = true;
+    try {
+      const res = await api('/api/auth/login', {
+        method: 'POST', body: { username: data.get('username'), password: data.get('password') },
+      });
+      setToken(res.token);
+      if (res.must_change_pw) {
+        ctx.setQuery({ change: '1' });
+        showChange(ctx, data.get('password'));
+      } else {
+        await ctx.refreshIdentity();
+        ctx.navigate(nextUrl(ctx), { replace: true });
+      }
+    } catch (e2) {
+      err.textContent = e2.status === 401 ? 'Wrong username or password.' : e2.message;
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return form;
+}
+
+function tokenForm(ctx) {
+  const err = errorLine();
+  const form = h('form', { class: 'stack', 'aria-label': 'Service token' },
+    h('h2', {}, 'Service token'),
+    h('label', {}, 'Token', h('input', { name: 'token', type: 'password', autocomplete: 'off', required: true })),
+    h('button', { type: 'submit' }, 'Use token'),
+    err);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    err.textContent = '';
+    setToken(new FormData(form).get('token').trim());
+    try {
+      await request('/api/auth/me');
+      await ctx.refreshIdentity();
+      ctx.navigate(nextUrl(ctx), { replace: true });
+    } catch (e2) {
+      setToken(null);
+      err.textContent = e2.status === 401 ? 'The backend does not accept this token.' : e2.message;
+    }
+  });
+  return form;
+}
+
+function showChange(ctx, oldPassword = '') {
+  const err = errorLine();
+  const form = h('form', { class: 'stack panel login', 'aria-label': 'Change password' },
+    h('h2', {}, 'Choose a new password'),
+    h('p', { class: 'muted' }, 'This account must change its password before it can be used.'),
+    h('label', {}, 'Current password', h('input', { name: 'old', type: 'password', autocomplete: 'current-password', required: true, value: oldPassword })),
+    h('label', {}, 'New password (8 characters or more)', h('input', { name: 'new', type: 'password', autocomplete: 'new-password', minlength: 8, required: true })),
+    h('button', { class: 'primary', type: 'submit' }, 'Change password'),
+    err);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const data = new FormData(form);
+    try {
+      await api('/api/auth/change-password', {
+        method: 'POST', body: { old_password: data.get('old'), new_password: data.get('new') },
+      });
+      await ctx.refreshIdentity();
+      ctx.navigate(nextUrl(ctx), { replace: true });
+    } catch (e2) {
+      err.textContent = e2 instanceof ApiError ? e2.message : String(e2);
+    }
+  });
+  mount(ctx.root, h('h1', {}, 'Log in'), form);
+  form.querySelector('input[name=new]').focus();
+}
+
+export default {
+  title: 'Log in',
+  nav: null,
+  async render(ctx) {
+    if (ctx.query.get('change') === '1') {
+      showChange(ctx);
+      return;
+    }
+    const account = accountForm(ctx);
+    mount(ctx.root,
+      h('div', { class: 'login' },
+        h('h1', {}, 'Log in to kanade'),
+        h('div', { class: 'panel' }, account),
+        h('div', { class: 'panel' }, tokenForm(ctx))));
+    account.querySelector('input').focus();
+  },
+};
