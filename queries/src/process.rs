@@ -7,9 +7,11 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{
     Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
 };
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::JoinType;
-use datafusion::functions_aggregate::expr_fn::{avg, max};
-use datafusion::prelude::{col, lit, when};
+use datafusion::functions_aggregate::expr_fn::{count, max, sum};
+use datafusion::prelude::{col, lit};
+use kanade_storage::LatestRows;
 
 use crate::metric::ProcessMetric;
 use crate::session::{
@@ -55,6 +57,102 @@ pub struct Timeline {
     pub points: Vec<TimelinePoint>,
 }
 
+/// The process rows of a batch of the process_perf schema.
+fn process_rows(batch: &RecordBatch) -> Result<Vec<ProcessRow>> {
+    let pid = column::<Int64Array>(TABLE, batch, "pid")?;
+    let name = column::<StringArray>(TABLE, batch, "name")?;
+    let cpu = column::<Float64Array>(TABLE, batch, "cpu_pct")?;
+    let rss = column::<Int64Array>(TABLE, batch, "rss_bytes")?;
+    let dr = column::<Float64Array>(TABLE, batch, "disk_read_bytes_per_sec")?;
+    let dw = column::<Float64Array>(TABLE, batch, "disk_written_bytes_per_sec")?;
+    Ok((0..batch.num_rows())
+        .map(|i| ProcessRow {
+            pid: pid.value(i),
+            name: name.value(i).to_string(),
+            cpu_pct: cpu.value(i),
+            rss_bytes: rss.value(i),
+            disk_read_bytes_per_sec: opt_f64(dr, i),
+            disk_written_bytes_per_sec: opt_f64(dw, i),
+        })
+        .collect())
+}
+
+/// The partial aggregate of one name in one bucket (non-null values only).
+struct Cell {
+    bucket: i64,
+    name: String,
+    sum: f64,
+    count: i64,
+}
+
+/// Running sum and count: an AVG that can be merged.
+#[derive(Default, Clone, Copy)]
+struct Mean {
+    sum: f64,
+    count: i64,
+}
+
+impl Mean {
+    fn add(&mut self, sum: f64, count: i64) {
+        self.sum += sum;
+        self.count += count;
+    }
+
+    fn value(self) -> f64 {
+        self.sum / self.count as f64
+    }
+}
+
+/// Ranks names by their AVG over the window (ties by name), keeps the
+/// `top` ones as series and averages every other row of a bucket into
+/// `other`.
+fn stack_cells(cells: Vec<Cell>, top: usize) -> Timeline {
+    let mut per_name: HashMap<&str, Mean> = HashMap::new();
+    for c in &cells {
+        per_name.entry(&c.name).or_default().add(c.sum, c.count);
+    }
+    let mut ranked: Vec<(&str, f64)> = per_name.iter().map(|(n, m)| (*n, m.value())).collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let mut names: Vec<String> = ranked
+        .iter()
+        .take(top)
+        .map(|(n, _)| n.to_string())
+        .collect();
+
+    let mut buckets: std::collections::BTreeMap<i64, HashMap<&str, Mean>> = Default::default();
+    for c in &cells {
+        let series = if names.contains(&c.name) {
+            c.name.as_str()
+        } else {
+            OTHER
+        };
+        buckets
+            .entry(c.bucket)
+            .or_default()
+            .entry(series)
+            .or_default()
+            .add(c.sum, c.count);
+    }
+    let mut has_other = false;
+    let points = buckets
+        .into_iter()
+        .map(|(bucket, series)| {
+            has_other |= series.contains_key(OTHER) && !names.iter().any(|n| n == OTHER);
+            TimelinePoint {
+                at: secs_to_time(bucket),
+                values: series
+                    .into_iter()
+                    .map(|(name, m)| (name.to_string(), m.value()))
+                    .collect(),
+            }
+        })
+        .collect();
+    if has_other {
+        names.push(OTHER.to_string());
+    }
+    Timeline { names, points }
+}
+
 /// A PC that published process samples recently.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActiveInvestigation {
@@ -65,13 +163,44 @@ pub struct ActiveInvestigation {
 }
 
 impl PerfQueries {
-    /// Every process of the PC's latest tick, highest cpu first.
+    /// Every process of the PC's latest tick, highest cpu first (ties by
+    /// pid). Answered from the table's in-memory latest-rows index; the
+    /// first question about a PC whose history predates this process
+    /// scans the files once and teaches the index.
     pub async fn latest_tick(&self, pc_id: &str) -> Result<LatestTick> {
-        let Some(latest) = self.latest_process_at(pc_id).await? else {
+        let latest = match self.process.latest_rows(pc_id) {
+            Some(rows) => Some(rows),
+            None => {
+                let found = self.scan_latest_rows(pc_id).await?;
+                self.process.record_latest_scan(pc_id, found.clone());
+                found
+            }
+        };
+        let Some(latest) = latest else {
             return Ok(LatestTick {
                 latest_at: None,
                 processes: vec![],
             });
+        };
+        let mut processes = Vec::new();
+        for batch in &latest.batches {
+            processes.extend(process_rows(batch)?);
+        }
+        processes.sort_by(|a, b| {
+            b.cpu_pct
+                .total_cmp(&a.cpu_pct)
+                .then_with(|| a.pid.cmp(&b.pid))
+        });
+        Ok(LatestTick {
+            latest_at: DateTime::<Utc>::from_timestamp_micros(latest.at_micros),
+            processes,
+        })
+    }
+
+    /// The PC's rows at its largest `at`, by scanning head and files.
+    async fn scan_latest_rows(&self, pc_id: &str) -> Result<Option<LatestRows>> {
+        let Some(latest) = self.latest_process_at(pc_id).await? else {
+            return Ok(None);
         };
         let end = latest + chrono::Duration::microseconds(1);
         let snapshot = self.process.snapshot(Some((latest, end)));
@@ -83,37 +212,13 @@ impl PerfQueries {
                     .eq(lit(pc_id))
                     .and(col("at").eq(lit_ts(latest))),
             )
-            .and_then(|df| {
-                df.sort(vec![
-                    col("cpu_pct").sort(false, false),
-                    col("pid").sort(true, false),
-                ])
-            })
             .map_err(Error::df(TABLE))?;
-        let mut processes = Vec::new();
-        for batch in collect(TABLE, df).await? {
-            let pid = column::<Int64Array>(TABLE, &batch, "pid")?;
-            let name = column::<StringArray>(TABLE, &batch, "name")?;
-            let cpu = column::<Float64Array>(TABLE, &batch, "cpu_pct")?;
-            let rss = column::<Int64Array>(TABLE, &batch, "rss_bytes")?;
-            let dr = column::<Float64Array>(TABLE, &batch, "disk_read_bytes_per_sec")?;
-            let dw = column::<Float64Array>(TABLE, &batch, "disk_written_bytes_per_sec")?;
-            for i in 0..batch.num_rows() {
-                processes.push(ProcessRow {
-                    pid: pid.value(i),
-                    name: name.value(i).to_string(),
-                    cpu_pct: cpu.value(i),
-                    rss_bytes: rss.value(i),
-                    disk_read_bytes_per_sec: opt_f64(dr, i),
-                    disk_written_bytes_per_sec: opt_f64(dw, i),
-                });
-            }
-        }
+        let batches = collect(TABLE, df).await?;
         drop(snapshot);
-        Ok(LatestTick {
-            latest_at: Some(latest),
-            processes,
-        })
+        Ok(Some(LatestRows {
+            at_micros: latest.timestamp_micros(),
+            batches,
+        }))
     }
 
     async fn latest_process_at(&self, pc_id: &str) -> Result<Option<DateTime<Utc>>> {
@@ -157,72 +262,34 @@ impl PerfQueries {
             .filter(window)
             .map_err(Error::df(TABLE))?;
         let value = f64_expr(metric.column());
-
-        let ranked = base
-            .clone()
-            .filter(col(metric.column()).is_not_null())
-            .and_then(|df| df.aggregate(vec![col("name")], vec![avg(value.clone()).alias("v")]))
-            .and_then(|df| {
-                df.sort(vec![
-                    col("v").sort(false, false),
-                    col("name").sort(true, false),
-                ])
-            })
-            .and_then(|df| df.limit(0, Some(top)))
-            .map_err(Error::df(TABLE))?;
-        let mut names = Vec::new();
-        for batch in collect(TABLE, ranked).await? {
-            let n = column::<StringArray>(TABLE, &batch, "name")?;
-            names.extend((0..batch.num_rows()).map(|i| n.value(i).to_string()));
-        }
-        if names.is_empty() {
-            return Ok(Timeline {
-                names,
-                points: vec![],
-            });
-        }
-
-        let in_top = col("name").in_list(names.iter().map(|n| lit(n.as_str())).collect(), false);
-        let series = when(in_top, col("name"))
-            .otherwise(lit(OTHER))
-            .map_err(Error::df(TABLE))?;
-        let bucketed = base
+        // One pass: per (bucket, name) the sum and count of the metric.
+        // Ranking over the window and the per-bucket `other` series are
+        // both sums of these partial aggregates, so the rows are read once.
+        let grouped = base
             .aggregate(
-                vec![
-                    bucket_expr(step_secs).alias("bucket"),
-                    series.alias("series"),
-                ],
-                vec![avg(value).alias("v")],
+                vec![bucket_expr(step_secs).alias("bucket"), col("name")],
+                vec![sum(value.clone()).alias("s"), count(value).alias("n")],
             )
-            .and_then(|df| df.sort(vec![col("bucket").sort(true, false)]))
             .map_err(Error::df(TABLE))?;
-        let mut points: Vec<TimelinePoint> = Vec::new();
-        let mut has_other = false;
-        for batch in collect(TABLE, bucketed).await? {
+        let mut cells = Vec::new();
+        for batch in collect(TABLE, grouped).await? {
             let bucket = column::<Int64Array>(TABLE, &batch, "bucket")?;
-            let series = column::<StringArray>(TABLE, &batch, "series")?;
-            let v = column::<Float64Array>(TABLE, &batch, "v")?;
+            let name = column::<StringArray>(TABLE, &batch, "name")?;
+            let s = column::<Float64Array>(TABLE, &batch, "s")?;
+            let n = column::<Int64Array>(TABLE, &batch, "n")?;
             for i in 0..batch.num_rows() {
-                let Some(value) = opt_f64(v, i) else { continue };
-                let name = series.value(i).to_string();
-                has_other |= name == OTHER && !names.contains(&name);
-                let at = secs_to_time(bucket.value(i));
-                match points.last_mut() {
-                    Some(p) if p.at == at => {
-                        p.values.insert(name, value);
-                    }
-                    _ => points.push(TimelinePoint {
-                        at,
-                        values: HashMap::from([(name, value)]),
-                    }),
+                if n.value(i) > 0 {
+                    cells.push(Cell {
+                        bucket: bucket.value(i),
+                        name: name.value(i).to_string(),
+                        sum: s.value(i),
+                        count: n.value(i),
+                    });
                 }
             }
         }
         drop(snapshot);
-        if has_other {
-            names.push(OTHER.to_string());
-        }
-        Ok(Timeline { names, points })
+        Ok(stack_cells(cells, top))
     }
 
     /// PCs with process samples newer than `since`, newest first.

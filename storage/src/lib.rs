@@ -43,8 +43,9 @@ pub use relational::{
     StreamPosition, UserChange, UserRecord, UserUpdate, ADMIN_ROLE,
 };
 pub use timeseries::{
-    CompactionOutcome, HostPerfRow, PartitionDate, PersistOutcome, PersistedFile, ProcessPerfRow,
-    Snapshot, TableSpec, TimeSeriesConfig, TimeSeriesTable, WriteOutcome, HOST_PERF, PROCESS_PERF,
+    CompactionOutcome, HostPerfRow, LatestRows, PartitionDate, PersistOutcome, PersistedFile,
+    ProcessPerfRow, Snapshot, TableSpec, TimeSeriesConfig, TimeSeriesTable, WriteOutcome,
+    HOST_PERF, PROCESS_PERF,
 };
 
 /// Arrow and Parquet as this crate uses them, re-exported so every crate

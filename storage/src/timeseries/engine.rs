@@ -17,6 +17,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use super::compaction::{merge, should_compact, CompactionOutcome};
 use super::config::TimeSeriesConfig;
 use super::head::HeadChunk;
+use super::latest::{LatestIndex, LatestRows};
 use super::partition::{scan, FoundFile, PartitionDate, SegmentRange};
 use super::persist::{read_key_columns, split_by_date, write_file};
 use super::read::{PersistedFile, Snapshot};
@@ -65,6 +66,8 @@ pub struct TimeSeriesTable {
     state: RwLock<TableState>,
     writer: Mutex<Writer>,
     maintenance: Mutex<()>,
+    /// Each PC's latest rows, for tables whose spec tracks them.
+    latest: RwLock<LatestIndex>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -109,6 +112,12 @@ impl TimeSeriesTable {
                 }
             }
         }
+        let mut latest = LatestIndex::new(spec.name, !partitions.is_empty());
+        if spec.tracks_latest {
+            for chunk in &head {
+                latest.observe(&chunk.batch)?;
+            }
+        }
         let replayed_rows: usize = head.iter().map(|c| c.batch.num_rows()).sum();
         tracing::info!(
             table = spec.name,
@@ -131,6 +140,7 @@ impl TimeSeriesTable {
             state: RwLock::new(TableState { head, partitions }),
             writer: Mutex::new(Writer { wal, keys }),
             maintenance: Mutex::new(()),
+            latest: RwLock::new(latest),
         })
     }
 
@@ -162,9 +172,40 @@ impl TimeSeriesTable {
             }
             return Err(e);
         }
+        if self.spec.tracks_latest {
+            // Under the writer lock, so the index sees writes in commit order.
+            let observed = self.latest_mut().observe(&fresh);
+            if let Err(e) = observed {
+                tracing::warn!(table = self.spec.name, error = %e, "latest-rows index not updated");
+            }
+        }
         let chunk = HeadChunk::new(writer.wal.current_seq(), fresh);
         self.state_mut().head.push(chunk);
         Ok(outcome)
+    }
+
+    /// The PC's rows at its latest `at`, when the in-memory index knows
+    /// them to be the latest over every row stored (always `None` for a
+    /// table that does not track them). On `None`, a reader scans and
+    /// hands its finding to [`TimeSeriesTable::record_latest_scan`].
+    pub fn latest_rows(&self, pc_id: &str) -> Option<LatestRows> {
+        self.latest
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(pc_id)
+    }
+
+    /// A reader's scan of every row of `pc_id`: its newest rows (`None`
+    /// if it has none). Later [`TimeSeriesTable::latest_rows`] calls for
+    /// the PC are answered from memory.
+    pub fn record_latest_scan(&self, pc_id: &str, found: Option<LatestRows>) {
+        if self.spec.tracks_latest {
+            self.latest_mut().record_scan(pc_id, found);
+        }
+    }
+
+    fn latest_mut(&self) -> std::sync::RwLockWriteGuard<'_, LatestIndex> {
+        self.latest.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Rows waiting in the head buffer.
@@ -371,6 +412,10 @@ impl TimeSeriesTable {
             drop(files);
             tracing::info!(table = self.spec.name, %date, "dropped expired partition");
             dropped.push(date);
+        }
+        if !dropped.is_empty() {
+            let kept_from = today.minus_days(self.retention.days);
+            self.latest_mut().evict_before(kept_from.start_micros());
         }
         Ok(dropped)
     }

@@ -4,6 +4,7 @@
 mod compaction;
 mod config;
 mod head;
+mod latest;
 mod partition;
 mod persist;
 mod read;
@@ -16,6 +17,7 @@ mod engine;
 pub use compaction::CompactionOutcome;
 pub use config::TimeSeriesConfig;
 pub use engine::{PersistOutcome, TimeSeriesTable, WriteOutcome};
+pub use latest::LatestRows;
 pub use partition::PartitionDate;
 pub use read::{PersistedFile, Snapshot};
 pub use table::{HostPerfRow, ProcessPerfRow, TableSpec, HOST_PERF, PROCESS_PERF};

@@ -36,6 +36,14 @@ impl PartitionDate {
         self.0
     }
 
+    /// The first microsecond of the day (UTC), since the epoch.
+    pub fn start_micros(self) -> i64 {
+        self.0
+            .and_time(chrono::NaiveTime::MIN)
+            .and_utc()
+            .timestamp_micros()
+    }
+
     /// The partition `days` days before this one.
     pub fn minus_days(self, days: u32) -> Self {
         Self(self.0 - chrono::Days::new(u64::from(days)))

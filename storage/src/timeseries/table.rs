@@ -23,6 +23,9 @@ pub struct TableSpec {
     schema: &'static LazyLock<SchemaRef>,
     /// Whether `pid` is part of the row key (process samples).
     keyed_by_pid: bool,
+    /// Whether the table keeps each PC's latest rows in memory
+    /// (see `latest.rs`): the process table, for the latest tick.
+    pub(crate) tracks_latest: bool,
 }
 
 /// The time zone every `at` column carries.
@@ -67,6 +70,7 @@ pub static HOST_PERF: TableSpec = TableSpec {
     name: "host_perf",
     schema: &HOST_SCHEMA,
     keyed_by_pid: false,
+    tracks_latest: false,
 };
 
 /// Process samples: one row per process per tick, keyed by (pc_id, at, pid).
@@ -74,6 +78,7 @@ pub static PROCESS_PERF: TableSpec = TableSpec {
     name: "process_perf",
     schema: &PROCESS_SCHEMA,
     keyed_by_pid: true,
+    tracks_latest: true,
 };
 
 /// The identity of a row: a repeat of an existing key is dropped.
@@ -158,7 +163,7 @@ impl TableSpec {
     }
 }
 
-fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> &'a StringArray {
+pub(crate) fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> &'a StringArray {
     batch
         .column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<StringArray>())

@@ -424,3 +424,78 @@ fn recent_keys_survive_a_restart() {
         }
     );
 }
+
+fn tick(pc: &str, at: DateTime<Utc>, pids: &[i64]) -> RecordBatch {
+    let rows: Vec<ProcessPerfRow> = pids
+        .iter()
+        .map(|&pid| ProcessPerfRow {
+            pc_id: pc.into(),
+            at,
+            pid,
+            name: format!("p{pid}"),
+            cpu_pct: pid as f64,
+            rss_bytes: 1,
+            disk_read_bytes_per_sec: None,
+            disk_written_bytes_per_sec: None,
+        })
+        .collect();
+    ProcessPerfRow::to_batch(&rows).unwrap()
+}
+
+fn latest_of(table: &TimeSeriesTable, pc: &str) -> Option<(i64, usize)> {
+    table.latest_rows(pc).map(|l| {
+        (
+            l.at_micros,
+            l.batches.iter().map(RecordBatch::num_rows).sum(),
+        )
+    })
+}
+
+#[test]
+fn latest_rows_follow_writes_restarts_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let open_p = || TimeSeriesTable::open(&PROCESS_PERF, dir.path(), TimeSeriesConfig::for_tests());
+    let table = open_p().unwrap();
+    // A fresh table knows every row it holds.
+    table.write(&tick("a", t(20, 1), &[1, 2])).unwrap();
+    table.write(&tick("a", t(20, 2), &[3, 4, 5])).unwrap();
+    table.write(&tick("a", t(20, 0), &[9])).unwrap(); // late, older
+    let at2 = t(20, 2).timestamp_micros();
+    assert_eq!(latest_of(&table, "a"), Some((at2, 3)));
+    assert_eq!(latest_of(&table, "b"), None);
+    // Duplicates dropped by the engine do not reach the index.
+    table.write(&tick("a", t(20, 2), &[3])).unwrap();
+    assert_eq!(latest_of(&table, "a"), Some((at2, 3)));
+
+    // Unpersisted rows come back from the WAL; with no files, complete.
+    drop(table);
+    let table = open_p().unwrap();
+    assert_eq!(latest_of(&table, "a"), Some((at2, 3)));
+
+    // Once files predate the process, an entry waits for a reader's scan.
+    table.persist().unwrap();
+    drop(table);
+    let table = open_p().unwrap();
+    table.write(&tick("a", t(20, 1), &[7])).unwrap(); // already known key? no: new pid
+    assert_eq!(latest_of(&table, "a"), None);
+    let scanned = LatestRows {
+        at_micros: at2,
+        batches: vec![tick("a", t(20, 2), &[3, 4, 5])],
+    };
+    table.record_latest_scan("a", Some(scanned));
+    assert_eq!(latest_of(&table, "a"), Some((at2, 3)));
+    table.write(&tick("a", t(21, 0), &[1])).unwrap();
+    assert_eq!(
+        latest_of(&table, "a"),
+        Some((t(21, 0).timestamp_micros(), 1))
+    );
+
+    // Retention that drops the entry's day forgets it.
+    table.persist().unwrap();
+    let today = PartitionDate::of(t(21, 0));
+    let far = PartitionDate::of(t(21, 0) + Duration::days(400));
+    assert!(table.drop_expired(today).unwrap().is_empty());
+    assert!(latest_of(&table, "a").is_some());
+    assert!(!table.drop_expired(far).unwrap().is_empty());
+    assert_eq!(latest_of(&table, "a"), None);
+}
