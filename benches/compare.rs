@@ -560,14 +560,31 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
         Item = kanade_storage::arrow::record_batch::RecordBatch,
     >| {
         let t = Instant::now();
+        let (mut writing, mut persisting) = (Duration::ZERO, Duration::ZERO);
         for b in batches {
+            let w = Instant::now();
             table.write(&b).unwrap();
+            writing += w.elapsed();
             if table.wants_persist() {
+                let p = Instant::now();
                 table.persist().unwrap();
+                persisting += p.elapsed();
             }
         }
+        let p = Instant::now();
         table.persist().unwrap();
+        persisting += p.elapsed();
+        let c = Instant::now();
         table.compact(PartitionDate::of(end)).unwrap();
+        let compacting = c.elapsed();
+        eprintln!(
+            "{} ingest: write (dedup + WAL fsync + head) {:.2?}, persist {:.2?}, compaction {:.2?}, batch generation and the rest {:.2?}",
+            table.spec().name,
+            writing,
+            persisting,
+            compacting,
+            t.elapsed().saturating_sub(writing + persisting + compacting)
+        );
         t.elapsed()
     };
     let ingest_host = ingest(
@@ -688,6 +705,9 @@ fn main() {
         Some(d) => tempfile::tempdir_in(d).unwrap(),
         None => tempfile::tempdir().unwrap(),
     };
+    // `BENCH_KEEP=1` leaves both stores on disk (e.g. to point a backend
+    // at `<dir>/ours` and time the dashboard on a full-scale fleet).
+    let keep = std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1");
     let end = Utc::now()
         .duration_trunc(chrono::Duration::minutes(1))
         .unwrap();
@@ -795,4 +815,7 @@ fn main() {
         String::new(),
     );
     r.print(scale);
+    if keep {
+        eprintln!("kept: {}", work.keep().display());
+    }
 }
