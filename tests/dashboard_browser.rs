@@ -15,6 +15,7 @@ use kanade_shared::wire::{EventStarted, ExecResult};
 
 const PCS: usize = 6;
 const INVESTIGATED: usize = 2;
+const ADMIN_PASSWORD: &str = "first-boot-password";
 
 fn simulate(config: &Path, extra: &[&str]) {
     let status = Command::new(env!("CARGO_BIN_EXE_kanade-backend"))
@@ -110,7 +111,12 @@ async fn every_page_works_in_a_real_browser() {
     browser_prerequisites(&browser_dir);
     let nats = Nats::start();
     let dir = tempfile::tempdir().unwrap();
-    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let b = Backend::start_with_env(
+        &nats.url,
+        &dir.path().join("data"),
+        "",
+        &[("KANADE_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    );
     let config = dir.path().join("sim.toml");
     std::fs::write(&config, format!("[nats]\nurl = \"{}\"\n", nats.url)).unwrap();
 
@@ -149,6 +155,7 @@ async fn every_page_works_in_a_real_browser() {
         "running_result": "res-run-1",
         "results": 5,
         "jobs": ["defender-scan", "inventory"],
+        "admin_password": ADMIN_PASSWORD,
     });
     let out = Command::new("node")
         .arg(browser_dir.join("dashboard.mjs"))

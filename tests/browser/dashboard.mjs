@@ -101,6 +101,28 @@ check('a bad token lands on the login page, and the service token logs in', asyn
   await context.close();
 });
 
+check('account login: the forced password change, then the deep link; logout', async () => {
+  const { page, context, errors } = await open('/results?status=failure', { token: null, allow: [/status of 401/] });
+  await page.waitForURL((u) => u.pathname === '/login');
+  await page.fill('input[name=username]', 'admin');
+  await page.fill('input[name=password]', 'wrong-password');
+  await page.click('form[aria-label="Account login"] button');
+  await page.getByText('Wrong username or password.').waitFor();
+  await page.fill('input[name=password]', FIX.admin_password);
+  await page.click('form[aria-label="Account login"] button');
+  await page.waitForSelector('form[aria-label="Change password"]');
+  await page.fill('input[name=new]', 'a-new-password-2');
+  await page.click('form[aria-label="Change password"] button');
+  await page.waitForURL((u) => u.pathname === '/results' && u.searchParams.get('status') === 'failure');
+  await page.waitForSelector('#results-table tbody tr');
+  await page.getByText('admin · admin').waitFor();
+  await page.click('#logout');
+  await page.waitForURL((u) => u.pathname === '/login');
+  assertEq(await page.evaluate(() => localStorage.getItem('kanade.token')), null, 'token forgotten');
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
 check('dashboard: health, fleet charts, top PCs, investigations, failures', async () => {
   const { page, context, errors } = await open('/');
   await page.waitForSelector('#fleet-health .card');
@@ -131,6 +153,11 @@ check('dashboard: health, fleet charts, top PCs, investigations, failures', asyn
   await page.reload();
   await page.waitForSelector('button[aria-pressed=true]:text-is("1h")');
   await page.waitForSelector('#fleet-cpu canvas');
+  // Keyboard: the first Tab reaches the skip link, which moves focus to the page.
+  await page.keyboard.press('Tab');
+  assertEq(await page.evaluate(() => document.activeElement.className), 'skip', 'first Tab stop');
+  await page.keyboard.press('Enter');
+  assertEq(await page.evaluate(() => document.activeElement.id), 'app', 'skip link focuses the content');
   // Dark theme.
   await page.click('#theme-toggle');
   assertEq(await page.evaluate(() => document.documentElement.dataset.theme), 'dark', 'theme toggled');

@@ -101,7 +101,14 @@ export class TimeChart {
       scales: { x: { time: true }, y: { range: (u, min, max) => [Math.min(0, min), max > 0 ? max * 1.05 : 1] } },
       axes: [
         { stroke: axis, grid: { stroke: grid }, ticks: { stroke: grid } },
-        { stroke: axis, grid: { stroke: grid }, ticks: { stroke: grid }, size: 70, values: (u, vals) => vals.map((v) => fmt(v)) },
+        {
+          stroke: axis,
+          grid: { stroke: grid },
+          ticks: { stroke: grid },
+          values: (u, vals) => vals.map((v) => fmt(v)),
+          // Wide enough for the longest label ("14.3 MiB/s"), not clipped.
+          size: (u, vals) => (vals ? Math.max(48, ...vals.map((v) => String(v).length * 7 + 20)) : 48),
+        },
       ],
       series: [
         {},
