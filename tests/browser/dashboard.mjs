@@ -167,6 +167,27 @@ check('dashboard: health, fleet charts, top PCs, investigations, failures', asyn
   await context.close();
 });
 
+check('dashboard: auto-refresh updates in place, without a loading flash', async () => {
+  const { page, context, errors } = await open('/?range=1h&refresh=5');
+  await page.waitForSelector('#fleet-cpu canvas');
+  await page.waitForSelector('#recent-failures tbody tr');
+  const first = await page.textContent('h1 .hint');
+  await page.evaluate(() => {
+    document.querySelector('#fleet-cpu canvas').dataset.tag = 'kept';
+    window.__flashes = 0;
+    new MutationObserver((records) => {
+      for (const r of records) {
+        for (const n of r.addedNodes) if (n.nodeType === 1 && n.matches('.state.loading, .state.error')) window.__flashes += 1;
+      }
+    }).observe(document.getElementById('app'), { childList: true, subtree: true });
+  });
+  await page.waitForFunction((t) => document.querySelector('h1 .hint').textContent !== t, first, { timeout: 15_000 });
+  assertEq(await page.$eval('#fleet-cpu canvas', (c) => c.dataset.tag), 'kept', 'chart updated in place');
+  assertEq(await page.evaluate(() => window.__flashes), 0, 'no loading or error state during refresh');
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
 check('agents: list, search in the URL surviving reload, status filter, paging', async () => {
   const { page, context, errors } = await open('/agents');
   await page.waitForSelector('section[aria-label=Agents] tbody tr');
@@ -210,6 +231,10 @@ check('agent: host charts, zoom, latest processes, stacked timeline with top-N t
   assertEq(await legend(page, '#process-timeline'), api.names, 'timeline legend = top-5 names, then other');
   assert((await drawnPixels(page, '#process-timeline')) > 3000, 'stacked timeline drew');
   await page.screenshot({ path: join(SHOTS, 'agent.png'), fullPage: true });
+  const colours = async () => page.$$eval('#process-timeline .u-legend .u-series:not(:first-child)', (rows) =>
+    Object.fromEntries(rows.map((r) => [r.querySelector('.u-label').textContent,
+      getComputedStyle(r.querySelector('.u-marker')).borderColor])));
+  const before = await colours();
   await page.selectOption('select[name=top]', '3');
   await page.waitForURL((u) => u.searchParams.get('top') === '3');
   await page.waitForFunction(() => document.querySelectorAll('#process-timeline .u-legend .u-series').length === 5);
@@ -217,6 +242,8 @@ check('agent: host charts, zoom, latest processes, stacked timeline with top-N t
   assertEq(three.length, 4, 'top 3 plus other');
   assertEq(three[3], 'other', 'other last with top 3');
   assertEq(three.slice(0, 3), api.names.slice(0, 3), 'top 3 are the first three of top 5');
+  const after = await colours();
+  for (const name of three.slice(0, 3)) assertEq(after[name], before[name], `colour of ${name} kept`);
   // Drag-to-zoom puts an absolute window in the URL; back undoes it.
   const over = await page.$('#host-cpu .u-over');
   await over.scrollIntoViewIfNeeded();
