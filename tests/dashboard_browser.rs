@@ -11,7 +11,8 @@ use std::process::Command;
 
 use chrono::{DateTime, Duration, Utc};
 use common::{eventually, js_publish_bytes as js_publish, Backend, Nats, TOKEN};
-use kanade_shared::wire::{EventStarted, ExecResult};
+use futures::StreamExt;
+use kanade_shared::wire::{EventStarted, ExecResult, JobTailReply};
 
 const PCS: usize = 6;
 const INVESTIGATED: usize = 2;
@@ -92,6 +93,49 @@ async fn publish_results(nats: &Nats) {
     let ev =
         serde_json::to_vec(&started("res-run-1", "SIM-00005", "inventory", Utc::now())).unwrap();
     js_publish(&js, "events.started.ex-res-run-1.SIM-00005".into(), ev).await;
+    let ev =
+        serde_json::to_vec(&started("res-live-1", "SIM-00000", "inventory", Utc::now())).unwrap();
+    js_publish(&js, "events.started.ex-res-live-1.SIM-00000".into(), ev).await;
+}
+
+/// A stand-in agent for SIM-00000: each live-tail request gets one more
+/// line of output; on the third it reports the run finished (the result
+/// goes to the RESULTS stream), so the page sees live output, then the end.
+async fn stand_in_agent(nats: &Nats) {
+    let client = nats.client().await;
+    let mut requests = client.subscribe("job.tail.SIM-00000").await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    tokio::spawn(async move {
+        let mut asked = 0;
+        while let Some(msg) = requests.next().await {
+            asked += 1;
+            let stdout: String = (1..=asked).map(|i| format!("step {i} of 3\n")).collect();
+            if asked == 3 {
+                let at = Utc::now() - Duration::seconds(5);
+                let mut done = finished("res-live-1", "SIM-00000", "inventory", 0, &stdout, at);
+                done.stdout.push_str("all steps done");
+                js_publish(
+                    &js,
+                    "results.req-res-live-1".into(),
+                    serde_json::to_vec(&done).unwrap(),
+                )
+                .await;
+            }
+            let reply = JobTailReply {
+                found: true,
+                running: asked < 3,
+                stdout,
+                stderr: String::new(),
+                stdout_truncated: false,
+                stderr_truncated: false,
+            };
+            if let Some(inbox) = msg.reply {
+                let _ = client
+                    .publish(inbox, serde_json::to_vec(&reply).unwrap().into())
+                    .await;
+            }
+        }
+    });
 }
 
 fn browser_prerequisites(dir: &Path) {
@@ -140,12 +184,13 @@ async fn every_page_works_in_a_real_browser() {
             ))
             .await;
         let (_, results) = b.get("/api/results").await;
-        let full = perf["points"].as_array()?.len() >= 20 && results.as_array()?.len() == 5;
+        let full = perf["points"].as_array()?.len() >= 20 && results.as_array()?.len() == 6;
         full.then_some(())
     })
     .await;
     eprintln!("fixtures projected in {:?}", t0.elapsed());
 
+    stand_in_agent(&nats).await;
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let fixture = serde_json::json!({
@@ -153,7 +198,8 @@ async fn every_page_works_in_a_real_browser() {
         "investigated": (0..INVESTIGATED).map(|i| format!("SIM-{i:05}")).collect::<Vec<_>>(),
         "failed_result": "res-fail-1",
         "running_result": "res-run-1",
-        "results": 5,
+        "live_result": "res-live-1",
+        "results": 6,
         "jobs": ["defender-scan", "inventory"],
         "admin_password": ADMIN_PASSWORD,
     });

@@ -276,11 +276,11 @@ check('results: tabs, regex filters in the URL, bad regex error, detail and live
   await page.fill('input[name=job_id]', '^inventory$');
   await page.click('button:text-is("Apply")');
   await page.waitForURL((u) => u.searchParams.get('job_id') === '^inventory$');
-  await page.waitForFunction(() => document.querySelectorAll('#results-table tbody tr').length === 3);
+  await page.waitForFunction(() => document.querySelectorAll('#results-table tbody tr').length === 4);
   await page.reload();
   await page.waitForSelector('#results-table tbody tr');
   assertEq(await page.inputValue('input[name=job_id]'), '^inventory$', 'filter survives reload');
-  assertEq((await tableColumn(page, '#results-table', 0)).length, 3, 'filtered rows after reload');
+  assertEq((await tableColumn(page, '#results-table', 0)).length, 4, 'filtered rows after reload');
   await page.fill('input[name=stdout]', '(unclosed');
   await page.click('button:text-is("Apply")');
   await page.waitForSelector('#results-table [data-state=error]');
@@ -293,7 +293,16 @@ check('results: tabs, regex filters in the URL, bad regex error, detail and live
   await page.goto(`${BASE}/results/${FIX.running_result}`);
   await page.waitForSelector('.live-dot');
   await page.getByText('waiting for the agent').waitFor();
+  await page.screenshot({ path: join(SHOTS, 'result-waiting.png'), fullPage: true });
+  // The live tail: output grows while the agent works, then the stored result replaces it.
+  await page.goto(`${BASE}/results/${FIX.live_result}`);
+  await page.getByText('step 1 of 3').waitFor();
+  await page.getByText('live output').waitFor();
   await page.screenshot({ path: join(SHOTS, 'result-live.png'), fullPage: true });
+  await page.getByText('step 2 of 3').waitFor();
+  await page.getByText('all steps done').waitFor({ timeout: 20_000 });
+  await page.waitForSelector('.badge.ok');
+  assertEq(await page.$('.live-dot'), null, 'no live marker once finished');
   assertEq(errors, [], 'console errors');
   await context.close();
 });

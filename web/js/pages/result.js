@@ -46,15 +46,16 @@ export default {
       throw e;
     }
     document.title = `${id} · kanade`;
-    const heading = h('h1', { class: 'mono' }, id);
     if (r.finished_at) {
-      mount(ctx.root, heading, fields(r),
+      mount(ctx.root, h('h1', { class: 'mono' }, id), fields(r),
         output('stdout', r.stdout, r.stdout_truncated), output('stderr', r.stderr, r.stderr_truncated));
       return;
     }
     const live = h('span', { class: 'hint', 'aria-live': 'polite' }, 'waiting for the agent…');
-    const outs = h('div', {});
-    mount(ctx.root, h('h1', {}, heading, h('span', { class: 'live-dot', title: 'live' }), live), fields(r), outs);
+    const outs = h('div', { class: 'stack-gap' });
+    mount(ctx.root,
+      h('h1', {}, h('span', { class: 'mono' }, id), h('span', { class: 'live-dot', title: 'live' }), live),
+      fields(r), outs);
     let stopped = false;
     const poll = async () => {
       if (stopped) return;
