@@ -63,9 +63,27 @@ where
 }
 
 /// Probes every resource at once, so a broker that does not answer costs
-/// one probe timeout, not one per resource.
+/// one probe timeout, not one per resource; with no connection at all
+/// there is nothing to ask, and every resource is reported missing at once
+/// (a dashboard with the broker down does not wait out the timeout).
 async fn snapshot(nats: &async_nats::Client) -> JetstreamSnapshot {
     use futures::future::join_all;
+    if nats.connection_state() != async_nats::connection::State::Connected {
+        let missing = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| ResourceProbe {
+                    name: n.to_string(),
+                    exists: false,
+                })
+                .collect()
+        };
+        return JetstreamSnapshot {
+            streams: missing(&STREAMS),
+            kv_buckets: missing(&KV_BUCKETS),
+            object_stores: missing(&OBJECT_STORES),
+        };
+    }
     let js = async_nats::jetstream::new(nats.clone());
     let (streams, kv_buckets, object_stores) = tokio::join!(
         join_all(STREAMS.map(|n| probe(n, js.get_stream(n)))),
