@@ -157,9 +157,25 @@ impl TableSpec {
     }
 
     /// Sorted and with every key once (the first occurrence wins).
+    ///
+    /// The sort is stable (row order is its last key), so equal keys end
+    /// up adjacent in input order and the first of each run is kept: no
+    /// per-row key allocation or hash set, which a compaction of a whole
+    /// day of rows would otherwise pay.
     pub(crate) fn sort_dedup(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let deduped = self.retain_new(batch, &mut HashSet::new())?;
-        self.sort(&deduped)
+        let sorted = self.sort(batch)?;
+        let pc = string_column(&sorted, "pc_id");
+        let at = ts_column(&sorted);
+        let pid = self.keyed_by_pid.then(|| int_column(&sorted, "pid"));
+        let same_key = |i: usize, j: usize| {
+            at.value(i) == at.value(j)
+                && pid.is_none_or(|p| p.value(i) == p.value(j))
+                && pc.value(i) == pc.value(j)
+        };
+        let mask: BooleanArray = (0..sorted.num_rows())
+            .map(|i| Some(i == 0 || !same_key(i, i - 1)))
+            .collect();
+        filter_record_batch(&sorted, &mask).map_err(Error::arrow(self.name))
     }
 }
 

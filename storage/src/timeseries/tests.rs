@@ -499,3 +499,60 @@ fn latest_rows_follow_writes_restarts_and_retention() {
     assert!(!table.drop_expired(far).unwrap().is_empty());
     assert_eq!(latest_of(&table, "a"), None);
 }
+
+#[test]
+fn sort_dedup_keeps_the_first_copy_of_each_key_in_key_order() {
+    // Host: key (pc_id, at). Copies of b@1 and a@0 differ in cpu; the
+    // first in input order must survive.
+    let batch = HostPerfRow::to_batch(&[
+        host("b", t(1, 1), 10.0),
+        host("a", t(1, 0), 20.0),
+        host("b", t(1, 1), 11.0),
+        host("a", t(1, 1), 30.0),
+        host("a", t(1, 0), 21.0),
+        host("b", t(1, 0), 40.0),
+    ])
+    .unwrap();
+    let out = HOST_PERF.sort_dedup(&batch).unwrap();
+    let pc = out
+        .column(0)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
+    let cpu = out
+        .column(2)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap();
+    let got: Vec<(String, f64)> = (0..out.num_rows())
+        .map(|i| (pc.value(i).to_string(), cpu.value(i)))
+        .collect();
+    let want = [("a", 20.0), ("a", 30.0), ("b", 40.0), ("b", 10.0)];
+    assert_eq!(
+        got,
+        want.iter()
+            .map(|(p, c)| (p.to_string(), *c))
+            .collect::<Vec<_>>()
+    );
+
+    // Process: pid is part of the key, so same (pc, at) with two pids stay.
+    let p = |pid: i64, cpu: f64| ProcessPerfRow {
+        pc_id: "a".into(),
+        at: t(1, 0),
+        pid,
+        name: "x".into(),
+        cpu_pct: cpu,
+        rss_bytes: 1,
+        disk_read_bytes_per_sec: None,
+        disk_written_bytes_per_sec: None,
+    };
+    let batch = ProcessPerfRow::to_batch(&[p(2, 1.0), p(1, 2.0), p(2, 3.0)]).unwrap();
+    let out = PROCESS_PERF.sort_dedup(&batch).unwrap();
+    let cpu = out
+        .column_by_name("cpu_pct")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap();
+    assert_eq!(cpu.values().to_vec(), vec![2.0, 1.0]);
+}
