@@ -25,7 +25,8 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct LatestRows {
     pub at_micros: i64,
-    /// Owned copies (never slices of a larger write batch).
+    /// Copies of the written rows (slices of one copy per write, which
+    /// holds only latest rows: never of the write batch itself).
     pub batches: Vec<RecordBatch>,
 }
 
@@ -80,25 +81,46 @@ impl LatestIndex {
                 rows.push(i as u32);
             }
         }
-        for (pc_id, (ts, rows)) in newest {
-            let taken = take_record_batch(batch, &UInt32Array::from(rows))
-                .map_err(Error::arrow(self.table))?;
+        // One copy for the whole batch (rows grouped by PC), then a
+        // zero-copy slice per PC: a write of many PCs' ticks costs one
+        // allocation per column, not one per PC.
+        let mut order: Vec<(&str, i64, Vec<u32>)> = newest
+            .into_iter()
+            .map(|(pc, (ts, rows))| (pc, ts, rows))
+            .collect();
+        order.retain(|(pc, ts, _)| {
+            self.entries
+                .get(*pc)
+                .is_none_or(|e| *ts >= e.rows.at_micros)
+        });
+        if order.is_empty() {
+            return Ok(());
+        }
+        let indices: Vec<u32> = order
+            .iter()
+            .flat_map(|(_, _, rows)| rows.iter().copied())
+            .collect();
+        let taken = take_record_batch(batch, &UInt32Array::from(indices))
+            .map_err(Error::arrow(self.table))?;
+        let mut offset = 0;
+        for (pc_id, ts, rows) in order {
+            let slice = taken.slice(offset, rows.len());
+            offset += rows.len();
             match self.entries.get_mut(pc_id) {
                 Some(e) if ts > e.rows.at_micros => {
                     e.rows = LatestRows {
                         at_micros: ts,
-                        batches: vec![taken],
+                        batches: vec![slice],
                     }
                 }
-                Some(e) if ts == e.rows.at_micros => e.rows.batches.push(taken),
-                Some(_) => {}
+                Some(e) => e.rows.batches.push(slice),
                 None => {
                     self.entries.insert(
                         pc_id.to_string(),
                         Entry {
                             rows: LatestRows {
                                 at_micros: ts,
-                                batches: vec![taken],
+                                batches: vec![slice],
                             },
                             complete: !self.files_predate_index,
                         },
