@@ -133,18 +133,18 @@ fn stack_cells(cells: Vec<Cell>, top: usize) -> Timeline {
             .or_default()
             .add(c.sum, c.count);
     }
-    let mut has_other = false;
+    // `other` joins the names when some bucket has it (and a process of
+    // that name is not already one of the top ones).
+    let has_other = !names.iter().any(|n| n == OTHER)
+        && buckets.values().any(|series| series.contains_key(OTHER));
     let points = buckets
         .into_iter()
-        .map(|(bucket, series)| {
-            has_other |= series.contains_key(OTHER) && !names.iter().any(|n| n == OTHER);
-            TimelinePoint {
-                at: secs_to_time(bucket),
-                values: series
-                    .into_iter()
-                    .map(|(name, m)| (name.to_string(), m.value()))
-                    .collect(),
-            }
+        .map(|(bucket, series)| TimelinePoint {
+            at: secs_to_time(bucket),
+            values: series
+                .into_iter()
+                .map(|(name, m)| (name.to_string(), m.value()))
+                .collect(),
         })
         .collect();
     if has_other {

@@ -166,25 +166,11 @@ impl LatestIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timeseries::table::ProcessPerfRow;
+    use crate::timeseries::test_util::process_tick;
     use chrono::{DateTime, Utc};
 
     fn tick(pc: &str, secs: i64, pids: &[i64]) -> RecordBatch {
-        let at = DateTime::<Utc>::from_timestamp(secs, 0).unwrap();
-        let rows: Vec<ProcessPerfRow> = pids
-            .iter()
-            .map(|&pid| ProcessPerfRow {
-                pc_id: pc.into(),
-                at,
-                pid,
-                name: format!("p{pid}"),
-                cpu_pct: pid as f64,
-                rss_bytes: 1,
-                disk_read_bytes_per_sec: None,
-                disk_written_bytes_per_sec: None,
-            })
-            .collect();
-        ProcessPerfRow::to_batch(&rows).unwrap()
+        process_tick(pc, DateTime::<Utc>::from_timestamp(secs, 0).unwrap(), pids)
     }
 
     fn rows(l: &LatestRows) -> usize {

@@ -23,4 +23,6 @@ pub use read::{PersistedFile, Snapshot};
 pub use table::{HostPerfRow, ProcessPerfRow, TableSpec, HOST_PERF, PROCESS_PERF};
 
 #[cfg(test)]
+mod test_util;
+#[cfg(test)]
 mod tests;

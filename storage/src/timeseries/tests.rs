@@ -425,22 +425,7 @@ fn recent_keys_survive_a_restart() {
     );
 }
 
-fn tick(pc: &str, at: DateTime<Utc>, pids: &[i64]) -> RecordBatch {
-    let rows: Vec<ProcessPerfRow> = pids
-        .iter()
-        .map(|&pid| ProcessPerfRow {
-            pc_id: pc.into(),
-            at,
-            pid,
-            name: format!("p{pid}"),
-            cpu_pct: pid as f64,
-            rss_bytes: 1,
-            disk_read_bytes_per_sec: None,
-            disk_written_bytes_per_sec: None,
-        })
-        .collect();
-    ProcessPerfRow::to_batch(&rows).unwrap()
-}
+use super::test_util::process_tick as tick;
 
 fn latest_of(table: &TimeSeriesTable, pc: &str) -> Option<(i64, usize)> {
     table.latest_rows(pc).map(|l| {

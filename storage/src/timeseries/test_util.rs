@@ -1,0 +1,24 @@
+//! Fixtures shared by the engine's tests.
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use super::table::ProcessPerfRow;
+
+/// One process tick of `pc` at `at`: a row per pid, cpu = pid.
+pub(crate) fn process_tick(pc: &str, at: DateTime<Utc>, pids: &[i64]) -> RecordBatch {
+    let rows: Vec<ProcessPerfRow> = pids
+        .iter()
+        .map(|&pid| ProcessPerfRow {
+            pc_id: pc.into(),
+            at,
+            pid,
+            name: format!("p{pid}"),
+            cpu_pct: pid as f64,
+            rss_bytes: 1,
+            disk_read_bytes_per_sec: None,
+            disk_written_bytes_per_sec: None,
+        })
+        .collect();
+    ProcessPerfRow::to_batch(&rows).unwrap()
+}
