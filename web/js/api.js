@@ -12,6 +12,12 @@ export function setToken(token) {
   else localStorage.removeItem(TOKEN_KEY);
 }
 
+/** The Authorization header for the stored token (none without one). */
+export function authHeaders() {
+  const token = getToken();
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
 /** An API call that did not succeed; `message` is the backend's `error`. */
 export class ApiError extends Error {
   constructor(status, message) {
@@ -32,9 +38,7 @@ export function setUnauthorizedHandler(fn) {
  * `accept` lists non-2xx statuses whose body is still data (fleet health's 503).
  */
 export async function request(path, { method = 'GET', body, signal, accept = [] } = {}) {
-  const headers = { Accept: 'application/json' };
-  const token = getToken();
-  if (token) headers.Authorization = `Bearer ${token}`;
+  const headers = { Accept: 'application/json', ...authHeaders() };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let res;
   try {

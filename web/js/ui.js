@@ -109,6 +109,20 @@ export function fmtAgo(iso, now = Date.now()) {
   return `${Math.round(s / 86400)} d ago`;
 }
 
+const ALIVE_MS = 2 * 60 * 1000; // the backend's heartbeat threshold
+
+/** Online/stale badge of an agent, as the backend's liveness rule has it. */
+export function livenessBadge(agent, now = Date.now()) {
+  const online = agent.last_heartbeat && now - Date.parse(agent.last_heartbeat) <= ALIVE_MS;
+  return online ? badge('online', 'ok') : badge('stale', 'warn');
+}
+
+/** How long a finished run took; `—` while it runs. */
+export function fmtDuration(r) {
+  if (!r.started_at || !r.finished_at) return '—';
+  return fmtMs(Math.max(0, Date.parse(r.finished_at) - Date.parse(r.started_at)));
+}
+
 /** Result status from its exit code and end time. */
 export function resultStatus(r) {
   if (!r.finished_at) return { text: 'running', cls: 'warn' };

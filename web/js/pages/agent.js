@@ -6,7 +6,7 @@ import { api, ApiError, withQuery } from '../api.js';
 import { TimeChart, alignPoints, colorForName, PALETTE } from '../chart.js';
 import { rangeParams, resolveRange } from '../range.js';
 import {
-  badge, fmtAgo, fmtBytes, fmtPct, fmtRate, fmtTime, h, mount, stateBox, table,
+  fmtAgo, fmtBytes, fmtPct, fmtRate, fmtTime, h, livenessBadge, mount, stateBox, table,
 } from '../ui.js';
 import { panel, rangePicker, zoomTo } from '../widgets.js';
 
@@ -24,10 +24,9 @@ const PROCESS_METRICS = [
 const TOP_CHOICES = [3, 5, 10, 20];
 
 function identity(a) {
-  const online = a.last_heartbeat && Date.now() - Date.parse(a.last_heartbeat) <= 120_000;
   return h('dl', { class: 'kv' },
     h('dt', {}, 'Hostname'), h('dd', {}, a.hostname ?? '—'),
-    h('dt', {}, 'Status'), h('dd', {}, online ? badge('online', 'ok') : badge('stale', 'warn'),
+    h('dt', {}, 'Status'), h('dd', {}, livenessBadge(a),
       ' ', h('span', { class: 'hint' }, `last heartbeat ${fmtAgo(a.last_heartbeat)}`)),
     h('dt', {}, 'OS'), h('dd', {}, a.os_family ?? '—'),
     h('dt', {}, 'Agent version'), h('dd', {}, a.agent_version ?? '—'),

@@ -3,16 +3,10 @@
 
 import { request, withQuery } from '../api.js';
 import {
-  badge, debounce, fmtAgo, fmtInt, fmtPct, fmtBytes, h, link, mount, stateBox, table,
+  debounce, fmtAgo, fmtInt, fmtPct, fmtBytes, h, link, livenessBadge, mount, stateBox, table,
 } from '../ui.js';
 
 const PAGE_SIZE = 50;
-const ALIVE_MS = 2 * 60 * 1000; // the backend's heartbeat threshold
-
-function liveness(a, now) {
-  const online = a.last_heartbeat && now - Date.parse(a.last_heartbeat) <= ALIVE_MS;
-  return online ? badge('online', 'ok') : badge('stale', 'warn');
-}
 
 export default {
   title: 'Agents',
@@ -50,7 +44,7 @@ export default {
       mount(body, table([
         { label: 'PC', value: (a) => link(`/agents/${encodeURIComponent(a.pc_id)}`, a.pc_id) },
         { label: 'Hostname', value: (a) => a.hostname ?? '—' },
-        { label: 'Status', value: (a) => liveness(a, now) },
+        { label: 'Status', value: (a) => livenessBadge(a, now) },
         { label: 'Last heartbeat', value: (a) => fmtAgo(a.last_heartbeat, now) },
         { label: 'OS', value: (a) => a.os_family ?? '—' },
         { label: 'Agent', value: (a) => a.agent_version ?? '—' },

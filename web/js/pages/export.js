@@ -1,7 +1,7 @@
 // Export: pick a table, a time range and optionally a PC; the Parquet file
 // is fetched with the bearer token and saved under the backend's file name.
 
-import { ApiError, getToken, withQuery } from '../api.js';
+import { api, ApiError, authHeaders, withQuery } from '../api.js';
 import { fmtBytes, h, mount } from '../ui.js';
 
 function localInput(d) {
@@ -38,8 +38,8 @@ export default {
       h('section', { class: 'panel', style: 'max-width:720px' },
         h('p', { class: 'muted' }, 'A Parquet file of the raw samples, for DuckDB, Polars or Spark.'), form));
 
-    fetch('/api/agents?limit=500', { headers: { Authorization: `Bearer ${getToken() || ''}` }, signal: ctx.signal })
-      .then((r) => (r.ok ? r.json() : []))
+    // Suggestions only: the form works without them.
+    api('/api/agents?limit=500', { signal: ctx.signal })
       .then((rows) => mount(agents, rows.map((a) => h('option', { value: a.pc_id }, a.hostname || ''))))
       .catch(() => {});
 
@@ -59,7 +59,8 @@ export default {
       status.textContent = 'Starting…';
       try {
         const url = withQuery(`/api/export/${params.table}`, { from: params.from, to: params.to, pc_id: params.pc_id });
-        const res = await fetch(url, { headers: { Authorization: `Bearer ${getToken() || ''}` }, signal: ctx.signal });
+        // fetch, not api(): the body is streamed to count bytes as they come.
+        const res = await fetch(url, { headers: authHeaders(), signal: ctx.signal });
         if (!res.ok) {
           const body = await res.json().catch(() => ({}));
           throw new ApiError(res.status, body.error || `${res.status} ${res.statusText}`);

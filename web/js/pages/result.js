@@ -3,7 +3,7 @@
 
 import { api, ApiError } from '../api.js';
 import {
-  badge, fmtMs, fmtTime, h, link, mount, resultStatus, stateBox,
+  badge, fmtDuration, fmtTime, h, link, mount, resultStatus, stateBox,
 } from '../ui.js';
 
 const TAIL_MS = 2000;
@@ -16,7 +16,6 @@ function output(title, text, truncated) {
 
 function fields(r) {
   const s = resultStatus(r);
-  const dur = r.started_at && r.finished_at ? fmtMs(Math.max(0, Date.parse(r.finished_at) - Date.parse(r.started_at))) : '—';
   return h('section', { class: 'panel' }, h('dl', { class: 'kv' },
     h('dt', {}, 'Status'), h('dd', {}, badge(s.text, s.cls)),
     h('dt', {}, 'PC'), h('dd', {}, link(`/agents/${encodeURIComponent(r.pc_id)}`, r.pc_id)),
@@ -25,7 +24,7 @@ function fields(r) {
     h('dt', {}, 'Request'), h('dd', { class: 'mono' }, r.request_id),
     h('dt', {}, 'Started'), h('dd', {}, fmtTime(r.started_at)),
     h('dt', {}, 'Finished'), h('dd', {}, fmtTime(r.finished_at)),
-    h('dt', {}, 'Duration'), h('dd', {}, dur),
+    h('dt', {}, 'Duration'), h('dd', {}, fmtDuration(r)),
     h('dt', {}, 'Exit code'), h('dd', {}, r.finished_at ? String(r.exit_code ?? '—') : '—')));
 }
 

@@ -3,16 +3,11 @@
 
 import { api, withQuery } from '../api.js';
 import {
-  badge, fmtMs, fmtTime, h, link, mount, resultStatus, stateBox, table,
+  badge, fmtDuration, fmtTime, h, link, mount, resultStatus, stateBox, table,
 } from '../ui.js';
 
 const TABS = [['', 'All'], ['running', 'Running'], ['success', 'Success'], ['failure', 'Failure']];
 const FILTERS = [['pc_id', 'PC'], ['job_id', 'Job'], ['exec_id', 'Execution'], ['stdout', 'stdout'], ['stderr', 'stderr']];
-
-function duration(r) {
-  if (!r.started_at || !r.finished_at) return '—';
-  return fmtMs(Math.max(0, Date.parse(r.finished_at) - Date.parse(r.started_at)));
-}
 
 function snippet(m) {
   if (!m) return null;
@@ -61,7 +56,7 @@ export default {
         { label: 'PC', value: (r) => link(`/agents/${encodeURIComponent(r.pc_id)}`, r.pc_id) },
         { label: 'Job', value: (r) => r.job_id ?? '—' },
         { label: 'Started', value: (r) => fmtTime(r.started_at) },
-        { label: 'Duration', num: true, value: duration },
+        { label: 'Duration', num: true, value: fmtDuration },
         { label: 'Match', class: 'wrap', value: (r) => snippet(r.stdout_match) || snippet(r.stderr_match) || '' },
       ], rows, { empty: filtered ? 'No result matches these filters.' : 'No results yet.', label: 'Results' }));
     }
