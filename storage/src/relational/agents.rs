@@ -124,6 +124,25 @@ impl RelationalStore {
     }
 }
 
+impl RelationalStore {
+    /// Agents whose last heartbeat is at or after `cutoff` (the live
+    /// roster), sorted by pc_id, from the heartbeat index.
+    pub fn agents_heartbeat_since(&self, cutoff: DateTime<Utc>) -> Result<Vec<String>> {
+        let txn = self.db.begin_read().map_err(Error::redb_op)?;
+        let index = txn.open_table(BY_HEARTBEAT).map_err(Error::redb_op)?;
+        let mut out = Vec::new();
+        for entry in index
+            .range((cutoff.timestamp_micros(), "")..)
+            .map_err(Error::redb_op)?
+        {
+            let (k, _) = entry.map_err(Error::redb_op)?;
+            out.push(k.value().1.to_string());
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
 fn merge(old: Option<&AgentRecord>, u: &HeartbeatUpdate, now: DateTime<Utc>) -> AgentRecord {
     let newer = old
         .and_then(|o| o.last_heartbeat)

@@ -16,6 +16,10 @@ const BY_INITIATED: TableDefinition<(i64, &str), ()> =
     TableDefinition::new("executions_by_initiated");
 /// (initiated_at µs, exec_id) → () of rows still `pending`.
 const PENDING: TableDefinition<(i64, &str), ()> = TableDefinition::new("executions_pending");
+/// (job_id, status, initiated_at µs, exec_id) → (): a job's live counts
+/// and the executions a kill stops are range reads.
+const BY_JOB_STATUS: TableDefinition<(&str, &str, i64, &str), ()> =
+    TableDefinition::new("executions_by_job_status");
 const NAME: &str = "executions";
 
 /// One execution as stored.
@@ -38,7 +42,32 @@ pub(super) fn ensure_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(EXECUTIONS).map_err(Error::redb_op)?;
     txn.open_table(BY_INITIATED).map_err(Error::redb_op)?;
     txn.open_table(PENDING).map_err(Error::redb_op)?;
+    txn.open_table(BY_JOB_STATUS).map_err(Error::redb_op)?;
     Ok(())
+}
+
+/// Fills the (job_id, status) index from the rows (a database written
+/// before it existed); `true` when there was anything to index.
+pub(super) fn build_job_index(txn: &WriteTransaction) -> Result<bool> {
+    let rows = txn.open_table(EXECUTIONS).map_err(Error::redb_op)?;
+    let mut by_job = txn.open_table(BY_JOB_STATUS).map_err(Error::redb_op)?;
+    let mut any = false;
+    for e in rows.iter().map_err(Error::redb_op)? {
+        let (_, v) = e.map_err(Error::redb_op)?;
+        let r: ExecutionRecord = decode(NAME, v.value())?;
+        by_job.insert(job_key(&r), ()).map_err(Error::redb_op)?;
+        any = true;
+    }
+    Ok(any)
+}
+
+fn job_key(e: &ExecutionRecord) -> (&str, &str, i64, &str) {
+    (
+        e.job_id.as_str(),
+        e.status.as_str(),
+        e.initiated_at.timestamp_micros(),
+        e.exec_id.as_str(),
+    )
 }
 
 fn get(t: &Table<'_, &'static str, &'static [u8]>, id: &str) -> Result<Option<ExecutionRecord>> {
@@ -52,12 +81,15 @@ fn put(txn: &WriteTransaction, old: Option<&ExecutionRecord>, new: &ExecutionRec
     let mut rows = txn.open_table(EXECUTIONS).map_err(Error::redb_op)?;
     let mut by = txn.open_table(BY_INITIATED).map_err(Error::redb_op)?;
     let mut pending = txn.open_table(PENDING).map_err(Error::redb_op)?;
+    let mut by_job = txn.open_table(BY_JOB_STATUS).map_err(Error::redb_op)?;
     let id = new.exec_id.as_str();
     if let Some(o) = old {
         let k = (o.initiated_at.timestamp_micros(), id);
         by.remove(k).map_err(Error::redb_op)?;
         pending.remove(k).map_err(Error::redb_op)?;
+        by_job.remove(job_key(o)).map_err(Error::redb_op)?;
     }
+    by_job.insert(job_key(new), ()).map_err(Error::redb_op)?;
     let k = (new.initiated_at.timestamp_micros(), id);
     by.insert(k, ()).map_err(Error::redb_op)?;
     if new.status == "pending" {
@@ -174,6 +206,7 @@ impl RelationalStore {
             let mut rows = txn.open_table(EXECUTIONS).map_err(Error::redb_op)?;
             let mut by = txn.open_table(BY_INITIATED).map_err(Error::redb_op)?;
             let mut pending = txn.open_table(PENDING).map_err(Error::redb_op)?;
+            let mut by_job = txn.open_table(BY_JOB_STATUS).map_err(Error::redb_op)?;
             let keys: Vec<(i64, String)> = by
                 .range(..(cutoff.timestamp_micros(), ""))
                 .map_err(Error::redb_op)?
@@ -186,7 +219,10 @@ impl RelationalStore {
             for (at, id) in keys {
                 by.remove((at, id.as_str())).map_err(Error::redb_op)?;
                 pending.remove((at, id.as_str())).map_err(Error::redb_op)?;
-                rows.remove(id.as_str()).map_err(Error::redb_op)?;
+                if let Some(old) = rows.remove(id.as_str()).map_err(Error::redb_op)? {
+                    let old: ExecutionRecord = decode(NAME, old.value())?;
+                    by_job.remove(job_key(&old)).map_err(Error::redb_op)?;
+                }
                 n += 1;
             }
         }
@@ -196,6 +232,25 @@ impl RelationalStore {
 }
 
 impl RelationalStore {
+    /// The exec_ids of `job_id`'s executions in `status`, oldest first.
+    pub fn job_executions_in(&self, job_id: &str, status: &str) -> Result<Vec<String>> {
+        let txn = self.db.begin_read().map_err(Error::redb_op)?;
+        let by_job = txn.open_table(BY_JOB_STATUS).map_err(Error::redb_op)?;
+        let mut out = Vec::new();
+        for e in by_job
+            .range((job_id, status, i64::MIN, "")..)
+            .map_err(Error::redb_op)?
+        {
+            let (k, _) = e.map_err(Error::redb_op)?;
+            let (j, st, _, id) = k.value();
+            if j != job_id || st != status {
+                break;
+            }
+            out.push(id.to_string());
+        }
+        Ok(out)
+    }
+
     /// Adds executions whose exec_id is not stored yet; returns how many.
     pub fn import_executions(&self, records: &[ExecutionRecord]) -> Result<usize> {
         let txn = self.db.begin_write().map_err(Error::redb_op)?;
@@ -303,5 +358,49 @@ mod tests {
             })
             .unwrap();
         assert_eq!(order, vec!["new", "old"]);
+    }
+
+    #[test]
+    fn executions_by_job_and_status_follow_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RelationalStore::open(dir.path()).unwrap();
+        let now = Utc::now();
+        store.insert_execution(&exec("e1", now, 1)).unwrap();
+        store
+            .insert_execution(&exec("e2", now + Duration::seconds(1), 2))
+            .unwrap();
+        assert_eq!(
+            store.job_executions_in("patch", "pending").unwrap(),
+            vec!["e1", "e2"]
+        );
+        store
+            .apply_finished(&[result("a", "e1", 0)], Utc::now(), None)
+            .unwrap();
+        store
+            .apply_finished(&[result("b", "e2", 0)], Utc::now(), None)
+            .unwrap();
+        assert_eq!(
+            store.job_executions_in("patch", "pending").unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            store.job_executions_in("patch", "completed").unwrap(),
+            vec!["e1"]
+        );
+        assert_eq!(
+            store.job_executions_in("patch", "running").unwrap(),
+            vec!["e2"]
+        );
+        assert!(store
+            .job_executions_in("other", "running")
+            .unwrap()
+            .is_empty());
+        store
+            .prune_executions_before(now + Duration::hours(1), 10)
+            .unwrap();
+        assert!(store
+            .job_executions_in("patch", "running")
+            .unwrap()
+            .is_empty());
     }
 }

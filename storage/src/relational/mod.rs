@@ -14,12 +14,13 @@ mod notification_acks;
 mod obs_events;
 mod positions;
 mod results;
+mod rollout;
 mod users;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::Database;
+use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::{Error, Result};
 
@@ -30,7 +31,8 @@ pub use executions::ExecutionRecord;
 pub use notification_acks::NotificationAckRecord;
 pub use obs_events::{ObsRecord, ObsScan};
 pub use positions::StreamPosition;
-pub use results::{FinishedRun, ResultRecord, StartedRun};
+pub use results::{FinishedRun, JobPcStanding, LatestRun, ResultRecord, StartedRun};
+pub use rollout::PendingWave;
 pub use users::{UserChange, UserRecord, UserUpdate, ADMIN_ROLE};
 
 /// The redb database of the backend (`<data_dir>/kanade.redb`).
@@ -70,6 +72,35 @@ impl RelationalStore {
         positions::ensure_tables(&txn)?;
         results::ensure_tables(&txn)?;
         users::ensure_tables(&txn)?;
+        rollout::ensure_tables(&txn)?;
+        build_index_once(&txn, "results_by_job", results::build_job_indexes)?;
+        build_index_once(
+            &txn,
+            "executions_by_job_status",
+            executions::build_job_index,
+        )?;
         txn.commit().map_err(Error::redb_op)
     }
+}
+
+/// Index tables added after a database was first written, by name → the
+/// build that filled them.
+const INDEX_BUILDS: TableDefinition<&str, u32> = TableDefinition::new("index_builds");
+
+/// Runs `build` unless `name` is recorded as built, then records it: an
+/// index added in a later version is filled once from the existing rows.
+fn build_index_once(
+    txn: &WriteTransaction,
+    name: &str,
+    build: fn(&WriteTransaction) -> Result<bool>,
+) -> Result<()> {
+    let mut builds = txn.open_table(INDEX_BUILDS).map_err(Error::redb_op)?;
+    if builds.get(name).map_err(Error::redb_op)?.is_some() {
+        return Ok(());
+    }
+    if build(txn)? {
+        tracing::info!(index = name, "index built from existing rows");
+    }
+    builds.insert(name, 1).map_err(Error::redb_op)?;
+    Ok(())
 }

@@ -24,6 +24,17 @@ const BY_FINISHED: TableDefinition<(i64, &str), ()> = TableDefinition::new("resu
 const BY_EXEC: TableDefinition<(&str, &str), ()> = TableDefinition::new("results_by_exec");
 /// (started_at µs, result_id) → () of the rows still in flight.
 const IN_FLIGHT: TableDefinition<(i64, &str), ()> = TableDefinition::new("results_in_flight");
+/// (job_id, pc_id, finished_at µs, result_id) → exit code, of finished
+/// rows: a job's latest completion per PC is the last entry of its
+/// (job_id, pc_id) range.
+const BY_JOB_PC: TableDefinition<(&str, &str, i64, &str), i64> =
+    TableDefinition::new("results_by_job_pc");
+/// (job_id, pc_id, result_id) → exec_id ("" when none), of rows in flight.
+const IN_FLIGHT_BY_JOB: TableDefinition<(&str, &str, &str), &str> =
+    TableDefinition::new("results_in_flight_by_job");
+/// (job_id, recorded_at µs, result_id) → exit code (`None` in flight).
+const BY_JOB_RECORDED: TableDefinition<(&str, i64, &str), Option<i64>> =
+    TableDefinition::new("results_by_job_recorded");
 const NAME: &str = "execution_results";
 
 /// One execution result as stored.
@@ -82,7 +93,29 @@ pub(super) fn ensure_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(BY_FINISHED).map_err(Error::redb_op)?;
     txn.open_table(IN_FLIGHT).map_err(Error::redb_op)?;
     txn.open_table(BY_EXEC).map_err(Error::redb_op)?;
+    txn.open_table(BY_JOB_PC).map_err(Error::redb_op)?;
+    txn.open_table(IN_FLIGHT_BY_JOB).map_err(Error::redb_op)?;
+    txn.open_table(BY_JOB_RECORDED).map_err(Error::redb_op)?;
     Ok(())
+}
+
+/// Fills the job indexes from the rows (a database written before they
+/// existed); `true` when there was anything to index.
+pub(super) fn build_job_indexes(txn: &WriteTransaction) -> Result<bool> {
+    let rows: Vec<ResultRecord> = {
+        let t = txn.open_table(RESULTS).map_err(Error::redb_op)?;
+        let mut out = Vec::new();
+        for e in t.iter().map_err(Error::redb_op)? {
+            let (_, v) = e.map_err(Error::redb_op)?;
+            out.push(decode(NAME, v.value())?);
+        }
+        out
+    };
+    let mut t = Tables::open(txn)?;
+    for r in &rows {
+        t.index_job(r)?;
+    }
+    Ok(!rows.is_empty())
 }
 
 struct Tables<'t> {
@@ -91,6 +124,14 @@ struct Tables<'t> {
     by_finished: Table<'t, (i64, &'static str), ()>,
     in_flight: Table<'t, (i64, &'static str), ()>,
     by_exec: Table<'t, (&'static str, &'static str), ()>,
+    by_job_pc: Table<'t, (&'static str, &'static str, i64, &'static str), i64>,
+    in_flight_by_job: Table<'t, (&'static str, &'static str, &'static str), &'static str>,
+    by_job_recorded: Table<'t, (&'static str, i64, &'static str), Option<i64>>,
+}
+
+/// µs of a row's `recorded_at` (rows from before it existed sort by start).
+fn recorded_micros(r: &ResultRecord) -> i64 {
+    r.recorded_at.unwrap_or(r.started_at).timestamp_micros()
 }
 
 impl<'t> Tables<'t> {
@@ -101,7 +142,63 @@ impl<'t> Tables<'t> {
             by_finished: txn.open_table(BY_FINISHED).map_err(Error::redb_op)?,
             in_flight: txn.open_table(IN_FLIGHT).map_err(Error::redb_op)?,
             by_exec: txn.open_table(BY_EXEC).map_err(Error::redb_op)?,
+            by_job_pc: txn.open_table(BY_JOB_PC).map_err(Error::redb_op)?,
+            in_flight_by_job: txn.open_table(IN_FLIGHT_BY_JOB).map_err(Error::redb_op)?,
+            by_job_recorded: txn.open_table(BY_JOB_RECORDED).map_err(Error::redb_op)?,
         })
+    }
+
+    /// Adds `r`'s entries to the per-job indexes.
+    fn index_job(&mut self, r: &ResultRecord) -> Result<()> {
+        let Some(job) = r.job_id.as_deref() else {
+            return Ok(());
+        };
+        let id = r.result_id.as_str();
+        match r.finished_at {
+            Some(f) => {
+                self.by_job_pc
+                    .insert(
+                        (job, r.pc_id.as_str(), f.timestamp_micros(), id),
+                        r.exit_code.unwrap_or(-1),
+                    )
+                    .map_err(Error::redb_op)?;
+            }
+            None => {
+                self.in_flight_by_job
+                    .insert(
+                        (job, r.pc_id.as_str(), id),
+                        r.exec_id.as_deref().unwrap_or(""),
+                    )
+                    .map_err(Error::redb_op)?;
+            }
+        }
+        self.by_job_recorded
+            .insert(
+                (job, recorded_micros(r), id),
+                r.finished_at.and(r.exit_code),
+            )
+            .map_err(Error::redb_op)?;
+        Ok(())
+    }
+
+    /// Removes `r`'s entries from the per-job indexes.
+    fn unindex_job(&mut self, r: &ResultRecord) -> Result<()> {
+        let Some(job) = r.job_id.as_deref() else {
+            return Ok(());
+        };
+        let id = r.result_id.as_str();
+        if let Some(f) = r.finished_at {
+            self.by_job_pc
+                .remove((job, r.pc_id.as_str(), f.timestamp_micros(), id))
+                .map_err(Error::redb_op)?;
+        }
+        self.in_flight_by_job
+            .remove((job, r.pc_id.as_str(), id))
+            .map_err(Error::redb_op)?;
+        self.by_job_recorded
+            .remove((job, recorded_micros(r), id))
+            .map_err(Error::redb_op)?;
+        Ok(())
     }
 
     fn get(&self, id: &str) -> Result<Option<ResultRecord>> {
@@ -126,7 +223,11 @@ impl<'t> Tables<'t> {
                 .remove((f.timestamp_micros(), id))
                 .map_err(Error::redb_op)?;
         }
+        self.unindex_job(old)?;
         if drop_row {
+            if let Some(exec_id) = old.exec_id.as_deref() {
+                self.by_exec.remove((exec_id, id)).map_err(Error::redb_op)?;
+            }
             self.rows.remove(id).map_err(Error::redb_op)?;
         }
         Ok(())
@@ -156,6 +257,7 @@ impl<'t> Tables<'t> {
                 .insert((f.timestamp_micros(), id), ())
                 .map_err(Error::redb_op)?;
         }
+        self.index_job(new)?;
         self.rows
             .insert(id, encode(NAME, new)?.as_slice())
             .map_err(Error::redb_op)?;
@@ -421,6 +523,138 @@ impl RelationalStore {
     }
 }
 
+/// Where one PC stands with one job, from the per-job indexes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobPcStanding {
+    /// The PC's most recently finished run of the job.
+    pub latest: Option<LatestRun>,
+    /// When the PC last finished the job with exit code 0.
+    pub last_success: Option<DateTime<Utc>>,
+    /// Runs of the job on the PC still in flight.
+    pub in_flight: usize,
+}
+
+/// A finished run as the per-job index knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatestRun {
+    pub result_id: String,
+    pub finished_at: DateTime<Utc>,
+    pub exit_code: i64,
+}
+
+impl RelationalStore {
+    /// Every PC that ran (or runs) `job_id`, with its latest finished run
+    /// and its in-flight count: two range reads of the job's index
+    /// entries, no scan of other jobs' results.
+    pub fn job_standing_by_pc(
+        &self,
+        job_id: &str,
+    ) -> Result<std::collections::BTreeMap<String, JobPcStanding>> {
+        let txn = self.db.begin_read().map_err(Error::redb_op)?;
+        let mut out = std::collections::BTreeMap::<String, JobPcStanding>::new();
+        let by_pc = txn.open_table(BY_JOB_PC).map_err(Error::redb_op)?;
+        for e in by_pc
+            .range((job_id, "", i64::MIN, "")..)
+            .map_err(Error::redb_op)?
+        {
+            let (k, v) = e.map_err(Error::redb_op)?;
+            let (job, pc, finished, id) = k.value();
+            if job != job_id {
+                break;
+            }
+            // Entries of a PC come oldest first: the last one wins.
+            let standing = out.entry(pc.to_string()).or_default();
+            let finished_at = micros_to_utc(finished);
+            if v.value() == 0 {
+                standing.last_success = Some(finished_at);
+            }
+            standing.latest = Some(LatestRun {
+                result_id: id.to_string(),
+                finished_at,
+                exit_code: v.value(),
+            });
+        }
+        let flying = txn.open_table(IN_FLIGHT_BY_JOB).map_err(Error::redb_op)?;
+        for e in flying.range((job_id, "", "")..).map_err(Error::redb_op)? {
+            let (k, _) = e.map_err(Error::redb_op)?;
+            let (job, pc, _) = k.value();
+            if job != job_id {
+                break;
+            }
+            out.entry(pc.to_string()).or_default().in_flight += 1;
+        }
+        Ok(out)
+    }
+
+    /// The exec_ids of `job_id`'s runs still in flight (what a kill
+    /// cascade stops).
+    pub fn job_in_flight_exec_ids(
+        &self,
+        job_id: &str,
+    ) -> Result<std::collections::BTreeSet<String>> {
+        let txn = self.db.begin_read().map_err(Error::redb_op)?;
+        let flying = txn.open_table(IN_FLIGHT_BY_JOB).map_err(Error::redb_op)?;
+        let mut out = std::collections::BTreeSet::new();
+        for e in flying.range((job_id, "", "")..).map_err(Error::redb_op)? {
+            let (k, v) = e.map_err(Error::redb_op)?;
+            if k.value().0 != job_id {
+                break;
+            }
+            if !v.value().is_empty() {
+                out.insert(v.value().to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The most recently recorded run of `job_id` (in flight or not), and
+    /// how many of its runs recorded since `since` finished with exit 0
+    /// and with another code.
+    pub fn job_recent_runs(
+        &self,
+        job_id: &str,
+        since: DateTime<Utc>,
+    ) -> Result<(Option<ResultRecord>, u64, u64)> {
+        let txn = self.db.begin_read().map_err(Error::redb_op)?;
+        let index = txn.open_table(BY_JOB_RECORDED).map_err(Error::redb_op)?;
+        let rows = txn.open_table(RESULTS).map_err(Error::redb_op)?;
+        let last = match index
+            .range((job_id, i64::MIN, "")..=(job_id, i64::MAX, "\u{10FFFF}"))
+            .map_err(Error::redb_op)?
+            .next_back()
+        {
+            Some(e) => {
+                let (k, _) = e.map_err(Error::redb_op)?;
+                match rows.get(k.value().2).map_err(Error::redb_op)? {
+                    Some(v) => Some(decode(NAME, v.value())?),
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let (mut ok, mut fail) = (0, 0);
+        for e in index
+            .range((job_id, since.timestamp_micros(), "")..)
+            .map_err(Error::redb_op)?
+        {
+            let (k, v) = e.map_err(Error::redb_op)?;
+            if k.value().0 != job_id {
+                break;
+            }
+            match v.value() {
+                Some(0) => ok += 1,
+                Some(_) => fail += 1,
+                None => {}
+            }
+        }
+        Ok((last, ok, fail))
+    }
+}
+
+fn micros_to_utc(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or_default()
+}
+
 /// Ids of an (at µs, id) index older than `before`, oldest first.
 fn collect_ids(
     index: &Table<'_, (i64, &'static str), ()>,
@@ -621,5 +855,178 @@ mod tests {
             })
             .unwrap();
         assert_eq!(seen, vec!["r4", "r3", "r2"]);
+    }
+
+    fn run_of(id: &str, pc: &str, job: &str, code: i64, at: DateTime<Utc>) -> FinishedRun {
+        FinishedRun {
+            pc_id: pc.into(),
+            job_id: Some(job.into()),
+            exec_id: Some(format!("ex-{id}")),
+            ..finished(id, at, code)
+        }
+    }
+
+    #[test]
+    fn job_indexes_answer_standing_in_flight_and_recent_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RelationalStore::open(dir.path()).unwrap();
+        // The index keeps microseconds.
+        let t = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6) - Duration::hours(2);
+        store
+            .apply_finished(
+                &[
+                    run_of("a1", "pc-a", "inv", 0, t),
+                    run_of("a2", "pc-a", "inv", 3, t + Duration::minutes(5)),
+                    run_of("b1", "pc-b", "inv", 0, t + Duration::minutes(1)),
+                    run_of("x1", "pc-a", "other", 0, t + Duration::minutes(9)),
+                ],
+                t,
+                None,
+            )
+            .unwrap();
+        let flying = StartedRun {
+            pc_id: "pc-c".into(),
+            job_id: "inv".into(),
+            exec_id: "ex-c1".into(),
+            ..started("c1", t + Duration::minutes(30))
+        };
+        store.apply_started(&[flying], Utc::now(), None).unwrap();
+
+        let st = store.job_standing_by_pc("inv").unwrap();
+        assert_eq!(st.len(), 3);
+        let a = &st["pc-a"];
+        assert_eq!(
+            a.latest
+                .as_ref()
+                .map(|l| (l.result_id.as_str(), l.exit_code)),
+            Some(("a2", 3))
+        );
+        assert_eq!(a.last_success, Some(t + Duration::seconds(3)));
+        assert_eq!((a.in_flight, st["pc-c"].in_flight), (0, 1));
+        assert!(st["pc-c"].latest.is_none());
+        assert_eq!(
+            store
+                .job_in_flight_exec_ids("inv")
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec!["ex-c1".to_string()]
+        );
+        assert!(store.job_in_flight_exec_ids("other").unwrap().is_empty());
+
+        let (last, ok, fail) = store
+            .job_recent_runs("inv", t - Duration::hours(1))
+            .unwrap();
+        assert_eq!(last.map(|r| r.result_id), Some("c1".to_string()));
+        assert_eq!((ok, fail), (2, 1));
+
+        // The in-flight run finishes: it moves between the indexes.
+        store
+            .apply_finished(
+                &[run_of("c1", "pc-c", "inv", 0, t + Duration::minutes(30))],
+                Utc::now(),
+                None,
+            )
+            .unwrap();
+        let st = store.job_standing_by_pc("inv").unwrap();
+        assert_eq!(
+            (st["pc-c"].in_flight, st["pc-c"].latest.is_some()),
+            (0, true)
+        );
+        assert!(store.job_in_flight_exec_ids("inv").unwrap().is_empty());
+        assert_eq!(
+            store
+                .job_recent_runs("inv", t - Duration::hours(1))
+                .unwrap()
+                .1,
+            3
+        );
+
+        // Pruned rows leave the job indexes too.
+        store
+            .prune_results_before(Utc::now() + Duration::hours(1), 100)
+            .unwrap();
+        assert!(store.job_standing_by_pc("inv").unwrap().is_empty());
+        assert_eq!(
+            store
+                .job_recent_runs("inv", t - Duration::hours(1))
+                .unwrap(),
+            (None, 0, 0)
+        );
+    }
+
+    #[test]
+    fn a_database_from_before_the_job_indexes_gets_them_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+        {
+            let store = RelationalStore::open(dir.path()).unwrap();
+            store
+                .apply_finished(&[run_of("a1", "pc-a", "inv", 0, t)], t, None)
+                .unwrap();
+            // Make it look like a database written before the indexes.
+            let txn = store.db.begin_write().unwrap();
+            txn.delete_table(BY_JOB_PC).unwrap();
+            txn.delete_table(BY_JOB_RECORDED).unwrap();
+            txn.open_table(super::super::INDEX_BUILDS)
+                .unwrap()
+                .remove("results_by_job")
+                .unwrap();
+            txn.commit().unwrap();
+            assert!(
+                store.job_standing_by_pc("inv").is_err()
+                    || store.job_standing_by_pc("inv").unwrap().is_empty()
+            );
+        }
+        let store = RelationalStore::open(dir.path()).unwrap();
+        let st = store.job_standing_by_pc("inv").unwrap();
+        assert_eq!(st["pc-a"].last_success, Some(t + Duration::seconds(3)));
+        assert_eq!(
+            store
+                .job_recent_runs("inv", t - Duration::hours(1))
+                .unwrap()
+                .1,
+            1
+        );
+    }
+
+    #[test]
+    fn imported_rows_are_in_the_job_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RelationalStore::open(dir.path()).unwrap();
+        let t = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+        let row = ResultRecord {
+            result_id: "imp-1".into(),
+            request_id: "req".into(),
+            exec_id: Some("ex-imp".into()),
+            pc_id: "pc-i".into(),
+            exit_code: Some(0),
+            started_at: t,
+            finished_at: Some(t),
+            recorded_at: Some(t),
+            job_id: Some("inv".into()),
+            version: Some("1.0".into()),
+            ..ResultRecord::default()
+        };
+        let flying = ResultRecord {
+            result_id: "imp-2".into(),
+            pc_id: "pc-j".into(),
+            exec_id: Some("ex-fly".into()),
+            exit_code: None,
+            finished_at: None,
+            ..row.clone()
+        };
+        assert_eq!(store.import_results(&[row, flying]).unwrap(), 2);
+        let st = store.job_standing_by_pc("inv").unwrap();
+        assert_eq!(st["pc-i"].last_success, Some(t));
+        assert_eq!(st["pc-j"].in_flight, 1);
+        assert_eq!(
+            store
+                .job_in_flight_exec_ids("inv")
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec!["ex-fly".to_string()]
+        );
     }
 }
