@@ -7,36 +7,17 @@
 
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use serde::Serialize;
-
-use crate::auth::Identity;
 
 /// Header the CLI and the dashboard send to say where a call came from.
 pub const SOURCE_HEADER: &str = "x-kanade-source";
 
-/// Who made the request, for the audit payload.
+/// Who made the request, for the audit payload (extracted from a request
+/// by `api::auth`).
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
     pub sub: Option<String>,
     pub source: Option<String>,
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self {
-            sub: parts.extensions.get::<Identity>().map(|i| i.sub.clone()),
-            source: parts
-                .headers
-                .get(SOURCE_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .map(|s| s.trim().chars().take(64).collect::<String>())
-                .filter(|s| !s.is_empty()),
-        })
-    }
 }
 
 #[derive(Serialize)]

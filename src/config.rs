@@ -21,7 +21,10 @@ pub struct Config {
     /// `[storage]` without `data_dir` (see [`Config::data_dir`]).
     pub storage: TimeSeriesConfig,
     /// `[housekeeping]`: reaping and retention of the relational tables.
-    pub housekeeping: crate::housekeeping::HousekeepingConfig,
+    pub housekeeping: crate::jobs::housekeeping::HousekeepingConfig,
+    /// `[scheduler]`: whether this backend may fire schedules, and its
+    /// cadences.
+    pub scheduler: crate::jobs::scheduler::SchedulerConfig,
     /// `[storage] data_dir`.
     #[serde(skip)]
     pub storage_data_dir: Option<PathBuf>,
@@ -142,6 +145,7 @@ impl Config {
         config.storage_data_dir = data_dir;
         config.storage.validate()?;
         config.housekeeping.validate()?;
+        config.scheduler.validate()?;
         Ok(config)
     }
 }
@@ -220,6 +224,15 @@ mod tests {
             (
                 "[housekeeping]\naudit_retention_days = 0\n",
                 "housekeeping.audit_retention_days",
+            ),
+            ("[scheduler]\nenable = false\n", "scheduler.enable"),
+            (
+                "[scheduler]\nlease_ttl_secs = 1\n",
+                "scheduler.lease_ttl_secs",
+            ),
+            (
+                "[scheduler]\nreconcile_interval_secs = 0\n",
+                "scheduler.reconcile_interval_secs",
             ),
         ];
         for (file, key) in cases {

@@ -5,12 +5,11 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod cli;
 pub mod config;
-pub mod export_cli;
-pub mod housekeeping;
-pub mod import;
-pub mod projector;
+pub mod control;
+pub mod ingest;
+pub mod jobs;
 pub mod server;
-pub mod simulate;
 pub mod state;
-pub mod web;
+pub mod tables;

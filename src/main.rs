@@ -28,12 +28,12 @@ struct Cli {
 enum Command {
     /// Publish a fake fleet's heartbeats and perf samples to the broker of
     /// the config (for demos and load tests).
-    Simulate(kanade_backend::simulate::SimulateArgs),
+    Simulate(kanade_backend::cli::simulate::SimulateArgs),
     /// Migrate a reference kanade-backend SQLite database into this
     /// store's data directory (stop both backends first). Safe to re-run.
-    ImportSqlite(kanade_backend::import::ImportArgs),
+    ImportSqlite(kanade_backend::cli::import::ImportArgs),
     /// Download perf history as a Parquet file from the running backend.
-    Export(kanade_backend::export_cli::ExportArgs),
+    Export(kanade_backend::cli::export::ExportArgs),
 }
 
 fn main() -> Result<()> {
@@ -52,10 +52,10 @@ fn main() -> Result<()> {
         .context("build tokio runtime")?;
     match &cli.command {
         Some(Command::Simulate(args)) => {
-            return runtime.block_on(kanade_backend::simulate::run(&config.nats.url, args));
+            return runtime.block_on(kanade_backend::cli::simulate::run(&config.nats.url, args));
         }
         Some(Command::ImportSqlite(args)) => {
-            let summary = kanade_backend::import::run(&config, args)?;
+            let summary = kanade_backend::cli::import::run(&config, args)?;
             let skipped: u64 = summary.tables.iter().map(|t| t.skipped).sum();
             eprintln!(
                 "import finished: {} rows added{}",
@@ -69,7 +69,7 @@ fn main() -> Result<()> {
             return Ok(());
         }
         Some(Command::Export(args)) => {
-            runtime.block_on(kanade_backend::export_cli::run(&config, args))?;
+            runtime.block_on(kanade_backend::cli::export::run(&config, args))?;
             return Ok(());
         }
         None => {}

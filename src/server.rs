@@ -3,91 +3,30 @@
 //! Start: open the time-series tables (WAL replay, leftovers removed),
 //! drop expired partitions, bind HTTP, connect to NATS in the background
 //! (the HTTP side serves stored data while the broker is away), start the
-//! projectors and the maintenance loop.
+//! projectors and the background jobs (`jobs::Runner`).
 //! Stop (SIGINT/SIGTERM or the `shutdown` future): stop intake and commit
 //! what the projectors buffered, stop HTTP, persist the head to Parquet.
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use chrono::Utc;
 use kanade_queries::PerfQueries;
-use kanade_storage::{
-    PartitionDate, RelationalStore, TimeSeriesConfig, TimeSeriesTable, HOST_PERF, PROCESS_PERF,
-};
+use kanade_storage::RelationalStore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::auth::AuthConfig;
 use crate::config::Config;
-use crate::projector::{
+use crate::ingest::{
     self, AuditProjection, HeartbeatProjection, HostPerfProjection, NotificationAcksProjection,
     ObsEventsProjection, ProcessPerfProjection, ProjectorStats, ResultsProjection,
     StartedProjection,
 };
+use crate::jobs::Runner;
 use crate::state::AppState;
-
-/// The two perf tables.
-#[derive(Debug, Clone)]
-pub struct Tables {
-    pub host: Arc<TimeSeriesTable>,
-    pub process: Arc<TimeSeriesTable>,
-}
-
-impl Tables {
-    /// Opens both tables under `data_dir` and applies retention once.
-    pub fn try_open(data_dir: &Path, config: &TimeSeriesConfig) -> Result<Self> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("create data directory {}", data_dir.display()))?;
-        let host = TimeSeriesTable::open(&HOST_PERF, data_dir, config.clone())?;
-        let process = TimeSeriesTable::open(&PROCESS_PERF, data_dir, config.clone())?;
-        let tables = Self {
-            host: Arc::new(host),
-            process: Arc::new(process),
-        };
-        tables.drop_expired()?;
-        Ok(tables)
-    }
-
-    fn each(&self) -> [&Arc<TimeSeriesTable>; 2] {
-        [&self.host, &self.process]
-    }
-
-    /// Persists both heads.
-    pub fn persist(&self) -> Result<()> {
-        for t in self.each() {
-            t.persist()
-                .with_context(|| format!("persist {}", t.spec().name))?;
-        }
-        Ok(())
-    }
-
-    /// Retention for today: expired partitions go whole.
-    pub fn drop_expired(&self) -> Result<()> {
-        let today = PartitionDate::of(Utc::now());
-        for t in self.each() {
-            t.drop_expired(today)
-                .with_context(|| format!("retention of {}", t.spec().name))?;
-        }
-        Ok(())
-    }
-
-    /// Retention, then compaction, for today (the maintenance timer's
-    /// pass; start-up only applies retention, so it never waits on
-    /// rewriting partitions).
-    pub fn maintain(&self) -> Result<()> {
-        self.drop_expired()?;
-        let today = PartitionDate::of(Utc::now());
-        for t in self.each() {
-            t.compact(today)
-                .with_context(|| format!("compaction of {}", t.spec().name))?;
-        }
-        Ok(())
-    }
-}
+use crate::tables::Tables;
 
 /// Runs the backend until `shutdown` resolves; returns once the head is
 /// persisted.
@@ -126,22 +65,19 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let client = connect_nats(&config.nats.url).await?;
     let projectors = spawn_projectors(&client, &tables, &store, &stop_rx);
-    let housekeeping = tokio::spawn(crate::housekeeping::run(
-        store.clone(),
-        config.housekeeping.clone(),
-        stop_rx.clone(),
-    ));
-    let maintenance = tokio::spawn(maintenance_loop(
-        tables.clone(),
-        config.storage.clone(),
-        stop_rx.clone(),
-    ));
+    let mut jobs = Runner::new();
+    crate::jobs::maintenance::register(&mut jobs, &tables, &config.storage);
+    crate::jobs::housekeeping::register(&mut jobs, &store, &config.housekeeping);
+    let control = crate::control::Control::new(client.clone(), store.clone());
+    crate::jobs::waves::register(&mut jobs, &control);
+    crate::jobs::scheduler::register(&mut jobs, &control, &config.scheduler);
 
     let app = crate::api::app(AppState {
         queries,
         store: store.clone(),
         nats: client.clone(),
         auth,
+        control,
     });
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
@@ -165,8 +101,7 @@ pub async fn run(
     }
     // The broker may be gone: shutdown must not wait on it.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client.flush()).await;
-    maintenance.await?;
-    housekeeping.await?;
+    jobs.stop().await;
     http.await??;
     tokio::task::spawn_blocking(move || tables.persist()).await??;
     tracing::info!("head persisted; bye");
@@ -190,25 +125,25 @@ fn spawn_projectors(
     store: &RelationalStore,
     stop: &watch::Receiver<bool>,
 ) -> Vec<JoinHandle<Result<()>>> {
-    fn spawn<P: projector::Projection>(
+    fn spawn<P: ingest::Projection>(
         client: &async_nats::Client,
         projection: P,
         stop: &watch::Receiver<bool>,
     ) -> JoinHandle<Result<()>> {
-        tokio::spawn(projector::run(
+        tokio::spawn(ingest::run(
             client.clone(),
             Arc::new(projection),
             Arc::new(ProjectorStats::default()),
             stop.clone(),
         ))
     }
-    fn spawn_stream<P: projector::stream::StreamProjection>(
+    fn spawn_stream<P: ingest::stream::StreamProjection>(
         client: &async_nats::Client,
         store: &RelationalStore,
         projection: P,
         stop: &watch::Receiver<bool>,
     ) -> JoinHandle<Result<()>> {
-        tokio::spawn(projector::stream::run(
+        tokio::spawn(ingest::stream::run(
             async_nats::jetstream::new(client.clone()),
             store.clone(),
             Arc::new(projection),
@@ -254,50 +189,5 @@ async fn ensure_jetstream(
             _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
             _ = stop.wait_for(|s| *s) => return Ok(()),
         }
-    }
-}
-
-/// Persists on the interval (or sooner when a head is full), and runs
-/// compaction + retention on the maintenance interval.
-async fn maintenance_loop(
-    tables: Tables,
-    config: TimeSeriesConfig,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut check = tokio::time::interval(std::time::Duration::from_secs(1));
-    let mut last_persist = tokio::time::Instant::now();
-    let mut last_maintain = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = check.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let now = tokio::time::Instant::now();
-        let due = now - last_persist >= config.persist_interval();
-        let full = tables.host.wants_persist() || tables.process.wants_persist();
-        if due || full {
-            last_persist = now;
-            run_blocking("persist", {
-                let t = tables.clone();
-                move || t.persist()
-            })
-            .await;
-        }
-        if now - last_maintain >= config.maintenance_interval() {
-            last_maintain = now;
-            run_blocking("compaction and retention", {
-                let t = tables.clone();
-                move || t.maintain()
-            })
-            .await;
-        }
-    }
-}
-
-async fn run_blocking(what: &'static str, f: impl FnOnce() -> Result<()> + Send + 'static) {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "{what} failed"),
-        Err(e) => tracing::error!(error = %e, "{what} panicked"),
     }
 }

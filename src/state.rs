@@ -13,4 +13,6 @@ pub struct AppState {
     /// For request/reply to agents (live tail).
     pub nats: async_nats::Client,
     pub auth: AuthConfig,
+    /// Jobs, schedules, freeze and exec over the broker's KV buckets.
+    pub control: crate::control::Control,
 }

@@ -189,6 +189,35 @@ async fn every_page_works_in_a_real_browser() {
     })
     .await;
     eprintln!("fixtures projected in {:?}", t0.elapsed());
+    // A job in the catalog and a schedule of it, for the Jobs and
+    // Schedules pages.
+    post_ok(
+        &b,
+        "/api/jobs",
+        serde_json::json!({
+            "id": "inventory",
+            "version": "2.0.1",
+            "description": "hardware inventory",
+            "execute": {
+                "shell": "powershell",
+                "script": "Get-CimInstance Win32_ComputerSystem",
+                "timeout": "5m",
+            },
+        }),
+    )
+    .await;
+    post_ok(
+        &b,
+        "/api/schedules",
+        serde_json::json!({
+            "id": "inventory-nightly",
+            "when": {"calendar": {"at": "03:00"}},
+            "job_id": "inventory",
+            "target": {"all": true},
+            "tz": "utc",
+        }),
+    )
+    .await;
 
     stand_in_agent(&nats).await;
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/screenshots");
@@ -201,6 +230,8 @@ async fn every_page_works_in_a_real_browser() {
         "live_result": "res-live-1",
         "results": 6,
         "jobs": ["defender-scan", "inventory"],
+        "job": "inventory",
+        "schedule": "inventory-nightly",
         "admin_password": ADMIN_PASSWORD,
     });
     let out = Command::new("node")
@@ -220,6 +251,19 @@ async fn every_page_works_in_a_real_browser() {
         "browser checks failed:\n{stdout}\n{stderr}\n--- backend log ---\n{}",
         b.log_text()
     );
+}
+
+/// POSTs `body` with the service token, retrying while the backend's
+/// buckets are still coming up (502/503), and asserts a 200.
+async fn post_ok(b: &Backend, path: &str, body: serde_json::Value) {
+    let (status, answer) = eventually(&format!("POST {path} past start-up"), || async {
+        let (status, _, answer) = b
+            .call(reqwest::Method::POST, path, Some(TOKEN), Some(body.clone()))
+            .await;
+        (status != 502 && status != 503).then_some((status, answer))
+    })
+    .await;
+    assert_eq!(status, 200, "POST {path}: {answer}");
 }
 
 fn urlencode(s: &str) -> String {

@@ -30,6 +30,12 @@ pub enum ApiError {
     /// Refused for now; the caller may retry after this many seconds.
     #[error("too many attempts; retry in {retry_after_secs} s")]
     TooManyRequests { retry_after_secs: u64 },
+    /// A bucket or store the request needs is missing; retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The broker failed an operation on the caller's behalf.
+    #[error("{0}")]
+    BadGateway(String),
     /// Our failure, not the caller's; the detail goes to the log.
     #[error("{0}")]
     Internal(String),
@@ -56,9 +62,25 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Query(_) | Self::Storage(_) | Self::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+        }
+    }
+}
+
+impl From<crate::control::Error> for ApiError {
+    fn from(e: crate::control::Error) -> Self {
+        use crate::control::Error as C;
+        match e {
+            C::NotFound(m) => Self::NotFound(m),
+            invalid @ C::Invalid { .. } => Self::BadRequest(invalid.to_string()),
+            C::Conflict(m) => Self::Conflict(m),
+            C::Unavailable(m) => Self::Unavailable(m),
+            C::Broker(m) => Self::BadGateway(m),
+            C::Storage(e) => Self::Storage(e),
         }
     }
 }

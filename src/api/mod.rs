@@ -4,25 +4,29 @@
 mod accounts;
 mod agents;
 mod audit;
+mod auth;
 mod error;
 mod executions;
 mod export;
+mod freeze;
 mod health;
+mod jobs;
 mod obs_events;
 mod params;
 mod perf;
 mod processes;
 mod results;
+mod schedules;
+mod web;
 
 use axum::middleware;
-use axum::routing::{get, patch, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 
 pub use accounts::seed_bootstrap_admin;
 pub use error::ApiError;
 pub use params::ApiJson;
 
-use crate::auth;
 use crate::state::AppState;
 
 /// The whole HTTP surface of the backend.
@@ -39,6 +43,22 @@ pub fn app(state: AppState) -> Router {
             patch(accounts::update).delete(accounts::delete),
         )
         .route_layer(middleware::from_fn(auth::require_admin));
+    let operator = Router::new()
+        .route("/api/jobs", post(jobs::create))
+        .route("/api/jobs/{id}", delete(jobs::delete))
+        .route("/api/jobs/{id}/kill", post(jobs::kill))
+        .route("/api/exec/{job_id}", post(jobs::exec))
+        .route("/api/scripts/{id}/revoke", post(jobs::revoke))
+        .route("/api/scripts/{id}/unrevoke", post(jobs::unrevoke))
+        .route("/api/schedules", post(schedules::create))
+        .route("/api/schedules/{id}", delete(schedules::delete))
+        .route("/api/schedules/{id}/enable", post(schedules::enable))
+        .route("/api/schedules/{id}/disable", post(schedules::disable))
+        .route(
+            "/api/freeze",
+            axum::routing::put(freeze::put).delete(freeze::delete),
+        )
+        .route_layer(middleware::from_fn(auth::require_operator));
     Router::new()
         .route("/health", get(health))
         .route("/api/version", get(version))
@@ -73,8 +93,21 @@ pub fn app(state: AppState) -> Router {
             "/api/perf/active-investigations",
             get(perf::active_investigations),
         )
+        .route("/api/jobs", get(jobs::list))
+        .route("/api/jobs/{id}/yaml", get(jobs::yaml))
+        .route("/api/scripts/status", get(jobs::scripts_status))
+        .route("/api/schemas/manifest.json", get(jobs::manifest_schema))
+        .route("/api/schemas/schedule.json", get(jobs::schedule_schema))
+        .route("/api/schedules", get(schedules::list))
+        .route("/api/schedules/coverage", get(schedules::coverage_all))
+        .route("/api/schedules/{id}/yaml", get(schedules::yaml))
+        .route("/api/schedules/{id}/preview", get(schedules::preview))
+        .route("/api/schedules/{id}/status", get(schedules::status))
+        .route("/api/schedules/{id}/coverage", get(schedules::coverage))
+        .route("/api/freeze", get(freeze::get))
+        .merge(operator)
         .merge(admin)
-        .fallback(crate::web::fallback)
+        .fallback(web::fallback)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

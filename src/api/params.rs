@@ -49,6 +49,101 @@ where
     }
 }
 
+/// Media types the CLI and the dashboard send YAML bodies with.
+const YAML_TYPES: [&str; 4] = [
+    "application/yaml",
+    "text/yaml",
+    "application/x-yaml",
+    "text/x-yaml",
+];
+
+/// A body sent as YAML (by its `Content-Type`) or JSON, decoded
+/// strictly: a key the type does not know is a 400 naming its path, so a
+/// typo never silently falls back to a default. `yaml` keeps the text as
+/// sent, for the `*_yaml` mirror buckets.
+pub struct YamlOrJson<T> {
+    pub value: T,
+    pub yaml: Option<String>,
+}
+
+impl<T, S> axum::extract::FromRequest<S> for YamlOrJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_yaml = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .is_some_and(|m| YAML_TYPES.contains(&m.as_str()));
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                ApiError::BadRequest(format!("cannot read the body: {}", e.body_text()))
+            })?;
+        if is_yaml {
+            let text = std::str::from_utf8(&body)
+                .map_err(|e| ApiError::BadRequest(format!("YAML body is not UTF-8: {e}")))?;
+            let value = decode_strict("YAML", serde_yaml::Deserializer::from_str(text))?;
+            Ok(Self {
+                value,
+                yaml: Some(text.to_string()),
+            })
+        } else {
+            let mut de = serde_json::Deserializer::from_slice(&body);
+            let value = decode_strict("JSON", &mut de)?;
+            de.end()
+                .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+            Ok(Self { value, yaml: None })
+        }
+    }
+}
+
+/// Deserializes with every unknown key collected and refused.
+fn decode_strict<'de, T: DeserializeOwned, D: serde::Deserializer<'de>>(
+    kind: &str,
+    de: D,
+) -> Result<T, ApiError>
+where
+    D::Error: std::fmt::Display,
+{
+    let mut unknown = std::collections::BTreeSet::new();
+    let value = serde_ignored::deserialize(de, |path| {
+        unknown.insert(path.to_string());
+    })
+    .map_err(|e| ApiError::BadRequest(format!("invalid {kind} body: {e}")))?;
+    if !unknown.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "invalid {kind} body: unknown field(s): {}",
+            unknown.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(value)
+}
+
+/// Parses `true` / `false` (absent → `default`).
+pub fn parse_bool(param: &'static str, raw: Option<&str>, default: bool) -> Result<bool, ApiError> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(default),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(s) => Err(ApiError::bad_param(
+            param,
+            format!("{s:?} is not true or false"),
+        )),
+    }
+}
+
 /// A validated `[from, to)` window cut into `step_secs` buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeWindow {

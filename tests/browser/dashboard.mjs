@@ -78,6 +78,14 @@ async function tableColumn(page, selector, col) {
   return page.$$eval(`${selector} tbody tr`, (rows, c) => rows.map((r) => r.children[c].textContent.trim()), col);
 }
 
+/** The cell texts of the row of `selector`'s table whose first cell is `key` (null if none). */
+async function rowOf(page, selector, key) {
+  return page.$$eval(`${selector} tbody tr`, (rows, k) => {
+    const row = rows.find((r) => r.children[0].textContent.trim() === k);
+    return row ? [...row.children].map((c) => c.textContent.trim()) : null;
+  }, key);
+}
+
 let lastPage = null;
 const checks = [];
 const check = (name, fn) => checks.push({ name, fn });
@@ -340,6 +348,124 @@ check('export: downloads a Parquet file', async () => {
   assertEq(bytes.subarray(0, 4).toString(), 'PAR1', 'Parquet magic');
   assert(download.suggestedFilename().endsWith('.parquet'), 'file name');
   await page.waitForSelector('#export-status[data-done]');
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
+check('jobs: the catalog, a job\'s YAML, an exec to one PC linked to its results, revoke and unrevoke', async () => {
+  const { page, context, errors } = await open('/jobs', { allow: [/status of 400/] });
+  await page.waitForSelector('#jobs-table tbody tr');
+  assertEq(await page.getAttribute('a[data-nav=jobs]', 'aria-current'), 'page', 'nav marks Jobs');
+  const job = (await apiGet('/api/jobs')).find((j) => j.id === FIX.job);
+  assert(job, `the API lists ${FIX.job}`);
+  const row = await rowOf(page, '#jobs-table', FIX.job);
+  assert(row, `the page lists ${FIX.job}`);
+  assertEq(row, [FIX.job, job.version, job.description, String(job.live.running), String(job.live.pending), 'active'],
+    'id, version, description, live counts, script status');
+  await page.screenshot({ path: join(SHOTS, 'jobs.png'), fullPage: true });
+  await page.fill('input[name=q]', 'no-such-job');
+  await page.waitForURL((u) => u.searchParams.get('q') === 'no-such-job');
+  await page.getByText('No job matches.').waitFor();
+  await page.fill('input[name=q]', '');
+  await page.waitForURL((u) => !u.searchParams.get('q'));
+  await page.click(`#jobs-table a:text-is("${FIX.job}")`);
+  await page.waitForURL((u) => u.pathname === `/jobs/${FIX.job}`);
+  // The YAML as the backend serves it.
+  await page.waitForSelector('#job-yaml pre');
+  const res = await fetch(`${BASE}/api/jobs/${FIX.job}/yaml`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+  assertEq(res.headers.get('content-type'), 'application/yaml', 'YAML content type');
+  const yaml = await res.text();
+  assert(yaml.includes(`id: ${FIX.job}`) && yaml.includes(job.version), `YAML names the job and its version: ${yaml}`);
+  assertEq(await page.textContent('#job-yaml pre'), yaml, 'the page shows the YAML');
+  // No target: the backend's 400 is shown in place.
+  await page.click('#job-exec button[type=submit]');
+  await page.waitForSelector('#exec-result.error-text');
+  const refused = await page.textContent('#exec-result');
+  assert(refused.includes('target'), `the 400 names the target: ${refused}`);
+  // An exec to one PC answers with its exec_id and a link to its results.
+  const pc = FIX.pcs[1];
+  await page.fill('#job-exec input[name=pcs]', pc);
+  await page.fill('#job-exec input[name=jitter]', '5s');
+  await page.click('#job-exec button[type=submit]');
+  await page.waitForSelector('#exec-result[data-exec-id]');
+  const execId = await page.getAttribute('#exec-result', 'data-exec-id');
+  assert(/^[0-9a-f-]{36}$/.test(execId), `exec_id: ${execId}`);
+  const said = await page.textContent('#exec-result');
+  assert(said.includes(`Exec ${execId} sent to 1 target(s): commands.pc.${pc}`), `exec answer: ${said}`);
+  const href = `/results?exec_id=${execId}`;
+  assertEq(await page.getAttribute('#exec-result a', 'href'), href, 'link to its results');
+  const q = new URL(page.url()).searchParams;
+  assertEq([q.get('pcs'), q.get('jitter')], [pc, '5s'], 'the exec target is kept in the URL');
+  await page.waitForSelector(`#job-executions a[href="${href}"]`);
+  await page.screenshot({ path: join(SHOTS, 'job.png'), fullPage: true });
+  // Revoke asks first; unrevoke does not.
+  page.once('dialog', (d) => d.accept());
+  await page.click('#job-info button:text-is("Revoke")');
+  await page.waitForSelector('#job-script .badge:text-is("revoked")');
+  assertEq((await apiGet('/api/scripts/status'))[FIX.job], 'REVOKED', 'revoked in the API');
+  await page.click('#job-info button:text-is("Unrevoke")');
+  await page.waitForSelector('#job-script .badge:text-is("active")');
+  assertEq((await apiGet('/api/scripts/status'))[FIX.job], 'ACTIVE', 'active again in the API');
+  await page.click('#exec-result a');
+  await page.waitForURL((u) => u.pathname === '/results' && u.searchParams.get('exec_id') === execId);
+  assertEq(await page.inputValue('input[name=exec_id]'), execId, 'results filtered by the exec');
+  await page.getByText('No result matches these filters.').waitFor();
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
+check('schedules: coverage counts, next fires, coverage filtered in the URL, disable and enable from the list', async () => {
+  const { page, context, errors } = await open('/schedules');
+  await page.waitForSelector('#schedules-table tbody tr');
+  assertEq(await page.getAttribute('a[data-nav=schedules]', 'aria-current'), 'page', 'nav marks Schedules');
+  const cov = (await apiGet('/api/schedules/coverage')).find((c) => c.id === FIX.schedule);
+  assert(cov, `the API has coverage for ${FIX.schedule}`);
+  assertEq(cov.total, FIX.pcs.length, 'the schedule targets every PC');
+  assertEq(cov.ok + cov.fail + cov.running + cov.pending, cov.total, 'states add up');
+  assert(cov.ok >= 2, `the fixture's inventory runs count as ok: ${JSON.stringify(cov)}`);
+  const preview = await apiGet(`/api/schedules/${FIX.schedule}/preview?count=5`);
+  const row = await rowOf(page, '#schedules-table', FIX.schedule);
+  assert(row, `the page lists ${FIX.schedule}`);
+  assertEq(row, [FIX.schedule, FIX.job, preview.when, preview.tz, 'enabled',
+    ...[cov.ok, cov.fail, cov.running, cov.pending, cov.total].map(String), 'Disable'],
+  'id, job, when as the backend prints it, tz, status, coverage counts, action');
+  await page.screenshot({ path: join(SHOTS, 'schedules.png'), fullPage: true });
+  // Detail: next fires (or the note), the coverage table and its state filter.
+  await page.click(`#schedules-table a:text-is("${FIX.schedule}")`);
+  await page.waitForURL((u) => u.pathname === `/schedules/${FIX.schedule}`);
+  if (preview.fires.length) {
+    await page.waitForSelector('#schedule-fires li time');
+    const fires = await page.$$eval('#schedule-fires li time', (els) => els.map((e) => e.getAttribute('datetime')));
+    assertEq(fires, preview.fires, 'next fires');
+  } else {
+    await page.waitForSelector('#schedule-fires [data-state=empty]');
+    assertEq(await page.textContent('#schedule-fires [data-state=empty]'), preview.note, 'the note');
+  }
+  await page.waitForSelector('#schedule-coverage tbody tr');
+  const pcs = await tableColumn(page, '#schedule-coverage', 0);
+  assertEq([...pcs].sort(), [...FIX.pcs].sort(), 'coverage lists every PC of the target');
+  await page.click('#schedule-coverage button[data-filter=ok]');
+  await page.waitForURL((u) => u.searchParams.get('state') === 'ok');
+  await page.waitForFunction((n) => document.querySelectorAll('#schedule-coverage tbody tr').length === n, cov.ok);
+  await page.reload();
+  await page.waitForSelector('#schedule-coverage tbody tr');
+  assertEq(await tableColumn(page, '#schedule-coverage', 1), Array(cov.ok).fill('ok'), 'state filter survives reload');
+  await page.waitForSelector('#schedule-yaml pre');
+  assert((await page.textContent('#schedule-yaml pre')).includes(`id: ${FIX.schedule}`), 'the YAML');
+  await page.getByLabel("also revoke the job's script (cascade)").waitFor();
+  await page.getByLabel('also kill runs in flight (cascade_kill)').waitFor();
+  await page.screenshot({ path: join(SHOTS, 'schedule.png'), fullPage: true });
+  // Disable on the list flips the badge; Enable flips it back.
+  await page.click('a[data-nav=schedules]');
+  await page.waitForURL((u) => u.pathname === '/schedules');
+  await page.click(`#schedules-table button[aria-label="Disable ${FIX.schedule}"]`);
+  await page.waitForSelector(`#schedules-table button[aria-label="Enable ${FIX.schedule}"]`);
+  assertEq((await rowOf(page, '#schedules-table', FIX.schedule))[4], 'disabled', 'the badge says disabled');
+  assertEq((await apiGet('/api/schedules')).find((s) => s.id === FIX.schedule).enabled, false, 'disabled in the API');
+  assertEq((await apiGet('/api/scripts/status'))[FIX.job] ?? 'ACTIVE', 'ACTIVE', 'no cascade: the script stays active');
+  await page.click(`#schedules-table button[aria-label="Enable ${FIX.schedule}"]`);
+  await page.waitForSelector(`#schedules-table button[aria-label="Disable ${FIX.schedule}"]`);
+  assertEq((await rowOf(page, '#schedules-table', FIX.schedule))[4], 'enabled', 'enabled again');
   assertEq(errors, [], 'console errors');
   await context.close();
 });

@@ -36,9 +36,11 @@ export function setUnauthorizedHandler(fn) {
 /**
  * Calls the API; resolves to `{ data, headers, status }`.
  * `accept` lists non-2xx statuses whose body is still data (fleet health's 503).
+ * `text: true` keeps a successful body as text (the YAML endpoints); an
+ * error is still read as the backend's JSON.
  */
-export async function request(path, { method = 'GET', body, signal, accept = [] } = {}) {
-  const headers = { Accept: 'application/json', ...authHeaders() };
+export async function request(path, { method = 'GET', body, signal, accept = [], text: asText = false } = {}) {
+  const headers = { Accept: asText ? 'application/yaml, text/plain, application/json' : 'application/json', ...authHeaders() };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let res;
   try {
@@ -51,6 +53,7 @@ export async function request(path, { method = 'GET', body, signal, accept = [] 
     throw new ApiError(0, `cannot reach the backend (${e.message})`);
   }
   const text = await res.text();
+  if (asText && (res.ok || accept.includes(res.status))) return { data: text, headers: res.headers, status: res.status };
   let data = null;
   if (text) {
     try { data = JSON.parse(text); } catch { data = text; }
@@ -61,7 +64,7 @@ export async function request(path, { method = 'GET', body, signal, accept = [] 
   throw new ApiError(res.status, message);
 }
 
-/** As `request`, resolving to the JSON body only. */
+/** As `request`, resolving to the body only (JSON, or text with `text: true`). */
 export async function api(path, options) {
   return (await request(path, options)).data;
 }

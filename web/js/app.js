@@ -9,6 +9,8 @@ import agents from './pages/agents.js';
 import agent from './pages/agent.js';
 import results from './pages/results.js';
 import resultDetail from './pages/result.js';
+import jobs, { jobDetail } from './pages/jobs.js';
+import schedules, { scheduleDetail } from './pages/schedules.js';
 import health from './pages/health.js';
 import exportPage from './pages/export.js';
 import login from './pages/login.js';
@@ -20,6 +22,10 @@ const ROUTES = [
   [/^\/agents\/([^/]+)$/, agent],
   [/^\/results$/, results],
   [/^\/results\/([^/]+)$/, resultDetail],
+  [/^\/jobs$/, jobs],
+  [/^\/jobs\/([^/]+)$/, jobDetail],
+  [/^\/schedules$/, schedules],
+  [/^\/schedules\/([^/]+)$/, scheduleDetail],
   [/^\/scan-health$/, health],
   [/^\/export$/, exportPage],
 ];

@@ -9,7 +9,6 @@ use std::time::Duration;
 use chrono::Utc;
 use kanade_storage::RelationalStore;
 use serde::Deserialize;
-use tokio::sync::watch;
 
 /// Appended to the stderr of a reaped run.
 pub const REAPED_NOTE: &str = "[backend: reaped — no ExecResult within 24h; agent likely died mid-run or hit the pre-v0.43.14 kill-hang (#330)]";
@@ -68,25 +67,15 @@ impl HousekeepingConfig {
     }
 }
 
-/// Runs a pass at once and then every `interval_secs` until `stop`.
-pub async fn run(
-    store: RelationalStore,
-    config: HousekeepingConfig,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(config.interval_secs));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        let (store, config) = (store.clone(), config.clone());
-        match tokio::task::spawn_blocking(move || pass(&store, &config)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "housekeeping pass failed"),
-            Err(e) => tracing::error!(error = %e, "housekeeping pass panicked"),
-        }
-    }
+/// Registers the housekeeping pass: at once, then every `interval_secs`.
+pub fn register(runner: &mut super::Runner, store: &RelationalStore, config: &HousekeepingConfig) {
+    let (store, config) = (store.clone(), config.clone());
+    runner.every(
+        "housekeeping",
+        Duration::from_secs(config.interval_secs),
+        true,
+        move || Ok(pass(&store, &config)?),
+    );
 }
 
 /// One pass: reap, then prune each table.

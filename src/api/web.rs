@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-use crate::api::ApiError;
+use super::ApiError;
 
 /// `(path relative to web/, contents)`, sorted by path (see `build.rs`).
 static WEB: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));

@@ -1,0 +1,138 @@
+//! Every background job of the backend runs under one [`Runner`]: the
+//! perf maintenance (persist, compaction, retention), housekeeping of the
+//! relational tables, the scheduler and the rollout waves. A job is either
+//! a periodic blocking pass (run off the async workers, a failure logged
+//! and the next pass still run) or a long-lived task that watches the stop
+//! signal itself. [`Runner::stop`] signals every job and waits for all of
+//! them, so nothing is cut off mid-write at shutdown.
+
+pub mod housekeeping;
+pub mod maintenance;
+pub mod scheduler;
+pub mod waves;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Owns the background jobs and their common stop signal.
+#[derive(Debug)]
+pub struct Runner {
+    stop_tx: watch::Sender<bool>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Default for Runner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Runner {
+    pub fn new() -> Self {
+        let (stop_tx, _) = watch::channel(false);
+        Self {
+            stop_tx,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// A receiver that turns `true` when [`Runner::stop`] is called.
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop_tx.subscribe()
+    }
+
+    /// Runs `pass` on the blocking pool every `interval` (the first pass
+    /// after one interval, or at once when `at_start`), until stopped.
+    pub fn every(
+        &mut self,
+        name: &'static str,
+        interval: Duration,
+        at_start: bool,
+        pass: impl Fn() -> anyhow::Result<()> + Send + Sync + 'static,
+    ) {
+        let pass = Arc::new(pass);
+        let mut stop = self.stop_signal();
+        let task = tokio::spawn(async move {
+            let start = if at_start {
+                tokio::time::Instant::now()
+            } else {
+                tokio::time::Instant::now() + interval
+            };
+            let mut tick = tokio::time::interval_at(start, interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                let pass = Arc::clone(&pass);
+                match tokio::task::spawn_blocking(move || pass()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(
+                        job = name,
+                        error = format!("{e:#}"),
+                        "background pass failed"
+                    ),
+                    Err(e) => tracing::error!(job = name, error = %e, "background pass panicked"),
+                }
+            }
+        });
+        self.tasks.push((name, task));
+    }
+
+    /// Runs a long-lived job; `job` gets the stop signal and must return
+    /// soon after it turns `true`.
+    pub fn spawn<F, Fut>(&mut self, name: &'static str, job: F)
+    where
+        F: FnOnce(watch::Receiver<bool>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let task = tokio::spawn(job(self.stop_signal()));
+        self.tasks.push((name, task));
+    }
+
+    /// Signals every job to stop and waits for each to finish.
+    pub async fn stop(self) {
+        let _ = self.stop_tx.send(true);
+        for (name, task) in self.tasks {
+            if let Err(e) = task.await {
+                tracing::error!(job = name, error = %e, "background job panicked");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn passes_run_on_their_interval_and_stop_waits_for_them() {
+        let mut runner = Runner::new();
+        let count = Arc::new(AtomicUsize::new(0));
+        let c = Arc::clone(&count);
+        runner.every("count", Duration::from_secs(10), true, move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let ended = Arc::new(AtomicUsize::new(0));
+        let e = Arc::clone(&ended);
+        runner.spawn("watcher", move |mut stop| async move {
+            let _ = stop.wait_for(|s| *s).await;
+            e.fetch_add(1, Ordering::SeqCst);
+        });
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            tokio::task::yield_now().await;
+        }
+        runner.stop().await;
+        let passes = count.load(Ordering::SeqCst);
+        assert!((5..=6).contains(&passes), "{passes} passes in 50 s at 10 s");
+        assert_eq!(ended.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,367 @@
+//! The scheduler's decisions, pure where they can be: which calendar
+//! ticks are due (computed with the zone's rules at each tick, so `Local`
+//! follows DST), which PCs a reconcile pass fires at, the dispatch marks
+//! that hold a re-fire back until results can have arrived, and the
+//! `max_concurrent` cap.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use chrono::{DateTime, TimeZone, Utc};
+use futures::StreamExt;
+use kanade_shared::kv::{
+    dispatch_mark_pc_key, dispatch_mark_target_key, BUCKET_SCHEDULER_DISPATCH,
+};
+use kanade_shared::manifest::{ExecMode, Manifest, Schedule, ScheduleTz};
+use kanade_storage::JobPcStanding;
+
+use crate::control::Control;
+
+/// Most past ticks walked when catching up (older ones are not listed).
+const MAX_TICKS_WALKED: usize = 10_000;
+
+/// The next raw calendar occurrence strictly after `after`, read in
+/// `tz` with that zone's rules at that date.
+pub fn next_fire_in<Tz: TimeZone>(
+    s: &Schedule,
+    after: DateTime<Utc>,
+    tz: &Tz,
+) -> Option<DateTime<Utc>> {
+    let cron = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(&s.lowered().cron)
+        .ok()?;
+    // Ticks are whole seconds; a fractional start would carry its
+    // fraction into every tick computed from it.
+    let after = chrono::SubsecRound::trunc_subsecs(after, 0);
+    cron.find_next_occurrence(&after.with_timezone(tz), false)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn next_fire(s: &Schedule, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    match s.tz {
+        ScheduleTz::Utc => next_fire_in(s, after, &Utc),
+        ScheduleTz::Local => next_fire_in(s, after, &chrono::Local),
+    }
+}
+
+/// The calendar ticks in `(after, now]`: the latest (to fire) and the
+/// earlier ones (missed).
+pub fn due_ticks(
+    s: &Schedule,
+    after: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> (Option<DateTime<Utc>>, Vec<DateTime<Utc>>) {
+    due_ticks_with(after, now, |t| next_fire(s, t))
+}
+
+fn due_ticks_with(
+    after: DateTime<Utc>,
+    now: DateTime<Utc>,
+    next: impl Fn(DateTime<Utc>) -> Option<DateTime<Utc>>,
+) -> (Option<DateTime<Utc>>, Vec<DateTime<Utc>>) {
+    let mut ticks = Vec::new();
+    let mut cursor = after;
+    while let Some(t) = next(cursor).filter(|t| *t <= now) {
+        ticks.push(t);
+        cursor = t;
+        if ticks.len() >= MAX_TICKS_WALKED {
+            break;
+        }
+    }
+    let latest = ticks.pop();
+    (latest, ticks)
+}
+
+/// How late a calendar tick may fire: its `starting_deadline`, else the
+/// misfire grace.
+pub fn allowed_lateness(s: &Schedule, grace_secs: u64) -> chrono::Duration {
+    s.starting_deadline
+        .as_deref()
+        .and_then(|d| humantime::parse_duration(d).ok())
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .unwrap_or_else(|| chrono::Duration::seconds(grace_secs as i64))
+}
+
+/// What a reconcile pass does.
+#[derive(Debug, PartialEq)]
+pub enum Decision {
+    Skip,
+    /// `per_target`: fire the whole target once.
+    Target,
+    /// `per_pc`: fire at these PCs.
+    Pcs(Vec<String>),
+}
+
+/// Which of `expected` still need the job: a PC with no successful run
+/// (or whose last one is older than the cooldown) and none in flight.
+/// Completions are the job's, from any exec, as in the reference.
+pub fn decide(
+    s: &Schedule,
+    expected: &[String],
+    standing: &BTreeMap<String, JobPcStanding>,
+    now: DateTime<Utc>,
+) -> Decision {
+    let lowered = s.lowered();
+    let cooldown = match lowered.cooldown.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(d)) => chrono::Duration::from_std(d).ok(),
+        Some(Err(e)) => {
+            tracing::warn!(schedule = %s.id, error = %e, "invalid when.every: pass skipped");
+            return Decision::Skip;
+        }
+    };
+    let armed = |last: Option<DateTime<Utc>>| match last {
+        None => true,
+        Some(t) => cooldown.is_some_and(|cd| now - t >= cd),
+    };
+    let of = |pc: &String| standing.get(pc).cloned().unwrap_or_default();
+    match lowered.mode {
+        ExecMode::OncePerPc => {
+            let pcs: Vec<String> = expected
+                .iter()
+                .filter(|pc| {
+                    let st = of(pc);
+                    st.in_flight == 0 && armed(st.last_success)
+                })
+                .cloned()
+                .collect();
+            if pcs.is_empty() {
+                Decision::Skip
+            } else {
+                Decision::Pcs(pcs)
+            }
+        }
+        ExecMode::OncePerTarget => {
+            if expected.is_empty() || expected.iter().any(|pc| of(pc).in_flight > 0) {
+                return Decision::Skip;
+            }
+            let latest = expected.iter().filter_map(|pc| of(pc).last_success).max();
+            if armed(latest) {
+                Decision::Target
+            } else {
+                Decision::Skip
+            }
+        }
+        _ => Decision::Skip,
+    }
+}
+
+/// The first PCs that fit under `max_concurrent` given the job's runs
+/// already in flight.
+pub fn cap(pcs: Vec<String>, max_concurrent: Option<u32>, in_flight: usize) -> Vec<String> {
+    match max_concurrent {
+        None => pcs,
+        Some(max) => {
+            let slots = (max as usize).saturating_sub(in_flight);
+            pcs.into_iter().take(slots).collect()
+        }
+    }
+}
+
+/// How long a dispatch holds back a re-fire: jitter + timeout + 90 s,
+/// clamped to [90 s, 30 min], plus the retry budget.
+pub fn mark_window(s: &Schedule, m: &Manifest) -> chrono::Duration {
+    let secs = |d: Option<&str>| {
+        d.and_then(|d| humantime::parse_duration(d).ok())
+            .map_or(0, |d| d.as_secs())
+    };
+    let timeout = secs(Some(&m.execute.timeout));
+    let base = (secs(s.plan.jitter.as_deref()) + timeout + 90).clamp(90, 30 * 60);
+    let retry = s.on_failure.lowered_retry().map_or(0, |r| {
+        u64::from(r.max).saturating_mul(timeout + r.backoff_secs)
+    });
+    chrono::Duration::seconds(base.saturating_add(retry).min(i64::MAX as u64 / 1000) as i64)
+}
+
+/// Dispatch marks of one schedule in `scheduler_dispatch` (shared with
+/// the reference): when it last dispatched to a PC / its target.
+pub struct Marks<'a> {
+    store: Option<kv::Store>,
+    control: &'a Control,
+    schedule_id: String,
+    window: chrono::Duration,
+}
+
+/// Mark reads and writes in flight at once.
+const MARK_IO: usize = 16;
+
+impl<'a> Marks<'a> {
+    pub async fn open(control: &'a Control, s: &Schedule, m: &Manifest) -> Marks<'a> {
+        let store = match control.kv(BUCKET_SCHEDULER_DISPATCH).await {
+            Ok(st) => Some(st),
+            Err(_) => control
+                .js
+                .create_key_value(kv::Config {
+                    bucket: BUCKET_SCHEDULER_DISPATCH.into(),
+                    history: 1,
+                    max_age: Duration::from_secs(3600),
+                    ..Default::default()
+                })
+                .await
+                .ok(),
+        };
+        Self {
+            store,
+            control,
+            schedule_id: s.id.clone(),
+            window: mark_window(s, m),
+        }
+    }
+
+    async fn marked(&self, key: &str, now: DateTime<Utc>) -> bool {
+        let Some(store) = &self.store else {
+            return false;
+        };
+        let Ok(Some(e)) = self.control.entry(store, key).await else {
+            return false;
+        };
+        std::str::from_utf8(&e.value)
+            .ok()
+            .and_then(|v| DateTime::parse_from_rfc3339(v.trim()).ok())
+            .is_some_and(|at| now - at.with_timezone(&Utc) < self.window)
+    }
+
+    pub async fn target_marked(&self, now: DateTime<Utc>) -> bool {
+        self.marked(&dispatch_mark_target_key(&self.schedule_id), now)
+            .await
+    }
+
+    /// `pcs` without those dispatched to inside the window.
+    pub async fn unmarked(&self, pcs: Vec<String>, now: DateTime<Utc>) -> Vec<String> {
+        let mut out: Vec<String> = futures::stream::iter(pcs)
+            .map(|pc| async move {
+                let key = dispatch_mark_pc_key(&self.schedule_id, &pc);
+                (!self.marked(&key, now).await).then_some(pc)
+            })
+            .buffer_unordered(MARK_IO)
+            .filter_map(|pc| async move { pc })
+            .collect()
+            .await;
+        out.sort();
+        out
+    }
+
+    async fn mark(&self, key: String, now: DateTime<Utc>) {
+        if let Some(store) = &self.store {
+            if let Err(e) = store.put(&key, now.to_rfc3339().into()).await {
+                tracing::warn!(%key, error = %e, "dispatch mark not written");
+            }
+        }
+    }
+
+    pub async fn mark_target(&self, now: DateTime<Utc>) {
+        self.mark(dispatch_mark_target_key(&self.schedule_id), now)
+            .await;
+    }
+
+    pub async fn mark_pcs(&self, pcs: &[String], now: DateTime<Utc>) {
+        futures::stream::iter(pcs)
+            .for_each_concurrent(MARK_IO, |pc| {
+                self.mark(dispatch_mark_pc_key(&self.schedule_id, pc), now)
+            })
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration as D;
+
+    fn schedule(yaml: &str) -> Schedule {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn local_calendar_ticks_follow_dst() {
+        // 09:00 Berlin is 08:00 UTC in winter and 07:00 UTC in summer; the
+        // tick after the change must move with it (the reference keeps the
+        // offset of the day it registered the schedule).
+        let s = schedule("id: a\njob_id: j\nwhen: {calendar: {at: '09:00'}}\ntz: local\n");
+        let berlin = chrono_tz::Europe::Berlin;
+        let before = next_fire_in(&s, at("2026-03-28T12:00:00Z"), &berlin).unwrap();
+        assert_eq!(before, at("2026-03-29T07:00:00Z"));
+        let winter = next_fire_in(&s, at("2026-03-27T12:00:00Z"), &berlin).unwrap();
+        assert_eq!(winter, at("2026-03-28T08:00:00Z"));
+        let autumn = next_fire_in(&s, at("2026-10-25T06:00:00Z"), &berlin).unwrap();
+        assert_eq!(autumn, at("2026-10-25T08:00:00Z"));
+    }
+
+    #[test]
+    fn a_missed_tick_is_the_latest_due_and_older_ones_are_listed() {
+        let s = schedule("id: a\njob_id: j\nwhen: {calendar: {at: '09:00'}}\ntz: utc\n");
+        let (due, missed) = due_ticks(&s, at("2026-06-01T10:00:00.5Z"), at("2026-06-04T09:30:00Z"));
+        assert_eq!(due, Some(at("2026-06-04T09:00:00Z")));
+        assert_eq!(
+            missed,
+            vec![at("2026-06-02T09:00:00Z"), at("2026-06-03T09:00:00Z")]
+        );
+        let (none, missed) = due_ticks(
+            &s,
+            at("2026-06-04T09:00:00.25Z"),
+            at("2026-06-04T09:30:00Z"),
+        );
+        assert_eq!((none, missed.len()), (None, 0));
+        let with_deadline =
+            schedule("id: a\njob_id: j\nwhen: {calendar: {at: '09:00'}}\nstarting_deadline: 2h\n");
+        assert_eq!(allowed_lateness(&with_deadline, 60), D::hours(2));
+        assert_eq!(allowed_lateness(&s, 60), D::seconds(60));
+    }
+
+    fn standing(success: Option<DateTime<Utc>>, in_flight: usize) -> JobPcStanding {
+        JobPcStanding {
+            latest: None,
+            last_success: success,
+            in_flight,
+        }
+    }
+
+    #[test]
+    fn per_pc_fires_at_uncovered_pcs_and_respects_cooldown_and_in_flight() {
+        let now = at("2026-06-01T12:00:00Z");
+        let s = schedule("id: a\njob_id: j\nwhen: {per_pc: {every: 6h}}\ntarget: {all: true}\n");
+        let expected: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let mut st = BTreeMap::new();
+        st.insert("a".to_string(), standing(Some(now - D::hours(1)), 0));
+        st.insert("b".to_string(), standing(Some(now - D::hours(7)), 0));
+        st.insert("c".to_string(), standing(None, 1));
+        assert_eq!(
+            decide(&s, &expected, &st, now),
+            Decision::Pcs(vec!["b".into(), "d".into()])
+        );
+        let once = schedule("id: a\njob_id: j\nwhen: {per_pc: once}\ntarget: {all: true}\n");
+        assert_eq!(
+            decide(&once, &expected, &st, now),
+            Decision::Pcs(vec!["d".into()])
+        );
+        assert_eq!(
+            cap(vec!["b".into(), "d".into()], Some(2), 1),
+            vec!["b".to_string()]
+        );
+        assert!(cap(vec!["b".into()], Some(1), 3).is_empty());
+    }
+
+    #[test]
+    fn per_target_fires_once_for_the_target() {
+        let now = at("2026-06-01T12:00:00Z");
+        let s = schedule("id: a\njob_id: j\nwhen: {per_target: once}\ntarget: {all: true}\n");
+        let expected: Vec<String> = vec!["a".into(), "b".into()];
+        assert_eq!(
+            decide(&s, &expected, &BTreeMap::new(), now),
+            Decision::Target
+        );
+        let mut st = BTreeMap::new();
+        st.insert("b".to_string(), standing(Some(now - D::days(30)), 0));
+        assert_eq!(decide(&s, &expected, &st, now), Decision::Skip);
+        assert_eq!(decide(&s, &[], &BTreeMap::new(), now), Decision::Skip);
+    }
+}

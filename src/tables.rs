@@ -1,0 +1,68 @@
+//! The two perf tables (`host_perf`, `process_perf`), opened together at
+//! start-up and kept up by the maintenance passes of `jobs::maintenance`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use chrono::Utc;
+use kanade_storage::{PartitionDate, TimeSeriesConfig, TimeSeriesTable, HOST_PERF, PROCESS_PERF};
+
+/// The two perf tables.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    pub host: Arc<TimeSeriesTable>,
+    pub process: Arc<TimeSeriesTable>,
+}
+
+impl Tables {
+    /// Opens both tables under `data_dir` and applies retention once.
+    pub fn try_open(data_dir: &Path, config: &TimeSeriesConfig) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("create data directory {}", data_dir.display()))?;
+        let host = TimeSeriesTable::open(&HOST_PERF, data_dir, config.clone())?;
+        let process = TimeSeriesTable::open(&PROCESS_PERF, data_dir, config.clone())?;
+        let tables = Self {
+            host: Arc::new(host),
+            process: Arc::new(process),
+        };
+        tables.drop_expired()?;
+        Ok(tables)
+    }
+
+    fn each(&self) -> [&Arc<TimeSeriesTable>; 2] {
+        [&self.host, &self.process]
+    }
+
+    /// Persists both heads.
+    pub fn persist(&self) -> Result<()> {
+        for t in self.each() {
+            t.persist()
+                .with_context(|| format!("persist {}", t.spec().name))?;
+        }
+        Ok(())
+    }
+
+    /// Retention for today: expired partitions go whole.
+    pub fn drop_expired(&self) -> Result<()> {
+        let today = PartitionDate::of(Utc::now());
+        for t in self.each() {
+            t.drop_expired(today)
+                .with_context(|| format!("retention of {}", t.spec().name))?;
+        }
+        Ok(())
+    }
+
+    /// Retention, then compaction, for today (the maintenance timer's
+    /// pass; start-up only applies retention, so it never waits on
+    /// rewriting partitions).
+    pub fn maintain(&self) -> Result<()> {
+        self.drop_expired()?;
+        let today = PartitionDate::of(Utc::now());
+        for t in self.each() {
+            t.compact(today)
+                .with_context(|| format!("compaction of {}", t.spec().name))?;
+        }
+        Ok(())
+    }
+}
