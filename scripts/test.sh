@@ -8,4 +8,7 @@ NATS_BIN="$(bash scripts/ensure-nats.sh)"
 PATH="$(dirname "$NATS_BIN"):$PATH"
 export PATH
 bash scripts/ensure-browser.sh
+# The run command (scripts/run-local.sh) builds into the same directory
+# with the same flags, so on a fresh machine the two share one build.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kanade-backend/target}"
 cargo test --workspace --all-targets

@@ -36,6 +36,9 @@ pub enum ApiError {
     /// The broker failed an operation on the caller's behalf.
     #[error("{0}")]
     BadGateway(String),
+    /// An agent did not answer in time (or is not connected).
+    #[error("{0}")]
+    GatewayTimeout(String),
     /// Our failure, not the caller's; the detail goes to the log.
     #[error("{0}")]
     Internal(String),
@@ -64,6 +67,7 @@ impl ApiError {
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Query(_) | Self::Storage(_) | Self::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -88,10 +92,15 @@ impl From<crate::control::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = if status.is_server_error() {
+        // Our own failures say little; a broker or agent that failed or
+        // did not answer (502/503/504) is named, the caller can act on it.
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %self, "request failed");
             "internal error (see the backend log)".to_string()
         } else {
+            if status.is_server_error() {
+                tracing::warn!(error = %self, "request failed upstream");
+            }
             self.to_string()
         };
         let mut response = (status, Json(serde_json::json!({ "error": message }))).into_response();

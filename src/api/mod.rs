@@ -2,15 +2,19 @@
 //! tests and `main` drive the same thing.
 
 mod accounts;
+mod agent_actions;
 mod agents;
 mod audit;
 mod auth;
+mod checks;
 mod error;
 mod executions;
 mod export;
+mod fleet_config;
 mod freeze;
 mod health;
 mod jobs;
+mod notifications;
 mod obs_events;
 mod params;
 mod perf;
@@ -58,6 +62,26 @@ pub fn app(state: AppState) -> Router {
             "/api/freeze",
             axum::routing::put(freeze::put).delete(freeze::delete),
         )
+        .route("/api/config", axum::routing::put(fleet_config::put_global))
+        .route(
+            "/api/groups/{name}/config",
+            axum::routing::put(fleet_config::put_group).delete(fleet_config::delete_group),
+        )
+        .route(
+            "/api/pcs/{pc_id}/config",
+            axum::routing::put(fleet_config::put_pc).delete(fleet_config::delete_pc),
+        )
+        .route(
+            "/api/agents/{pc_id}/groups",
+            axum::routing::put(fleet_config::put_membership).post(fleet_config::add_group),
+        )
+        .route(
+            "/api/agents/{pc_id}/groups/{group}",
+            delete(fleet_config::remove_group),
+        )
+        .route("/api/run", post(agent_actions::run))
+        .route("/api/agents/{pc_id}/ping", post(agent_actions::ping))
+        .route("/api/notifications", post(notifications::send))
         .route_layer(middleware::from_fn(auth::require_operator));
     Router::new()
         .route("/health", get(health))
@@ -105,6 +129,25 @@ pub fn app(state: AppState) -> Router {
         .route("/api/schedules/{id}/status", get(schedules::status))
         .route("/api/schedules/{id}/coverage", get(schedules::coverage))
         .route("/api/freeze", get(freeze::get))
+        .route("/api/config", get(fleet_config::get_global))
+        .route("/api/groups", get(fleet_config::list_groups))
+        .route("/api/groups/{name}/config", get(fleet_config::get_group))
+        .route("/api/pcs/{pc_id}/config", get(fleet_config::get_pc))
+        .route(
+            "/api/agents/{pc_id}/effective_config",
+            get(fleet_config::effective),
+        )
+        .route(
+            "/api/agents/{pc_id}/groups",
+            get(fleet_config::get_membership),
+        )
+        .route("/api/agents/{pc_id}/logs", get(agent_actions::logs))
+        .route("/api/checks", get(checks::list))
+        .route("/api/notifications", get(notifications::list))
+        .route(
+            "/api/notifications/{id}/ack_status",
+            get(notifications::ack_status),
+        )
         .merge(operator)
         .merge(admin)
         .fallback(web::fallback)

@@ -131,6 +131,33 @@ where
     Ok(value)
 }
 
+/// The `If-Match` header as a KV revision (`"12"` or `12`): the revision
+/// a client read and wants to overwrite. Absent → `None` (a blind write,
+/// as the reference does).
+pub struct IfMatch(pub Option<u64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(v) = parts.headers.get(axum::http::header::IF_MATCH) else {
+            return Ok(Self(None));
+        };
+        let raw = v.to_str().unwrap_or("").trim();
+        let rev = raw.trim_start_matches("W/").trim_matches('"');
+        rev.parse::<u64>().map(|r| Self(Some(r))).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "invalid `If-Match`: {raw:?} is not a revision (send back the ETag of the GET)"
+            ))
+        })
+    }
+}
+
+/// The `ETag` header of a KV value at `revision`.
+pub fn etag(revision: u64) -> [(axum::http::HeaderName, String); 1] {
+    [(axum::http::header::ETAG, format!("\"{revision}\""))]
+}
+
 /// Parses `true` / `false` (absent → `default`).
 pub fn parse_bool(param: &'static str, raw: Option<&str>, default: bool) -> Result<bool, ApiError> {
     match raw.map(str::trim) {

@@ -186,6 +186,92 @@ impl Control {
             .map_err(|e| Error::Broker(format!("KV delete `{bucket}/{key}`: {e}")))
     }
 
+    /// `key` of `bucket` decoded as JSON with its revision (0 when
+    /// absent), for a later [`Control::put_if`].
+    pub async fn get_json_rev<T: DeserializeOwned>(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(Option<T>, u64)> {
+        let store = self.kv(bucket).await?;
+        match self.entry(&store, key).await? {
+            None => Ok((None, 0)),
+            Some(e) => serde_json::from_slice(&e.value)
+                .map(|v| (Some(v), e.revision))
+                .map_err(|err| {
+                    Error::Broker(format!("stored `{bucket}/{key}` does not decode: {err}"))
+                }),
+        }
+    }
+
+    /// Writes `value` under `key`; with `expected`, only if the key is
+    /// still at that revision (0: still absent), else [`Error::Conflict`]
+    /// naming the current revision. Returns the new revision.
+    pub async fn put_if(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: impl Into<bytes::Bytes>,
+        expected: Option<u64>,
+    ) -> Result<u64> {
+        let Some(expected) = expected else {
+            return self.put(bucket, key, value).await;
+        };
+        let store = self.kv(bucket).await?;
+        let value = value.into();
+        let written = if expected == 0 {
+            store.create(key, value).await.map_err(|e| e.to_string())
+        } else {
+            store
+                .update(key, value, expected)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match written {
+            Ok(r) => Ok(r),
+            Err(e) => Err(self.conflict(&store, bucket, key, expected, &e).await),
+        }
+    }
+
+    /// Deletes `key`; with `expected`, only if it is still at that
+    /// revision.
+    pub async fn delete_if(&self, bucket: &str, key: &str, expected: Option<u64>) -> Result<()> {
+        let Some(expected) = expected else {
+            return self.delete(bucket, key).await;
+        };
+        let store = self.kv(bucket).await?;
+        match store.delete_expect_revision(key, Some(expected)).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self
+                .conflict(&store, bucket, key, expected, &e.to_string())
+                .await),
+        }
+    }
+
+    /// The error of a lost compare-and-set: a conflict naming the
+    /// revision the key is at now (or the broker's error if it is not
+    /// one).
+    async fn conflict(
+        &self,
+        store: &kv::Store,
+        bucket: &str,
+        key: &str,
+        expected: u64,
+        cause: &str,
+    ) -> Error {
+        let current = match store.entry(key).await {
+            Ok(Some(e)) if e.operation == kv::Operation::Put => e.revision,
+            Ok(_) => 0,
+            Err(_) => return Error::Broker(format!("KV write `{bucket}/{key}`: {cause}")),
+        };
+        if current == expected {
+            return Error::Broker(format!("KV write `{bucket}/{key}`: {cause}"));
+        }
+        Error::Conflict(format!(
+            "`{bucket}/{key}` changed since revision {expected} (it is at revision {current}); reload and retry"
+        ))
+    }
+
     /// Publishes on core NATS (the EXEC stream captures `commands.>`).
     pub async fn publish(&self, subject: String, payload: impl Into<bytes::Bytes>) -> Result<()> {
         self.nats

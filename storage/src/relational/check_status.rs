@@ -56,6 +56,22 @@ pub(super) fn upsert(txn: &WriteTransaction, checks: &[CheckStatusRecord]) -> Re
 }
 
 impl RelationalStore {
+    /// Every (check, PC) state, by check name then pc_id.
+    pub fn check_status_all(&self) -> Result<Vec<CheckStatusRecord>> {
+        let txn = self.db.begin_read().map_err(Error::redb_op)?;
+        let t = txn.open_table(CHECKS).map_err(Error::redb_op)?;
+        let by_name = txn.open_table(BY_NAME).map_err(Error::redb_op)?;
+        let mut out = Vec::new();
+        for e in by_name.iter().map_err(Error::redb_op)? {
+            let (k, _) = e.map_err(Error::redb_op)?;
+            let (name, pc) = k.value();
+            if let Some(v) = t.get((pc, name)).map_err(Error::redb_op)? {
+                out.push(decode(NAME, v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every PC's state of one check, by pc_id.
     pub fn check_status_by_name(&self, check_name: &str) -> Result<Vec<CheckStatusRecord>> {
         let txn = self.db.begin_read().map_err(Error::redb_op)?;

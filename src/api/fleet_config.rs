@@ -1,0 +1,502 @@
+//! Agent configuration and group membership: `/api/config`,
+//! `/api/groups/{name}/config`, `/api/pcs/{pc_id}/config`,
+//! `/api/agents/{pc_id}/effective_config`, `/api/groups` and
+//! `/api/agents/{pc_id}/groups*`, over the `agent_config` and
+//! `agent_groups` KV buckets the agents watch.
+//!
+//! Unlike the reference, two operators editing the same key never
+//! silently overwrite each other: every GET answers an `ETag` (the KV
+//! revision) and a write carrying `If-Match` is a compare-and-set, the
+//! loser getting a 409 naming the current revision. Adding or removing one
+//! group is a compare-and-set retried on conflict, so it never loses a
+//! concurrent change.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kanade_shared::kv::{
+    agent_config_group_key, agent_config_pc_key, BUCKET_AGENT_CONFIG, BUCKET_AGENT_GROUPS,
+    KEY_AGENT_CONFIG_GLOBAL, PREFIX_AGENT_CONFIG_GROUPS,
+};
+use kanade_shared::wire::{resolve, AgentGroups, ConfigScope, EffectiveConfig, ResolutionWarning};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::jobs::audit;
+use super::params::{etag, IfMatch, YamlOrJson};
+use crate::audit::Caller;
+use crate::control::{check_key, check_token, parse_duration, Control};
+use crate::state::AppState;
+
+/// A scope's key in `agent_config`, after checking the name in the path.
+fn scope_key(kind: &str, name: &str) -> Result<String, ApiError> {
+    match kind {
+        "group" => {
+            check_token("group", name)?;
+            Ok(agent_config_group_key(name))
+        }
+        _ => {
+            check_key("pc_id", name)?;
+            Ok(agent_config_pc_key(name))
+        }
+    }
+}
+
+/// Checks the values a scope sets (the reference stores any string).
+fn check_scope(s: &ConfigScope) -> Result<(), ApiError> {
+    for (field, v) in [
+        ("target_version_jitter", &s.target_version_jitter),
+        ("heartbeat_interval", &s.heartbeat_interval),
+        ("host_perf_interval", &s.host_perf_interval),
+    ] {
+        if let Some(v) = v {
+            parse_duration(field, v)?;
+        }
+    }
+    if s.target_version
+        .as_deref()
+        .is_some_and(|v| v.trim().is_empty())
+    {
+        return Err(ApiError::bad_param(
+            "target_version",
+            "must not be empty when set",
+        ));
+    }
+    Ok(())
+}
+
+async fn get_scope(control: &Control, key: &str) -> Result<Response, ApiError> {
+    let (scope, rev) = control
+        .get_json_rev::<ConfigScope>(BUCKET_AGENT_CONFIG, key)
+        .await?;
+    Ok((etag(rev), Json(scope.unwrap_or_default())).into_response())
+}
+
+async fn put_scope(
+    state: &AppState,
+    caller: &Caller,
+    key: &str,
+    scope: ConfigScope,
+    if_match: Option<u64>,
+) -> Result<Response, ApiError> {
+    check_scope(&scope)?;
+    let json = serde_json::to_vec(&scope).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let rev = state
+        .control
+        .put_if(BUCKET_AGENT_CONFIG, key, json, if_match)
+        .await?;
+    audit(
+        &state.control,
+        caller,
+        "config_set",
+        key,
+        serde_json::json!({
+            "scope": key, "config": scope, "revision": rev,
+        }),
+    )
+    .await;
+    Ok((etag(rev), Json(scope)).into_response())
+}
+
+async fn delete_scope(
+    state: &AppState,
+    caller: &Caller,
+    key: &str,
+    if_match: Option<u64>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .control
+        .delete_if(BUCKET_AGENT_CONFIG, key, if_match)
+        .await?;
+    audit(
+        &state.control,
+        caller,
+        "config_clear",
+        key,
+        serde_json::json!({"scope": key}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/config`.
+pub async fn get_global(State(state): State<AppState>) -> Result<Response, ApiError> {
+    get_scope(&state.control, KEY_AGENT_CONFIG_GLOBAL).await
+}
+
+/// `PUT /api/config`: replace the global scope.
+pub async fn put_global(
+    State(state): State<AppState>,
+    caller: Caller,
+    IfMatch(rev): IfMatch,
+    body: YamlOrJson<ConfigScope>,
+) -> Result<Response, ApiError> {
+    put_scope(&state, &caller, KEY_AGENT_CONFIG_GLOBAL, body.value, rev).await
+}
+
+/// `GET /api/groups/{name}/config`, `GET /api/pcs/{pc_id}/config`.
+pub async fn get_group(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    get_scope(&state.control, &scope_key("group", &name)?).await
+}
+
+pub async fn get_pc(
+    State(state): State<AppState>,
+    Path(pc): Path<String>,
+) -> Result<Response, ApiError> {
+    get_scope(&state.control, &scope_key("pc", &pc)?).await
+}
+
+/// `PUT /api/groups/{name}/config`, `PUT /api/pcs/{pc_id}/config`.
+pub async fn put_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    IfMatch(rev): IfMatch,
+    body: YamlOrJson<ConfigScope>,
+) -> Result<Response, ApiError> {
+    put_scope(
+        &state,
+        &caller,
+        &scope_key("group", &name)?,
+        body.value,
+        rev,
+    )
+    .await
+}
+
+pub async fn put_pc(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(pc): Path<String>,
+    IfMatch(rev): IfMatch,
+    body: YamlOrJson<ConfigScope>,
+) -> Result<Response, ApiError> {
+    put_scope(&state, &caller, &scope_key("pc", &pc)?, body.value, rev).await
+}
+
+/// `DELETE /api/groups/{name}/config`, `DELETE /api/pcs/{pc_id}/config`.
+pub async fn delete_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    IfMatch(rev): IfMatch,
+) -> Result<StatusCode, ApiError> {
+    delete_scope(&state, &caller, &scope_key("group", &name)?, rev).await
+}
+
+pub async fn delete_pc(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(pc): Path<String>,
+    IfMatch(rev): IfMatch,
+) -> Result<StatusCode, ApiError> {
+    delete_scope(&state, &caller, &scope_key("pc", &pc)?, rev).await
+}
+
+#[derive(Serialize)]
+pub struct Effective {
+    pc_id: String,
+    effective: EffectiveConfig,
+    warnings: Vec<String>,
+    /// The PC's groups, in the order they apply.
+    groups: Vec<String>,
+    /// Where each field's value comes from: `default`, `global`,
+    /// `group:<name>` or `pc`.
+    sources: BTreeMap<&'static str, String>,
+}
+
+/// `GET /api/agents/{pc_id}/effective_config`: kanade-shared's
+/// resolution of default → global → groups (alphabetical) → PC, with
+/// where each value comes from.
+pub async fn effective(
+    State(state): State<AppState>,
+    Path(pc): Path<String>,
+) -> Result<Json<Effective>, ApiError> {
+    check_key("pc_id", &pc)?;
+    let c = &state.control;
+    let global = c
+        .get_json::<ConfigScope>(BUCKET_AGENT_CONFIG, KEY_AGENT_CONFIG_GLOBAL)
+        .await?;
+    let pc_scope = c
+        .get_json::<ConfigScope>(BUCKET_AGENT_CONFIG, &agent_config_pc_key(&pc))
+        .await?;
+    let group_scopes: BTreeMap<String, ConfigScope> = c
+        .list_json::<ConfigScope>(BUCKET_AGENT_CONFIG)
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(PREFIX_AGENT_CONFIG_GROUPS)?.to_string(), v)))
+        .collect();
+    let mut groups = membership(c, &pc).await?.0.groups;
+    groups.sort();
+    groups.dedup();
+    let (effective, warnings) = resolve(global.as_ref(), &group_scopes, pc_scope.as_ref(), &groups);
+    let mut layers: Vec<(String, &ConfigScope)> = Vec::new();
+    if let Some(g) = &global {
+        layers.push(("global".into(), g));
+    }
+    for g in &groups {
+        if let Some(s) = group_scopes.get(g) {
+            layers.push((format!("group:{g}"), s));
+        }
+    }
+    if let Some(p) = &pc_scope {
+        layers.push(("pc".into(), p));
+    }
+    Ok(Json(Effective {
+        pc_id: pc,
+        effective,
+        warnings: warnings.iter().map(warning_text).collect(),
+        groups,
+        sources: sources(&layers),
+    }))
+}
+
+fn warning_text(w: &ResolutionWarning) -> String {
+    match w {
+        ResolutionWarning::MultiGroupConflict { field, groups } => format!(
+            "multi-group conflict on `{field}` — set by [{}]; alphabetical last wins (=> {})",
+            groups.join(", "),
+            groups.last().map(String::as_str).unwrap_or("")
+        ),
+    }
+}
+
+/// The last layer that sets each field (layers in application order).
+fn sources(layers: &[(String, &ConfigScope)]) -> BTreeMap<&'static str, String> {
+    let mut out: BTreeMap<&'static str, String> = [
+        "target_version",
+        "target_version_jitter",
+        "heartbeat_interval",
+        "host_perf_interval",
+        "process_perf_enabled",
+        "process_perf_expires_at",
+        "process_perf_top_n",
+    ]
+    .into_iter()
+    .map(|f| (f, "default".to_string()))
+    .collect();
+    for (name, s) in layers {
+        let set = [
+            ("target_version", s.target_version.is_some()),
+            ("target_version_jitter", s.target_version_jitter.is_some()),
+            ("heartbeat_interval", s.heartbeat_interval.is_some()),
+            ("host_perf_interval", s.host_perf_interval.is_some()),
+            ("process_perf_enabled", s.process_perf_enabled.is_some()),
+            (
+                "process_perf_expires_at",
+                s.process_perf_expires_at.is_some(),
+            ),
+            ("process_perf_top_n", s.process_perf_top_n.is_some()),
+        ];
+        for (field, is_set) in set {
+            if is_set {
+                out.insert(field, name.clone());
+            }
+        }
+    }
+    out
+}
+
+#[derive(Serialize)]
+pub struct GroupInfo {
+    name: String,
+    members: Vec<String>,
+    has_config: bool,
+}
+
+#[derive(Serialize)]
+pub struct Groups {
+    groups: Vec<GroupInfo>,
+}
+
+/// `GET /api/groups`: every group with a member or a config scope.
+pub async fn list_groups(State(state): State<AppState>) -> Result<Json<Groups>, ApiError> {
+    let c = &state.control;
+    let mut members: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (pc, g) in c.list_json::<AgentGroups>(BUCKET_AGENT_GROUPS).await? {
+        for name in g.groups {
+            members.entry(name).or_default().insert(pc.clone());
+        }
+    }
+    let with_config: BTreeSet<String> = c
+        .list_json::<ConfigScope>(BUCKET_AGENT_CONFIG)
+        .await?
+        .into_iter()
+        .filter_map(|(k, _)| Some(k.strip_prefix(PREFIX_AGENT_CONFIG_GROUPS)?.to_string()))
+        .collect();
+    for g in &with_config {
+        members.entry(g.clone()).or_default();
+    }
+    Ok(Json(Groups {
+        groups: members
+            .into_iter()
+            .map(|(name, m)| GroupInfo {
+                has_config: with_config.contains(&name),
+                name,
+                members: m.into_iter().collect(),
+            })
+            .collect(),
+    }))
+}
+
+/// A PC's groups and the revision they were read at.
+async fn membership(c: &Control, pc: &str) -> Result<(AgentGroups, u64), ApiError> {
+    let (g, rev) = c
+        .get_json_rev::<AgentGroups>(BUCKET_AGENT_GROUPS, pc)
+        .await?;
+    Ok((g.unwrap_or_default(), rev))
+}
+
+/// `GET /api/agents/{pc_id}/groups`.
+pub async fn get_membership(
+    State(state): State<AppState>,
+    Path(pc): Path<String>,
+) -> Result<Response, ApiError> {
+    check_key("pc_id", &pc)?;
+    let (g, rev) = membership(&state.control, &pc).await?;
+    Ok((etag(rev), Json(g)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupsBody {
+    groups: Vec<String>,
+}
+
+/// `PUT /api/agents/{pc_id}/groups`: replace the list (`If-Match` makes
+/// it a compare-and-set).
+pub async fn put_membership(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(pc): Path<String>,
+    IfMatch(rev): IfMatch,
+    body: YamlOrJson<GroupsBody>,
+) -> Result<Response, ApiError> {
+    check_key("pc_id", &pc)?;
+    for g in &body.value.groups {
+        check_token("groups", g)?;
+    }
+    let groups = AgentGroups::new(body.value.groups);
+    let json = serde_json::to_vec(&groups).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let rev = state
+        .control
+        .put_if(BUCKET_AGENT_GROUPS, &pc, json, rev)
+        .await?;
+    audit(
+        &state.control,
+        &caller,
+        "groups_set",
+        &pc,
+        serde_json::json!({"groups": groups.groups}),
+    )
+    .await;
+    Ok((etag(rev), Json(groups)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupBody {
+    group: String,
+}
+
+/// `POST /api/agents/{pc_id}/groups`: add one group.
+pub async fn add_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(pc): Path<String>,
+    body: YamlOrJson<GroupBody>,
+) -> Result<Json<AgentGroups>, ApiError> {
+    let group = body.value.group.trim().to_string();
+    check_token("group", &group)?;
+    edit_membership(&state, &caller, &pc, "group_add", &group, |g| {
+        g.insert(group.clone())
+    })
+    .await
+}
+
+/// `DELETE /api/agents/{pc_id}/groups/{group}`: remove one group.
+pub async fn remove_group(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((pc, group)): Path<(String, String)>,
+) -> Result<Json<AgentGroups>, ApiError> {
+    edit_membership(&state, &caller, &pc, "group_remove", &group, |g| {
+        g.remove(&group)
+    })
+    .await
+}
+
+/// One membership change as a compare-and-set retried on conflict.
+async fn edit_membership(
+    state: &AppState,
+    caller: &Caller,
+    pc: &str,
+    action: &str,
+    group: &str,
+    change: impl FnMut(&mut AgentGroups) -> bool,
+) -> Result<Json<AgentGroups>, ApiError> {
+    check_key("pc_id", pc)?;
+    let store = state.control.kv(BUCKET_AGENT_GROUPS).await?;
+    let groups = kanade_shared::kv_cas::read_modify_write(&store, pc, change)
+        .await
+        .map_err(|e| ApiError::BadGateway(format!("{action} for {pc}: {e:#}")))?;
+    audit(
+        &state.control,
+        caller,
+        action,
+        pc,
+        serde_json::json!({"group": group, "groups": groups.groups}),
+    )
+    .await;
+    Ok(Json(groups))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_name_the_last_layer_that_sets_each_field() {
+        let global = ConfigScope {
+            heartbeat_interval: Some("20s".into()),
+            target_version: Some("1.0".into()),
+            ..Default::default()
+        };
+        let canary = ConfigScope {
+            target_version: Some("1.1".into()),
+            ..Default::default()
+        };
+        let pc = ConfigScope {
+            heartbeat_interval: Some("5s".into()),
+            ..Default::default()
+        };
+        let s = sources(&[
+            ("global".into(), &global),
+            ("group:canary".into(), &canary),
+            ("pc".into(), &pc),
+        ]);
+        assert_eq!(s["target_version"], "group:canary");
+        assert_eq!(s["heartbeat_interval"], "pc");
+        assert_eq!(s["host_perf_interval"], "default");
+        assert_eq!(s.len(), 7);
+    }
+
+    #[test]
+    fn bad_durations_are_named() {
+        let bad = ConfigScope {
+            host_perf_interval: Some("often".into()),
+            ..Default::default()
+        };
+        assert!(check_scope(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("host_perf_interval"));
+        check_scope(&ConfigScope::default()).unwrap();
+    }
+}

@@ -1,0 +1,510 @@
+//! Fleet administration end to end: agent config at each level and the
+//! effective config, concurrent edits (one 409), group membership, run /
+//! ping / logs answered by a stand-in agent (and 504s when nobody
+//! answers), checks, notifications and their acks. Real nats-server, the
+//! real binary, real HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use common::{eventually, js_publish_bytes, Backend, Nats, TOKEN};
+use futures::StreamExt;
+use kanade_shared::wire::Command;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// A request with the service token (or `token`), optional JSON body and
+/// extra headers: (status, headers, body).
+async fn req(
+    b: &Backend,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut r = reqwest::Client::new()
+        .request(method, format!("{}{path}", b.base))
+        .bearer_auth(TOKEN);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    if let Some(body) = body {
+        r = r.json(&body);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let h = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, h, v)
+}
+
+fn etag(h: &reqwest::header::HeaderMap) -> String {
+    h.get("etag").unwrap().to_str().unwrap().to_string()
+}
+
+fn error_of(v: &Value) -> String {
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no JSON error in {v}"))
+        .to_string()
+}
+
+/// Answers ping, logs and commands for `pc` as an agent would.
+async fn stand_in_agent(nats: &Nats, pc: &'static str) {
+    let client = nats.client().await;
+    let mut ping = client.subscribe(format!("agents.{pc}.ping")).await.unwrap();
+    let mut logs = client.subscribe(format!("logs.fetch.{pc}")).await.unwrap();
+    let mut commands = client.subscribe(format!("commands.pc.{pc}")).await.unwrap();
+    client.flush().await.unwrap();
+    let c = client.clone();
+    tokio::spawn(async move {
+        while let Some(m) = ping.next().await {
+            let hb = json!({"pc_id": pc, "at": Utc::now(), "agent_version": "0.43.56", "hostname": "host-1"});
+            c.publish(m.reply.unwrap(), hb.to_string().into())
+                .await
+                .unwrap();
+        }
+    });
+    let c = client.clone();
+    tokio::spawn(async move {
+        while let Some(m) = logs.next().await {
+            let asked: Value = serde_json::from_slice(&m.payload).unwrap();
+            let n = asked["tail_lines"].as_u64().unwrap();
+            let text: String = (1..=n).map(|i| format!("line {i}\n")).collect();
+            c.publish(m.reply.unwrap(), text.into()).await.unwrap();
+        }
+    });
+    let js = async_nats::jetstream::new(client.clone());
+    tokio::spawn(async move {
+        while let Some(m) = commands.next().await {
+            let cmd: Command = serde_json::from_slice(&m.payload).unwrap();
+            let now = Utc::now();
+            let result = json!({
+                "result_id": format!("r-{}", cmd.request_id), "request_id": cmd.request_id,
+                "pc_id": pc, "exit_code": 0, "stdout": format!("ran: {}", cmd.script), "stderr": "",
+                "started_at": now, "finished_at": now,
+            });
+            js_publish_bytes(
+                &js,
+                format!("results.{}", cmd.request_id),
+                result.to_string().into_bytes(),
+            )
+            .await;
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_groups_and_agent_requests() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    stand_in_agent(&nats, "PC-1").await;
+
+    // Config at each level, with revisions.
+    let (status, h, global) = eventually("agent_config ready", || async {
+        let r = req(&b, Method::GET, "/api/config", None, &[]).await;
+        (r.0 == 200).then_some(r)
+    })
+    .await;
+    assert_eq!((status, global), (200, json!({})));
+    assert_eq!(etag(&h), "\"0\"");
+    let (status, h, body) = req(
+        &b,
+        Method::PUT,
+        "/api/config",
+        Some(json!({"heartbeat_interval": "20s", "target_version": "0.43.56"})),
+        &[("if-match", "\"0\"")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let rev = etag(&h);
+    // Two operators edit the same revision: one wins, one gets a 409.
+    let (a, _, _) = req(
+        &b,
+        Method::PUT,
+        "/api/config",
+        Some(json!({"heartbeat_interval": "25s"})),
+        &[("if-match", &rev)],
+    )
+    .await;
+    let (second, _, conflict) = req(
+        &b,
+        Method::PUT,
+        "/api/config",
+        Some(json!({"heartbeat_interval": "30s"})),
+        &[("if-match", &rev)],
+    )
+    .await;
+    assert_eq!((a, second), (200, 409), "{conflict}");
+    assert!(error_of(&conflict).contains("revision"), "{conflict}");
+    assert_eq!(
+        req(&b, Method::GET, "/api/config", None, &[]).await.2,
+        json!({"heartbeat_interval": "25s"})
+    );
+    // Bad values and unknown keys are named.
+    for (body, needle) in [
+        (json!({"heartbeat_interval": "often"}), "heartbeat_interval"),
+        (json!({"heartbeat_intervall": "5s"}), "heartbeat_intervall"),
+    ] {
+        let (status, _, err) = req(&b, Method::PUT, "/api/config", Some(body), &[]).await;
+        assert_eq!(status, 400);
+        assert!(error_of(&err).contains(needle), "{err}");
+    }
+    let (status, _, _) = req(
+        &b,
+        Method::PUT,
+        "/api/groups/canary/config",
+        Some(json!({"target_version": "0.44.0"})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = req(
+        &b,
+        Method::PUT,
+        "/api/groups/wave1/config",
+        Some(json!({"target_version": "0.44.1", "host_perf_interval": "30s"})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = req(
+        &b,
+        Method::PUT,
+        "/api/pcs/PC-1/config",
+        Some(json!({"heartbeat_interval": "5s"})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, err) = req(
+        &b,
+        Method::PUT,
+        "/api/groups/a.b/config",
+        Some(json!({})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(error_of(&err).contains("group"));
+
+    // Membership: add, replace, remove.
+    let (_, _, g) = req(
+        &b,
+        Method::POST,
+        "/api/agents/PC-1/groups",
+        Some(json!({"group": "wave1"})),
+        &[],
+    )
+    .await;
+    assert_eq!(g, json!({"groups": ["wave1"]}));
+    let (_, _, g) = req(
+        &b,
+        Method::POST,
+        "/api/agents/PC-1/groups",
+        Some(json!({"group": "canary"})),
+        &[],
+    )
+    .await;
+    assert_eq!(g, json!({"groups": ["canary", "wave1"]}));
+    let (status, _, err) = req(
+        &b,
+        Method::POST,
+        "/api/agents/PC-1/groups",
+        Some(json!({"group": " "})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 400, "{err}");
+    let (_, _, eff) = req(
+        &b,
+        Method::GET,
+        "/api/agents/PC-1/effective_config",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(eff["effective"]["target_version"], "0.44.1", "{eff}");
+    assert_eq!(eff["effective"]["heartbeat_interval"], "5s");
+    assert_eq!(eff["effective"]["host_perf_interval"], "30s");
+    assert_eq!(eff["effective"]["target_version_jitter"], "10m");
+    assert_eq!(eff["sources"]["target_version"], "group:wave1");
+    assert_eq!(eff["sources"]["heartbeat_interval"], "pc");
+    assert_eq!(eff["sources"]["target_version_jitter"], "default");
+    assert_eq!(eff["warnings"].as_array().unwrap().len(), 1, "{eff}");
+    let (_, _, groups) = req(&b, Method::GET, "/api/groups", None, &[]).await;
+    assert_eq!(
+        groups,
+        json!({"groups": [
+            {"name": "canary", "members": ["PC-1"], "has_config": true},
+            {"name": "wave1", "members": ["PC-1"], "has_config": true},
+        ]})
+    );
+    let (status, h, _) = req(&b, Method::GET, "/api/agents/PC-1/groups", None, &[]).await;
+    assert_eq!(status, 200);
+    let (status, _, g) = req(
+        &b,
+        Method::PUT,
+        "/api/agents/PC-1/groups",
+        Some(json!({"groups": ["wave2", "canary", "wave2"]})),
+        &[("if-match", &etag(&h))],
+    )
+    .await;
+    assert_eq!((status, g), (200, json!({"groups": ["canary", "wave2"]})));
+    let (_, _, g) = req(
+        &b,
+        Method::DELETE,
+        "/api/agents/PC-1/groups/canary",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(g, json!({"groups": ["wave2"]}));
+    assert_eq!(
+        req(&b, Method::DELETE, "/api/groups/canary/config", None, &[])
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        req(&b, Method::GET, "/api/groups/canary/config", None, &[])
+            .await
+            .2,
+        json!({})
+    );
+
+    // Run, ping and logs answered by the agent; 504 when nobody answers.
+    let (status, _, result) = req(
+        &b,
+        Method::POST,
+        "/api/run",
+        Some(json!({"pc_id": "PC-1", "script": "hostname", "timeout_secs": 5})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(
+        (result["stdout"].as_str(), result["exit_code"].as_i64()),
+        (Some("ran: hostname"), Some(0))
+    );
+    let (status, _, pong) = req(&b, Method::POST, "/api/agents/PC-1/ping", None, &[]).await;
+    assert_eq!(
+        (status, pong["heartbeat"]["pc_id"].as_str()),
+        (200, Some("PC-1")),
+        "{pong}"
+    );
+    let (status, h, text) = req(&b, Method::GET, "/api/agents/PC-1/logs?tail=3", None, &[]).await;
+    assert_eq!(
+        (status, text),
+        (200, Value::String("line 1\nline 2\nline 3\n".into()))
+    );
+    assert!(h["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    for (method, path, body) in [
+        (Method::POST, "/api/agents/PC-GONE/ping?wait_secs=1", None),
+        (Method::GET, "/api/agents/PC-GONE/logs", None),
+        (
+            Method::POST,
+            "/api/run",
+            Some(json!({"pc_id": "PC-GONE", "script": "hostname", "timeout_secs": 1})),
+        ),
+    ] {
+        let (status, _, err) = req(&b, method, path, body, &[]).await;
+        assert_eq!(status, 504, "{path}: {err}");
+        assert!(error_of(&err).contains("PC-GONE"), "{err}");
+    }
+    let (status, _, err) = req(
+        &b,
+        Method::POST,
+        "/api/run",
+        Some(json!({"pc_id": "PC-1", "script": "x", "shell": "bash"})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(error_of(&err).contains("shell"));
+
+    // Every mutation is audited.
+    let actions = eventually("mutations audited", || async {
+        let (_, audit) = b.get("/api/audit?limit=200").await;
+        let actions: Vec<String> = audit
+            .as_array()?
+            .iter()
+            .filter_map(|a| a["action"].as_str().map(String::from))
+            .collect();
+        actions.contains(&"run".to_string()).then_some(actions)
+    })
+    .await;
+    for a in [
+        "config_set",
+        "config_clear",
+        "group_add",
+        "group_remove",
+        "groups_set",
+        "run",
+    ] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} missing from {actions:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checks_and_notifications() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let client = nats.client().await;
+    let mut delivered = client.subscribe("notifications.>").await.unwrap();
+    client.flush().await.unwrap();
+
+    // A notification to a group and a PC.
+    let body = json!({"priority": "warn", "title": "Reboot tonight", "body": "at 22:00", "require_ack": true,
+                      "target": {"groups": ["eng"], "pcs": ["PC-1"]}});
+    let (status, _, sent) = eventually("NOTIFICATIONS ready", || async {
+        let r = req(
+            &b,
+            Method::POST,
+            "/api/notifications",
+            Some(body.clone()),
+            &[],
+        )
+        .await;
+        (r.0 == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        sent["subjects"],
+        json!(["notifications.group.eng", "notifications.pc.PC-1"])
+    );
+    let id = sent["id"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        let m = tokio::time::timeout(Duration::from_secs(5), delivered.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(m.subject.starts_with("notifications."));
+    }
+    for (body, needle) in [
+        (
+            json!({"priority": "info", "title": "t", "body": "b", "target": {}}),
+            "target",
+        ),
+        (
+            json!({"priority": "info", "title": " ", "body": "b", "target": {"all": true}}),
+            "title",
+        ),
+        (
+            json!({"priority": "loud", "title": "t", "body": "b", "target": {"all": true}}),
+            "priority",
+        ),
+        (
+            json!({"priority": "info", "title": "t", "body": "b", "target": {"all": true}, "expires_at": "2020-01-01T00:00:00Z"}),
+            "expires_at",
+        ),
+    ] {
+        let (status, _, err) = req(&b, Method::POST, "/api/notifications", Some(body), &[]).await;
+        assert_eq!(status, 400, "{err}");
+        assert!(error_of(&err).contains(needle), "{err}");
+    }
+    let (_, _, history) = req(&b, Method::GET, "/api/notifications", None, &[]).await;
+    let history = history.as_array().unwrap().clone();
+    assert_eq!(history.len(), 1, "one entry per id: {history:?}");
+    assert_eq!(
+        (history[0]["id"].as_str(), history[0]["title"].as_str()),
+        (Some(id.as_str()), Some("Reboot tonight"))
+    );
+
+    // An ack from an agent, projected from EVENTS.
+    let js = async_nats::jetstream::new(client.clone());
+    let ack = json!({"notification_id": id, "pc_id": "PC-1", "user_sid": "S-1-5-21-1", "acked_at": Utc::now()});
+    js_publish_bytes(
+        &js,
+        format!("events.notifications.acked.PC-1.S-1-5-21-1.{id}"),
+        ack.to_string().into_bytes(),
+    )
+    .await;
+    let acks = eventually("ack projected", || async {
+        let (_, _, s) = req(
+            &b,
+            Method::GET,
+            &format!("/api/notifications/{id}/ack_status"),
+            None,
+            &[],
+        )
+        .await;
+        (s["acks"].as_array()?.len() == 1).then_some(s)
+    })
+    .await;
+    assert_eq!(acks["acks"][0]["pc_id"], "PC-1");
+
+    // Checks from results of a job that declares one.
+    let manifest = json!({"id": "bitlocker-check", "version": "1",
+        "execute": {"shell": "powershell", "script": "manage-bde -status", "timeout": "1m"},
+        "check": {"name": "bitlocker", "fleet": true}});
+    assert_eq!(
+        req(&b, Method::POST, "/api/jobs", Some(manifest), &[])
+            .await
+            .0,
+        200
+    );
+    let now = Utc::now();
+    for (pc, status) in [
+        ("PC-1", "ok"),
+        ("PC-2", "fail"),
+        ("PC-3", "warn"),
+        ("PC-4", "ok"),
+    ] {
+        let result = json!({"result_id": format!("c-{pc}"), "request_id": format!("q-{pc}"),
+            "pc_id": pc, "exit_code": 0, "stdout": json!({"status": status, "detail": format!("{pc} {status}")}).to_string(),
+            "stderr": "", "started_at": now, "finished_at": now, "manifest_id": "bitlocker-check"});
+        js_publish_bytes(
+            &js,
+            format!("results.q-{pc}"),
+            result.to_string().into_bytes(),
+        )
+        .await;
+    }
+    let checks = eventually("check states projected", || async {
+        let (_, _, c) = req(&b, Method::GET, "/api/checks", None, &[]).await;
+        (c["counts"].as_array()?.len() == 1 && c["counts"][0]["ok"] == 2).then_some(c)
+    })
+    .await;
+    assert_eq!(
+        checks["counts"],
+        json!([{"check_name": "bitlocker", "ok": 2, "warn": 1, "fail": 1, "unknown": 0}])
+    );
+    let pcs: Vec<&str> = checks["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["pc_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(pcs, ["PC-2", "PC-3"], "ok rows left out by default");
+    let (_, _, all) = req(
+        &b,
+        Method::GET,
+        "/api/checks?check=bitlocker&include_ok=true",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(all["rows"].as_array().unwrap().len(), 4);
+    let (_, _, none) = req(&b, Method::GET, "/api/checks?check=defender", None, &[]).await;
+    assert_eq!(none, json!({"counts": [], "rows": []}));
+    let (status, _, err) = req(&b, Method::GET, "/api/checks?include_ok=maybe", None, &[]).await;
+    assert_eq!(status, 400);
+    assert!(error_of(&err).contains("include_ok"));
+}
