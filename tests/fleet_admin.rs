@@ -508,3 +508,324 @@ async fn checks_and_notifications() {
     assert_eq!(status, 400);
     assert!(error_of(&err).contains("include_ok"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn absurd_input_is_a_json_error_and_the_server_stays_up() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let long = "x".repeat(60_000);
+    let cases: Vec<(Method, String, u16)> = vec![
+        (Method::GET, "/api/perf/top?window=1000000y".into(), 400),
+        (Method::GET, "/api/perf/top?window=-5m".into(), 400),
+        (
+            Method::GET,
+            "/api/agents/PC-1/perf?from=0001-01-01T00:00:00Z".into(),
+            400,
+        ),
+        (
+            Method::GET,
+            "/api/perf/fleet?to=9999-12-31T23:59:59-23:00".into(),
+            400,
+        ),
+        (
+            Method::GET,
+            "/api/health/scan_durations?since=0001-01-01T00:00:00Z".into(),
+            400,
+        ),
+        (Method::GET, "/api/jobs/%FF/yaml".into(), 400),
+        (Method::GET, format!("/api/schedules/{long}/preview"), 400),
+        (
+            Method::GET,
+            "/api/schedules/s/preview?count=99999999999999999999".into(),
+            400,
+        ),
+        (
+            Method::POST,
+            "/api/agents/PC-1/ping?wait_secs=soon".into(),
+            400,
+        ),
+        (Method::DELETE, "/api/jobs".into(), 405),
+        (Method::PATCH, "/api/freeze".into(), 405),
+    ];
+    assert_eq!(cases.len(), 11);
+    for (method, path, want) in cases {
+        let (status, headers, body) = req(&b, method.clone(), &path, None, &[]).await;
+        let shown = &path[..path.len().min(80)];
+        assert_eq!(status, want, "{method} {shown}: {body}");
+        assert!(
+            body["error"].is_string(),
+            "{method} {shown}: not a JSON error: {body}"
+        );
+        if want == 405 {
+            assert!(
+                headers.contains_key("allow"),
+                "{method} {shown}: no Allow header"
+            );
+        }
+    }
+    assert_eq!(b.get("/health").await, (200, Value::String("ok".into())));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offloaded_output_is_stored_like_inline_output() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let js = async_nats::jetstream::new(nats.client().await);
+    let store = eventually("result_output store", || {
+        let js = js.clone();
+        async move { js.get_object_store("result_output").await.ok() }
+    })
+    .await;
+    // 300 KiB of stdout, past the agent's inline threshold.
+    let big: String = (0..30_000).map(|i| format!("line {i:05}\n")).collect();
+    store
+        .put("req-big/stdout", &mut big.as_bytes())
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let result = json!({"result_id": "big-1", "request_id": "req-big", "pc_id": "PC-1", "exit_code": 0,
+        "stdout": "", "stderr": "", "stdout_object": "req-big/stdout", "stderr_object": "req-big/missing",
+        "started_at": now, "finished_at": now});
+    js_publish_bytes(
+        &js,
+        "results.req-big".into(),
+        result.to_string().into_bytes(),
+    )
+    .await;
+    let row = eventually("the result lands", || async {
+        let (status, row) = b.get("/api/results/big-1").await;
+        (status == 200).then_some(row)
+    })
+    .await;
+    let stdout = row["stdout"].as_str().unwrap_or_else(|| panic!("{row}"));
+    assert_eq!(stdout.len(), big.len());
+    assert!(stdout == big, "stdout read back whole");
+    let stderr = row["stderr"].as_str().unwrap();
+    assert!(
+        stderr.contains("result_output/req-big/missing"),
+        "an unreadable object is named, not dropped: {stderr}"
+    );
+}
+
+/// A `multipart/form-data` body with one field (`name`) holding `data`.
+fn multipart(name: &str, data: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "kanade-test-boundary-7d1f";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"f.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn upload(b: &Backend, path: &str, field: &str, data: &[u8]) -> (u16, Value) {
+    let (ctype, body) = multipart(field, data);
+    let resp = reqwest::Client::new()
+        .post(format!("{}{path}", b.base))
+        .bearer_auth(TOKEN)
+        .header("content-type", ctype)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn packages_and_script_objects_stream_in_and_out() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let (status, stored) = eventually("app_packages ready", || async {
+        let r = upload(&b, "/api/app-packages/webex/2025.03", "file", &data).await;
+        (r.0 != 503).then_some(r)
+    })
+    .await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(
+        (stored["name"].as_str(), stored["size"].as_u64()),
+        (Some("webex"), Some(data.len() as u64))
+    );
+    let digest = stored["digest"].as_str().unwrap().to_string();
+    let (_, _, list) = req(&b, Method::GET, "/api/app-packages", None, &[]).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(
+        (list[0]["version"].as_str(), list[0]["digest"].as_str()),
+        (Some("2025.03"), Some(digest.as_str()))
+    );
+
+    // Whole, ranged, and refused downloads.
+    let get = |range: Option<&'static str>, if_match: Option<String>| {
+        let mut r = reqwest::Client::new()
+            .get(format!("{}/api/app-packages/webex/2025.03", b.base))
+            .bearer_auth(TOKEN);
+        if let Some(v) = range {
+            r = r.header("range", v);
+        }
+        if let Some(v) = if_match {
+            r = r.header("if-match", v);
+        }
+        r.send()
+    };
+    let whole = get(None, None).await.unwrap();
+    assert_eq!(whole.status().as_u16(), 200);
+    assert_eq!(
+        whole.headers()["etag"].to_str().unwrap(),
+        format!("\"{digest}\"")
+    );
+    assert_eq!(whole.bytes().await.unwrap().as_ref(), data.as_slice());
+    let part = get(Some("bytes=1000-1999"), Some(format!("\"{digest}\"")))
+        .await
+        .unwrap();
+    assert_eq!(part.status().as_u16(), 206);
+    assert_eq!(
+        part.headers()["content-range"].to_str().unwrap(),
+        format!("bytes 1000-1999/{}", data.len())
+    );
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &data[1000..2000]);
+    let bad = get(Some("bytes=9999999-"), None).await.unwrap();
+    assert_eq!(bad.status().as_u16(), 416);
+    assert_eq!(
+        bad.headers()["content-range"].to_str().unwrap(),
+        format!("bytes */{}", data.len())
+    );
+    assert!(bad.json::<Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("Range"));
+    assert_eq!(
+        get(None, Some("\"SHA-256=other\"".into()))
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        412
+    );
+
+    // Bad uploads: named, nothing replaced.
+    for (path, field, body, code, needle) in [
+        (
+            "/api/app-packages/webex/2025.03",
+            "file",
+            &b""[..],
+            400,
+            "empty",
+        ),
+        (
+            "/api/app-packages/webex/2025.03",
+            "other",
+            &b"x"[..],
+            400,
+            "file",
+        ),
+        (
+            "/api/app-packages/we%22bex/1",
+            "file",
+            &b"x"[..],
+            400,
+            "name",
+        ),
+    ] {
+        let (status, err) = upload(&b, path, field, body).await;
+        assert_eq!(status, code, "{path}: {err}");
+        assert!(error_of(&err).contains(needle), "{err}");
+    }
+    let over = vec![7u8; 5 << 20];
+    let (status, err) = upload(&b, "/api/script-objects/inv/1", "file", &over).await;
+    assert_eq!(status, 413, "{err}");
+    let (_, _, list) = req(&b, Method::GET, "/api/app-packages", None, &[]).await;
+    assert_eq!(
+        list[0]["size"].as_u64(),
+        Some(data.len() as u64),
+        "still the first upload"
+    );
+
+    // A script object used by a job: exec sends its key and sha256.
+    let script = b"Get-CimInstance Win32_OperatingSystem".to_vec();
+    let (status, s) = upload(&b, "/api/script-objects/inv-os/3", "file", &script).await;
+    assert_eq!(status, 200, "{s}");
+    let job = json!({"id": "inv-os", "version": "3", "execute": {"shell": "powershell", "script_object": "inv-os/3", "timeout": "1m"}});
+    assert_eq!(
+        req(&b, Method::POST, "/api/jobs", Some(job), &[]).await.0,
+        200
+    );
+    let client = nats.client().await;
+    let mut commands = client.subscribe("commands.pc.PC-9").await.unwrap();
+    client.flush().await.unwrap();
+    let (status, _, exec) = req(
+        &b,
+        Method::POST,
+        "/api/exec/inv-os",
+        Some(json!({"target": {"pcs": ["PC-9"]}})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{exec}");
+    let msg = tokio::time::timeout(Duration::from_secs(5), commands.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let cmd: Command = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(
+        (cmd.script.as_str(), cmd.script_object.as_deref()),
+        ("", Some("inv-os/3"))
+    );
+    let sha = cmd.script_object_sha256.unwrap();
+    assert_eq!(sha.len(), 64);
+    use base64::Engine;
+    let b64 = s["digest"].as_str().unwrap().trim_start_matches("SHA-256=");
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(b64)
+        .unwrap();
+    assert_eq!(
+        sha,
+        raw.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    );
+
+    // Delete: 204, then 404.
+    assert_eq!(
+        req(
+            &b,
+            Method::DELETE,
+            "/api/app-packages/webex/2025.03",
+            None,
+            &[]
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        req(
+            &b,
+            Method::GET,
+            "/api/app-packages/webex/2025.03",
+            None,
+            &[]
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        req(
+            &b,
+            Method::DELETE,
+            "/api/app-packages/webex/2025.03",
+            None,
+            &[]
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        req(&b, Method::GET, "/api/app-packages", None, &[]).await.2,
+        json!([])
+    );
+}

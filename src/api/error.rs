@@ -36,6 +36,12 @@ pub enum ApiError {
     /// The broker failed an operation on the caller's behalf.
     #[error("{0}")]
     BadGateway(String),
+    /// The body is over the size the route accepts.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// An `If-Match` precondition does not hold.
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// An agent did not answer in time (or is not connected).
     #[error("{0}")]
     GatewayTimeout(String),
@@ -68,6 +74,8 @@ impl ApiError {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::Query(_) | Self::Storage(_) | Self::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -112,4 +120,46 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Longest non-JSON error body carried into the JSON error.
+const MAX_ERROR_BODY: usize = 16 * 1024;
+
+/// Outermost layer: an error response that is not JSON (axum's own 405,
+/// a path or query rejection in plain text, ...) becomes
+/// `{"error": ...}` with its status and headers (`Allow` on a 405) kept.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_ERROR_BODY)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match (text.is_empty(), status) {
+        (false, _) => text,
+        (true, StatusCode::METHOD_NOT_ALLOWED) => {
+            let allow = parts
+                .headers
+                .get(axum::http::header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            format!("method not allowed here (allowed: {allow})")
+        }
+        (true, s) => s.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::json!({ "error": message }).to_string();
+    Response::from_parts(parts, axum::body::Body::from(body))
 }

@@ -15,6 +15,7 @@ mod freeze;
 mod health;
 mod jobs;
 mod notifications;
+mod objects;
 mod obs_events;
 mod params;
 mod perf;
@@ -82,6 +83,18 @@ pub fn app(state: AppState) -> Router {
         .route("/api/run", post(agent_actions::run))
         .route("/api/agents/{pc_id}/ping", post(agent_actions::ping))
         .route("/api/notifications", post(notifications::send))
+        .route(
+            "/api/app-packages/{name}/{version}",
+            post(objects::upload_package)
+                .layer(upload_limit(&objects::APP_PACKAGES))
+                .delete(objects::delete_package),
+        )
+        .route(
+            "/api/script-objects/{name}/{version}",
+            post(objects::upload_script)
+                .layer(upload_limit(&objects::SCRIPTS))
+                .delete(objects::delete_script),
+        )
         .route_layer(middleware::from_fn(auth::require_operator));
     Router::new()
         .route("/health", get(health))
@@ -143,6 +156,16 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/agents/{pc_id}/logs", get(agent_actions::logs))
         .route("/api/checks", get(checks::list))
+        .route("/api/app-packages", get(objects::list_packages))
+        .route(
+            "/api/app-packages/{name}/{version}",
+            get(objects::download_package),
+        )
+        .route("/api/script-objects", get(objects::list_scripts))
+        .route(
+            "/api/script-objects/{name}/{version}",
+            get(objects::download_script),
+        )
         .route("/api/notifications", get(notifications::list))
         .route(
             "/api/notifications/{id}/ack_status",
@@ -155,7 +178,15 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             auth::authenticate,
         ))
+        .layer(middleware::map_response(error::json_errors))
         .with_state(state)
+}
+
+/// The body limit of an upload route: the kind's cap plus room for the
+/// multipart framing (the handler enforces the cap on the file itself).
+fn upload_limit(kind: &objects::Kind) -> axum::extract::DefaultBodyLimit {
+    let max = kind.max_bytes.saturating_add(1 << 20);
+    axum::extract::DefaultBodyLimit::max(usize::try_from(max).unwrap_or(usize::MAX))
 }
 
 /// `GET /health`: liveness, unauthenticated.

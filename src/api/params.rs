@@ -12,6 +12,10 @@ use super::error::ApiError;
 /// Most buckets one window may produce.
 pub const MAX_BUCKETS: i64 = 10_000;
 
+/// Longest duration a parameter may name (100 years): arithmetic on
+/// times stays far from chrono's limits.
+pub const MAX_DURATION_SECS: i64 = 100 * 366 * 86_400;
+
 /// `Query<T>` whose rejection is an [`ApiError`] (JSON), not axum's text.
 pub struct ApiQuery<T>(pub T);
 
@@ -233,14 +237,22 @@ impl TimeWindow {
 /// is taken back.
 pub fn parse_time(param: &'static str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
     let s = raw.trim().replace(' ', "+");
-    DateTime::parse_from_rfc3339(&s)
+    let t = DateTime::parse_from_rfc3339(&s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| {
             ApiError::bad_param(
                 param,
                 format!("{raw:?} is not an RFC 3339 time like 2026-05-24T01:00:00Z ({e})"),
             )
-        })
+        })?;
+    // Arithmetic on a time far outside the data's era could overflow.
+    if !(1970..=9999).contains(&chrono::Datelike::year(&t)) {
+        return Err(ApiError::bad_param(
+            param,
+            format!("{raw:?} is outside the years 1970-9999"),
+        ));
+    }
+    Ok(t)
 }
 
 /// Parses a humantime duration (`30s`, `5m`, `1h`) into whole seconds ≥ 1.
@@ -252,7 +264,11 @@ pub fn parse_duration_secs(param: &'static str, raw: &str) -> Result<i64, ApiErr
         )
     })?;
     let secs = i64::try_from(d.as_secs())
-        .map_err(|_| ApiError::bad_param(param, format!("{raw:?} is too long")))?;
+        .ok()
+        .filter(|s| *s <= MAX_DURATION_SECS)
+        .ok_or_else(|| {
+            ApiError::bad_param(param, format!("{raw:?} is too long (at most 100 years)"))
+        })?;
     if secs < 1 {
         return Err(ApiError::bad_param(
             param,
@@ -370,6 +386,10 @@ mod tests {
                 "from",
             ),
             (Some("2025-05-24T12:00:00Z"), None, Some("1s"), "step"),
+            // Absurd values are refused, never overflow into a panic.
+            (None, None, Some("1000000y"), "step"),
+            (Some("0001-01-01T00:00:00Z"), None, None, "from"),
+            (None, Some("9999-12-31T23:59:59-23:00"), None, "to"),
         ];
         for (from, to, step, param) in cases {
             let err = window(*from, *to, *step).unwrap_err();

@@ -66,6 +66,66 @@ impl ResultsProjection {
     }
 }
 
+/// Most bytes of offloaded output read back into a result row.
+const MAX_OFFLOADED: usize = 64 * 1024 * 1024;
+const OBJECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl ResultsProjection {
+    /// The result with output the agent offloaded to the `result_output`
+    /// object store (`stdout_object` / `stderr_object`) read back inline,
+    /// so the row shows it as if it had been sent inline. Output that
+    /// cannot be read leaves a note naming the object instead of an empty
+    /// field. Blocking.
+    fn with_offloaded_output(&self, r: &ExecResult) -> ExecResult {
+        let mut out = r.clone();
+        for (object, field) in [
+            (r.stdout_object.as_deref(), &mut out.stdout),
+            (r.stderr_object.as_deref(), &mut out.stderr),
+        ] {
+            let Some(key) = object else { continue };
+            *field = match self.runtime.block_on(read_object(&self.js, key)) {
+                Ok(text) => text,
+                Err(e) => {
+                    tracing::warn!(pc_id = %r.pc_id, result_id = %r.result_id, object = key, error = %e, "offloaded output unreadable");
+                    format!(
+                        "[backend: output offloaded to result_output/{key} could not be read: {e}]"
+                    )
+                }
+            };
+        }
+        out
+    }
+}
+
+/// One object of `result_output` as text (invalid UTF-8 replaced), at
+/// most [`MAX_OFFLOADED`] bytes.
+async fn read_object(js: &async_nats::jetstream::Context, key: &str) -> Result<String, String> {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let store = js
+            .get_object_store(kanade_shared::kv::OBJECT_RESULT_OUTPUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let object = store.get(key).await.map_err(|e| e.to_string())?;
+        let mut bytes = Vec::new();
+        object
+            .take(MAX_OFFLOADED as u64 + 1)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| e.to_string())?;
+        let cut = bytes.len() > MAX_OFFLOADED;
+        bytes.truncate(MAX_OFFLOADED);
+        let mut text = String::from_utf8_lossy(&bytes).into_owned();
+        if cut {
+            text.push_str("\n[backend: output truncated at 64 MiB]");
+        }
+        Ok(text)
+    };
+    tokio::time::timeout(OBJECT_TIMEOUT, read)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
 /// What a check's run says: the status and detail fields of its JSON
 /// stdout, or `unknown` with the exit code when the script failed.
 fn check_state(r: &ExecResult, hint: &CheckHint) -> Option<(String, Option<String>)> {
@@ -116,6 +176,16 @@ impl StreamProjection for ResultsProjection {
         pos: StreamPosition<'_>,
     ) -> kanade_storage::Result<()> {
         let now = Utc::now();
+        let items: Vec<ExecResult> = items
+            .iter()
+            .map(|r| {
+                if r.stdout_object.is_some() || r.stderr_object.is_some() {
+                    self.with_offloaded_output(r)
+                } else {
+                    r.clone()
+                }
+            })
+            .collect();
         let runs: Vec<FinishedRun> = items
             .iter()
             .map(|r| FinishedRun {

@@ -1,0 +1,438 @@
+//! App packages (`app_packages`) and script objects (`scripts`): the two
+//! object-store resources, served by one module. Uploads stream from the
+//! request into the store in chunks (an 8 GB package never sits in
+//! memory) and are capped per kind (413 past it); downloads stream back
+//! with `ETag`, `If-Match` and single `Range` support (416 when it cannot
+//! be served).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Multipart, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use kanade_shared::kv::{OBJECT_APP_PACKAGES, OBJECT_SCRIPTS};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+
+use super::error::ApiError;
+use super::jobs::audit;
+use crate::audit::Caller;
+use crate::state::AppState;
+
+/// One object-store resource.
+pub struct Kind {
+    bucket: &'static str,
+    /// How errors name an object (`app package`).
+    label: &'static str,
+    /// Audit action prefix (`app_package`).
+    audit: &'static str,
+    /// Largest object accepted, in bytes.
+    pub max_bytes: u64,
+}
+
+/// Installers and binaries (8 GiB each at most, as the reference).
+pub const APP_PACKAGES: Kind = Kind {
+    bucket: OBJECT_APP_PACKAGES,
+    label: "app package",
+    audit: "app_package",
+    max_bytes: 8 << 30,
+};
+
+/// Manifest script bodies (4 MiB each at most, as the reference).
+pub const SCRIPTS: Kind = Kind {
+    bucket: OBJECT_SCRIPTS,
+    label: "script object",
+    audit: "script_object",
+    max_bytes: 4 << 20,
+};
+
+/// Checks a `name` / `version` path segment (printable ASCII, no `/`,
+/// `"` or `\`).
+fn check_segment(label: &'static str, s: &str) -> Result<(), ApiError> {
+    let bad = if s.is_empty() {
+        Some("must be non-empty".to_string())
+    } else if s.contains('/') {
+        Some("must not contain '/'".into())
+    } else if s.len() > 255 {
+        Some("must be at most 255 characters".into())
+    } else {
+        s.chars().find_map(|c| {
+            if !c.is_ascii() {
+                Some(format!("must be printable ASCII (rejected {c:?})"))
+            } else if c.is_ascii_control() {
+                Some("must not contain control characters".into())
+            } else if matches!(c, '"' | '\\') {
+                Some("must not contain '\"' or '\\'".into())
+            } else {
+                None
+            }
+        })
+    };
+    match bad {
+        Some(m) => Err(ApiError::bad_param(label, m)),
+        None => Ok(()),
+    }
+}
+
+async fn open(
+    state: &AppState,
+    kind: &Kind,
+) -> Result<async_nats::jetstream::object_store::ObjectStore, ApiError> {
+    state
+        .control
+        .js
+        .get_object_store(kind.bucket)
+        .await
+        .map_err(|e| {
+            ApiError::Unavailable(format!("object store '{}' unavailable: {e}", kind.bucket))
+        })
+}
+
+#[derive(Serialize)]
+pub struct Listed {
+    name: String,
+    version: String,
+    size: u64,
+    digest: Option<String>,
+    modified: Option<DateTime<Utc>>,
+}
+
+/// Every object as `{name, version, size, digest, modified}`, newest first.
+pub async fn list(state: &AppState, kind: &Kind) -> Result<Json<Vec<Listed>>, ApiError> {
+    let store = open(state, kind).await?;
+    let mut objects = store
+        .list()
+        .await
+        .map_err(|e| ApiError::BadGateway(format!("list {}: {e}", kind.bucket)))?;
+    let mut out = Vec::new();
+    while let Some(o) = objects.next().await {
+        let o = o.map_err(|e| ApiError::BadGateway(format!("list {}: {e}", kind.bucket)))?;
+        if o.deleted {
+            continue;
+        }
+        let Some((name, version)) = o.name.rsplit_once('/') else {
+            continue;
+        };
+        out.push(Listed {
+            name: name.into(),
+            version: version.into(),
+            size: o.size as u64,
+            digest: o.digest.clone(),
+            modified: o
+                .modified
+                .and_then(|t| DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond())),
+        });
+    }
+    out.sort_by(|a, b| {
+        b.modified
+            .cmp(&a.modified)
+            .then_with(|| a.name.cmp(&b.name))
+            .then_with(|| a.version.cmp(&b.version))
+    });
+    Ok(Json(out))
+}
+
+#[derive(Serialize)]
+pub struct Stored {
+    name: String,
+    version: String,
+    size: u64,
+    digest: Option<String>,
+}
+
+/// Streams the multipart field `file` into the store under
+/// `name/version` (replacing it; an empty file is refused before anything
+/// is written).
+pub async fn upload(
+    state: &AppState,
+    kind: &Kind,
+    caller: &Caller,
+    (name, version): (String, String),
+    mut multipart: Multipart,
+) -> Result<Json<Stored>, ApiError> {
+    check_segment("name", &name)?;
+    check_segment("version", &version)?;
+    let key = format!("{name}/{version}");
+    let store = open(state, kind).await?;
+    let mut stored = None;
+    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+        if field.name() != Some("file") {
+            let mut field = field;
+            while field.chunk().await.map_err(multipart_error)?.is_some() {}
+            continue;
+        }
+        if stored.is_some() {
+            return Err(ApiError::BadRequest(
+                "multipart body has more than one 'file' field".into(),
+            ));
+        }
+        let too_big = Arc::new(AtomicBool::new(false));
+        let (flag, max) = (Arc::clone(&too_big), kind.max_bytes);
+        let mut seen = 0u64;
+        let chunks = field.map(move |chunk| {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            seen += chunk.len() as u64;
+            if seen > max {
+                flag.store(true, Ordering::SeqCst);
+                return Err(std::io::Error::other("the file is over the size limit"));
+            }
+            Ok(chunk)
+        });
+        let mut reader = tokio_util::io::StreamReader::new(chunks);
+        let first = reader.fill_buf().await;
+        if too_big.load(Ordering::SeqCst) {
+            return Err(too_large(kind));
+        }
+        match first {
+            Ok([]) => return Err(ApiError::BadRequest("'file' field is empty".into())),
+            Ok(_) => {}
+            Err(e) => return Err(ApiError::BadRequest(format!("read file field: {e}"))),
+        }
+        let info = store.put(key.as_str(), &mut reader).await;
+        if too_big.load(Ordering::SeqCst) {
+            return Err(too_large(kind));
+        }
+        stored = Some(info.map_err(|e| ApiError::BadGateway(format!("store {key}: {e}")))?);
+    }
+    let info = stored.ok_or_else(|| ApiError::BadRequest("missing 'file' field".into()))?;
+    let out = Stored {
+        name,
+        version,
+        size: info.size as u64,
+        digest: info.digest,
+    };
+    audit(
+        &state.control,
+        caller,
+        &format!("{}_publish", kind.audit),
+        &key,
+        serde_json::json!({
+            "name": out.name, "version": out.version, "size": out.size, "digest": out.digest,
+        }),
+    )
+    .await;
+    Ok(Json(out))
+}
+
+fn too_large(kind: &Kind) -> ApiError {
+    ApiError::PayloadTooLarge(format!(
+        "a {} may be at most {} bytes",
+        kind.label, kind.max_bytes
+    ))
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(e.body_text())
+    } else {
+        ApiError::BadRequest(format!("invalid multipart body: {}", e.body_text()))
+    }
+}
+
+/// A single `Range: bytes=N-` / `bytes=N-M` within `size`.
+fn parse_range(raw: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = raw.trim().strip_prefix("bytes=")?;
+    let (a, b) = spec.split_once('-')?;
+    let start: u64 = a.trim().parse().ok()?;
+    let end: u64 = if b.trim().is_empty() {
+        size.checked_sub(1)?
+    } else {
+        b.trim().parse().ok()?
+    };
+    (start <= end && end < size).then_some((start, end))
+}
+
+/// Streams `name/version` back, honouring `If-Match` and one `Range`.
+pub async fn download(
+    state: &AppState,
+    kind: &Kind,
+    (name, version): (String, String),
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    check_segment("name", &name)?;
+    check_segment("version", &version)?;
+    let key = format!("{name}/{version}");
+    let store = open(state, kind).await?;
+    let mut object = store
+        .get(key.as_str())
+        .await
+        .map_err(|e| ApiError::NotFound(format!("{} '{key}' not found ({e})", kind.label)))?;
+    let size = object.info().size as u64;
+    let etag = object.info().digest.as_ref().map(|d| format!("\"{d}\""));
+    if let (Some(want), Some(have)) = (
+        headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()),
+        &etag,
+    ) {
+        if want.trim() != "*" && want.trim() != have {
+            return Err(ApiError::PreconditionFailed(format!(
+                "If-Match {want} does not match the current ETag {have}"
+            )));
+        }
+    }
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        None => None,
+        Some(raw) => match parse_range(raw, size) {
+            Some(r) => Some(r),
+            None => {
+                let body = serde_json::json!({"error": format!("invalid `Range` {raw:?} for an object of {size} bytes (one bytes=N- or bytes=N-M range)")});
+                return Ok((
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+                    Json(body),
+                )
+                    .into_response());
+            }
+        },
+    };
+    let (start, len) = range.map_or((0, size), |(s, e)| (s, e - s + 1));
+    if start > 0 {
+        tokio::io::copy(&mut (&mut object).take(start), &mut tokio::io::sink())
+            .await
+            .map_err(|e| ApiError::BadGateway(format!("read {key}: {e}")))?;
+    }
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(object.take(len)));
+    let mut response = Response::builder()
+        .status(if range.is_some() {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        })
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}-{version}\""),
+        );
+    if let Some(t) = &etag {
+        response = response.header(header::ETAG, t);
+    }
+    if let Some((s, e)) = range {
+        response = response.header(header::CONTENT_RANGE, format!("bytes {s}-{e}/{size}"));
+    }
+    response
+        .body(body)
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// Deletes `name/version` (404 when absent).
+pub async fn delete(
+    state: &AppState,
+    kind: &Kind,
+    caller: &Caller,
+    (name, version): (String, String),
+) -> Result<StatusCode, ApiError> {
+    check_segment("name", &name)?;
+    check_segment("version", &version)?;
+    let key = format!("{name}/{version}");
+    let store = open(state, kind).await?;
+    let gone = || ApiError::NotFound(format!("{} '{key}' not in the object store", kind.label));
+    match store.info(key.as_str()).await {
+        Ok(info) if !info.deleted => {}
+        _ => return Err(gone()),
+    }
+    store
+        .delete(key.as_str())
+        .await
+        .map_err(|e| ApiError::BadGateway(format!("delete {key}: {e}")))?;
+    audit(
+        &state.control,
+        caller,
+        &format!("{}_delete", kind.audit),
+        &key,
+        serde_json::json!({
+            "name": name, "version": version,
+        }),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The routes of one kind, as handlers axum can take.
+macro_rules! object_routes {
+    ($kind:expr, $list:ident, $upload:ident, $download:ident, $delete:ident) => {
+        pub async fn $list(State(state): State<AppState>) -> Result<Json<Vec<Listed>>, ApiError> {
+            list(&state, &$kind).await
+        }
+        pub async fn $upload(
+            State(state): State<AppState>,
+            caller: Caller,
+            Path(key): Path<(String, String)>,
+            multipart: Multipart,
+        ) -> Result<Json<Stored>, ApiError> {
+            upload(&state, &$kind, &caller, key, multipart).await
+        }
+        pub async fn $download(
+            State(state): State<AppState>,
+            Path(key): Path<(String, String)>,
+            headers: HeaderMap,
+        ) -> Result<Response, ApiError> {
+            download(&state, &$kind, key, &headers).await
+        }
+        pub async fn $delete(
+            State(state): State<AppState>,
+            caller: Caller,
+            Path(key): Path<(String, String)>,
+        ) -> Result<StatusCode, ApiError> {
+            delete(&state, &$kind, &caller, key).await
+        }
+    };
+}
+
+object_routes!(
+    APP_PACKAGES,
+    list_packages,
+    upload_package,
+    download_package,
+    delete_package
+);
+object_routes!(
+    SCRIPTS,
+    list_scripts,
+    upload_script,
+    download_script,
+    delete_script
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_within_the_object_only() {
+        assert_eq!(parse_range("bytes=0-", 10), Some((0, 9)));
+        assert_eq!(parse_range("bytes=2-5", 10), Some((2, 5)));
+        for bad in [
+            "bytes=-3",
+            "bytes=5-2",
+            "bytes=0-10",
+            "bytes=10-",
+            "items=0-1",
+            "bytes=0-1,3-4",
+            "bytes=x-",
+        ] {
+            assert_eq!(parse_range(bad, 10), None, "{bad}");
+        }
+        assert_eq!(parse_range("bytes=0-", 0), None);
+    }
+
+    #[test]
+    fn segments_are_checked() {
+        check_segment("name", "kanade-client").unwrap();
+        check_segment("version", "0.41.0-beta 2").unwrap();
+        for bad in ["", "a/b", "é", "a\"b", "a\\b", "a\nb"] {
+            assert!(
+                check_segment("name", bad)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("`name`"),
+                "{bad:?}"
+            );
+        }
+    }
+}
