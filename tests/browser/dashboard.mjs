@@ -470,6 +470,59 @@ check('schedules: coverage counts, next fires, coverage filtered in the URL, dis
   await context.close();
 });
 
+check('config: edit global with If-Match, a conflicting edit is refused, a PC\'s effective config and groups', async () => {
+  const { page, context, errors } = await open('/config', { allow: [/status of 409/] });
+  const field = '#config-editor input[name=heartbeat_interval]';
+  await page.waitForSelector(field);
+  assertEq(await page.getAttribute('a[data-nav=config]', 'aria-current'), 'page', 'nav marks Config');
+  // Save sends the whole scope with If-Match.
+  await page.fill(field, '20s');
+  await page.click('#config-editor button:text-is("Save")');
+  await page.waitForSelector('#config-status.hint:has-text("Saved")');
+  assertEq((await apiGet('/api/config')).heartbeat_interval, '20s', 'saved through the API');
+  // Someone else writes first: the page's next save is refused (409), Reload shows their value.
+  const auth = { Authorization: `Bearer ${TOKEN}` };
+  const got = await fetch(`${BASE}/api/config`, { headers: auth });
+  const tag = got.headers.get('etag');
+  assert(tag, 'GET /api/config answers an ETag');
+  const put = await fetch(`${BASE}/api/config`, {
+    method: 'PUT',
+    headers: { ...auth, 'Content-Type': 'application/json', 'If-Match': tag },
+    body: JSON.stringify({ heartbeat_interval: '25s' }),
+  });
+  assertEq(put.status, 200, `the conflicting write: ${await put.clone().text()}`);
+  await page.fill(field, '30s');
+  await page.click('#config-editor button:text-is("Save")');
+  await page.waitForSelector('#config-status.error-text');
+  const refused = await page.textContent('#config-status');
+  assert(refused.includes('revision'), `the 409 is shown: ${refused}`);
+  assertEq((await apiGet('/api/config')).heartbeat_interval, '25s', 'the conflicting write was not overwritten');
+  await page.click('#config-editor button:text-is("Reload")');
+  await page.waitForFunction((sel) => document.querySelector(sel).value === '25s', field);
+  await page.waitForSelector('#config-editor button:text-is("Reload")', { state: 'hidden' });
+  // A PC: join a group, then its effective config names where each field comes from.
+  const pc = FIX.pcs[0];
+  await page.goto(`${BASE}/config?scope=pc&name=${encodeURIComponent(pc)}`);
+  await page.waitForSelector('#config-pc-groups input[name=group]');
+  await page.waitForSelector('#config-effective tbody tr');
+  await page.fill('#config-pc-groups input[name=group]', 'canary');
+  await page.click('#config-pc-groups button:text-is("Add")');
+  await page.waitForSelector('#config-pc-groups li[data-group=canary]');
+  assert((await apiGet(`/api/agents/${pc}/groups`)).groups.includes('canary'), 'the API has the membership');
+  await page.waitForSelector('#config-pc-groups-status:has-text("Added to canary.")');
+  await page.waitForFunction(() => {
+    const row = [...document.querySelectorAll('#config-effective tbody tr')]
+      .find((r) => r.children[0].textContent.trim() === 'heartbeat_interval');
+    return row && row.children[1].textContent.trim() === '25s';
+  });
+  assertEq(await rowOf(page, '#config-effective', 'heartbeat_interval'), ['heartbeat_interval', '25s', 'global'],
+    'effective heartbeat_interval and its source');
+  await page.waitForSelector('#config-groups a:text-is("canary")');
+  await page.screenshot({ path: join(SHOTS, 'config.png'), fullPage: true });
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
 check('unknown API paths stay JSON 404s; app routes fall back to the page', async () => {
   const api = await fetch(`${BASE}/api/nope`, { headers: { Authorization: `Bearer ${TOKEN}` } });
   assertEq(api.status, 404, '/api/nope status');

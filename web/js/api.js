@@ -38,9 +38,14 @@ export function setUnauthorizedHandler(fn) {
  * `accept` lists non-2xx statuses whose body is still data (fleet health's 503).
  * `text: true` keeps a successful body as text (the YAML endpoints); an
  * error is still read as the backend's JSON.
+ * `headers` adds request headers (e.g. `If-Match`).
  */
-export async function request(path, { method = 'GET', body, signal, accept = [], text: asText = false } = {}) {
-  const headers = { Accept: asText ? 'application/yaml, text/plain, application/json' : 'application/json', ...authHeaders() };
+export async function request(path, {
+  method = 'GET', body, signal, accept = [], text: asText = false, headers: extra = {},
+} = {}) {
+  const headers = {
+    Accept: asText ? 'application/yaml, text/plain, application/json' : 'application/json', ...authHeaders(), ...extra,
+  };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let res;
   try {

@@ -11,6 +11,7 @@ import results from './pages/results.js';
 import resultDetail from './pages/result.js';
 import jobs, { jobDetail } from './pages/jobs.js';
 import schedules, { scheduleDetail } from './pages/schedules.js';
+import config from './pages/config.js';
 import health from './pages/health.js';
 import exportPage from './pages/export.js';
 import login from './pages/login.js';
@@ -26,6 +27,7 @@ const ROUTES = [
   [/^\/jobs\/([^/]+)$/, jobDetail],
   [/^\/schedules$/, schedules],
   [/^\/schedules\/([^/]+)$/, scheduleDetail],
+  [/^\/config$/, config],
   [/^\/scan-health$/, health],
   [/^\/export$/, exportPage],
 ];
