@@ -33,7 +33,11 @@ async fn run(control: Control, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        publish_due(&control).await;
+        // Publishing waits on the broker; stopping never waits on it.
+        tokio::select! {
+            _ = publish_due(&control) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
     }
 }
 

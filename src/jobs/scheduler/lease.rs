@@ -134,14 +134,14 @@ pub(super) async fn bucket(control: &Control) -> Result<kv::Store, String> {
     if let Ok(s) = control.kv(STATE_BUCKET).await {
         return Ok(s);
     }
-    control
-        .js
-        .create_key_value(kv::Config {
-            bucket: STATE_BUCKET.into(),
-            history: 1,
-            description: "kanade-backend (columnar) scheduler lease and calendar cursors".into(),
-            ..Default::default()
-        })
+    let create = control.js.create_key_value(kv::Config {
+        bucket: STATE_BUCKET.into(),
+        history: 1,
+        description: "kanade-backend (columnar) scheduler lease and calendar cursors".into(),
+        ..Default::default()
+    });
+    tokio::time::timeout(Duration::from_secs(5), create)
         .await
+        .map_err(|_| format!("create KV bucket {STATE_BUCKET}: the broker did not answer"))?
         .map_err(|e| format!("create KV bucket {STATE_BUCKET}: {e}"))
 }

@@ -119,8 +119,16 @@ pub fn register(runner: &mut super::Runner, control: &Control, config: &Schedule
 /// then apply the watch's changes; reopen on any end or error.
 async fn watch_schedules(control: Control, schedules: Schedules, mut stop: watch::Receiver<bool>) {
     loop {
-        if let Err(e) = follow_bucket(&control, &schedules, &mut stop).await {
-            tracing::warn!(error = %e, "schedules watch interrupted; reopening");
+        // Every broker call may wait on a broker that is away: stopping
+        // must never wait on it.
+        let mut inner = stop.clone();
+        tokio::select! {
+            r = follow_bucket(&control, &schedules, &mut inner) => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "schedules watch interrupted; reopening");
+                }
+            }
+            _ = stop.wait_for(|s| *s) => return,
         }
         tokio::select! {
             _ = tokio::time::sleep(PASS) => {}
@@ -194,17 +202,44 @@ async fn run(
     let mut lease = Lease::new(control.clone(), Duration::from_secs(config.lease_ttl_secs));
     let mut cursors = HashMap::new();
     let mut last_reconcile: Option<tokio::time::Instant> = None;
-    let reconcile_every = Duration::from_secs(config.reconcile_interval_secs);
     let mut tick = tokio::time::interval(PASS);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => break,
         }
+        let pass = one_pass(
+            &control,
+            &schedules,
+            &config,
+            &mut lease,
+            &mut cursors,
+            &mut last_reconcile,
+        );
+        // A pass waits on the broker; stopping never waits on a pass.
+        tokio::select! {
+            _ = pass => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(3), lease.release()).await;
+}
+
+/// One scheduler pass: hold the lease, then fire what is due.
+async fn one_pass(
+    control: &Control,
+    schedules: &Schedules,
+    config: &SchedulerConfig,
+    lease: &mut Lease,
+    cursors: &mut HashMap<String, Cursor>,
+    last_reconcile: &mut Option<tokio::time::Instant>,
+) {
+    let reconcile_every = Duration::from_secs(config.reconcile_interval_secs);
+    {
         if !lease.hold().await {
             cursors.clear();
-            last_reconcile = None;
-            continue;
+            *last_reconcile = None;
+            return;
         }
         let now = Utc::now();
         let current: Vec<Schedule> = schedules
@@ -216,17 +251,17 @@ async fn run(
             .collect();
         let reconcile_due = last_reconcile.is_none_or(|t| t.elapsed() >= reconcile_every);
         if reconcile_due {
-            last_reconcile = Some(tokio::time::Instant::now());
+            *last_reconcile = Some(tokio::time::Instant::now());
         }
         let pass = Pass {
-            control: &control,
-            config: &config,
+            control,
+            config,
             now,
-            freeze: read_freeze(&control).await,
+            freeze: read_freeze(control).await,
         };
         for s in &current {
             match s.lowered().mode {
-                ExecMode::EveryTick => pass.calendar(s, &mut cursors).await,
+                ExecMode::EveryTick => pass.calendar(s, cursors).await,
                 ExecMode::OncePerPc | ExecMode::OncePerTarget if reconcile_due => {
                     pass.reconcile(s).await
                 }
@@ -234,7 +269,6 @@ async fn run(
             }
         }
     }
-    lease.release().await;
 }
 
 /// The freeze in force (a stored value that does not decode freezes:

@@ -194,16 +194,18 @@ impl<'a> Marks<'a> {
     pub async fn open(control: &'a Control, s: &Schedule, m: &Manifest) -> Marks<'a> {
         let store = match control.kv(BUCKET_SCHEDULER_DISPATCH).await {
             Ok(st) => Some(st),
-            Err(_) => control
-                .js
-                .create_key_value(kv::Config {
+            Err(_) => {
+                let create = control.js.create_key_value(kv::Config {
                     bucket: BUCKET_SCHEDULER_DISPATCH.into(),
                     history: 1,
                     max_age: Duration::from_secs(3600),
                     ..Default::default()
-                })
-                .await
-                .ok(),
+                });
+                tokio::time::timeout(Duration::from_secs(5), create)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
         };
         Self {
             store,
