@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{eventually, js_publish_bytes, Backend, Nats, TOKEN};
+use common::{eventually, js_publish_bytes, stand_in_agent, Backend, Nats, TOKEN};
 use futures::StreamExt;
 use kanade_shared::wire::Command;
 use reqwest::Method;
@@ -54,51 +54,6 @@ fn error_of(v: &Value) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no JSON error in {v}"))
         .to_string()
-}
-
-/// Answers ping, logs and commands for `pc` as an agent would.
-async fn stand_in_agent(nats: &Nats, pc: &'static str) {
-    let client = nats.client().await;
-    let mut ping = client.subscribe(format!("agents.{pc}.ping")).await.unwrap();
-    let mut logs = client.subscribe(format!("logs.fetch.{pc}")).await.unwrap();
-    let mut commands = client.subscribe(format!("commands.pc.{pc}")).await.unwrap();
-    client.flush().await.unwrap();
-    let c = client.clone();
-    tokio::spawn(async move {
-        while let Some(m) = ping.next().await {
-            let hb = json!({"pc_id": pc, "at": Utc::now(), "agent_version": "0.43.56", "hostname": "host-1"});
-            c.publish(m.reply.unwrap(), hb.to_string().into())
-                .await
-                .unwrap();
-        }
-    });
-    let c = client.clone();
-    tokio::spawn(async move {
-        while let Some(m) = logs.next().await {
-            let asked: Value = serde_json::from_slice(&m.payload).unwrap();
-            let n = asked["tail_lines"].as_u64().unwrap();
-            let text: String = (1..=n).map(|i| format!("line {i}\n")).collect();
-            c.publish(m.reply.unwrap(), text.into()).await.unwrap();
-        }
-    });
-    let js = async_nats::jetstream::new(client.clone());
-    tokio::spawn(async move {
-        while let Some(m) = commands.next().await {
-            let cmd: Command = serde_json::from_slice(&m.payload).unwrap();
-            let now = Utc::now();
-            let result = json!({
-                "result_id": format!("r-{}", cmd.request_id), "request_id": cmd.request_id,
-                "pc_id": pc, "exit_code": 0, "stdout": format!("ran: {}", cmd.script), "stderr": "",
-                "started_at": now, "finished_at": now,
-            });
-            js_publish_bytes(
-                &js,
-                format!("results.{}", cmd.request_id),
-                result.to_string().into_bytes(),
-            )
-            .await;
-        }
-    });
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -828,4 +783,270 @@ async fn packages_and_script_objects_stream_in_and_out() {
         req(&b, Method::GET, "/api/app-packages", None, &[]).await.2,
         json!([])
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_releases_publish_rollout_and_guarded_delete() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let exe = common::pe::windows_exe_with_version("1.4.2");
+    let (status, published) = eventually("agent_releases ready", || async {
+        let r = upload(&b, "/api/agents/publish", "file", &exe).await;
+        (r.0 != 503).then_some(r)
+    })
+    .await;
+    assert_eq!(status, 200, "{published}");
+    assert_eq!(
+        (published["version"].as_str(), published["size"].as_u64()),
+        (Some("1.4.2"), Some(exe.len() as u64)),
+        "named by the binary's own VERSIONINFO"
+    );
+    let newer = common::pe::windows_exe_with_version("1.5.0");
+    assert_eq!(
+        upload(&b, "/api/agents/publish", "file", &newer).await.0,
+        200
+    );
+    let (_, _, list) = req(&b, Method::GET, "/api/agents/releases", None, &[]).await;
+    let versions: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["1.5.0", "1.4.2"], "newest first: {list}");
+    assert!(list[0]["digest"].as_str().unwrap().starts_with("SHA-256="));
+
+    // What is not an agent binary is refused, naming the field.
+    for (field, body, code) in [
+        ("file", &b"#!/bin/sh\necho not a PE\n"[..], 400),
+        ("file", &b""[..], 400),
+        ("binary", &exe[..], 400),
+    ] {
+        let (status, err) = upload(&b, "/api/agents/publish", field, body).await;
+        assert_eq!(status, code, "{err}");
+        assert!(error_of(&err).contains("file"), "{err}");
+    }
+    let over = vec![0u8; (64 << 20) + 1];
+    let (status, err) = upload(&b, "/api/agents/publish", "file", &over).await;
+    assert_eq!(status, 413, "{err}");
+
+    // A scope's config edit and a rollout of the same scope both survive.
+    let (_, h, _) = req(&b, Method::GET, "/api/config", None, &[]).await;
+    let rev = etag(&h);
+    let put = json!({"heartbeat_interval": "20s"});
+    let (status, _, _) = req(
+        &b,
+        Method::PUT,
+        "/api/config",
+        Some(put),
+        &[("if-match", &rev)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let body = json!({"version": "1.4.2", "scope": {"type": "global"}, "jitter": "10m"});
+    let (status, _, out) = req(&b, Method::POST, "/api/agents/rollout", Some(body), &[]).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(
+        (out["scope_key"].as_str(), out["scope_label"].as_str()),
+        (Some("global"), Some("global"))
+    );
+    let (_, _, global) = req(&b, Method::GET, "/api/config", None, &[]).await;
+    assert_eq!(
+        (
+            global["target_version"].as_str(),
+            global["target_version_jitter"].as_str(),
+            global["heartbeat_interval"].as_str()
+        ),
+        (Some("1.4.2"), Some("10m"), Some("20s")),
+        "the rollout kept the other fields: {global}"
+    );
+    let body = json!({"version": "1.5.0", "scope": {"type": "group", "value": "canary"}});
+    let (status, _, out) = req(&b, Method::POST, "/api/agents/rollout", Some(body), &[]).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["scope_label"], "group:canary");
+    let (_, _, eff) = req(
+        &b,
+        Method::GET,
+        "/api/agents/PC-01/effective_config",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(
+        eff["effective"]["target_version"], "1.4.2",
+        "PC-01 is not in canary: {eff}"
+    );
+    let (status, _, _) = req(
+        &b,
+        Method::POST,
+        "/api/agents/PC-01/groups",
+        Some(json!({"group": "canary"})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, _, eff) = req(
+        &b,
+        Method::GET,
+        "/api/agents/PC-01/effective_config",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(eff["effective"]["target_version"], "1.5.0", "{eff}");
+    assert_eq!(eff["sources"]["target_version"], "group:canary", "{eff}");
+
+    // Bad rollouts: each named, nothing written.
+    for (body, code, needle) in [
+        (
+            json!({"version": "9.9.9", "scope": {"type": "global"}}),
+            404,
+            "9.9.9",
+        ),
+        (
+            json!({"version": "1.5.0", "scope": {"type": "global"}, "jitter": "soon"}),
+            400,
+            "jitter",
+        ),
+        (
+            json!({"version": "1.5.0", "scope": {"type": "group", "value": "a.b"}}),
+            400,
+            "scope.value",
+        ),
+        (
+            json!({"version": "1.5.0", "scope": {"type": "fleet"}}),
+            400,
+            "scope",
+        ),
+        (
+            json!({"version": "1.5.0", "scope": {"type": "global"}, "jiter": "5m"}),
+            400,
+            "jiter",
+        ),
+    ] {
+        let (status, _, err) = req(
+            &b,
+            Method::POST,
+            "/api/agents/rollout",
+            Some(body.clone()),
+            &[],
+        )
+        .await;
+        assert_eq!(status, code, "{body}: {err}");
+        assert!(error_of(&err).contains(needle), "{body}: {err}");
+    }
+    let (_, _, global) = req(&b, Method::GET, "/api/config", None, &[]).await;
+    assert_eq!(global["target_version"], "1.4.2");
+
+    // Delete is refused while targeted, naming the scope; allowed after.
+    let (status, _, err) = req(&b, Method::DELETE, "/api/agents/releases/1.5.0", None, &[]).await;
+    assert_eq!(status, 409, "{err}");
+    assert!(error_of(&err).contains("group:canary"), "{err}");
+    let body = json!({"version": "1.4.2", "scope": {"type": "group", "value": "canary"}});
+    assert_eq!(
+        req(&b, Method::POST, "/api/agents/rollout", Some(body), &[])
+            .await
+            .0,
+        200
+    );
+    let (status, _, _) = req(&b, Method::DELETE, "/api/agents/releases/1.5.0", None, &[]).await;
+    assert_eq!(status, 204);
+    let (status, _, err) = req(&b, Method::DELETE, "/api/agents/releases/1.5.0", None, &[]).await;
+    assert_eq!(status, 404, "{err}");
+    let (_, _, list) = req(&b, Method::GET, "/api/agents/releases", None, &[]).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["version"], "1.4.2");
+
+    // The stored bytes are the binary, as an agent fetching it sees them.
+    let js = async_nats::jetstream::new(nats.client().await);
+    let store = js.get_object_store("agent_releases").await.unwrap();
+    let mut object = store.get("1.4.2").await.unwrap();
+    let mut bytes = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut object, &mut bytes)
+        .await
+        .unwrap();
+    assert!(bytes == exe, "the release holds the uploaded binary");
+
+    // Audited.
+    eventually("release mutations audited", || async {
+        let (_, audit) = b.get("/api/audit?limit=100").await;
+        let actions: Vec<String> = audit
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["action"].as_str().map(String::from))
+            .collect();
+        ["agent_publish", "agent_rollout", "agent_release_delete"]
+            .iter()
+            .all(|a| actions.iter().any(|x| x == a))
+            .then_some(())
+    })
+    .await;
+}
+
+/// A 96 MiB package goes in and comes back out (whole and ranged) while
+/// the backend's resident set grows by far less than the package: the
+/// bytes stream through, they are never held whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_package_streams_through_in_bounded_memory() {
+    const SIZE: usize = 96 << 20;
+    /// What the backend may grow by while one passes through.
+    const BOUND: u64 = 16 << 20;
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let data: Vec<u8> = (0..SIZE as u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    // Warm the route (and the store) with a small upload first.
+    let (status, _) = eventually("app_packages ready", || async {
+        let r = upload(&b, "/api/app-packages/warm/1", "file", b"x").await;
+        (r.0 != 503).then_some(r)
+    })
+    .await;
+    assert_eq!(status, 200);
+    let (before, _) = b.rss();
+    b.reset_peak_rss();
+    let (status, stored) = upload(&b, "/api/app-packages/big/1", "file", &data).await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["size"].as_u64(), Some(SIZE as u64));
+    let (_, upload_peak) = b.rss();
+    b.reset_peak_rss();
+    let client = reqwest::Client::new();
+    let whole = client
+        .get(format!("{}/api/app-packages/big/1", b.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole.status().as_u16(), 200);
+    let mut seen = 0usize;
+    let mut same = true;
+    let mut whole = whole;
+    while let Some(chunk) = whole.chunk().await.unwrap() {
+        same &= chunk[..] == data[seen..seen + chunk.len()];
+        seen += chunk.len();
+    }
+    assert_eq!(seen, SIZE);
+    assert!(same, "the download is the upload");
+    let tail = client
+        .get(format!("{}/api/app-packages/big/1", b.base))
+        .bearer_auth(TOKEN)
+        .header("range", format!("bytes={}-", SIZE - 1000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tail.status().as_u16(), 206);
+    assert!(tail.bytes().await.unwrap()[..] == data[SIZE - 1000..]);
+    let (_, download_peak) = b.rss();
+    println!(
+        "rss before {before} B; peak while uploading {upload_peak} B, while downloading {download_peak} B; package {SIZE} B"
+    );
+    for (what, peak) in [("upload", upload_peak), ("download", download_peak)] {
+        let growth = peak.saturating_sub(before);
+        assert!(
+            growth < BOUND,
+            "the {what} grew the backend by {growth} bytes for a {SIZE}-byte package"
+        );
+    }
 }

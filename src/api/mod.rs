@@ -20,6 +20,7 @@ mod obs_events;
 mod params;
 mod perf;
 mod processes;
+mod releases;
 mod results;
 mod schedules;
 mod web;
@@ -81,6 +82,12 @@ pub fn app(state: AppState) -> Router {
             delete(fleet_config::remove_group),
         )
         .route("/api/run", post(agent_actions::run))
+        .route(
+            "/api/agents/publish",
+            post(releases::publish).layer(upload_limit(&objects::AGENT_RELEASES)),
+        )
+        .route("/api/agents/releases/{version}", delete(releases::delete))
+        .route("/api/agents/rollout", post(releases::rollout))
         .route("/api/agents/{pc_id}/ping", post(agent_actions::ping))
         .route("/api/notifications", post(notifications::send))
         .route(
@@ -155,6 +162,7 @@ pub fn app(state: AppState) -> Router {
             get(fleet_config::get_membership),
         )
         .route("/api/agents/{pc_id}/logs", get(agent_actions::logs))
+        .route("/api/agents/releases", get(releases::list))
         .route("/api/checks", get(checks::list))
         .route("/api/app-packages", get(objects::list_packages))
         .route(

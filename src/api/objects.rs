@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use kanade_shared::kv::{OBJECT_APP_PACKAGES, OBJECT_SCRIPTS};
+use kanade_shared::kv::{OBJECT_AGENT_RELEASES, OBJECT_APP_PACKAGES, OBJECT_SCRIPTS};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 
@@ -26,11 +26,11 @@ use crate::state::AppState;
 
 /// One object-store resource.
 pub struct Kind {
-    bucket: &'static str,
+    pub(super) bucket: &'static str,
     /// How errors name an object (`app package`).
-    label: &'static str,
+    pub(super) label: &'static str,
     /// Audit action prefix (`app_package`).
-    audit: &'static str,
+    pub(super) audit: &'static str,
     /// Largest object accepted, in bytes.
     pub max_bytes: u64,
 }
@@ -51,9 +51,18 @@ pub const SCRIPTS: Kind = Kind {
     max_bytes: 4 << 20,
 };
 
+/// Agent binaries for the staged self-update (64 MiB each at most, as
+/// the reference), named by the bare version read from the binary.
+pub const AGENT_RELEASES: Kind = Kind {
+    bucket: OBJECT_AGENT_RELEASES,
+    label: "agent release",
+    audit: "agent_release",
+    max_bytes: 64 << 20,
+};
+
 /// Checks a `name` / `version` path segment (printable ASCII, no `/`,
 /// `"` or `\`).
-fn check_segment(label: &'static str, s: &str) -> Result<(), ApiError> {
+pub(super) fn check_segment(label: &'static str, s: &str) -> Result<(), ApiError> {
     let bad = if s.is_empty() {
         Some("must be non-empty".to_string())
     } else if s.contains('/') {
@@ -79,7 +88,7 @@ fn check_segment(label: &'static str, s: &str) -> Result<(), ApiError> {
     }
 }
 
-async fn open(
+pub(super) async fn open(
     state: &AppState,
     kind: &Kind,
 ) -> Result<async_nats::jetstream::object_store::ObjectStore, ApiError> {
@@ -102,32 +111,49 @@ pub struct Listed {
     modified: Option<DateTime<Utc>>,
 }
 
-/// Every object as `{name, version, size, digest, modified}`, newest first.
-pub async fn list(state: &AppState, kind: &Kind) -> Result<Json<Vec<Listed>>, ApiError> {
+/// Every live object of a kind.
+pub(super) async fn live_objects(
+    state: &AppState,
+    kind: &Kind,
+) -> Result<Vec<async_nats::jetstream::object_store::ObjectInfo>, ApiError> {
     let store = open(state, kind).await?;
-    let mut objects = store
-        .list()
-        .await
-        .map_err(|e| ApiError::BadGateway(format!("list {}: {e}", kind.bucket)))?;
+    let broker =
+        |e: &dyn std::fmt::Display| ApiError::BadGateway(format!("list {}: {e}", kind.bucket));
+    let mut objects = store.list().await.map_err(|e| broker(&e))?;
     let mut out = Vec::new();
     while let Some(o) = objects.next().await {
-        let o = o.map_err(|e| ApiError::BadGateway(format!("list {}: {e}", kind.bucket)))?;
-        if o.deleted {
-            continue;
+        let o = o.map_err(|e| broker(&e))?;
+        if !o.deleted {
+            out.push(o);
         }
-        let Some((name, version)) = o.name.rsplit_once('/') else {
-            continue;
-        };
-        out.push(Listed {
-            name: name.into(),
-            version: version.into(),
-            size: o.size as u64,
-            digest: o.digest.clone(),
-            modified: o
-                .modified
-                .and_then(|t| DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond())),
-        });
     }
+    Ok(out)
+}
+
+/// When an object was stored.
+pub(super) fn modified(
+    o: &async_nats::jetstream::object_store::ObjectInfo,
+) -> Option<DateTime<Utc>> {
+    o.modified
+        .and_then(|t| DateTime::from_timestamp(t.unix_timestamp(), t.nanosecond()))
+}
+
+/// Every object as `{name, version, size, digest, modified}`, newest first.
+pub async fn list(state: &AppState, kind: &Kind) -> Result<Json<Vec<Listed>>, ApiError> {
+    let mut out: Vec<Listed> = live_objects(state, kind)
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            let (name, version) = o.name.rsplit_once('/')?;
+            Some(Listed {
+                name: name.into(),
+                version: version.into(),
+                size: o.size as u64,
+                modified: modified(&o),
+                digest: o.digest,
+            })
+        })
+        .collect();
     out.sort_by(|a, b| {
         b.modified
             .cmp(&a.modified)
@@ -219,14 +245,14 @@ pub async fn upload(
     Ok(Json(out))
 }
 
-fn too_large(kind: &Kind) -> ApiError {
+pub(super) fn too_large(kind: &Kind) -> ApiError {
     ApiError::PayloadTooLarge(format!(
         "a {} may be at most {} bytes",
         kind.label, kind.max_bytes
     ))
 }
 
-fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+pub(super) fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge(e.body_text())
     } else {
@@ -258,12 +284,17 @@ pub async fn download(
     check_segment("version", &version)?;
     let key = format!("{name}/{version}");
     let store = open(state, kind).await?;
-    let mut object = store
-        .get(key.as_str())
-        .await
-        .map_err(|e| ApiError::NotFound(format!("{} '{key}' not found ({e})", kind.label)))?;
-    let size = object.info().size as u64;
-    let etag = object.info().digest.as_ref().map(|d| format!("\"{d}\""));
+    let info = match store.info(key.as_str()).await {
+        Ok(info) if !info.deleted => info,
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "{} '{key}' not found",
+                kind.label
+            )))
+        }
+    };
+    let size = info.size as u64;
+    let etag = info.digest.as_ref().map(|d| format!("\"{d}\""));
     if let (Some(want), Some(have)) = (
         headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()),
         &etag,
@@ -290,6 +321,7 @@ pub async fn download(
         },
     };
     let (start, len) = range.map_or((0, size), |(s, e)| (s, e - s + 1));
+    let mut object = tokio_util::io::StreamReader::new(chunks(state, kind, &info).await?);
     if start > 0 {
         tokio::io::copy(&mut (&mut object).take(start), &mut tokio::io::sink())
             .await
@@ -318,6 +350,49 @@ pub async fn download(
     response
         .body(body)
         .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// Chunks of an object read back in a bounded window: a pull consumer
+/// fetching a few chunks at a time, where the client library's
+/// object reader uses a push consumer whose flow-control window let tens
+/// of MB pile up in memory while a slow client downloads.
+async fn chunks(
+    state: &AppState,
+    kind: &Kind,
+    info: &async_nats::jetstream::object_store::ObjectInfo,
+) -> Result<impl futures::Stream<Item = std::io::Result<bytes::Bytes>>, ApiError> {
+    use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+    /// Chunks (128 KiB each by default) asked for per pull.
+    const WINDOW: usize = 4;
+    let unavailable = |e: &dyn std::fmt::Display| {
+        ApiError::BadGateway(format!("read {} '{}': {e}", kind.bucket, info.name))
+    };
+    let stream = state
+        .control
+        .js
+        .get_stream(format!("OBJ_{}", kind.bucket))
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            filter_subject: format!("$O.{}.C.{}", kind.bucket, info.nuid),
+            ack_policy: AckPolicy::None,
+            deliver_policy: DeliverPolicy::All,
+            memory_storage: true,
+            inactive_threshold: std::time::Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(WINDOW)
+        .messages()
+        .await
+        .map_err(|e| unavailable(&e))?;
+    Ok(messages
+        .take(info.chunks)
+        .map(|m| m.map(|m| m.payload.clone()).map_err(std::io::Error::other)))
 }
 
 /// Deletes `name/version` (404 when absent).

@@ -122,10 +122,20 @@ where
     D::Error: std::fmt::Display,
 {
     let mut unknown = std::collections::BTreeSet::new();
-    let value = serde_ignored::deserialize(de, |path| {
+    let mut note = |path: serde_ignored::Path<'_>| {
         unknown.insert(path.to_string());
-    })
-    .map_err(|e| ApiError::BadRequest(format!("invalid {kind} body: {e}")))?;
+    };
+    let de = serde_ignored::Deserializer::new(de, &mut note);
+    // The failing field's path leads the message (`scope.type: unknown
+    // variant ...`), so a caller sees which value to fix.
+    let value = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            ApiError::BadRequest(format!("invalid {kind} body: {}", e.inner()))
+        } else {
+            ApiError::BadRequest(format!("invalid {kind} body at `{path}`: {}", e.inner()))
+        }
+    })?;
     if !unknown.is_empty() {
         return Err(ApiError::BadRequest(format!(
             "invalid {kind} body: unknown field(s): {}",

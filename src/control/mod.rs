@@ -115,18 +115,27 @@ impl Control {
             .and_then(|e| String::from_utf8(e.value.to_vec()).ok()))
     }
 
-    /// Every live value of `bucket` decoded as `T`, sorted by key; values
-    /// that do not decode are logged and left out. A missing bucket is
-    /// empty.
-    pub async fn list_json<T: DeserializeOwned>(&self, bucket: &str) -> Result<Vec<(String, T)>> {
+    /// The bucket and its live keys, sorted (`None` when the bucket is
+    /// missing).
+    async fn keys(&self, bucket: &str) -> Result<Option<(kv::Store, Vec<String>)>> {
         let Ok(store) = self.kv(bucket).await else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let mut keys: Vec<String> = match store.keys().await {
             Ok(stream) => stream.filter_map(|k| async move { k.ok() }).collect().await,
             Err(e) => return Err(Error::Broker(format!("KV keys of `{bucket}`: {e}"))),
         };
         keys.sort();
+        Ok(Some((store, keys)))
+    }
+
+    /// Every live value of `bucket` decoded as `T`, sorted by key; values
+    /// that do not decode are logged and left out. A missing bucket is
+    /// empty.
+    pub async fn list_json<T: DeserializeOwned>(&self, bucket: &str) -> Result<Vec<(String, T)>> {
+        let Some((store, keys)) = self.keys(bucket).await? else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             let Some(entry) = self.entry(&store, &key).await? else {
@@ -147,12 +156,8 @@ impl Control {
         &self,
         bucket: &str,
     ) -> Result<std::collections::BTreeMap<String, String>> {
-        let Ok(store) = self.kv(bucket).await else {
+        let Some((store, keys)) = self.keys(bucket).await? else {
             return Ok(Default::default());
-        };
-        let keys: Vec<String> = match store.keys().await {
-            Ok(stream) => stream.filter_map(|k| async move { k.ok() }).collect().await,
-            Err(e) => return Err(Error::Broker(format!("KV keys of `{bucket}`: {e}"))),
         };
         let mut out = std::collections::BTreeMap::new();
         for key in keys {

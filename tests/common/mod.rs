@@ -1,5 +1,6 @@
-//! Test fixtures: a real nats-server with JetStream on a free port, and the
-//! real `kanade-backend` binary on a temporary data directory.
+//! Test fixtures: a real nats-server with JetStream on a free port, the
+//! real `kanade-backend` binary on a temporary data directory, and a
+//! stand-in agent that answers the backend's requests to one PC.
 
 #![allow(dead_code)]
 
@@ -8,7 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use chrono::Utc;
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+pub mod pe;
 
 pub const TOKEN: &str = "test-service-token";
 
@@ -215,6 +220,35 @@ impl Backend {
         child.wait().unwrap();
     }
 
+    /// The process's resident set now and at its peak since the last
+    /// [`Backend::reset_peak_rss`], in bytes (`VmRSS`, `VmHWM`).
+    #[allow(dead_code)]
+    pub fn rss(&self) -> (u64, u64) {
+        let pid = self.child.as_ref().unwrap().id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib = |field: &str| -> u64 {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(field))
+                .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
+            line[field.len()..]
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+                * 1024
+        };
+        (kib("VmRSS:"), kib("VmHWM:"))
+    }
+
+    /// Starts a new peak for [`Backend::rss`] (`clear_refs` 5).
+    #[allow(dead_code)]
+    pub fn reset_peak_rss(&self) {
+        let pid = self.child.as_ref().unwrap().id();
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -310,4 +344,52 @@ pub async fn js_publish_bytes(
         }
     })
     .await;
+}
+
+/// Answers ping, logs and commands for `pc` as an agent would: a ping
+/// gets a heartbeat (agent 0.43.56 on `host-1`), a logs request its
+/// `tail_lines` lines (`line 1`…), and each command an `ExecResult` on
+/// the RESULTS stream (exit 0, stdout `ran: <script>`).
+pub async fn stand_in_agent(nats: &Nats, pc: &'static str) {
+    let client = nats.client().await;
+    let mut ping = client.subscribe(format!("agents.{pc}.ping")).await.unwrap();
+    let mut logs = client.subscribe(format!("logs.fetch.{pc}")).await.unwrap();
+    let mut commands = client.subscribe(format!("commands.pc.{pc}")).await.unwrap();
+    client.flush().await.unwrap();
+    let c = client.clone();
+    tokio::spawn(async move {
+        while let Some(m) = ping.next().await {
+            let hb = json!({"pc_id": pc, "at": Utc::now(), "agent_version": "0.43.56", "hostname": "host-1"});
+            c.publish(m.reply.unwrap(), hb.to_string().into())
+                .await
+                .unwrap();
+        }
+    });
+    let c = client.clone();
+    tokio::spawn(async move {
+        while let Some(m) = logs.next().await {
+            let asked: Value = serde_json::from_slice(&m.payload).unwrap();
+            let n = asked["tail_lines"].as_u64().unwrap();
+            let text: String = (1..=n).map(|i| format!("line {i}\n")).collect();
+            c.publish(m.reply.unwrap(), text.into()).await.unwrap();
+        }
+    });
+    let js = async_nats::jetstream::new(client.clone());
+    tokio::spawn(async move {
+        while let Some(m) = commands.next().await {
+            let cmd: kanade_shared::wire::Command = serde_json::from_slice(&m.payload).unwrap();
+            let now = Utc::now();
+            let result = json!({
+                "result_id": format!("r-{}", cmd.request_id), "request_id": cmd.request_id,
+                "pc_id": pc, "exit_code": 0, "stdout": format!("ran: {}", cmd.script), "stderr": "",
+                "started_at": now, "finished_at": now,
+            });
+            js_publish_bytes(
+                &js,
+                format!("results.{}", cmd.request_id),
+                result.to_string().into_bytes(),
+            )
+            .await;
+        }
+    });
 }
