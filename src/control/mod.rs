@@ -298,6 +298,7 @@ pub fn check_key(field: &str, id: &str) -> Result<()> {
         && id.len() <= 256
         && !id.starts_with('.')
         && !id.ends_with('.')
+        && !id.contains("..")
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '=' | '/' | '.'));
@@ -306,8 +307,21 @@ pub fn check_key(field: &str, id: &str) -> Result<()> {
     } else {
         Err(Error::invalid(
             field,
-            format!("{id:?} must be 1-256 characters of A-Z a-z 0-9 - _ = / . and not start or end with `.`"),
+            format!(
+                "{} must be 1-256 characters of A-Z a-z 0-9 - _ = / . without an empty `.`-separated part",
+                abbreviated(id)
+            ),
         ))
+    }
+}
+
+/// `s` quoted, cut to its first 64 characters (naming its length) so a
+/// hostile 60 KB value never lands whole in an error or a log line.
+pub fn abbreviated(s: &str) -> String {
+    const SHOWN: usize = 64;
+    match s.char_indices().nth(SHOWN) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &s[..cut], s.len()),
     }
 }
 
@@ -324,7 +338,8 @@ pub fn check_token(field: &str, name: &str) -> Result<()> {
         Err(Error::invalid(
             field,
             format!(
-                "{name:?} must be 1-128 printable ASCII characters without `.`, `*`, `>` or spaces"
+                "{} must be 1-128 printable ASCII characters without `.`, `*`, `>` or spaces",
+                abbreviated(name)
             ),
         ))
     }

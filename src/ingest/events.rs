@@ -20,6 +20,15 @@ impl StreamProjection for StartedProjection {
         serde_json::from_slice(payload).map_err(|e| e.to_string())
     }
 
+    fn check(e: &EventStarted) -> Result<(), String> {
+        use super::wire;
+        wire::key("pc_id", &e.pc_id)?;
+        wire::optional_key("manifest_id", Some(&e.manifest_id))?;
+        wire::optional_key("exec_id", Some(&e.exec_id))?;
+        wire::opaque("result_id", Some(&e.result_id))?;
+        wire::opaque("request_id", Some(&e.request_id))
+    }
+
     fn apply(
         &self,
         store: &RelationalStore,

@@ -19,6 +19,10 @@ impl Projection for HeartbeatProjection {
         serde_json::from_slice(payload)
     }
 
+    fn check(&self, hb: &Heartbeat, _now: chrono::DateTime<Utc>) -> Result<(), String> {
+        super::wire::key("pc_id", &hb.pc_id)
+    }
+
     /// Only the newest heartbeat of each agent in the batch is written.
     fn commit(&self, items: &[Heartbeat]) -> kanade_storage::Result<Committed> {
         let mut newest: HashMap<&str, &Heartbeat> = HashMap::new();

@@ -16,6 +16,11 @@ impl Projection for HostPerfProjection {
         serde_json::from_slice(payload)
     }
 
+    fn check(&self, s: &HostPerf, now: chrono::DateTime<chrono::Utc>) -> Result<(), String> {
+        super::wire::key("pc_id", &s.pc_id)?;
+        super::wire::sample_time(&self.0, s.at, now)
+    }
+
     fn commit(&self, items: &[HostPerf]) -> kanade_storage::Result<Committed> {
         let rows: Vec<HostPerfRow> = items
             .iter()

@@ -16,6 +16,7 @@ mod obs_events;
 mod process_perf;
 mod results;
 pub mod stream;
+mod wire;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -53,6 +54,11 @@ pub trait Projection: Send + Sync + 'static {
     /// The subscription subject, e.g. `host_perf.>`.
     const SUBJECT: &'static str;
     fn decode(payload: &[u8]) -> Result<Self::Item, serde_json::Error>;
+    /// Refuses a decoded message whose values may not be stored (see
+    /// [`wire`]); `now` is when it arrived.
+    fn check(&self, _item: &Self::Item, _now: chrono::DateTime<chrono::Utc>) -> Result<(), String> {
+        Ok(())
+    }
     /// Commits `items` in one storage transaction. Blocking.
     fn commit(&self, items: &[Self::Item]) -> kanade_storage::Result<Committed>;
 }
@@ -62,6 +68,8 @@ pub trait Projection: Send + Sync + 'static {
 pub struct ProjectorStats {
     pub received: AtomicU64,
     pub malformed: AtomicU64,
+    /// Decoded but refused by [`Projection::check`].
+    pub rejected: AtomicU64,
     pub inserted: AtomicU64,
     pub duplicates: AtomicU64,
     pub commit_failures: AtomicU64,
@@ -94,10 +102,16 @@ pub async fn run<D: Projection>(
                 Some(msg) => {
                     stats.received.fetch_add(1, Ordering::Relaxed);
                     match D::decode(&msg.payload) {
-                        Ok(item) => buf.push(item),
+                        Ok(item) => match table.check(&item, chrono::Utc::now()) {
+                            Ok(()) => buf.push(item),
+                            Err(e) => {
+                                stats.rejected.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(subject = %crate::control::abbreviated(msg.subject.as_str()), error = %e, "message refused");
+                            }
+                        },
                         Err(e) => {
                             stats.malformed.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(subject = %msg.subject, error = %e, "undecodable payload skipped");
+                            tracing::warn!(subject = %crate::control::abbreviated(msg.subject.as_str()), error = %e, "undecodable payload skipped");
                         }
                     }
                     if buf.len() >= FLUSH_MAX_MESSAGES {
@@ -118,6 +132,7 @@ pub async fn run<D: Projection>(
         inserted = ProjectorStats::get(&stats.inserted),
         duplicates = ProjectorStats::get(&stats.duplicates),
         malformed = ProjectorStats::get(&stats.malformed),
+        rejected = ProjectorStats::get(&stats.rejected),
         "projector stopped"
     );
     Ok(())

@@ -21,6 +21,11 @@ impl StreamProjection for NotificationAcksProjection {
         serde_json::from_slice(payload).map_err(|e| e.to_string())
     }
 
+    fn check(a: &NotificationAcked) -> Result<(), String> {
+        super::wire::key("pc_id", &a.pc_id)?;
+        super::wire::opaque("notification_id", Some(&a.notification_id))
+    }
+
     fn apply(
         &self,
         store: &RelationalStore,

@@ -20,6 +20,10 @@ impl StreamProjection for ObsEventsProjection {
             .map_err(|e| e.to_string())
     }
 
+    fn check((_, e): &(u64, ObsEvent)) -> Result<(), String> {
+        super::wire::key("pc_id", &e.pc_id)
+    }
+
     fn apply(
         &self,
         store: &RelationalStore,

@@ -17,6 +17,11 @@ impl Projection for ProcessPerfProjection {
         serde_json::from_slice(payload)
     }
 
+    fn check(&self, t: &ProcessPerf, now: chrono::DateTime<chrono::Utc>) -> Result<(), String> {
+        super::wire::key("pc_id", &t.pc_id)?;
+        super::wire::sample_time(&self.0, t.at, now)
+    }
+
     fn commit(&self, items: &[ProcessPerf]) -> kanade_storage::Result<Committed> {
         let rows: Vec<ProcessPerfRow> = items
             .iter()

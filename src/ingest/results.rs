@@ -169,6 +169,17 @@ impl StreamProjection for ResultsProjection {
         serde_json::from_slice(payload).map_err(|e| e.to_string())
     }
 
+    fn check(r: &ExecResult) -> Result<(), String> {
+        use super::wire;
+        wire::key("pc_id", &r.pc_id)?;
+        wire::optional_key("manifest_id", r.manifest_id.as_deref())?;
+        wire::optional_key("exec_id", r.exec_id.as_deref())?;
+        wire::opaque("result_id", Some(&r.result_id))?;
+        wire::opaque("request_id", Some(&r.request_id))?;
+        wire::opaque("stdout_object", r.stdout_object.as_deref())?;
+        wire::opaque("stderr_object", r.stderr_object.as_deref())
+    }
+
     fn apply(
         &self,
         store: &RelationalStore,

@@ -27,6 +27,11 @@ pub trait StreamProjection: Send + Sync + 'static {
     const FILTER: Option<&'static str>;
     /// Decodes the message at stream sequence `seq`.
     fn decode(subject: &str, seq: u64, payload: &[u8]) -> Result<Self::Item, String>;
+    /// Refuses a decoded message whose values may not be stored (see
+    /// `ingest::wire`).
+    fn check(_item: &Self::Item) -> Result<(), String> {
+        Ok(())
+    }
     /// Applies `items` and records `pos` in one transaction. Blocking.
     fn apply(
         &self,
@@ -132,10 +137,16 @@ async fn apply_batch<P: StreamProjection>(
     for m in msgs {
         let seq = m.info().map_err(|e| anyhow::anyhow!(e))?.stream_sequence;
         last_seq = last_seq.max(seq);
+        let subject = crate::control::abbreviated(m.subject.as_str());
         match P::decode(m.subject.as_str(), seq, &m.payload) {
-            Ok(item) => items.push(item),
+            Ok(item) => match P::check(&item) {
+                Ok(()) => items.push(item),
+                Err(e) => {
+                    tracing::warn!(stream = P::STREAM, %subject, seq, error = %e, "message refused")
+                }
+            },
             Err(e) => {
-                tracing::warn!(stream = P::STREAM, subject = %m.subject, seq, error = %e, "undecodable message skipped")
+                tracing::warn!(stream = P::STREAM, %subject, seq, error = %e, "undecodable message skipped")
             }
         }
     }

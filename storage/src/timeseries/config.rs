@@ -33,6 +33,9 @@ pub struct TimeSeriesConfig {
     /// Seconds of recently persisted keys remembered to drop repeats that
     /// arrive after their first copy was persisted. Default 7,200.
     pub dedup_window_secs: u64,
+    /// Seconds a sample's `at` may be ahead of the backend's clock before
+    /// ingest refuses it (an agent with a broken clock). Default 86,400.
+    pub max_future_secs: u64,
 }
 
 impl Default for TimeSeriesConfig {
@@ -47,6 +50,7 @@ impl Default for TimeSeriesConfig {
             row_group_rows: 65_536,
             zstd_level: 3,
             dedup_window_secs: 7_200,
+            max_future_secs: 86_400,
         }
     }
 }

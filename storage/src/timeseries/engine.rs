@@ -184,6 +184,24 @@ impl TimeSeriesTable {
         Ok(outcome)
     }
 
+    /// The oldest and newest `at` a sample may carry at `now`: the start
+    /// of the oldest partition retention keeps, and `now` plus
+    /// `max_future_secs`. Ingest refuses what falls outside, so a broken
+    /// clock never creates a partition retention cannot reach.
+    pub fn accepted_times(&self, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+        let oldest = PartitionDate::of(now).minus_days(self.retention.days);
+        let oldest = DateTime::from_timestamp_micros(oldest.start_micros()).unwrap_or(now);
+        let ahead = chrono::TimeDelta::try_seconds(
+            i64::try_from(self.config.max_future_secs).unwrap_or(i64::MAX),
+        )
+        .unwrap_or(chrono::TimeDelta::MAX);
+        (
+            oldest,
+            now.checked_add_signed(ahead)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        )
+    }
+
     /// The PC's rows at its latest `at`, when the in-memory index knows
     /// them to be the latest over every row stored (always `None` for a
     /// table that does not track them). On `None`, a reader scans and
