@@ -1,7 +1,10 @@
 //! The embedded dashboard in a real browser: Debian's Chromium, driven by
 //! playwright-core (`tests/browser/dashboard.mjs`), against the real
 //! binary filled through a real broker by the simulator (perf history,
-//! heartbeats, process ticks) and published JetStream results.
+//! heartbeats, process ticks), published JetStream results (fleet checks
+//! among them), a notification with an acknowledgement, and a stand-in
+//! agent answering ping, logs and commands for one PC. An agent binary
+//! with a version resource is written for the Rollout page to publish.
 //! Screenshots of every page land in `artifacts/screenshots/`.
 
 mod common;
@@ -10,13 +13,31 @@ use std::path::Path;
 use std::process::Command;
 
 use chrono::{DateTime, Duration, Utc};
-use common::{eventually, js_publish_bytes as js_publish, Backend, Nats, TOKEN};
+use common::{eventually, js_publish_bytes as js_publish, stand_in_agent, Backend, Nats, TOKEN};
 use futures::StreamExt;
 use kanade_shared::wire::{EventStarted, ExecResult, JobTailReply};
 
 const PCS: usize = 6;
 const INVESTIGATED: usize = 2;
 const ADMIN_PASSWORD: &str = "first-boot-password";
+/// The PC the stand-in agent answers for (ping, logs, run).
+const AGENT_PC: &str = "SIM-00002";
+/// The version inside the agent binary the Rollout page publishes.
+const RELEASE_VERSION: &str = "0.44.1";
+/// Results of [`publish_results`].
+const RESULTS: usize = 6;
+/// Fleet check results of [`publish_checks`]: (job, check, PC, status).
+const CHECKS: [(&str, &str, &str, &str); 6] = [
+    ("bitlocker-check", "bitlocker", "SIM-00000", "ok"),
+    ("bitlocker-check", "bitlocker", "SIM-00001", "fail"),
+    ("bitlocker-check", "bitlocker", "SIM-00002", "warn"),
+    ("bitlocker-check", "bitlocker", "SIM-00003", "ok"),
+    ("disk-check", "disk-space", "SIM-00004", "ok"),
+    ("disk-check", "disk-space", "SIM-00005", "fail"),
+];
+/// The notification sent before the browser starts, and who acknowledged it.
+const NOTIFICATION_ID: &str = "maintenance-2030";
+const ACK_SID: &str = "S-1-5-21-1001";
 
 fn simulate(config: &Path, extra: &[&str]) {
     let status = Command::new(env!("CARGO_BIN_EXE_kanade-backend"))
@@ -101,7 +122,7 @@ async fn publish_results(nats: &Nats) {
 /// A stand-in agent for SIM-00000: each live-tail request gets one more
 /// line of output; on the third it reports the run finished (the result
 /// goes to the RESULTS stream), so the page sees live output, then the end.
-async fn stand_in_agent(nats: &Nats) {
+async fn live_tail_agent(nats: &Nats) {
     let client = nats.client().await;
     let mut requests = client.subscribe("job.tail.SIM-00000").await.unwrap();
     let js = async_nats::jetstream::new(client.clone());
@@ -184,7 +205,7 @@ async fn every_page_works_in_a_real_browser() {
             ))
             .await;
         let (_, results) = b.get("/api/results").await;
-        let full = perf["points"].as_array()?.len() >= 20 && results.as_array()?.len() == 6;
+        let full = perf["points"].as_array()?.len() >= 20 && results.as_array()?.len() == RESULTS;
         full.then_some(())
     })
     .await;
@@ -219,7 +240,16 @@ async fn every_page_works_in_a_real_browser() {
     )
     .await;
 
-    stand_in_agent(&nats).await;
+    publish_checks(&b, &nats).await;
+    send_acknowledged_notification(&b, &nats).await;
+    live_tail_agent(&nats).await;
+    stand_in_agent(&nats, AGENT_PC).await;
+    let agent_exe = dir.path().join("kanade-agent.exe");
+    std::fs::write(
+        &agent_exe,
+        common::pe::windows_exe_with_version(RELEASE_VERSION),
+    )
+    .unwrap();
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let fixture = serde_json::json!({
@@ -228,17 +258,21 @@ async fn every_page_works_in_a_real_browser() {
         "failed_result": "res-fail-1",
         "running_result": "res-run-1",
         "live_result": "res-live-1",
-        "results": 6,
-        "jobs": ["defender-scan", "inventory"],
+        "results": RESULTS + CHECKS.len(),
+        "jobs": ["bitlocker-check", "defender-scan", "disk-check", "inventory"],
         "job": "inventory",
         "schedule": "inventory-nightly",
         "admin_password": ADMIN_PASSWORD,
+        "agent_pc": AGENT_PC,
+        "release_version": RELEASE_VERSION,
+        "notification": {"id": NOTIFICATION_ID, "ack_pc": AGENT_PC, "ack_sid": ACK_SID},
     });
     let out = Command::new("node")
         .arg(browser_dir.join("dashboard.mjs"))
         .env("KANADE_URL", &b.base)
         .env("KANADE_TOKEN", TOKEN)
         .env("KANADE_FIXTURE", fixture.to_string())
+        .env("KANADE_AGENT_EXE", &agent_exe)
         .env("SCREENSHOT_DIR", &shots)
         .output()
         .expect("node on PATH");
@@ -251,6 +285,81 @@ async fn every_page_works_in_a_real_browser() {
         "browser checks failed:\n{stdout}\n{stderr}\n--- backend log ---\n{}",
         b.log_text()
     );
+}
+
+/// Two jobs that declare a fleet check and one result of each row of
+/// [`CHECKS`], waiting until `/api/checks` counts them all.
+async fn publish_checks(b: &Backend, nats: &Nats) {
+    for (job, check) in [
+        ("bitlocker-check", "bitlocker"),
+        ("disk-check", "disk-space"),
+    ] {
+        post_ok(
+            b,
+            "/api/jobs",
+            serde_json::json!({
+                "id": job,
+                "version": "1",
+                "execute": {"shell": "powershell", "script": "Get-ComplianceState", "timeout": "1m"},
+                "check": {"name": check, "fleet": true},
+            }),
+        )
+        .await;
+    }
+    let js = async_nats::jetstream::new(nats.client().await);
+    let at = Utc::now() - Duration::minutes(3);
+    for (job, _, pc, status) in CHECKS {
+        let id = format!("chk-{job}-{pc}");
+        let stdout = serde_json::json!({"status": status, "detail": format!("{pc}: {status}")});
+        let result = serde_json::json!({
+            "result_id": id, "request_id": format!("req-{id}"), "pc_id": pc, "exit_code": 0,
+            "stdout": stdout.to_string(), "stderr": "", "started_at": at,
+            "finished_at": at + Duration::seconds(2), "manifest_id": job,
+        });
+        js_publish(
+            &js,
+            format!("results.req-{id}"),
+            serde_json::to_vec(&result).unwrap(),
+        )
+        .await;
+    }
+    eventually("check states projected", || async {
+        let (_, checks) = b.get("/api/checks?include_ok=true").await;
+        (checks["rows"].as_array()?.len() == CHECKS.len()).then_some(())
+    })
+    .await;
+}
+
+/// A notification to [`AGENT_PC`] that asks for an acknowledgement, and
+/// the acknowledgement its agent reports.
+async fn send_acknowledged_notification(b: &Backend, nats: &Nats) {
+    post_ok(
+        b,
+        "/api/notifications",
+        serde_json::json!({
+            "id": NOTIFICATION_ID, "priority": "warn", "require_ack": true,
+            "title": "Maintenance tonight", "body": "The network goes down at 22:00.",
+            "target": {"pcs": [AGENT_PC]},
+        }),
+    )
+    .await;
+    let js = async_nats::jetstream::new(nats.client().await);
+    let ack = serde_json::json!({
+        "notification_id": NOTIFICATION_ID, "pc_id": AGENT_PC, "user_sid": ACK_SID, "acked_at": Utc::now(),
+    });
+    js_publish(
+        &js,
+        format!("events.notifications.acked.{AGENT_PC}.{ACK_SID}.{NOTIFICATION_ID}"),
+        serde_json::to_vec(&ack).unwrap(),
+    )
+    .await;
+    eventually("acknowledgement projected", || async {
+        let (_, status) = b
+            .get(&format!("/api/notifications/{NOTIFICATION_ID}/ack_status"))
+            .await;
+        (status["acks"].as_array()?.len() == 1).then_some(())
+    })
+    .await;
 }
 
 /// POSTs `body` with the service token, retrying while the backend's

@@ -4,13 +4,15 @@
 // screenshot. Exit code 0 only if every check passed.
 
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const BASE = process.env.KANADE_URL;
 const TOKEN = process.env.KANADE_TOKEN;
 const FIX = JSON.parse(process.env.KANADE_FIXTURE);
 const SHOTS = process.env.SCREENSHOT_DIR;
+/** A Windows agent binary whose VERSIONINFO says `FIX.release_version`. */
+const AGENT_EXE = process.env.KANADE_AGENT_EXE;
 mkdirSync(SHOTS, { recursive: true });
 
 const browser = await chromium.launch({
@@ -56,6 +58,32 @@ async function apiGet(path) {
   const res = await fetch(BASE + path, { headers: { Authorization: `Bearer ${TOKEN}` } });
   assert(res.ok, `GET ${path} → ${res.status}`);
   return res.json();
+}
+
+/** Any call with the service token (or `token`): `{ status, data }` (JSON, or text). */
+async function apiCall(method, path, { body, token = TOKEN } = {}) {
+  const headers = { Authorization: `Bearer ${token}` };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch(BASE + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+  return { status: res.status, data };
+}
+
+/** `obj` with its keys sorted, to compare JSON objects whatever their key order. */
+function byKey(obj) {
+  return Object.fromEntries(Object.entries(obj).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}
+
+/** POSTs `bytes` as the multipart field `file` with the service token; the JSON answer. */
+async function apiUpload(path, bytes, name) {
+  const form = new FormData();
+  form.append('file', new Blob([bytes]), name);
+  const res = await fetch(BASE + path, { method: 'POST', headers: { Authorization: `Bearer ${TOKEN}` }, body: form });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`POST ${path} → ${res.status} ${text}`);
+  return JSON.parse(text);
 }
 
 /** Non-background pixels drawn on the chart canvases inside `selector`. */
@@ -519,6 +547,310 @@ check('config: edit global with If-Match, a conflicting edit is refused, a PC\'s
     'effective heartbeat_interval and its source');
   await page.waitForSelector('#config-groups a:text-is("canary")');
   await page.screenshot({ path: join(SHOTS, 'config.png'), fullPage: true });
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
+check('rollout: a non-PE refused, a release named by its binary, a bad jitter, a group and global targeted, delete refused then done', async () => {
+  const allow = [/status of 400/, /status of 409/];
+  const { page, context, errors } = await open('/rollout', { allow });
+  const version = FIX.release_version;
+  await page.waitForSelector('#rollout-releases [data-state=empty]');
+  assertEq(await page.getAttribute('a[data-nav=rollout]', 'aria-current'), 'page', 'nav marks Rollout');
+  await page.waitForSelector('#rollout-targets tbody tr');
+  assertEq(await apiGet('/api/agents/releases'), [], 'no release yet');
+  // Not an agent binary: the backend's 400 is shown in place.
+  const fileInput = '#rollout-publish input[type=file]';
+  await page.setInputFiles(fileInput, { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('not a PE\n') });
+  await page.click('#rollout-publish button:text-is("Publish")');
+  await page.waitForSelector('#rollout-publish-status.error-text');
+  const notPe = await page.textContent('#rollout-publish-status');
+  assert(notPe.includes('file'), `the 400 names the file: ${notPe}`);
+  assertEq(await apiGet('/api/agents/releases'), [], 'nothing stored');
+  // The binary names its release; the bar follows the upload.
+  await page.setInputFiles(fileInput, AGENT_EXE);
+  await page.click('#rollout-publish button:text-is("Publish")');
+  await page.waitForSelector('#rollout-publish-status[data-version]');
+  assertEq(await page.getAttribute('#rollout-publish-status', 'data-version'), version, 'named by its VERSIONINFO');
+  const bar = await page.$eval('#rollout-publish progress', (p) => [p.value, p.max]);
+  assert(bar[1] > 1 && bar[0] === bar[1], `the progress bar is full: ${bar}`);
+  const releases = await apiGet('/api/agents/releases');
+  assertEq(releases.map((r) => [r.version, r.size]), [[version, readFileSync(AGENT_EXE).length]], 'the API lists the release');
+  await page.waitForSelector('#rollout-releases tbody tr');
+  const row = await rowOf(page, '#rollout-releases', version);
+  assert(row, `the page lists ${version}`);
+  assertEq([row[2], row[4], row[5]], [releases[0].digest, '—', 'Delete'], 'digest, no scope targets it yet, delete');
+  // A bad jitter is refused, naming it; then group canary targets the release.
+  await page.waitForSelector(`#rollout-set select[name=version] option[value="${version}"]`, { state: 'attached' });
+  await page.selectOption('#rollout-set select[name=version]', version);
+  await page.selectOption('#rollout-set select[name=scope]', 'group');
+  await page.fill('#rollout-set input[name=name]', 'canary');
+  await page.fill('#rollout-set input[name=jitter]', 'soon');
+  await page.click('#rollout-set button:text-is("Roll out")');
+  await page.waitForSelector('#rollout-status.error-text');
+  const badJitter = await page.textContent('#rollout-status');
+  assert(badJitter.includes('jitter'), `the 400 names the jitter: ${badJitter}`);
+  await page.fill('#rollout-set input[name=jitter]', '30m');
+  await page.click('#rollout-set button:text-is("Roll out")');
+  await page.waitForSelector('#rollout-status[data-scope="group:canary"]');
+  const canary = await apiGet('/api/groups/canary/config');
+  assertEq([canary.target_version, canary.target_version_jitter], [version, '30m'], 'group canary targets the release');
+  await page.waitForFunction(() => [...document.querySelectorAll('#rollout-targets tbody tr')]
+    .some((r) => r.children[0].textContent.trim() === 'Group canary'));
+  assertEq(await rowOf(page, '#rollout-targets', 'Group canary'), ['Group canary', version, 'published', '30m'],
+    'the targets list the group');
+  // Global asks first and keeps the rest of the scope.
+  const before = await apiGet('/api/config');
+  await page.selectOption('#rollout-set select[name=scope]', 'global');
+  await page.fill('#rollout-set input[name=jitter]', '');
+  page.once('dialog', (d) => d.accept());
+  await page.click('#rollout-set button:text-is("Roll out")');
+  await page.waitForSelector('#rollout-status[data-scope=global]');
+  const global = await apiGet('/api/config');
+  assertEq(byKey(global), byKey({ ...before, target_version: version }), 'global targets the release, the rest kept');
+  await page.waitForFunction((v) => {
+    const r = [...document.querySelectorAll('#rollout-releases tbody tr')].find((x) => x.children[0].textContent.trim() === v);
+    return r && r.children[4].textContent.trim() === 'global, group:canary';
+  }, version);
+  // Deleting a targeted release is refused (409), naming the scopes.
+  page.once('dialog', (d) => d.accept());
+  await page.click(`#rollout-releases button[aria-label="Delete ${version}"]`);
+  await page.waitForSelector('#rollout-release-status.error-text');
+  const conflict = await page.textContent('#rollout-release-status');
+  assert(conflict.includes("'global'") && conflict.includes('group:canary'), `the 409 names the scopes: ${conflict}`);
+  assertEq((await apiGet('/api/agents/releases')).length, 1, 'the release is kept');
+  await page.screenshot({ path: join(SHOTS, 'rollout.png'), fullPage: true });
+  // Once no scope targets it, it goes.
+  assertEq((await apiCall('PUT', '/api/config', { body: before })).status, 200, 'global target cleared');
+  assertEq((await apiCall('DELETE', '/api/groups/canary/config')).status, 204, 'canary scope cleared');
+  page.once('dialog', (d) => d.accept());
+  await page.click(`#rollout-releases button[aria-label="Delete ${version}"]`);
+  await page.waitForSelector('#rollout-release-status.hint:has-text("Deleted")');
+  await page.waitForSelector('#rollout-releases [data-state=empty]');
+  assertEq(await apiGet('/api/agents/releases'), [], 'deleted in the API');
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
+check('packages: an upload with its progress bar, the download byte for byte, a refused name, delete', async () => {
+  const { page, context, errors } = await open('/packages', { allow: [/status of 400/] });
+  await page.waitForSelector('#packages [data-state=empty]');
+  await page.waitForSelector('#scripts [data-state=empty]');
+  assertEq(await page.getAttribute('a[data-nav=packages]', 'aria-current'), 'page', 'nav marks Packages');
+  // A few MB: the bar is driven by the upload's progress events.
+  const data = Buffer.alloc(3 * 1024 * 1024 + 123);
+  for (let i = 0; i < data.length; i += 1) data[i] = i % 251;
+  await page.fill('#packages-upload input[name=name]', 'webex');
+  await page.fill('#packages-upload input[name=version]', '2025.03');
+  await page.setInputFiles('#packages-upload input[type=file]',
+    { name: 'webex.msi', mimeType: 'application/octet-stream', buffer: data });
+  await page.evaluate(() => {
+    window.__progress = [];
+    const bar = document.querySelector('#packages-upload progress');
+    new MutationObserver(() => {
+      if (bar.value > 0) window.__progress.push(bar.value);
+    }).observe(bar, { attributes: true });
+  });
+  await page.click('#packages-upload button:text-is("Upload")');
+  await page.waitForSelector('#packages-upload-status[data-done="webex/2025.03"]');
+  const [value, max] = await page.$eval('#packages-upload progress', (p) => [p.value, p.max]);
+  assert(max >= data.length, `the bar counts the whole body: ${max} for ${data.length} bytes`);
+  assertEq(value, max, 'the progress bar reached 100 %');
+  assert((await page.textContent('#packages-upload .progress')).startsWith('100 %'), 'and says 100 %');
+  assert((await page.evaluate(() => window.__progress.length)) > 0, 'progress was reported');
+  const listed = await apiGet('/api/app-packages');
+  assertEq(listed.map((o) => [o.name, o.version, o.size]), [['webex', '2025.03', data.length]], 'the API lists the upload');
+  await page.waitForSelector('#packages tbody tr');
+  const row = await rowOf(page, '#packages', 'webex');
+  assertEq([row[1], row[3], row[5]], ['2025.03', listed[0].digest, 'Download'], 'version, digest, download link');
+  // The download is the upload, byte for byte, under the backend's file name.
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    page.click('#packages a[aria-label="Download webex 2025.03"]'),
+  ]);
+  assertEq(download.suggestedFilename(), 'webex-2025.03', 'file name');
+  const saved = join(SHOTS, '..', download.suggestedFilename());
+  await download.saveAs(saved);
+  assert(readFileSync(saved).equals(data), 'the download equals the upload');
+  await page.waitForSelector('#packages-status:has-text("Saved webex-2025.03")');
+  // A script object; a name the backend refuses (400) is shown in place.
+  const script = Buffer.from('Get-CimInstance Win32_OperatingSystem\n');
+  await page.fill('#scripts-upload input[name=name]', 'café');
+  await page.fill('#scripts-upload input[name=version]', '3');
+  await page.setInputFiles('#scripts-upload input[type=file]', { name: 'inv-os.ps1', mimeType: 'text/plain', buffer: script });
+  await page.click('#scripts-upload button:text-is("Upload")');
+  await page.waitForSelector('#scripts-upload-status.error-text');
+  const refused = await page.textContent('#scripts-upload-status');
+  assert(refused.includes('name'), `the 400 names the field: ${refused}`);
+  await page.fill('#scripts-upload input[name=name]', 'inv-os');
+  await page.click('#scripts-upload button:text-is("Upload")');
+  await page.waitForSelector('#scripts-upload-status[data-done="inv-os/3"]');
+  await page.waitForSelector('#scripts tbody tr');
+  assertEq((await apiGet('/api/script-objects')).map((o) => [o.name, o.version, o.size]), [['inv-os', '3', script.length]],
+    'the API lists the script object');
+  await page.screenshot({ path: join(SHOTS, 'packages.png'), fullPage: true });
+  // Delete asks first.
+  page.once('dialog', (d) => d.accept());
+  await page.click('#scripts button[aria-label="Delete inv-os 3"]');
+  await page.waitForSelector('#scripts [data-state=empty]');
+  assertEq(await apiGet('/api/script-objects'), [], 'deleted in the API');
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
+check('compliance: counts per check and status, OK rows on a toggle, a check filter in the URL surviving reload', async () => {
+  const { page, context, errors } = await open('/compliance');
+  await page.waitForSelector('#compliance-counts tbody tr');
+  assertEq(await page.getAttribute('a[data-nav=compliance]', 'aria-current'), 'page', 'nav marks Compliance');
+  const api = await apiGet('/api/checks');
+  assertEq(api.counts, [
+    { check_name: 'bitlocker', ok: 2, warn: 1, fail: 1, unknown: 0 },
+    { check_name: 'disk-space', ok: 1, warn: 0, fail: 1, unknown: 0 },
+  ], 'the seeded check states');
+  assertEq(await rowOf(page, '#compliance-counts', 'bitlocker'), ['bitlocker', '1', '1', '0', '2', '4'],
+    'fail, warn, unknown, ok and PCs of a check');
+  assertEq(await page.textContent('#compliance-totals'), '2 fail · 1 warn · 0 unknown · 3 ok across 2 check(s)', 'totals');
+  await page.waitForSelector('#compliance-rows tbody tr');
+  assertEq(await tableColumn(page, '#compliance-rows', 0), api.rows.map((r) => r.pc_id), 'rows without OK, in the API order');
+  assertEq(await tableColumn(page, '#compliance-rows', 2), api.rows.map((r) => r.status), 'their states');
+  assertEq([...api.rows.map((r) => r.status)].sort(), ['fail', 'fail', 'warn'], 'the seeded states that are not OK');
+  await page.getByText('3 OK row(s) not shown.').waitFor();
+  await page.screenshot({ path: join(SHOTS, 'compliance.png'), fullPage: true });
+  // Include OK rows: a toggle kept in the URL.
+  await page.check('input[name=include_ok]');
+  await page.waitForURL((u) => u.searchParams.get('include_ok') === '1');
+  await page.waitForFunction(() => document.querySelectorAll('#compliance-rows tbody tr').length === 6);
+  // One check, by name.
+  await page.fill('input[name=check]', 'disk-space');
+  await page.click('form[aria-label="Filter checks"] button:text-is("Apply")');
+  await page.waitForURL((u) => u.searchParams.get('check') === 'disk-space');
+  await page.waitForFunction(() => document.querySelectorAll('#compliance-rows tbody tr').length === 2);
+  await page.reload();
+  await page.waitForSelector('#compliance-rows tbody tr');
+  assertEq(await page.inputValue('input[name=check]'), 'disk-space', 'the filter survives reload');
+  assert(await page.isChecked('input[name=include_ok]'), 'the toggle survives reload');
+  assertEq(await tableColumn(page, '#compliance-rows', 0), ['SIM-00004', 'SIM-00005'], 'both PCs of the check');
+  assertEq(await tableColumn(page, '#compliance-counts', 0), ['disk-space'], 'the counts of that check');
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
+check('notifications: the sent list, who acknowledged one, a refused send, a send to a PC', async () => {
+  const { page, context, errors } = await open('/notifications', { allow: [/status of 400/] });
+  const seeded = FIX.notification;
+  await page.waitForSelector('#notifications-table tbody tr');
+  assertEq(await page.getAttribute('a[data-nav=notifications]', 'aria-current'), 'page', 'nav marks Notifications');
+  const row = await rowOf(page, '#notifications-table', 'Maintenance tonight');
+  assert(row, 'the page lists the seeded notification');
+  assertEq([row[1], row[2], row[6]], ['warn', 'required', seeded.id], 'priority, ack, id');
+  await page.click('#notifications-table a:text-is("Maintenance tonight")');
+  await page.waitForURL((u) => u.searchParams.get('id') === seeded.id);
+  await page.waitForSelector('#notification-acks tbody tr');
+  assertEq((await rowOf(page, '#notification-acks', seeded.ack_pc)).slice(0, 2), [seeded.ack_pc, seeded.ack_sid],
+    'who acknowledged it');
+  await page.screenshot({ path: join(SHOTS, 'notifications.png'), fullPage: true });
+  // No target: the backend's 400 is shown in place.
+  await page.fill('#notification-send input[name=title]', 'Disk cleanup');
+  await page.click('#notification-send button:text-is("Send")');
+  await page.waitForSelector('#notification-send-status.error-text');
+  const refused = await page.textContent('#notification-send-status');
+  assert(refused.includes('target'), `the 400 names the target: ${refused}`);
+  // To one PC.
+  await page.fill('#notification-send input[name=pcs]', FIX.agent_pc);
+  await page.selectOption('#notification-send select[name=priority]', 'info');
+  await page.fill('#notification-send textarea[name=body]', 'Temporary files are removed tonight.');
+  await page.click('#notification-send button:text-is("Send")');
+  await page.waitForSelector('#notification-send-status[data-id]');
+  const id = await page.getAttribute('#notification-send-status', 'data-id');
+  const said = await page.textContent('#notification-send-status');
+  assert(said.includes(`notifications.pc.${FIX.agent_pc}`), `the answer names the subject: ${said}`);
+  const listed = await apiGet('/api/notifications');
+  assertEq([listed[0].id, listed[0].title, listed[0].priority, listed[0].require_ack], [id, 'Disk cleanup', 'info', false],
+    'newest first in the API');
+  await page.waitForSelector(`#notifications-table a[href="/notifications?id=${id}"]`);
+  await page.click('#notification-send-status a');
+  await page.waitForURL((u) => u.searchParams.get('id') === id);
+  await page.getByText('No acknowledgement yet.').waitFor();
+  await page.getByText('This notification does not ask for an acknowledgement.').waitFor();
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
+check('agent actions: ping, the log tail and a command answered by the agent; a silent PC is a 504 in place', async () => {
+  const pc = FIX.agent_pc;
+  const { page, context, errors } = await open(`/agents/${pc}`, { allow: [/status of 504/] });
+  await page.click('#agent-ping button:text-is("Ping")');
+  await page.waitForSelector('#agent-ping-status[data-answered]');
+  assertEq(await page.getAttribute('#agent-ping-status', 'data-answered'), '0.43.56', "the agent's version");
+  assert((await page.textContent('#agent-ping-status')).includes('host-1'), 'and its hostname');
+  await page.fill('#agent-logs input[name=tail]', '3');
+  await page.click('#agent-logs button:text-is("Fetch")');
+  await page.waitForSelector('#agent-logs pre');
+  assertEq(await page.textContent('#agent-logs pre'), 'line 1\nline 2\nline 3\n', 'the last 3 lines of its log');
+  await page.fill('#agent-run textarea[name=script]', 'hostname');
+  await page.fill('#agent-run input[name=timeout_secs]', '10');
+  await page.click('#agent-run button:text-is("Run")');
+  await page.waitForSelector('#agent-run-result[data-exit-code]');
+  assertEq(await page.getAttribute('#agent-run-result', 'data-exit-code'), '0', 'exit code');
+  assertEq(await page.textContent('#agent-run-stdout'), 'ran: hostname', 'stdout');
+  assertEq(await page.textContent('#agent-run-stderr'), '(empty)', 'stderr');
+  await page.waitForSelector('#agent-run-result .badge.ok:text-is("success")');
+  await page.screenshot({ path: join(SHOTS, 'agent-actions.png'), fullPage: true });
+  // A PC nobody answers for: the 504s are shown where they were asked.
+  const silent = FIX.pcs.find((p) => p !== pc && !FIX.investigated.includes(p));
+  await page.goto(`${BASE}/agents/${silent}`);
+  await page.click('#agent-ping button:text-is("Ping")');
+  await page.waitForSelector('#agent-ping-status.error-text');
+  const noPong = await page.textContent('#agent-ping-status');
+  assert(noPong.includes(silent), `the 504 names the PC: ${noPong}`);
+  await page.click('#agent-logs button:text-is("Fetch")');
+  await page.waitForSelector('#agent-logs [data-state=error]');
+  assert((await page.textContent('#agent-logs [data-state=error]')).includes(silent), 'the logs 504 names the PC');
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
+check('a viewer sees the new pages without their mutation controls', async () => {
+  const account = { username: 'viewer-1', password: 'viewer-password-1', role: 'viewer' };
+  const made = await apiCall('POST', '/api/accounts', { body: account });
+  assertEq(made.status, 201, `viewer account: ${JSON.stringify(made.data)}`);
+  const login = await fetch(`${BASE}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ username: account.username, password: account.password }),
+  });
+  assertEq(login.status, 200, 'viewer login');
+  const { token } = await login.json();
+  // Something to list on each page, published with the service token.
+  await apiUpload('/api/agents/publish', readFileSync(AGENT_EXE), 'kanade-agent.exe');
+  await apiUpload('/api/app-packages/7zip/24.08', Buffer.from('7z installer'), '7z.msi');
+  const { page, context, errors } = await open('/rollout', { token });
+  await page.waitForSelector('#rollout-releases tbody tr');
+  await page.waitForSelector('#rollout-targets tbody tr');
+  await page.waitForSelector('#rollout-read-only');
+  assertEq(await page.$$eval('#rollout-releases button', (b) => b.length), 0, 'no delete button');
+  assertEq([await page.$('#rollout-publish'), await page.$('#rollout-set')], [null, null], 'no publish or rollout form');
+  await page.getByText('viewer-1 · viewer').waitFor();
+  await page.screenshot({ path: join(SHOTS, 'rollout-viewer.png'), fullPage: true });
+  await page.goto(`${BASE}/packages`);
+  await page.waitForSelector('#packages tbody tr');
+  await page.waitForSelector('#packages-read-only');
+  assertEq([await page.$('#packages-upload'), await page.$('#scripts-upload')], [null, null], 'no upload form');
+  assertEq(await page.$$eval('#packages tbody button', (b) => b.length), 0, 'no delete button');
+  await page.waitForSelector('#packages a[aria-label="Download 7zip 24.08"]');
+  await page.goto(`${BASE}/notifications`);
+  await page.waitForSelector('#notifications-table tbody tr');
+  await page.waitForSelector('#notifications-read-only');
+  assertEq(await page.$('#notification-send'), null, 'no send form');
+  await page.goto(`${BASE}/agents/${FIX.agent_pc}`);
+  await page.waitForSelector('#agent-logs button:text-is("Fetch")');
+  assertEq([await page.$('#agent-ping'), await page.$('#agent-run')], [null, null], 'no ping or run');
+  await page.goto(`${BASE}/compliance`);
+  await page.waitForSelector('#compliance-counts tbody tr');
+  // The backend refuses a viewer's mutation anyway.
+  const refused = await apiCall('POST', '/api/agents/rollout',
+    { token, body: { version: FIX.release_version, scope: { type: 'global' } } });
+  assertEq(refused.status, 403, 'a viewer cannot roll out');
   assertEq(errors, [], 'console errors');
   await context.close();
 });

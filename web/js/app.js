@@ -2,7 +2,7 @@
 // Every page's state (range, filters, selection) lives in its URL, so
 // back, reload and a pasted link all land on the same view.
 
-import { api, getToken, setToken, setUnauthorizedHandler } from './api.js';
+import { currentUser, getToken, setToken, setUnauthorizedHandler } from './api.js';
 import { mount, stateBox } from './ui.js';
 import dashboard from './pages/dashboard.js';
 import agents from './pages/agents.js';
@@ -12,6 +12,10 @@ import resultDetail from './pages/result.js';
 import jobs, { jobDetail } from './pages/jobs.js';
 import schedules, { scheduleDetail } from './pages/schedules.js';
 import config from './pages/config.js';
+import rollout from './pages/rollout.js';
+import packages from './pages/packages.js';
+import compliance from './pages/compliance.js';
+import notifications from './pages/notifications.js';
 import health from './pages/health.js';
 import exportPage from './pages/export.js';
 import login from './pages/login.js';
@@ -28,6 +32,10 @@ const ROUTES = [
   [/^\/schedules$/, schedules],
   [/^\/schedules\/([^/]+)$/, scheduleDetail],
   [/^\/config$/, config],
+  [/^\/rollout$/, rollout],
+  [/^\/packages$/, packages],
+  [/^\/compliance$/, compliance],
+  [/^\/notifications$/, notifications],
   [/^\/scan-health$/, health],
   [/^\/export$/, exportPage],
 ];
@@ -133,7 +141,7 @@ export async function refreshIdentity() {
   const who = document.getElementById('whoami');
   const logout = document.getElementById('logout');
   try {
-    const me = await api('/api/auth/me');
+    const me = await currentUser({ fresh: true });
     who.textContent = `${me.username} · ${me.role}`;
     logout.hidden = !getToken();
     if (me.must_change_pw && location.pathname !== '/login') navigate('/login?change=1', { replace: true });

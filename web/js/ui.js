@@ -130,6 +130,19 @@ export function resultStatus(r) {
   return { text: `failure (${r.exit_code ?? '?'})`, cls: 'bad' };
 }
 
+/** Shows `text` in a status line; an error is announced as an alert. */
+export function say(el, text, error = false) {
+  el.className = error ? 'error-text' : 'hint';
+  if (error) el.setAttribute('role', 'alert');
+  else el.removeAttribute('role');
+  el.textContent = text;
+}
+
+/** `a, b,,c ` → `['a', 'b', 'c']`. */
+export function commaList(value) {
+  return String(value || '').split(',').map((s) => s.trim()).filter(Boolean);
+}
+
 export function badge(text, cls) {
   return h('span', { class: `badge ${cls}` }, text);
 }

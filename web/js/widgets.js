@@ -1,7 +1,8 @@
-// Controls several pages share: the range picker and data panels.
+// Controls several pages share: the range picker, data panels and the
+// upload progress bar.
 
 import { PRESETS, resolveRange, stepLabel } from './range.js';
-import { h, mount, stateBox } from './ui.js';
+import { fmtBytes, h, mount, stateBox } from './ui.js';
 
 /**
  * 1h / 24h / 7d / 30d buttons bound to the URL's `range` (a click clears
@@ -74,6 +75,31 @@ export function panel(title, { extra, id } = {}) {
         if (e.name === 'AbortError') return;
         mount(body, stateBox('error', e.message || String(e)));
       }
+    },
+  };
+}
+
+/**
+ * An upload's progress bar and percentage, hidden until the first report:
+ * `track(sent, total)` is the `onProgress` of `upload()`, `reset()` hides it.
+ */
+export function progressBar(label) {
+  const bar = h('progress', { max: '1', value: '0', 'aria-label': label });
+  const text = h('span', { class: 'hint' });
+  const el = h('div', { class: 'progress', hidden: true }, bar, text);
+  return {
+    el,
+    track(sent, total) {
+      el.hidden = false;
+      bar.max = total;
+      bar.value = sent;
+      text.textContent = `${Math.floor((sent / total) * 100)} % · ${fmtBytes(sent)} of ${fmtBytes(total)}`;
+    },
+    reset() {
+      el.hidden = true;
+      bar.max = 1;
+      bar.value = 0;
+      text.textContent = '';
     },
   };
 }

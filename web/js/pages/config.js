@@ -7,7 +7,7 @@
 
 import { api, ApiError, request, withQuery } from '../api.js';
 import {
-  badge, fmtInt, h, link, mount, stateBox, table,
+  badge, fmtInt, h, link, mount, say, stateBox, table,
 } from '../ui.js';
 import { panel } from '../widgets.js';
 
@@ -23,14 +23,6 @@ const FIELDS = [
   ['process_perf_expires_at', 'text', 'RFC 3339, e.g. 2030-01-01T00:00:00Z'],
   ['process_perf_top_n', 'number', 'e.g. 10'],
 ];
-
-/** Shows `text` in a status line; an error is announced as an alert. */
-function say(el, text, error = false) {
-  el.className = error ? 'error-text' : 'hint';
-  if (error) el.setAttribute('role', 'alert');
-  else el.removeAttribute('role');
-  el.textContent = text;
-}
 
 const enc = encodeURIComponent;
 const configHref = (scope, name) => withQuery('/config', { scope, name });

@@ -1,18 +1,13 @@
 // Export: pick a table, a time range and optionally a PC; the Parquet file
-// is fetched with the bearer token and saved under the backend's file name.
+// is fetched with the bearer token and saved under the backend's file name
+// (a 401 sends the user to log in, as every call does).
 
-import { api, ApiError, authHeaders, withQuery } from '../api.js';
+import { api, download, withQuery } from '../api.js';
 import { fmtBytes, h, mount } from '../ui.js';
 
 function localInput(d) {
   const pad = (n) => String(n).padStart(2, '0');
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
-}
-
-function fileName(res, fallback) {
-  const cd = res.headers.get('Content-Disposition') || '';
-  const m = /filename="([^"]+)"/.exec(cd);
-  return m ? m[1] : fallback;
 }
 
 export default {
@@ -59,36 +54,16 @@ export default {
       status.textContent = 'Starting…';
       try {
         const url = withQuery(`/api/export/${params.table}`, { from: params.from, to: params.to, pc_id: params.pc_id });
-        // fetch, not api(): the body is streamed to count bytes as they come.
-        const res = await fetch(url, { headers: authHeaders(), signal: ctx.signal });
-        if (!res.ok) {
-          const body = await res.json().catch(() => ({}));
-          throw new ApiError(res.status, body.error || `${res.status} ${res.statusText}`);
-        }
-        const reader = res.body.getReader();
-        const chunks = [];
-        let received = 0;
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          chunks.push(value);
-          received += value.length;
-          status.textContent = `Downloading… ${fmtBytes(received)}`;
-        }
-        const name = fileName(res, `${params.table}.parquet`);
-        const blob = new Blob(chunks, { type: 'application/vnd.apache.parquet' });
-        const a = h('a', { href: URL.createObjectURL(blob), download: name });
-        document.body.append(a);
-        a.click();
-        a.remove();
-        setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
-        status.textContent = `Saved ${name} (${fmtBytes(received)}).`;
+        const { name, bytes } = await download(url, `${params.table}.parquet`, {
+          signal: ctx.signal,
+          onProgress: (received) => { status.textContent = `Downloading… ${fmtBytes(received)}`; },
+        });
+        status.textContent = `Saved ${name} (${fmtBytes(bytes)}).`;
         status.dataset.done = name;
       } catch (e2) {
         if (e2.name === 'AbortError') return;
         status.className = 'error-text';
         status.textContent = e2.message;
-        if (e2.status === 401) ctx.navigate(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
       } finally {
         button.disabled = false;
       }

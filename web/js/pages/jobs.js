@@ -5,7 +5,7 @@
 
 import { api, withQuery } from '../api.js';
 import {
-  badge, debounce, fmtInt, fmtTime, h, link, mount, stateBox, table,
+  badge, commaList, debounce, fmtInt, fmtTime, h, link, mount, say, stateBox, table,
 } from '../ui.js';
 import { panel } from '../widgets.js';
 
@@ -20,19 +20,6 @@ function executionBadge(x) {
   if (x.status === 'completed') return badge(x.failure_count ? 'completed with failures' : 'completed', x.failure_count ? 'bad' : 'ok');
   if (x.status === 'running') return badge('running', 'warn');
   return badge(x.status, 'muted');
-}
-
-/** `a, b,,c ` → `['a', 'b', 'c']`. */
-function commaList(value) {
-  return String(value || '').split(',').map((s) => s.trim()).filter(Boolean);
-}
-
-/** Shows `text` in a status line; an error is announced as an alert. */
-function say(el, text, error = false) {
-  el.className = error ? 'error-text' : 'hint';
-  if (error) el.setAttribute('role', 'alert');
-  else el.removeAttribute('role');
-  el.textContent = text;
 }
 
 const jobHref = (id) => `/jobs/${encodeURIComponent(id)}`;

@@ -6,7 +6,7 @@
 
 import { api, ApiError, withQuery } from '../api.js';
 import {
-  badge, fmtInt, fmtTime, h, link, mount, resultStatus, stateBox, table,
+  badge, fmtInt, fmtTime, h, link, mount, resultStatus, say, stateBox, table,
 } from '../ui.js';
 import { panel } from '../widgets.js';
 
@@ -42,14 +42,6 @@ function enabledBadge(enabled) {
 function stateBadge(state) {
   const found = STATES.find(([s]) => s === state);
   return badge(state, found ? found[1] : 'muted');
-}
-
-/** Shows `text` in a status line; an error is announced as an alert. */
-function say(el, text, error = false) {
-  el.className = error ? 'error-text' : 'hint';
-  if (error) el.setAttribute('role', 'alert');
-  else el.removeAttribute('role');
-  el.textContent = text;
 }
 
 const scheduleHref = (id) => `/schedules/${encodeURIComponent(id)}`;
