@@ -1050,3 +1050,67 @@ async fn a_large_package_streams_through_in_bounded_memory() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_viewer_gets_403_on_every_fleet_mutation() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let (status, _, _) = b
+        .call(
+            Method::POST,
+            "/api/accounts",
+            Some(TOKEN),
+            Some(json!({"username": "vera", "password": "viewer-password-1", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (_, _, login) = b
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"username": "vera", "password": "viewer-password-1"})),
+        )
+        .await;
+    let viewer = login["token"].as_str().unwrap().to_string();
+    let reads = [
+        "/api/config",
+        "/api/groups",
+        "/api/agents/releases",
+        "/api/app-packages",
+        "/api/script-objects",
+        "/api/checks",
+    ];
+    for path in reads {
+        let (status, _, body) = b.call(Method::GET, path, Some(&viewer), None).await;
+        assert!(status == 200 || status == 503, "{path}: {status} {body}");
+    }
+    let mutations: [(Method, &str); 18] = [
+        (Method::PUT, "/api/config"),
+        (Method::PUT, "/api/groups/canary/config"),
+        (Method::DELETE, "/api/groups/canary/config"),
+        (Method::PUT, "/api/pcs/PC-01/config"),
+        (Method::DELETE, "/api/pcs/PC-01/config"),
+        (Method::PUT, "/api/agents/PC-01/groups"),
+        (Method::POST, "/api/agents/PC-01/groups"),
+        (Method::DELETE, "/api/agents/PC-01/groups/canary"),
+        (Method::POST, "/api/run"),
+        (Method::POST, "/api/agents/PC-01/ping"),
+        (Method::POST, "/api/notifications"),
+        (Method::POST, "/api/agents/publish"),
+        (Method::DELETE, "/api/agents/releases/1.0.0"),
+        (Method::POST, "/api/agents/rollout"),
+        (Method::POST, "/api/app-packages/webex/1"),
+        (Method::DELETE, "/api/app-packages/webex/1"),
+        (Method::POST, "/api/script-objects/inv/1"),
+        (Method::DELETE, "/api/script-objects/inv/1"),
+    ];
+    for (m, path) in mutations {
+        let (status, _, body) = b
+            .call(m.clone(), path, Some(&viewer), Some(json!({})))
+            .await;
+        assert_eq!(status, 403, "{m} {path}: {body}");
+        assert!(error_of(&body).contains("operator role required"), "{body}");
+    }
+}
