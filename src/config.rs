@@ -74,12 +74,13 @@ pub struct DbSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct LogSection {
-    /// Log file path of the reference backend. Logs go to stderr; the
-    /// value is accepted so the reference file starts unchanged.
+    /// Log file: written besides stderr, rotated daily as
+    /// `<stem>.<YYYY-MM-DD>.<ext>` in its folder (as the reference).
+    /// Unset: stderr only.
     pub path: Option<String>,
     /// `tracing` filter, e.g. `info` or `kanade_backend=debug`. Default `info`.
     pub level: String,
-    /// Rotated files kept by the reference backend; accepted, unused.
+    /// Daily files kept; 0 turns the file off. Default 14.
     pub keep_days: usize,
 }
 

@@ -42,7 +42,9 @@ fn main() -> Result<()> {
         Some(path) => Config::try_load(path)?,
         None => Config::default(),
     };
-    init_tracing(&config.log.level);
+    // Kept to the end: dropping it flushes the file writer.
+    let _log_file = init_tracing(&config.log)?;
+    log_panics();
     if cli.config.is_none() {
         tracing::info!("no config file given: running on the local default");
     }
@@ -81,14 +83,60 @@ fn main() -> Result<()> {
     ))
 }
 
-fn init_tracing(level: &str) {
+/// Logs to stderr and, with `[log] path`, to a daily-rotated file.
+fn init_tracing(
+    log: &kanade_backend::config::LogSection,
+) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_env("RUST_LOG")
-        .or_else(|_| EnvFilter::try_new(level))
+        .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let (file, guard) = match log.path.as_deref() {
+        Some(path) if log.keep_days > 0 => {
+            let path = std::path::Path::new(path);
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            };
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("[log] path: create {}", dir.display()))?;
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("backend");
+            let ext = path.extension().and_then(|s| s.to_str()).unwrap_or("log");
+            let appender = tracing_appender::rolling::Builder::new()
+                .rotation(tracing_appender::rolling::Rotation::DAILY)
+                .filename_prefix(stem)
+                .filename_suffix(ext)
+                .max_log_files(log.keep_days)
+                .build(dir)
+                .with_context(|| format!("[log] path: open a log file in {}", dir.display()))?;
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(false);
+            (Some(layer), Some(guard))
+        }
+        _ => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(file)
         .init();
+    Ok(guard)
+}
+
+/// Panics go to the log with their backtrace (a service's stderr may go
+/// nowhere); a handler's panic is then answered as a JSON 500.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let backtrace = std::backtrace::Backtrace::force_capture();
+        tracing::error!(panic = %info, %backtrace, "panicked");
+    }));
 }
 
 async fn shutdown_signal() {

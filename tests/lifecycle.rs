@@ -99,4 +99,20 @@ async fn serves_without_a_broker_and_projects_once_it_comes_and_returns() {
     drop(nats);
     assert!(b.sigterm().success());
     assert!(!common::parquet_files(&dir.path().join("data")).is_empty());
+
+    // `[log] path` got the same story, in a daily file without colour codes.
+    let files = b.log_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    let today = chrono::Utc::now().date_naive();
+    assert!(
+        [today, today.pred_opt().unwrap()]
+            .iter()
+            .any(|d| name == format!("backend.{}.log", d.format("%Y-%m-%d"))),
+        "{name}"
+    );
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    assert!(text.contains("NATS connection lost"), "{text}");
+    assert!(text.contains("head persisted; bye"), "{text}");
+    assert!(!text.contains('\u{1b}'), "no ANSI escapes in the file");
 }

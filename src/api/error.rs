@@ -125,6 +125,27 @@ impl IntoResponse for ApiError {
 /// Longest non-JSON error body carried into the JSON error.
 const MAX_ERROR_BODY: usize = 16 * 1024;
 
+/// A handler that panics answers a JSON 500 instead of a closed
+/// connection; the panic itself (message, location, backtrace) is logged
+/// by the process's panic hook, this names the request.
+pub async fn catch_panics(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use futures::FutureExt;
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    match std::panic::AssertUnwindSafe(next.run(request))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!(%method, path = %crate::control::abbreviated(&path), "request handler panicked; answered 500");
+            ApiError::Internal("handler panicked".into()).into_response()
+        }
+    }
+}
+
 /// Outermost layer: an error response that is not JSON (axum's own 405,
 /// a path or query rejection in plain text, ...) becomes
 /// `{"error": ...}` with its status and headers (`Allow` on a 405) kept.
@@ -162,4 +183,46 @@ pub async fn json_errors(response: Response) -> Response {
     );
     let body = serde_json::json!({ "error": message }).to_string();
     Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Over a real socket: the connection must answer, not just close.
+    #[tokio::test]
+    async fn a_panicking_handler_answers_a_json_500() {
+        async fn boom() -> &'static str {
+            let v: Vec<u8> = Vec::new();
+            let i = v.len() + 3;
+            if v[i] == 0 {
+                "unreachable"
+            } else {
+                "also unreachable"
+            }
+        }
+        let app = axum::Router::new()
+            .route("/boom", axum::routing::get(boom))
+            .route("/fine", axum::routing::get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(catch_panics))
+            .layer(axum::middleware::map_response(json_errors));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+        let r = client
+            .get(format!("http://{addr}/boom"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 500);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "internal error (see the backend log)");
+        let r = client
+            .get(format!("http://{addr}/fine"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.text().await.unwrap(), "ok", "the server still serves");
+    }
 }

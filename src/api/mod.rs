@@ -186,6 +186,7 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             auth::authenticate,
         ))
+        .layer(middleware::from_fn(error::catch_panics))
         .layer(middleware::map_response(error::json_errors))
         .with_state(state)
 }

@@ -107,9 +107,10 @@ impl Backend {
             &config,
             format!(
                 "[server]\nbind = \"127.0.0.1:{port}\"\n[nats]\nurl = \"{nats_url}\"\n\
-                 [db]\nsqlite_path = \"{}/backend.db\"\n[log]\npath = \"unused.log\"\nlevel = \"info\"\n\
+                 [db]\nsqlite_path = \"{}/backend.db\"\n[log]\npath = \"{}/backend.log\"\nlevel = \"info\"\n\
                  [storage]\ndata_dir = \"{}\"\n{storage_extra}\n",
                 data_dir.display(),
+                data_dir.with_extension("logs").display(),
                 data_dir.display()
             ),
         )
@@ -247,6 +248,15 @@ impl Backend {
     pub fn reset_peak_rss(&self) {
         let pid = self.child.as_ref().unwrap().id();
         std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    }
+
+    /// The daily files `[log] path` wrote (`backend.<date>.log`).
+    pub fn log_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.data_dir.with_extension("logs"))
+            .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
     }
 
     pub fn log_text(&self) -> String {
