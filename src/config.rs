@@ -36,12 +36,16 @@ pub struct Config {
 pub struct ServerSection {
     /// Address the HTTP server listens on. Default `127.0.0.1:8080`.
     pub bind: String,
+    /// Seconds a filtered scan (results or audit with regexes) may run
+    /// before it answers 503 asking to narrow it. Default 10.
+    pub scan_budget_secs: u64,
 }
 
 impl Default for ServerSection {
     fn default() -> Self {
         Self {
             bind: "127.0.0.1:8080".into(),
+            scan_budget_secs: 10,
         }
     }
 }

@@ -78,6 +78,7 @@ pub async fn run(
         nats: client.clone(),
         auth,
         control,
+        scan_budget: std::time::Duration::from_secs(config.server.scan_budget_secs.max(1)),
     });
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {

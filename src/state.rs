@@ -15,4 +15,6 @@ pub struct AppState {
     pub auth: AuthConfig,
     /// Jobs, schedules, freeze and exec over the broker's KV buckets.
     pub control: crate::control::Control,
+    /// How long a filtered scan may run (`[server] scan_budget_secs`).
+    pub scan_budget: std::time::Duration,
 }

@@ -404,7 +404,9 @@ async fn retention_removes_expired_partitions_and_keeps_recent_data() {
     let nats = Nats::start();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut b = Backend::start(&nats.url, &data, "host_perf_retention_days = 30");
+    // Kept 60 days while it is written (ingest refuses what is already past
+    // retention); the operator then shortens retention to 30.
+    let mut b = Backend::start(&nats.url, &data, "host_perf_retention_days = 60");
     let c = nats.client().await;
     warm_up(&b, &c).await;
     let old = Utc::now() - Duration::days(40);

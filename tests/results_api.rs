@@ -407,3 +407,118 @@ async fn results_count_against_their_execution() {
     );
     assert_eq!(b.get("/api/executions/nope").await.0, 404);
 }
+
+/// A regex filter over large outputs runs off the async workers: `/health`
+/// and other requests answer while it scans, and it stops at its budget
+/// with a 503 naming what to narrow. Oversized patterns are a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_regex_scan_neither_stalls_others_nor_runs_forever() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start_configured(
+        &nats.url,
+        &dir.path().join("data"),
+        "scan_budget_secs = 2",
+        "",
+        &[],
+    );
+    let js = async_nats::jetstream::new(nats.client().await);
+    // ~900 KB of non-ASCII words per output: Unicode word boundaries keep
+    // the regex engine off its fast paths.
+    let words = ["café", "naïve", "Zürich", "東京", "façade", "über"];
+    let mut out = String::new();
+    let mut i = 0usize;
+    while out.len() < 900_000 {
+        out.push_str(words[i % words.len()]);
+        out.push(if i.is_multiple_of(13) { '\n' } else { ' ' });
+        i += 1;
+    }
+    const RESULTS: usize = 24;
+    let t = Utc::now() - Duration::hours(1);
+    for n in 0..RESULTS {
+        let id = format!("big-{n:02}");
+        let r = result(
+            &id,
+            "PC-1",
+            Some("inv"),
+            0,
+            &out,
+            "",
+            t + Duration::seconds(n as i64),
+        );
+        js_publish(&js, format!("results.{id}"), &r).await;
+    }
+    eventually("every large result stored", || async {
+        (all_ids(&b).await.len() == RESULTS).then_some(())
+    })
+    .await;
+
+    let slow = "(?:\\b\\w+\\b\\W+){8}\\d{12}";
+    let client = reqwest::Client::new();
+    let url = format!(
+        "{}/api/results?stdout={}&limit=5",
+        b.base,
+        slow.replace('\\', "%5C")
+            .replace('+', "%2B")
+            .replace('{', "%7B")
+            .replace('}', "%7D")
+    );
+    // As many scans as the machine has cores (and one more), so that
+    // scans on the async workers would leave none for anything else.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let scans: Vec<_> = (0..=cores)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move {
+                let r = client
+                    .get(url)
+                    .bearer_auth(common::TOKEN)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                (status, r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    // Other requests are answered while the scans run.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for path in ["/health", "/api/results/big-00"] {
+        let (status, _) = b.get(path).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            scans.iter().all(|s| !s.is_finished()),
+            "{path} answered only after a scan finished"
+        );
+    }
+    assert_eq!(scans.len(), cores + 1);
+    for scan in scans {
+        let (status, body) = scan.await.unwrap();
+        assert_eq!(status, 503, "{body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.contains("scan_budget_secs") && error.contains("since"),
+            "{error}"
+        );
+    }
+
+    // Patterns past the size limits are refused before anything runs.
+    let long = "a".repeat(1_001);
+    let (status, body) = b.get(&format!("/api/results?stdout={long}")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("`stdout`"),
+        "{body}"
+    );
+    let (status, body) = b.get("/api/results?pc_id=%5Cw%7B500%7D%5Cw%7B500%7D").await;
+    assert_eq!(status, 400, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("`pc_id`") && error.contains("limit"),
+        "{error}"
+    );
+    // A cheap filter over the same rows still answers.
+    let (status, body) = b.get("/api/results?stdout=Z%C3%BCrich&limit=3").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ids(&body).len(), 3);
+}

@@ -39,17 +39,11 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
-fn storage_task_failed(e: tokio::task::JoinError) -> ApiError {
-    ApiError::Internal(format!("storage task: {e}"))
-}
-
-/// Runs a redb call off the async workers.
+/// Runs a redb call (or a password hash) off the async workers.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> kanade_storage::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
-    Ok(tokio::task::spawn_blocking(f)
-        .await
-        .map_err(storage_task_failed)??)
+    super::offload::blocking(move || Ok(f()?)).await
 }
 
 fn parse_role(role: &str) -> Result<Role, ApiError> {

@@ -7,6 +7,7 @@ use kanade_storage::AuditRecord;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
+use super::offload::{self, Budget};
 use super::params::{compile_regex, parse_limit, parse_time, ApiQuery};
 use crate::state::AppState;
 
@@ -61,9 +62,18 @@ pub async fn list(
     let target = compile_regex("target", p.target.as_deref())?;
     let payload = compile_regex("payload", p.payload.as_deref())?;
     let actor = p.actor.filter(|a| !a.is_empty());
-    let mut out = Vec::new();
-    if limit > 0 {
-        state.store.scan_audit_desc(since, |a| {
+    if limit == 0 {
+        return Ok(Json(Vec::new()));
+    }
+    let (store, budget) = (state.store.clone(), Budget::new(state.scan_budget));
+    let out = offload::blocking(move || {
+        let mut out = Vec::new();
+        let mut timed_out = false;
+        store.scan_audit_desc(since, |a| {
+            if budget.expired() {
+                timed_out = true;
+                return false;
+            }
             let keep = actor.as_deref().is_none_or(|x| a.actor == x)
                 && action.as_ref().is_none_or(|re| re.is_match(&a.action))
                 && target
@@ -77,6 +87,11 @@ pub async fn list(
             }
             out.len() < limit
         })?;
-    }
+        if timed_out {
+            return Err(budget.exceeded("narrow it with `since`, `actor` or a simpler filter"));
+        }
+        Ok(out)
+    })
+    .await?;
     Ok(Json(out))
 }

@@ -15,6 +15,7 @@ use kanade_storage::parquet::file::properties::WriterProperties;
 use serde::Deserialize;
 
 use super::error::ApiError;
+use super::offload;
 use super::params::{ApiQuery, TimeWindow, WindowParams};
 use crate::state::AppState;
 
@@ -50,10 +51,10 @@ pub async fn export(
     };
     let w = TimeWindow::try_from_params(&window, Utc::now(), DEFAULT_SPAN, 3600)?;
     let pc_id = p.pc_id.filter(|s| !s.is_empty());
-    let export = state
-        .queries
-        .export(table, w.from, w.to, pc_id.as_deref())
-        .await?;
+    let q = state.queries.clone();
+    let export =
+        offload::query(async move { q.export(table, w.from, w.to, pc_id.as_deref()).await })
+            .await?;
     let file_name = format!(
         "{}_{}_{}.parquet",
         table.name(),
@@ -61,7 +62,7 @@ pub async fn export(
         w.to.format("%Y%m%dT%H%M%SZ")
     );
     let (writer, reader) = tokio::io::duplex(PIPE_BYTES);
-    tokio::spawn(write_parquet(export, writer));
+    offload::spawn_query_task(write_parquet(export, writer));
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(reader));
     Ok((
         [

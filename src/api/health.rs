@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::agents::ALIVE_THRESHOLD;
 use super::error::ApiError;
+use super::offload;
 use super::params::{parse_time, ApiQuery};
 use crate::state::AppState;
 
@@ -242,7 +243,8 @@ pub async fn scan_durations(
         Some(s) => parse_time("since", s)?,
         None => Utc::now() - Duration::hours(24),
     };
-    let stats = state.queries.scan_durations(since).await?;
+    let q = state.queries.clone();
+    let stats = offload::query(async move { q.scan_durations(since).await }).await?;
     Ok(Json(
         stats
             .into_iter()

@@ -17,6 +17,7 @@ mod jobs;
 mod notifications;
 mod objects;
 mod obs_events;
+mod offload;
 mod params;
 mod perf;
 mod processes;

@@ -299,17 +299,44 @@ pub fn parse_limit(raw: Option<&str>, default: u32) -> Result<usize, ApiError> {
     Ok(n as usize)
 }
 
-/// Compiles a regex filter; an empty or absent value means no filter.
+/// Longest regex filter accepted, in bytes.
+const MAX_REGEX_LEN: usize = 1_000;
+/// Compiled size a regex filter may reach (the library's default is 10
+/// MiB); past it the pattern is refused rather than run.
+const MAX_REGEX_COMPILED: usize = 1 << 20;
+
+/// Compiles a regex filter; an empty or absent value means no filter. A
+/// pattern too long or too large once compiled is a 400.
 pub fn compile_regex(
     param: &'static str,
     raw: Option<&str>,
 ) -> Result<Option<regex::Regex>, ApiError> {
-    match raw.filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(s) => regex::Regex::new(s)
-            .map(Some)
-            .map_err(|e| ApiError::bad_param(param, format!("invalid regex `{s}`: {e}"))),
+    let Some(s) = raw.filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    if s.len() > MAX_REGEX_LEN {
+        return Err(ApiError::bad_param(
+            param,
+            format!(
+                "the regex is {} bytes; at most {MAX_REGEX_LEN} are accepted",
+                s.len()
+            ),
+        ));
     }
+    regex::RegexBuilder::new(s)
+        .size_limit(MAX_REGEX_COMPILED)
+        .dfa_size_limit(MAX_REGEX_COMPILED)
+        .build()
+        .map(Some)
+        .map_err(|e| {
+            let why = match e {
+                regex::Error::CompiledTooBig(_) => format!(
+                    "the regex compiles past the {MAX_REGEX_COMPILED}-byte limit; use a simpler pattern"
+                ),
+                e => e.to_string(),
+            };
+            ApiError::bad_param(param, format!("invalid regex `{s}`: {why}"))
+        })
 }
 
 /// Parses an integer parameter and clamps it into `[lo, hi]`.

@@ -8,6 +8,7 @@ use kanade_queries::{Aggregate, HostMetric};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
+use super::offload;
 use super::params::{parse_clamped, parse_duration_secs, ApiQuery, TimeWindow, WindowParams};
 use crate::state::AppState;
 
@@ -48,10 +49,10 @@ pub async fn host_timeline(
     ApiQuery(params): ApiQuery<WindowParams>,
 ) -> Result<Json<PerfResponse>, ApiError> {
     let w = TimeWindow::try_from_params(&params, Utc::now(), DEFAULT_SPAN, DEFAULT_STEP_SECS)?;
-    let points = state
-        .queries
-        .host_timeline(&pc_id, w.from, w.to, w.step_secs)
-        .await?;
+    let (q, pc) = (state.queries.clone(), pc_id.clone());
+    let points =
+        offload::query(async move { q.host_timeline(&pc, w.from, w.to, w.step_secs).await })
+            .await?;
     Ok(Json(PerfResponse {
         pc_id,
         from: w.from,
@@ -128,10 +129,10 @@ pub async fn fleet(
     })?;
     let w =
         TimeWindow::try_from_params(&params.window, Utc::now(), DEFAULT_SPAN, DEFAULT_STEP_SECS)?;
-    let points = state
-        .queries
-        .fleet_series(metric, agg, w.from, w.to, w.step_secs)
-        .await?;
+    let q = state.queries.clone();
+    let points =
+        offload::query(async move { q.fleet_series(metric, agg, w.from, w.to, w.step_secs).await })
+            .await?;
     Ok(Json(FleetResponse {
         metric: metric.column(),
         agg: agg.name(),
@@ -187,15 +188,10 @@ pub async fn top(
         MAX_TOP_LIMIT,
     )?;
     let now = Utc::now();
-    let rows = state
-        .queries
-        .top_pcs(
-            metric,
-            now - Duration::seconds(window_secs),
-            now,
-            limit as usize,
-        )
-        .await?;
+    let q = state.queries.clone();
+    let from = now - Duration::seconds(window_secs);
+    let rows =
+        offload::query(async move { q.top_pcs(metric, from, now, limit as usize).await }).await?;
     Ok(Json(TopResponse {
         metric: metric.column(),
         window_seconds: window_secs,
@@ -228,10 +224,9 @@ pub async fn active_investigations(
     State(state): State<AppState>,
 ) -> Result<Json<ActiveResponse>, ApiError> {
     let now = Utc::now();
-    let rows = state
-        .queries
-        .active_investigations(now - Duration::seconds(ACTIVE_WINDOW_SECS), now)
-        .await?;
+    let q = state.queries.clone();
+    let from = now - Duration::seconds(ACTIVE_WINDOW_SECS);
+    let rows = offload::query(async move { q.active_investigations(from, now).await }).await?;
     Ok(Json(ActiveResponse {
         window_seconds: ACTIVE_WINDOW_SECS,
         rows: rows

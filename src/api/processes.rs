@@ -10,6 +10,7 @@ use kanade_queries::ProcessMetric;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
+use super::offload;
 use super::params::{parse_clamped, ApiQuery, TimeWindow, WindowParams};
 use crate::state::AppState;
 
@@ -40,7 +41,8 @@ pub async fn latest(
     State(state): State<AppState>,
     Path(pc_id): Path<String>,
 ) -> Result<Json<ProcessesResponse>, ApiError> {
-    let tick = state.queries.latest_tick(&pc_id).await?;
+    let (q, pc) = (state.queries.clone(), pc_id.clone());
+    let tick = offload::query(async move { q.latest_tick(&pc).await }).await?;
     Ok(Json(ProcessesResponse {
         pc_id,
         latest_at: tick.latest_at,
@@ -103,10 +105,12 @@ pub async fn timeline(
     let w =
         TimeWindow::try_from_params(&params.window, Utc::now(), DEFAULT_SPAN, DEFAULT_STEP_SECS)?;
     let top = parse_clamped("top", params.top.as_deref(), DEFAULT_TOP, 1, MAX_TOP)?;
-    let timeline = state
-        .queries
-        .process_timeline(&pc_id, metric, w.from, w.to, w.step_secs, top as usize)
-        .await?;
+    let (q, pc) = (state.queries.clone(), pc_id.clone());
+    let timeline = offload::query(async move {
+        q.process_timeline(&pc, metric, w.from, w.to, w.step_secs, top as usize)
+            .await
+    })
+    .await?;
     Ok(Json(TimelineResponse {
         pc_id,
         metric: metric.column(),

@@ -9,6 +9,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
+use super::offload::{self, Budget};
 use super::params::{compile_regex, parse_limit, parse_time, ApiQuery};
 use crate::state::AppState;
 
@@ -169,9 +170,18 @@ pub async fn list(
         .map(|s| parse_time("since", s))
         .transpose()?;
     let filters = Filters::try_new(&p)?;
-    let mut out = Vec::new();
-    if limit > 0 {
-        state.store.scan_results_by_started_desc(since, |r| {
+    if limit == 0 {
+        return Ok(Json(Vec::new()));
+    }
+    let (store, budget) = (state.store.clone(), Budget::new(state.scan_budget));
+    let out = offload::blocking(move || {
+        let mut out = Vec::new();
+        let mut timed_out = false;
+        store.scan_results_by_started_desc(since, |r| {
+            if budget.expired() {
+                timed_out = true;
+                return false;
+            }
             if status.is_none_or(|s| s.matches(&r)) && filters.matches(&r) {
                 let stdout_match = filters
                     .stdout
@@ -188,7 +198,14 @@ pub async fn list(
             }
             out.len() < limit
         })?;
-    }
+        if timed_out {
+            return Err(budget.exceeded(
+                "narrow it with `since`, `status` or a simpler or more selective filter",
+            ));
+        }
+        Ok(out)
+    })
+    .await?;
     Ok(Json(out))
 }
 

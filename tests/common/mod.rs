@@ -101,12 +101,23 @@ impl Backend {
         storage_extra: &str,
         env: &[(&str, &str)],
     ) -> Self {
+        Self::start_configured(nats_url, data_dir, "", storage_extra, env)
+    }
+
+    /// As [`Backend::start_with_env`], with `[server]` extras too.
+    pub fn start_configured(
+        nats_url: &str,
+        data_dir: &Path,
+        server_extra: &str,
+        storage_extra: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let config = data_dir.with_extension("toml");
         std::fs::write(
             &config,
             format!(
-                "[server]\nbind = \"127.0.0.1:{port}\"\n[nats]\nurl = \"{nats_url}\"\n\
+                "[server]\nbind = \"127.0.0.1:{port}\"\n{server_extra}\n[nats]\nurl = \"{nats_url}\"\n\
                  [db]\nsqlite_path = \"{}/backend.db\"\n[log]\npath = \"{}/backend.log\"\nlevel = \"info\"\n\
                  [storage]\ndata_dir = \"{}\"\n{storage_extra}\n",
                 data_dir.display(),
