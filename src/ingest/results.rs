@@ -37,6 +37,8 @@ impl ResultsProjection {
 
     /// The fleet check a manifest declares, if any (cached). Blocking.
     fn check_hint(&self, manifest_id: &str) -> Option<CheckHint> {
+        // A job id that cannot name a KV key has no manifest to look up.
+        crate::control::check_key("manifest_id", manifest_id).ok()?;
         let mut cache = self.checks.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, hint)) = cache.get(manifest_id) {
             if at.elapsed() < MANIFEST_TTL {

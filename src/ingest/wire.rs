@@ -9,10 +9,26 @@ use kanade_storage::TimeSeriesTable;
 
 use crate::control::abbreviated;
 
-/// An id that becomes a KV key or a subject token (`pc_id`,
-/// `manifest_id`, `exec_id`): the API's rule for keys.
+/// An id that becomes part of a subject (`commands.pc.<pc_id>`,
+/// `kill.<exec_id>`) or is looked up as a key (`manifest_id`): 1-256
+/// bytes, no whitespace or control characters, no wildcard (`*`, `>`),
+/// no empty `.`-separated part. (Whether it can also name a KV key is
+/// checked where one is built.)
 pub fn key(field: &str, value: &str) -> Result<(), String> {
-    crate::control::check_key(field, value).map_err(|e| e.to_string())
+    let ok = !value.is_empty()
+        && value.len() <= 256
+        && !value
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '*' | '>'))
+        && value.split('.').all(|part| !part.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid `{field}`: {} must be 1-256 bytes without whitespace, `*`, `>` or an empty `.`-separated part",
+            abbreviated(value)
+        ))
+    }
 }
 
 /// As [`key`], for an id the wire may leave empty.
@@ -54,5 +70,39 @@ pub fn sample_time(
         ))
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_would_break_a_subject_are_refused() {
+        for ok in ["PC-01", "web%01", "host.example", "inventory-hw", "a/b=c"] {
+            key("pc_id", ok).unwrap();
+        }
+        let long = "x".repeat(257);
+        for bad in [
+            "",
+            "a b",
+            "a\tb",
+            "a*",
+            ">",
+            "a..b",
+            ".a",
+            "a.",
+            long.as_str(),
+        ] {
+            let e = key("pc_id", bad).unwrap_err();
+            assert!(e.contains("`pc_id`"), "{bad:?}: {e}");
+            assert!(e.len() < 300, "the value is abbreviated: {e}");
+        }
+        optional_key("exec_id", None).unwrap();
+        optional_key("exec_id", Some("")).unwrap();
+        assert!(optional_key("exec_id", Some("a b")).is_err());
+        opaque("result_id", Some("any thing / é")).unwrap();
+        assert!(opaque("result_id", Some(&long)).is_err());
+        assert!(opaque("result_id", Some("a\nb")).is_err());
     }
 }
