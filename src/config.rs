@@ -39,6 +39,28 @@ pub struct ServerSection {
     /// Seconds a filtered scan (results or audit with regexes) may run
     /// before it answers 503 asking to narrow it. Default 10.
     pub scan_budget_secs: u64,
+    /// Proxies (CIDRs or addresses) whose `X-Forwarded-For` names the
+    /// client, for login throttling and the audit log. Default: none, so
+    /// the header is ignored and the peer address counts.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl ServerSection {
+    /// `trusted_proxies` parsed (a bare address is a one-address range).
+    pub fn proxies(&self) -> Result<Vec<ipnet::IpNet>> {
+        self.trusted_proxies
+            .iter()
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "server.trusted_proxies: {s:?} is not an address or a CIDR range"
+                        )
+                    })
+            })
+            .collect()
+    }
 }
 
 impl Default for ServerSection {
@@ -46,6 +68,7 @@ impl Default for ServerSection {
         Self {
             bind: "127.0.0.1:8080".into(),
             scan_budget_secs: 10,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -148,6 +171,7 @@ impl Config {
             bail!("unknown config key(s): {}", unknown.join(", "));
         }
         config.storage_data_dir = data_dir;
+        config.server.proxies()?;
         config.storage.validate()?;
         config.housekeeping.validate()?;
         config.scheduler.validate()?;
@@ -238,6 +262,10 @@ mod tests {
             (
                 "[scheduler]\nreconcile_interval_secs = 0\n",
                 "scheduler.reconcile_interval_secs",
+            ),
+            (
+                "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+                "server.trusted_proxies",
             ),
         ];
         for (file, key) in cases {

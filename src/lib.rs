@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod ingest;
 pub mod jobs;
+pub mod metrics;
 pub mod server;
 pub mod state;
 pub mod tables;

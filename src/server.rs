@@ -21,8 +21,7 @@ use crate::auth::AuthConfig;
 use crate::config::Config;
 use crate::ingest::{
     self, AuditProjection, HeartbeatProjection, HostPerfProjection, NotificationAcksProjection,
-    ObsEventsProjection, ProcessPerfProjection, ProjectorStats, ResultsProjection,
-    StartedProjection,
+    ObsEventsProjection, ProcessPerfProjection, ResultsProjection, StartedProjection,
 };
 use crate::jobs::Runner;
 use crate::state::AppState;
@@ -74,11 +73,13 @@ pub async fn run(
 
     let app = crate::api::app(AppState {
         queries,
+        tables: tables.clone(),
         store: store.clone(),
         nats: client.clone(),
         auth,
         control,
         scan_budget: std::time::Duration::from_secs(config.server.scan_budget_secs.max(1)),
+        trusted_proxies: config.server.proxies()?.into(),
     });
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
@@ -112,7 +113,10 @@ pub async fn run(
 async fn connect_nats(url: &str) -> Result<async_nats::Client> {
     kanade_shared::nats_client::connect_with_event_callback(url, |event| async move {
         match event {
-            async_nats::Event::Connected => tracing::info!("connected to NATS"),
+            async_nats::Event::Connected => {
+                tracing::info!("connected to NATS");
+                crate::metrics::get().nats_reconnects.inc();
+            }
             async_nats::Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
             other => tracing::debug!(event = %other, "NATS event"),
         }
@@ -134,7 +138,6 @@ fn spawn_projectors(
         tokio::spawn(ingest::run(
             client.clone(),
             Arc::new(projection),
-            Arc::new(ProjectorStats::default()),
             stop.clone(),
         ))
     }

@@ -9,6 +9,8 @@ use crate::auth::AuthConfig;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub queries: PerfQueries,
+    /// The perf tables, for their sizes in `/metrics`.
+    pub tables: crate::tables::Tables,
     pub store: RelationalStore,
     /// For request/reply to agents (live tail).
     pub nats: async_nats::Client,
@@ -17,4 +19,6 @@ pub struct AppState {
     pub control: crate::control::Control,
     /// How long a filtered scan may run (`[server] scan_budget_secs`).
     pub scan_budget: std::time::Duration,
+    /// Peers whose `X-Forwarded-For` is believed (`[server] trusted_proxies`).
+    pub trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
 }

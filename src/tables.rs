@@ -3,7 +3,9 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
+use crate::metrics;
 use anyhow::{Context, Result};
 use chrono::Utc;
 use kanade_storage::{PartitionDate, TimeSeriesConfig, TimeSeriesTable, HOST_PERF, PROCESS_PERF};
@@ -37,8 +39,18 @@ impl Tables {
     /// Persists both heads.
     pub fn persist(&self) -> Result<()> {
         for t in self.each() {
-            t.persist()
+            let started = Instant::now();
+            let out = t
+                .persist()
                 .with_context(|| format!("persist {}", t.spec().name))?;
+            if out.rows > 0 {
+                metrics::get().pass(
+                    t.spec().name,
+                    "persist",
+                    started.elapsed().as_secs_f64(),
+                    Some(out.rows as u64),
+                );
+            }
         }
         Ok(())
     }
@@ -47,8 +59,24 @@ impl Tables {
     pub fn drop_expired(&self) -> Result<()> {
         let today = PartitionDate::of(Utc::now());
         for t in self.each() {
-            t.drop_expired(today)
+            let started = Instant::now();
+            let dropped = t
+                .drop_expired(today)
                 .with_context(|| format!("retention of {}", t.spec().name))?;
+            if !dropped.is_empty() {
+                let m = metrics::get();
+                m.pass(
+                    t.spec().name,
+                    "retention",
+                    started.elapsed().as_secs_f64(),
+                    None,
+                );
+                m.partitions_dropped
+                    .get_or_create(&metrics::TableLabels {
+                        table: t.spec().name,
+                    })
+                    .inc_by(dropped.len() as u64);
+            }
         }
         Ok(())
     }
@@ -60,8 +88,15 @@ impl Tables {
         self.drop_expired()?;
         let today = PartitionDate::of(Utc::now());
         for t in self.each() {
-            t.compact(today)
+            let started = Instant::now();
+            let done = t
+                .compact(today)
                 .with_context(|| format!("compaction of {}", t.spec().name))?;
+            if !done.is_empty() {
+                let rows = done.iter().map(|c| c.output_rows as u64).sum();
+                let secs = started.elapsed().as_secs_f64();
+                metrics::get().pass(t.spec().name, "compaction", secs, Some(rows));
+            }
         }
         Ok(())
     }

@@ -427,3 +427,38 @@ async fn repeated_login_failures_are_refused_without_revealing_accounts() {
     .await;
     assert!(throttled >= 1);
 }
+
+/// Behind a trusted proxy the client is the address `X-Forwarded-For`
+/// names; from anyone else the header is ignored.
+#[tokio::test(flavor = "multi_thread")]
+async fn forwarded_for_counts_only_from_trusted_proxies() {
+    let nats = Nats::start();
+    for (trusted, expected) in [(true, "203.0.113.7"), (false, "127.0.0.1")] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = if trusted {
+            "trusted_proxies = [\"10.0.0.0/8\", \"127.0.0.1\"]"
+        } else {
+            ""
+        };
+        let b = Backend::start_configured(&nats.url, &dir.path().join("data"), server, "", &[]);
+        let user = format!("mallory-{trusted}");
+        let status = reqwest::Client::new()
+            .post(format!("{}/api/auth/login", b.base))
+            .header("x-forwarded-for", "198.51.100.9, 203.0.113.7")
+            .json(&json!({"username": user, "password": "not-the-password"}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status.as_u16(), 401);
+        let client = eventually("the failure audited", || async {
+            let (_, audit) = b
+                .get(&format!("/api/audit?action=login.failure&target=^{user}$"))
+                .await;
+            let row = audit.as_array()?.first()?.clone();
+            row["payload"]["client"].as_str().map(String::from)
+        })
+        .await;
+        assert_eq!(client, expected, "trusted = {trusted}");
+    }
+}

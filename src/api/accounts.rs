@@ -23,20 +23,57 @@ use crate::auth::throttle::Verdict;
 use crate::auth::{password, Identity, Role};
 use crate::state::AppState;
 
-/// The peer address of the connection, when the server records it.
+/// The client's address: the connection's peer, or, when that peer is a
+/// trusted proxy, the address `X-Forwarded-For` names.
 pub struct ClientAddr(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let forwarded: Vec<&str> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        Ok(Self(peer.map(|p| {
+            client_ip(p, &forwarded.join(","), &state.trusted_proxies)
+        })))
     }
+}
+
+/// The client behind `peer`: `peer` itself unless it is a trusted proxy;
+/// then the right-most `X-Forwarded-For` entry that is not one (the
+/// entries left of it could have been written by anyone). A malformed
+/// entry stops the walk at the last trusted hop.
+fn client_ip(peer: IpAddr, forwarded_for: &str, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let mut client = peer;
+    if !is_trusted(&client) {
+        return client;
+    }
+    for hop in forwarded_for
+        .rsplit(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+    {
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(&client) {
+            break;
+        }
+    }
+    client
 }
 
 /// Runs a redb call (or a password hash) off the async workers.
@@ -453,4 +490,31 @@ pub async fn seed_bootstrap_admin(store: &kanade_storage::RelationalStore) -> an
         tracing::warn!(%username, "seeded the bootstrap admin; it must change its password at first login");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_from_trusted_proxies_only() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let trusted: Vec<ipnet::IpNet> = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "127.0.0.1/32".parse().unwrap(),
+        ];
+        let xff = "198.51.100.9, 203.0.113.7, 10.1.2.3";
+        assert_eq!(client_ip(ip("127.0.0.1"), xff, &trusted), ip("203.0.113.7"));
+        assert_eq!(client_ip(ip("192.0.2.1"), xff, &trusted), ip("192.0.2.1"));
+        assert_eq!(client_ip(ip("127.0.0.1"), "", &trusted), ip("127.0.0.1"));
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), "10.0.0.5, junk", &trusted),
+            ip("127.0.0.1")
+        );
+        assert_eq!(
+            client_ip(ip("127.0.0.1"), "2001:db8::1", &trusted),
+            ip("2001:db8::1")
+        );
+        assert_eq!(client_ip(ip("127.0.0.1"), xff, &[]), ip("127.0.0.1"));
+    }
 }

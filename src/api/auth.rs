@@ -27,7 +27,8 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         return next.run(req).await;
     }
     let path = req.uri().path();
-    if !path.starts_with("/api/") || PUBLIC_API_PATHS.contains(&path) {
+    let protected = path.starts_with("/api/") || path == "/metrics";
+    if !protected || PUBLIC_API_PATHS.contains(&path) {
         return next.run(req).await;
     }
     let token = req

@@ -14,6 +14,7 @@ mod fleet_config;
 mod freeze;
 mod health;
 mod jobs;
+mod metrics;
 mod notifications;
 mod objects;
 mod obs_events;
@@ -180,6 +181,7 @@ pub fn app(state: AppState) -> Router {
             "/api/notifications/{id}/ack_status",
             get(notifications::ack_status),
         )
+        .route("/metrics", get(metrics::scrape))
         .merge(operator)
         .merge(admin)
         .fallback(web::fallback)
@@ -189,6 +191,7 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(error::catch_panics))
         .layer(middleware::map_response(error::json_errors))
+        .layer(middleware::from_fn(metrics::track))
         .with_state(state)
 }
 

@@ -18,11 +18,11 @@ mod results;
 pub mod stream;
 mod wire;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
 
 pub use audit::AuditProjection;
@@ -63,21 +63,31 @@ pub trait Projection: Send + Sync + 'static {
     fn commit(&self, items: &[Self::Item]) -> kanade_storage::Result<Committed>;
 }
 
-/// Counters of one projector.
-#[derive(Debug, Default)]
+/// Counters of one projector, in the process's metrics
+/// (`kanade_ingest_messages_total{source, outcome}`).
+#[derive(Debug, Clone)]
 pub struct ProjectorStats {
-    pub received: AtomicU64,
-    pub malformed: AtomicU64,
-    /// Decoded but refused by [`Projection::check`].
-    pub rejected: AtomicU64,
-    pub inserted: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub commit_failures: AtomicU64,
+    pub received: Counter,
+    pub malformed: Counter,
+    /// Decoded but refused by a `check`.
+    pub rejected: Counter,
+    pub inserted: Counter,
+    pub duplicates: Counter,
+    pub commit_failures: Counter,
 }
 
 impl ProjectorStats {
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+    /// The counters of `source` (a subject filter or a stream).
+    pub fn of(source: &'static str) -> Self {
+        let m = crate::metrics::get();
+        Self {
+            received: m.ingest(source, "received"),
+            malformed: m.ingest(source, "malformed"),
+            rejected: m.ingest(source, "rejected"),
+            inserted: m.ingest(source, "inserted"),
+            duplicates: m.ingest(source, "duplicate"),
+            commit_failures: m.ingest(source, "commit_failure"),
+        }
     }
 }
 
@@ -88,9 +98,9 @@ impl ProjectorStats {
 pub async fn run<D: Projection>(
     client: async_nats::Client,
     table: Arc<D>,
-    stats: Arc<ProjectorStats>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let stats = ProjectorStats::of(D::SUBJECT);
     let mut sub = client.subscribe(D::SUBJECT).await?;
     tracing::info!(subject = D::SUBJECT, "projector started");
     let mut buf: Vec<D::Item> = Vec::new();
@@ -100,17 +110,17 @@ pub async fn run<D: Projection>(
         tokio::select! {
             msg = sub.next() => match msg {
                 Some(msg) => {
-                    stats.received.fetch_add(1, Ordering::Relaxed);
+                    stats.received.inc();
                     match D::decode(&msg.payload) {
                         Ok(item) => match table.check(&item, chrono::Utc::now()) {
                             Ok(()) => buf.push(item),
                             Err(e) => {
-                                stats.rejected.fetch_add(1, Ordering::Relaxed);
+                                stats.rejected.inc();
                                 tracing::warn!(subject = %crate::control::abbreviated(msg.subject.as_str()), error = %e, "message refused");
                             }
                         },
                         Err(e) => {
-                            stats.malformed.fetch_add(1, Ordering::Relaxed);
+                            stats.malformed.inc();
                             tracing::warn!(subject = %crate::control::abbreviated(msg.subject.as_str()), error = %e, "undecodable payload skipped");
                         }
                     }
@@ -128,11 +138,11 @@ pub async fn run<D: Projection>(
     flush::<D>(&table, &stats, &mut buf).await;
     tracing::info!(
         subject = D::SUBJECT,
-        received = ProjectorStats::get(&stats.received),
-        inserted = ProjectorStats::get(&stats.inserted),
-        duplicates = ProjectorStats::get(&stats.duplicates),
-        malformed = ProjectorStats::get(&stats.malformed),
-        rejected = ProjectorStats::get(&stats.rejected),
+        received = stats.received.get(),
+        inserted = stats.inserted.get(),
+        duplicates = stats.duplicates.get(),
+        malformed = stats.malformed.get(),
+        rejected = stats.rejected.get(),
         "projector stopped"
     );
     Ok(())
@@ -153,15 +163,11 @@ async fn flush<D: Projection>(table: &Arc<D>, stats: &ProjectorStats, buf: &mut 
     .await;
     match result {
         Ok((_, Ok(outcome))) => {
-            stats
-                .inserted
-                .fetch_add(outcome.inserted as u64, Ordering::Relaxed);
-            stats
-                .duplicates
-                .fetch_add(outcome.duplicates as u64, Ordering::Relaxed);
+            stats.inserted.inc_by(outcome.inserted as u64);
+            stats.duplicates.inc_by(outcome.duplicates as u64);
         }
         Ok((items, Err(e))) => {
-            stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+            stats.commit_failures.inc();
             tracing::error!(subject = D::SUBJECT, error = %e, pending = items.len(), "commit failed; will retry");
             *buf = items;
             if buf.len() > MAX_PENDING_MESSAGES {
@@ -175,7 +181,7 @@ async fn flush<D: Projection>(table: &Arc<D>, stats: &ProjectorStats, buf: &mut 
             }
         }
         Err(e) => {
-            stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+            stats.commit_failures.inc();
             tracing::error!(subject = D::SUBJECT, error = %e, "commit task panicked");
         }
     }

@@ -132,6 +132,8 @@ async fn apply_batch<P: StreamProjection>(
     projection: &Arc<P>,
     msgs: &[jetstream::Message],
 ) -> anyhow::Result<()> {
+    let stats = super::ProjectorStats::of(P::FILTER.unwrap_or(P::STREAM));
+    stats.received.inc_by(msgs.len() as u64);
     let mut items = Vec::with_capacity(msgs.len());
     let mut last_seq = 0;
     for m in msgs {
@@ -142,15 +144,18 @@ async fn apply_batch<P: StreamProjection>(
             Ok(item) => match P::check(&item) {
                 Ok(()) => items.push(item),
                 Err(e) => {
+                    stats.rejected.inc();
                     tracing::warn!(stream = P::STREAM, %subject, seq, error = %e, "message refused")
                 }
             },
             Err(e) => {
+                stats.malformed.inc();
                 tracing::warn!(stream = P::STREAM, %subject, seq, error = %e, "undecodable message skipped")
             }
         }
     }
     let (store, projection) = (store.clone(), Arc::clone(projection));
+    let applied = items.len() as u64;
     tokio::task::spawn_blocking(move || {
         let pos = StreamPosition {
             consumer: P::DURABLE,
@@ -163,5 +168,20 @@ async fn apply_batch<P: StreamProjection>(
         }
     })
     .await??;
+    stats.inserted.inc_by(applied);
     Ok(())
+}
+
+/// Every projected stream and its durable consumer.
+pub fn consumers() -> [(&'static str, &'static str); 5] {
+    fn of<P: StreamProjection>() -> (&'static str, &'static str) {
+        (P::STREAM, P::DURABLE)
+    }
+    [
+        of::<super::ResultsProjection>(),
+        of::<super::StartedProjection>(),
+        of::<super::AuditProjection>(),
+        of::<super::ObsEventsProjection>(),
+        of::<super::NotificationAcksProjection>(),
+    ]
 }

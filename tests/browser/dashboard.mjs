@@ -353,6 +353,14 @@ check('health: scan durations by p95, max links to its run', async () => {
   const maxLink = await page.$eval('#scan-durations tbody tr:first-child td:nth-child(7) a', (a) => a.getAttribute('href'));
   assertEq(maxLink, `/results/${api[0].max_result_id}`, 'max links to the slowest run');
   await page.waitForSelector('#jetstream tbody tr');
+  // The backend's own metrics: the simulator's samples were received and stored.
+  await page.waitForSelector('#backend-metrics tbody tr');
+  assert(await page.$('#backend-broker .badge.ok'), 'broker shown connected');
+  const ingest = await page.$$eval('#backend-metrics table:first-of-type tbody tr',
+    (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent.trim())));
+  const host = ingest.find((r) => r[0] === 'host_perf.>');
+  assert(host, `a host_perf.> ingest row in ${JSON.stringify(ingest)}`);
+  assert(Number(host[2].replace(/\D/g, '')) > 0, `host samples stored: ${host}`);
   await page.screenshot({ path: join(SHOTS, 'health.png'), fullPage: true });
   await page.click(`#scan-durations a[href="${maxLink}"]`);
   await page.waitForURL((u) => u.pathname === maxLink);

@@ -534,10 +534,12 @@ impl Pass<'_> {
         {
             Ok(o) => {
                 tracing::info!(schedule = %s.id, exec_id = %o.exec_id, why, subjects = ?o.subjects, "scheduler fired");
+                crate::metrics::get().scheduler_fires.inc();
                 true
             }
             Err(e) => {
                 tracing::warn!(schedule = %s.id, error = %e, why, "scheduler exec failed");
+                crate::metrics::get().scheduler_fire_failures.inc();
                 false
             }
         }

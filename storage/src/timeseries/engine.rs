@@ -35,6 +35,19 @@ pub struct WriteOutcome {
     pub duplicates: usize,
 }
 
+/// A table's sizes (see [`TimeSeriesTable::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TableStats {
+    pub head_rows: u64,
+    /// Arrow memory of the head's batches.
+    pub head_bytes: u64,
+    pub wal_segments: u64,
+    pub wal_bytes: u64,
+    pub partitions: u64,
+    pub files: u64,
+    pub file_bytes: u64,
+}
+
 /// What a persist wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PersistOutcome {
@@ -224,6 +237,29 @@ impl TimeSeriesTable {
 
     fn latest_mut(&self) -> std::sync::RwLockWriteGuard<'_, LatestIndex> {
         self.latest.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sizes for monitoring: the head in memory, the write-ahead log and
+    /// the Parquet files on disk.
+    pub fn stats(&self) -> Result<TableStats> {
+        let mut stats = {
+            let state = self.state_ref();
+            let files = state.partitions.values().flatten();
+            TableStats {
+                head_rows: state.head.iter().map(|c| c.batch.num_rows() as u64).sum(),
+                head_bytes: state
+                    .head
+                    .iter()
+                    .map(|c| c.batch.get_array_memory_size() as u64)
+                    .sum(),
+                partitions: state.partitions.len() as u64,
+                files: files.clone().count() as u64,
+                file_bytes: files.map(|f| f.bytes).sum(),
+                ..TableStats::default()
+            }
+        };
+        (stats.wal_segments, stats.wal_bytes) = lock(&self.writer).wal.disk_usage()?;
+        Ok(stats)
     }
 
     /// Rows waiting in the head buffer.

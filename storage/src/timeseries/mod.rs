@@ -16,7 +16,7 @@ mod engine;
 
 pub use compaction::CompactionOutcome;
 pub use config::TimeSeriesConfig;
-pub use engine::{PersistOutcome, TimeSeriesTable, WriteOutcome};
+pub use engine::{PersistOutcome, TableStats, TimeSeriesTable, WriteOutcome};
 pub use latest::LatestRows;
 pub use partition::PartitionDate;
 pub use read::{PersistedFile, Snapshot};

@@ -116,6 +116,16 @@ impl Wal {
         super::partition::fsync_dir(&self.dir)
     }
 
+    /// Segments on disk and their total size in bytes.
+    pub fn disk_usage(&self) -> Result<(u64, u64)> {
+        let mut bytes = 0;
+        let segments = list_segments(&self.dir)?;
+        for (_, path) in &segments {
+            bytes += fs::metadata(path).map_err(Error::io(path))?.len();
+        }
+        Ok((segments.len() as u64, bytes))
+    }
+
     fn segment_path(&self, seq: u64) -> PathBuf {
         self.dir.join(format!("{seq:020}{SUFFIX}"))
     }

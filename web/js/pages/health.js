@@ -1,9 +1,36 @@
 // Health: per-job scan durations sorted by p95 (each max links to its
-// run), over a `since` window kept in the URL, and the JetStream check.
+// run), over a `since` window kept in the URL, the JetStream check, and
+// the backend's own key metrics (from /metrics).
 
 import { api, withQuery } from '../api.js';
-import { badge, fmtInt, fmtMs, h, link, mount, table } from '../ui.js';
+import { badge, fmtBytes, fmtInt, fmtMs, h, link, mount, table } from '../ui.js';
 import { panel } from '../widgets.js';
+
+/** OpenMetrics text as samples `{ name, labels, value }` (comments skipped). */
+export function parseMetrics(text) {
+  const out = [];
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
+    if (!m || line.startsWith('#')) continue;
+    const labels = {};
+    for (const [, k, v] of (m[2] || '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[k] = v.replace(/\\(.)/g, '$1');
+    out.push({ name: m[1], labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+/** Rows keyed by one label, with one column per metric (or per value of a second label). */
+function pivot(samples, key, pick) {
+  const rows = new Map();
+  for (const s of samples) {
+    const col = pick(s);
+    if (!col || s.labels[key] === undefined) continue;
+    const row = rows.get(s.labels[key]) || { key: s.labels[key] };
+    row[col] = (row[col] || 0) + s.value;
+    rows.set(s.labels[key], row);
+  }
+  return [...rows.values()].sort((a, b) => a.key.localeCompare(b.key));
+}
 
 const WINDOWS = [['24h', 86_400], ['7d', 7 * 86_400], ['30d', 30 * 86_400]];
 
@@ -20,7 +47,8 @@ export default {
     drawSeg();
     const scans = panel('Scan durations', { id: 'scan-durations', extra: seg });
     const js = panel('JetStream resources', { id: 'jetstream' });
-    mount(ctx.root, h('h1', {}, 'Health'), scans.el, js.el);
+    const backend = panel('Backend', { id: 'backend-metrics' });
+    mount(ctx.root, h('h1', {}, 'Health'), scans.el, js.el, backend.el);
 
     const loadScans = () => scans.load(async (body) => {
       const seconds = WINDOWS.find(([k]) => k === windowKey())[1];
@@ -51,7 +79,44 @@ export default {
         { label: 'State', value: (r) => (r.exists ? badge('present', 'ok') : badge('missing', 'bad')) },
       ], rows, { empty: 'The broker reported no resources.', label: 'JetStream resources' }));
     });
-    await Promise.all([loadScans(), loadJs()]);
-    ctx.every(60_000, () => { loadScans(); loadJs(); });
+    const loadBackend = () => backend.load(async (body) => {
+      const samples = parseMetrics(await api('/metrics', { signal: ctx.signal, text: true }));
+      const one = (name) => samples.find((s) => s.name === name)?.value;
+      const ingest = pivot(samples, 'source', (s) => s.name === 'kanade_ingest_messages_total' && s.labels.outcome);
+      const streams = pivot(samples, 'consumer', (s) => ({
+        kanade_stream_consumer_position: 'position', kanade_stream_consumer_lag: 'lag',
+      })[s.name]);
+      const tables = pivot(samples, 'table', (s) => ({
+        kanade_storage_head_rows: 'head_rows', kanade_storage_wal_bytes: 'wal_bytes',
+        kanade_storage_files: 'files', kanade_storage_file_bytes: 'file_bytes',
+      })[s.name]);
+      const n = (v) => fmtInt(v || 0);
+      mount(body,
+        h('p', { class: 'hint', id: 'backend-broker' },
+          one('kanade_nats_connected') === 1 ? badge('broker connected', 'ok') : badge('broker disconnected', 'bad'),
+          ` · ${n(one('kanade_nats_reconnects_total'))} connection(s) made · ${n(one('kanade_scheduler_fires_total'))} schedule fire(s) by this backend`),
+        table([
+          { label: 'Source', class: 'mono', value: (r) => r.key },
+          { label: 'Received', num: true, value: (r) => n(r.received) },
+          { label: 'Stored rows', num: true, value: (r) => n(r.inserted) },
+          { label: 'Duplicate', num: true, value: (r) => n(r.duplicate) },
+          { label: 'Malformed', num: true, value: (r) => n(r.malformed) },
+          { label: 'Refused', num: true, value: (r) => n(r.rejected) },
+        ], ingest, { empty: 'Nothing received yet.', label: 'Ingest' }),
+        table([
+          { label: 'Consumer', class: 'mono', value: (r) => r.key },
+          { label: 'Applied up to', num: true, value: (r) => n(r.position) },
+          { label: 'Lag', num: true, value: (r) => (r.lag === undefined ? '—' : n(r.lag)) },
+        ], streams, { empty: 'No stream consumers.', label: 'Stream consumers' }),
+        table([
+          { label: 'Table', class: 'mono', value: (r) => r.key },
+          { label: 'Head rows', num: true, value: (r) => n(r.head_rows) },
+          { label: 'WAL', num: true, value: (r) => fmtBytes(r.wal_bytes || 0) },
+          { label: 'Files', num: true, value: (r) => n(r.files) },
+          { label: 'On disk', num: true, value: (r) => fmtBytes(r.file_bytes || 0) },
+        ], tables, { empty: 'No tables.', label: 'Perf tables' }));
+    });
+    await Promise.all([loadScans(), loadJs(), loadBackend()]);
+    ctx.every(60_000, () => { loadScans(); loadJs(); loadBackend(); });
   },
 };
