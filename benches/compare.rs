@@ -296,7 +296,31 @@ CREATE INDEX idx_execution_results_started_at ON execution_results (started_at D
 CREATE INDEX idx_execution_results_pc ON execution_results(pc_id, recorded_at DESC);
 ";
 
+/// What a query answered, reduced to compare the two designs: rows and
+/// the sum of the cpu values in them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Answer {
+    rows: usize,
+    cpu_sum: f64,
+}
+
+impl Answer {
+    fn of(values: impl IntoIterator<Item = Option<f64>>) -> Self {
+        values.into_iter().fold(Self::default(), |a, v| Self {
+            rows: a.rows + 1,
+            cpu_sum: a.cpu_sum + v.unwrap_or(0.0),
+        })
+    }
+
+    fn same(&self, other: &Self) -> bool {
+        self.rows == other.rows
+            && (self.cpu_sum - other.cpu_sum).abs() <= 1e-6 * self.cpu_sum.abs().max(1.0)
+    }
+}
+
 struct Timings {
+    /// Each query's answer, in the order of the report.
+    answers: Vec<(&'static str, Answer)>,
     ingest_host: Duration,
     ingest_process: Duration,
     host_1h: Duration,
@@ -413,31 +437,33 @@ fn run_sqlite(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -
 
     let pc = pc_name(s.pcs / 2);
     let host_sql = "SELECT (CAST(strftime('%s', at) AS INTEGER) / ?1) * ?1 AS b, AVG(cpu_pct), AVG(mem_used_bytes), AVG(mem_total_bytes), AVG(swap_used_bytes), AVG(swap_total_bytes), AVG(disk_read_bytes_per_sec), AVG(disk_written_bytes_per_sec), AVG(net_rx_bytes_per_sec), AVG(net_tx_bytes_per_sec) FROM host_perf_samples WHERE pc_id = ?2 AND at >= ?3 AND at < ?4 GROUP BY b ORDER BY b";
-    let count = |c: &Connection, sql: &str, p: &[&dyn rusqlite::ToSql]| -> usize {
+    // Rows, and the sum of the cpu column `cpu` (its position).
+    let count = |c: &Connection, sql: &str, cpu: usize, p: &[&dyn rusqlite::ToSql]| -> Answer {
         let mut st = c.prepare_cached(sql).unwrap();
         let mut rows = st.query(p).unwrap();
-        let mut n = 0;
-        while rows.next().unwrap().is_some() {
-            n += 1;
+        let mut values = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            values.push(row.get::<_, Option<f64>>(cpu).unwrap());
         }
-        n
+        Answer::of(values)
     };
     let h = |d: i64| ts(end - chrono::Duration::hours(d));
-    let (host_1h, _) = time(|| count(&c, host_sql, &[&300, &pc, &h(1), &ts(end)]));
-    let (host_7d, _) = time(|| count(&c, host_sql, &[&3600, &pc, &h(24 * s.days), &ts(end)]));
+    let (host_1h, a_host_1h) = time(|| count(&c, host_sql, 1, &[&300, &pc, &h(1), &ts(end)]));
+    let (host_7d, a_host_7d) =
+        time(|| count(&c, host_sql, 1, &[&3600, &pc, &h(24 * s.days), &ts(end)]));
     let fleet_sql = "SELECT (CAST(strftime('%s', at) AS INTEGER) / ?1) * ?1 AS b, AVG(cpu_pct) FROM host_perf_samples WHERE at >= ?2 AND at < ?3 GROUP BY b ORDER BY b";
-    let (fleet_24h, _) = time(|| count(&c, fleet_sql, &[&300, &h(24), &ts(end)]));
+    let (fleet_24h, a_fleet_24h) = time(|| count(&c, fleet_sql, 1, &[&300, &h(24), &ts(end)]));
     let top_sql = "SELECT h.pc_id, a.hostname, AVG(h.cpu_pct) AS value FROM host_perf_samples h LEFT JOIN agents a ON a.pc_id = h.pc_id WHERE h.at > ?1 GROUP BY h.pc_id ORDER BY value DESC NULLS LAST LIMIT 5";
     let since5 = ts(end - chrono::Duration::minutes(5));
-    let (top5, _) = time(|| count(&c, top_sql, &[&since5]));
+    let (top5, a_top5) = time(|| count(&c, top_sql, 2, &[&since5]));
     let ppc = pc_name(s.process_pcs / 2);
-    let (latest_tick, _) = time(|| {
+    let (latest_tick, a_latest_tick) = time(|| {
         let latest: Option<String> = c
             .prepare_cached("SELECT MAX(at) FROM process_perf_samples WHERE pc_id = ?1")
             .unwrap()
             .query_row([&ppc], |r| r.get(0))
             .unwrap();
-        count(&c, "SELECT pid, name, cpu_pct, rss_bytes, disk_read_bytes_per_sec, disk_written_bytes_per_sec FROM process_perf_samples WHERE pc_id = ?1 AND at = ?2 ORDER BY cpu_pct DESC", &[&ppc, &latest])
+        count(&c, "SELECT pid, name, cpu_pct, rss_bytes, disk_read_bytes_per_sec, disk_written_bytes_per_sec FROM process_perf_samples WHERE pc_id = ?1 AND at = ?2 ORDER BY cpu_pct DESC", 2, &[&ppc, &latest])
     });
     let timeline = |hours: i64, step: i64| {
         let from = h(hours);
@@ -464,12 +490,12 @@ fn run_sqlite(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -
         p.push(&ppc);
         p.push(&from);
         p.push(&to);
-        count(&c, &sql, &p)
+        count(&c, &sql, 2, &p)
     };
-    let (proc_1h, _) = time(|| timeline(1, 60));
-    let (proc_24h, _) = time(|| timeline(24, 300));
-    let (proc_7d, _) = time(|| timeline(24 * s.days, 3600));
-    let (scan, _) = time(|| {
+    let (proc_1h, a_proc_1h) = time(|| timeline(1, 60));
+    let (proc_24h, a_proc_24h) = time(|| timeline(24, 300));
+    let (proc_7d, a_proc_7d) = time(|| timeline(24 * s.days, 3600));
+    let (scan, a_scan) = time(|| {
         let mut st = c.prepare_cached("SELECT job_id, result_id, CAST((julianday(finished_at) - julianday(started_at)) * 86400000.0 AS INTEGER) AS dur_ms FROM execution_results WHERE finished_at IS NOT NULL AND started_at IS NOT NULL AND job_id IS NOT NULL AND finished_at >= ?1").unwrap();
         let mut by_job: std::collections::HashMap<String, Vec<i64>> =
             std::collections::HashMap::new();
@@ -485,7 +511,7 @@ fn run_sqlite(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -
         for v in by_job.values_mut() {
             v.sort_unstable();
         }
-        by_job.len()
+        Answer::of(by_job.values().map(|v| Some(v.len() as f64)))
     });
     let before = sqlite_bytes(&path);
     let cutoff = ts(DateTime::from_naive_utc_and_offset(
@@ -506,6 +532,17 @@ fn run_sqlite(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -
     c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").unwrap();
     let freed = before.saturating_sub(sqlite_bytes(&path));
     Timings {
+        answers: vec![
+            ("host timeline 1 h", a_host_1h),
+            ("host timeline N d", a_host_7d),
+            ("fleet 24 h", a_fleet_24h),
+            ("top-5", a_top5),
+            ("latest tick", a_latest_tick),
+            ("process timeline 1 h", a_proc_1h),
+            ("process timeline 24 h", a_proc_24h),
+            ("process timeline N d", a_proc_7d),
+            ("scan durations", a_scan),
+        ],
         ingest_host,
         ingest_process,
         host_1h,
@@ -607,43 +644,52 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
     let pc = pc_name(s.pcs / 2);
     let ppc = pc_name(s.process_pcs / 2);
     let h = |d: i64| end - chrono::Duration::hours(d);
-    let run = |f: &dyn Fn() -> usize| time(f).0;
-    let host_1h = run(&|| {
-        rt.block_on(q.host_timeline(&pc, h(1), end, 300))
-            .unwrap()
-            .len()
-    });
-    let host_7d = run(&|| {
-        rt.block_on(q.host_timeline(&pc, h(24 * s.days), end, 3600))
-            .unwrap()
-            .len()
-    });
-    let fleet_24h = run(&|| {
-        rt.block_on(q.fleet_series(HostMetric::CpuPct, Aggregate::Avg, h(24), end, 300))
-            .unwrap()
-            .len()
-    });
-    let top5 = run(&|| {
-        rt.block_on(q.top_pcs(
-            HostMetric::CpuPct,
-            end - chrono::Duration::minutes(5),
-            end,
-            5,
-        ))
-        .unwrap()
-        .len()
-    });
-    let latest_tick = run(&|| rt.block_on(q.latest_tick(&ppc)).unwrap().processes.len());
-    let tl = |hours: i64, step: i64| {
-        rt.block_on(q.process_timeline(&ppc, ProcessMetric::CpuPct, h(hours), end, step, 5))
-            .unwrap()
-            .points
-            .len()
+    let host_tl = |hours: i64, step: i64| {
+        let points = rt
+            .block_on(q.host_timeline(&pc, h(hours), end, step))
+            .unwrap();
+        Answer::of(points.iter().map(|p| p.cpu_pct))
     };
-    let proc_1h = run(&|| tl(1, 60));
-    let proc_24h = run(&|| tl(24, 300));
-    let proc_7d = run(&|| tl(24 * s.days, 3600));
-    let scan = run(&|| rt.block_on(q.scan_durations(h(24))).unwrap().len());
+    let (host_1h, a_host_1h) = time(|| host_tl(1, 300));
+    let (host_7d, a_host_7d) = time(|| host_tl(24 * s.days, 3600));
+    let (fleet_24h, a_fleet_24h) = time(|| {
+        let points = rt
+            .block_on(q.fleet_series(HostMetric::CpuPct, Aggregate::Avg, h(24), end, 300))
+            .unwrap();
+        Answer::of(points.iter().map(|p| p.value))
+    });
+    let (top5, a_top5) = time(|| {
+        let rows = rt
+            .block_on(q.top_pcs(
+                HostMetric::CpuPct,
+                end - chrono::Duration::minutes(5),
+                end,
+                5,
+            ))
+            .unwrap();
+        Answer::of(rows.iter().map(|r| Some(r.value)))
+    });
+    let (latest_tick, a_latest_tick) = time(|| {
+        let tick = rt.block_on(q.latest_tick(&ppc)).unwrap();
+        Answer::of(tick.processes.iter().map(|p| Some(p.cpu_pct)))
+    });
+    let tl = |hours: i64, step: i64| {
+        let t = rt
+            .block_on(q.process_timeline(&ppc, ProcessMetric::CpuPct, h(hours), end, step, 5))
+            .unwrap();
+        Answer::of(
+            t.points
+                .iter()
+                .flat_map(|p| p.values.values().map(|v| Some(*v))),
+        )
+    };
+    let (proc_1h, a_proc_1h) = time(|| tl(1, 60));
+    let (proc_24h, a_proc_24h) = time(|| tl(24, 300));
+    let (proc_7d, a_proc_7d) = time(|| tl(24 * s.days, 3600));
+    let (scan, a_scan) = time(|| {
+        let stats = rt.block_on(q.scan_durations(h(24))).unwrap();
+        Answer::of(stats.iter().map(|s| Some(s.count as f64)))
+    });
     // For profiling the fixed per-query cost: `BENCH_QUERY_LOOP=n` repeats
     // the one-PC 1 h timeline n times here (perf record around it).
     if let Some(n) = std::env::var("BENCH_QUERY_LOOP")
@@ -668,6 +714,17 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
     let retention = t.elapsed();
     let freed = before.saturating_sub(dir_bytes(dir));
     Timings {
+        answers: vec![
+            ("host timeline 1 h", a_host_1h),
+            ("host timeline N d", a_host_7d),
+            ("fleet 24 h", a_fleet_24h),
+            ("top-5", a_top5),
+            ("latest tick", a_latest_tick),
+            ("process timeline 1 h", a_proc_1h),
+            ("process timeline 24 h", a_proc_24h),
+            ("process timeline N d", a_proc_7d),
+            ("scan durations", a_scan),
+        ],
         ingest_host,
         ingest_process,
         host_1h,
@@ -724,6 +781,13 @@ fn main() {
     let a = run_sqlite(scale, &work.path().join("sqlite"), start, end);
     eprintln!("SQLite done; ours");
     let b = run_ours(scale, &work.path().join("ours"), start, end);
+    // Both designs must answer the same before their times mean anything.
+    assert_eq!(a.answers.len(), 9);
+    for ((name, x), (_, y)) in a.answers.iter().zip(&b.answers) {
+        assert!(x.rows > 0, "{name}: the SQLite design answered no rows");
+        assert!(x.same(y), "{name}: SQLite {x:?}, ours {y:?}");
+    }
+    eprintln!("both designs gave the same {} answers", a.answers.len());
 
     let mut r = Report { rows: vec![] };
     let rate = |rows: f64, d: Duration| rows / d.as_secs_f64().max(1e-9);

@@ -111,19 +111,41 @@ async fn answers_do_not_change_while_persist_and_compaction_run() {
         assert_eq!(expected.process.names, vec!["p5", "p4", "p3", "other"]);
         assert!(expected.latest.latest_at.is_some());
 
+        // Persist, then wait for the test's go before compacting, so that
+        // at least one query sees each state: heads being persisted, files
+        // persisted but not compacted, compaction running.
+        let (persisted_tx, persisted_rx) = std::sync::mpsc::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let maintenance = tokio::task::spawn_blocking(move || {
             let later = PartitionDate::of(t0() + Duration::days(5));
             host_t.persist().unwrap();
             proc_t.persist().unwrap();
+            persisted_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
             let a = host_t.compact(later).unwrap();
             let b = proc_t.compact(later).unwrap();
             (a.len(), b.len(), host_t.snapshot(None).files().len())
         });
         let mut asked = 0;
+        loop {
+            assert_eq!(ask(&q).await, expected, "round {round}, query {asked}");
+            asked += 1;
+            if persisted_rx.try_recv().is_ok() {
+                break;
+            }
+        }
+        assert_eq!(
+            ask(&q).await,
+            expected,
+            "round {round}: persisted, not compacted"
+        );
+        asked += 1;
+        go_tx.send(()).unwrap();
         while !maintenance.is_finished() {
             assert_eq!(ask(&q).await, expected, "round {round}, query {asked}");
             asked += 1;
         }
+        assert!(asked >= 2, "queries ran while maintenance did: {asked}");
         let (host_compactions, proc_compactions, files_left) = maintenance.await.unwrap();
         assert_eq!((host_compactions, proc_compactions), (2, 2));
         assert_eq!(files_left, 2, "one file per partition");

@@ -216,10 +216,22 @@ mod tests {
             t.begin("ann", addr(1), now);
         }
         t.succeeded("ann", addr(1));
+        // The user's failures are gone: no delay (a fifth would be one).
         assert_eq!(
             t.begin("ann", addr(1), now),
             Verdict::Proceed(Duration::ZERO)
         );
+        // The address counted 5 attempts, one taken back by the success:
+        // 15 more make 19, so one more proceeds (the 20th) and the next is
+        // refused. Without the take-back the 20th would already be refused.
+        for i in 0..15 {
+            assert!(matches!(
+                t.begin(&format!("u{i}"), addr(1), now),
+                Verdict::Proceed(_)
+            ));
+        }
+        assert!(matches!(t.begin("v", addr(1), now), Verdict::Proceed(_)));
+        assert!(matches!(t.begin("w", addr(1), now), Verdict::Refuse(_)));
     }
 
     #[test]

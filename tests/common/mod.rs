@@ -17,12 +17,26 @@ pub mod pe;
 
 pub const TOKEN: &str = "test-service-token";
 
+/// A port for a test server, kept by the test across stops and starts of
+/// that server: taken below the kernel's ephemeral range (32768+), so no
+/// outgoing connection is handed it while its server is down (a broker
+/// restart), and never given twice in one test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Test binaries run one after another; the pid spreads a rerun away
+    // from ports the previous process may have left in TIME_WAIT.
+    let offset = std::process::id().wrapping_mul(389) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = u16::try_from(FIRST + (offset + n) % SPAN).unwrap();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN);
 }
 
 fn wait_for_port(port: u16, what: &str) {

@@ -300,6 +300,7 @@ fn compaction_merges_sorts_and_dedups_closed_partitions() {
     assert_eq!(table.snapshot(None).files().len(), 1);
     assert_eq!(rows_of(&table), before);
     // An older snapshot still reads its files until dropped.
+    assert_eq!(held.files().len(), 3);
     for f in held.files() {
         assert!(f.path().exists());
     }
