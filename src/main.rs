@@ -34,6 +34,11 @@ enum Command {
     ImportSqlite(kanade_backend::cli::import::ImportArgs),
     /// Download perf history as a Parquet file from the running backend.
     Export(kanade_backend::cli::export::ExportArgs),
+    /// Have the running backend take an online backup into a directory
+    /// (a data directory of its own: start a backend on it to restore).
+    Backup(kanade_backend::cli::backup::BackupArgs),
+    /// Check a backup directory (no backend needed).
+    Verify(kanade_backend::cli::backup::VerifyArgs),
 }
 
 fn main() -> Result<()> {
@@ -74,6 +79,10 @@ fn main() -> Result<()> {
             runtime.block_on(kanade_backend::cli::export::run(&config, args))?;
             return Ok(());
         }
+        Some(Command::Backup(args)) => {
+            return runtime.block_on(kanade_backend::cli::backup::backup(&config, args));
+        }
+        Some(Command::Verify(args)) => return kanade_backend::cli::backup::verify(args),
         None => {}
     }
     runtime.block_on(kanade_backend::server::run(

@@ -6,6 +6,7 @@ mod agent_actions;
 mod agents;
 mod audit;
 mod auth;
+mod backup;
 mod checks;
 mod error;
 mod executions;
@@ -50,6 +51,7 @@ pub fn app(state: AppState) -> Router {
             "/api/accounts/{username}",
             patch(accounts::update).delete(accounts::delete),
         )
+        .route("/api/admin/backup", post(backup::backup))
         .route_layer(middleware::from_fn(auth::require_admin));
     let operator = Router::new()
         .route("/api/jobs", post(jobs::create))

@@ -38,7 +38,7 @@ pub struct ExportArgs {
 }
 
 /// The URL the backend of `config` answers on.
-fn base_url(config: &Config) -> String {
+pub(crate) fn base_url(config: &Config) -> String {
     let bind = &config.server.bind;
     let (host, port) = bind.rsplit_once(':').unwrap_or((bind.as_str(), "8080"));
     let host = match host {

@@ -45,8 +45,8 @@ pub use relational::{
 };
 pub use timeseries::{
     CompactionOutcome, HostPerfRow, LatestRows, PartitionDate, PersistOutcome, PersistedFile,
-    ProcessPerfRow, Snapshot, TableSpec, TableStats, TimeSeriesConfig, TimeSeriesTable,
-    WriteOutcome, HOST_PERF, PROCESS_PERF,
+    ProcessPerfRow, Snapshot, TableBackup, TableSpec, TableStats, TimeSeriesConfig,
+    TimeSeriesTable, WriteOutcome, HOST_PERF, PROCESS_PERF,
 };
 
 /// Arrow and Parquet as this crate uses them, re-exported so every crate

@@ -39,6 +39,8 @@ pub use users::{UserChange, UserRecord, UserUpdate, ADMIN_ROLE};
 #[derive(Clone)]
 pub struct RelationalStore {
     db: Arc<Database>,
+    /// The database file, for [`RelationalStore::backup_to`].
+    path: Arc<Path>,
 }
 
 impl std::fmt::Debug for RelationalStore {
@@ -56,9 +58,52 @@ impl RelationalStore {
     pub fn open(data_dir: &Path) -> Result<Self> {
         let path = data_dir.join(FILE_NAME);
         let db = Database::create(&path).map_err(|e| Error::redb(&path, e))?;
-        let store = Self { db: Arc::new(db) };
+        let store = Self {
+            db: Arc::new(db),
+            path: path.into(),
+        };
         store.ensure_tables()?;
         Ok(store)
+    }
+
+    /// Copies the database as of its last commit into the data directory
+    /// `dest` (as `kanade.redb`), returning its size. Writers wait while the
+    /// file is copied (an empty write transaction holds them off; redb
+    /// writes nothing between commits); readers do not. The copy is then
+    /// opened once, which checks every page's checksum and leaves it
+    /// cleanly closed. (The file copy needs advisory locks: on Windows,
+    /// whose locks are mandatory, it fails rather than copy a live file.)
+    pub fn backup_to(&self, dest: &Path) -> Result<u64> {
+        std::fs::create_dir_all(dest).map_err(Error::io(dest))?;
+        let to = dest.join(FILE_NAME);
+        let partial = dest.join(format!("{FILE_NAME}.partial"));
+        let bytes = {
+            let _writers_wait = self.db.begin_write().map_err(Error::redb_op)?;
+            let bytes = std::fs::copy(&self.path, &partial).map_err(Error::io(&partial))?;
+            std::fs::File::open(&partial)
+                .and_then(|f| f.sync_all())
+                .map_err(Error::io(&partial))?;
+            bytes
+        };
+        let copy = Database::open(&partial).map_err(|e| Error::redb(&partial, e))?;
+        drop(copy);
+        std::fs::rename(&partial, &to).map_err(Error::io(&to))?;
+        crate::timeseries::fsync_dir(dest)?;
+        Ok(bytes)
+    }
+
+    /// Every table and its row count (reads a snapshot).
+    pub fn table_rows(&self) -> Result<Vec<(String, u64)>> {
+        use redb::{ReadableDatabase, ReadableTableMetadata, TableHandle};
+        let txn = self.db.begin_read().map_err(Error::redb_op)?;
+        let mut out = Vec::new();
+        for handle in txn.list_tables().map_err(Error::redb_op)? {
+            let name = handle.name().to_string();
+            let table = txn.open_untyped_table(handle).map_err(Error::redb_op)?;
+            out.push((name, table.len().map_err(Error::redb_op)?));
+        }
+        out.sort();
+        Ok(out)
     }
 
     fn ensure_tables(&self) -> Result<()> {

@@ -16,8 +16,9 @@ mod engine;
 
 pub use compaction::CompactionOutcome;
 pub use config::TimeSeriesConfig;
-pub use engine::{PersistOutcome, TableStats, TimeSeriesTable, WriteOutcome};
+pub use engine::{PersistOutcome, TableBackup, TableStats, TimeSeriesTable, WriteOutcome};
 pub use latest::LatestRows;
+pub(crate) use partition::fsync_dir;
 pub use partition::PartitionDate;
 pub use read::{PersistedFile, Snapshot};
 pub use table::{HostPerfRow, ProcessPerfRow, TableSpec, HOST_PERF, PROCESS_PERF};

@@ -116,6 +116,19 @@ impl Wal {
         super::partition::fsync_dir(&self.dir)
     }
 
+    /// Copies every segment into `dest` (the caller holds the writer, so
+    /// none is being appended to); returns the bytes copied.
+    pub fn copy_to(&self, dest: &Path) -> Result<u64> {
+        fs::create_dir_all(dest).map_err(Error::io(dest))?;
+        let mut bytes = 0;
+        for (_, path) in list_segments(&self.dir)? {
+            let to = dest.join(path.file_name().unwrap_or_default());
+            bytes += fs::copy(&path, &to).map_err(Error::io(&to))?;
+        }
+        super::partition::fsync_dir(dest)?;
+        Ok(bytes)
+    }
+
     /// Segments on disk and their total size in bytes.
     pub fn disk_usage(&self) -> Result<(u64, u64)> {
         let mut bytes = 0;
