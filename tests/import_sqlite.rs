@@ -50,6 +50,9 @@ CREATE TABLE users (username TEXT PRIMARY KEY, password_hash TEXT NOT NULL,
   created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
   updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP);
 CREATE INDEX idx_host_perf_samples_at ON host_perf_samples(at);
+CREATE TABLE inventory_facts (pc_id TEXT NOT NULL, job_id TEXT NOT NULL, facts_json TEXT NOT NULL,
+  display_json TEXT, summary_json TEXT, collected_at TIMESTAMP,
+  recorded_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (pc_id, job_id));
 ";
 
 const ANN_PW: &str = "imported-pa55word";
@@ -150,6 +153,22 @@ fn build_source(dir: &Path) -> (PathBuf, DateTime<Utc>) {
             .unwrap();
         }
     }
+    // Inventory facts as the reference stores them: raw stdout, the
+    // display snapshot, "+00:00" timestamps (and one legacy space form).
+    for (pc, facts, collected) in [
+        (
+            "PC-A",
+            r#"{"hostname": "host-0", "ram_gb": 16}"#,
+            Some(rfc(now - Duration::hours(2))),
+        ),
+        ("PC-B", r#"{"hostname":"host-1","ram_gb":32}"#, None),
+    ] {
+        c.execute(
+            "INSERT INTO inventory_facts (pc_id, job_id, facts_json, display_json, summary_json, collected_at, recorded_at) VALUES (?1, 'inventory-hw', ?2, ?3, NULL, ?4, '2026-11-02 03:04:05')",
+            params![pc, facts, r#"[{"field":"hostname","label":"Host"}]"#, collected],
+        )
+        .unwrap();
+    }
     (path, first)
 }
 
@@ -229,6 +248,7 @@ async fn a_reference_database_imports_once_and_answers_through_the_api() {
         ("obs_events", 2),
         ("host_perf_samples", 362),
         ("process_perf_samples", 6),
+        ("inventory_facts", 2),
     ] {
         assert_eq!(added_line(&stderr, table), n, "{table}: {stderr}");
     }
@@ -258,6 +278,7 @@ async fn a_reference_database_imports_once_and_answers_through_the_api() {
         "obs_events",
         "host_perf_samples",
         "process_perf_samples",
+        "inventory_facts",
     ] {
         assert_eq!(added_line(&stderr, table), 0, "{table}: {stderr}");
     }
@@ -286,6 +307,23 @@ async fn a_reference_database_imports_once_and_answers_through_the_api() {
         (c["hostname"].as_str(), c["quarantined_versions"].clone()),
         (Some("host-2"), json!(["0.43.1"]))
     );
+
+    let (_, inv) = b.get("/api/inventory/by-job/inventory-hw").await;
+    assert_eq!(inv["total"], 2, "{inv}");
+    assert_eq!(
+        (
+            inv["rows"][0]["facts"]["ram_gb"].as_i64(),
+            inv["rows"][1]["pc_id"].as_str()
+        ),
+        (Some(16), Some("PC-B"))
+    );
+    assert_eq!(inv["display"][0]["label"], "Host");
+    assert_eq!(
+        inv["rows"][1]["collected_at"], "2026-11-02T03:04:05Z",
+        "without the run's time, the recorded time"
+    );
+    let (_, pc_a) = b.get("/api/inventory/PC-A").await;
+    assert_eq!(pc_a[0]["job_id"], "inventory-hw", "{pc_a}");
 
     let (_, r0) = b.get("/api/results/r0").await;
     assert_eq!(

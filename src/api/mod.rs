@@ -14,6 +14,7 @@ mod export;
 mod fleet_config;
 mod freeze;
 mod health;
+mod inventory;
 mod jobs;
 mod metrics;
 mod notifications;
@@ -183,6 +184,12 @@ pub fn app(state: AppState) -> Router {
             "/api/notifications/{id}/ack_status",
             get(notifications::ack_status),
         )
+        .route("/api/inventory/jobs", get(inventory::jobs))
+        .route(
+            "/api/inventory/by-job/{manifest_id}",
+            get(inventory::by_job),
+        )
+        .route("/api/inventory/{pc_id}", get(inventory::for_pc))
         .route("/metrics", get(metrics::scrape))
         .merge(operator)
         .merge(admin)

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use kanade_storage::{
-    AgentRecord, AuditRecord, ExecutionRecord, HostPerfRow, ObsRecord, PartitionDate,
-    ProcessPerfRow, RelationalStore, ResultRecord, TimeSeriesTable, UserRecord, HOST_PERF,
-    PROCESS_PERF,
+    AgentRecord, AuditRecord, ExecutionRecord, HostPerfRow, InventoryFactRecord, ObsRecord,
+    PartitionDate, ProcessPerfRow, RelationalStore, ResultRecord, TimeSeriesTable, UserRecord,
+    HOST_PERF, PROCESS_PERF,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Row};
@@ -614,6 +614,32 @@ pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
             |batch| Ok(store.apply_obs_events(&batch, None)? as u64),
         )?,
     );
+    // Inventory facts (tables of a reference older than inventory are
+    // simply absent).
+    if !table_columns(&conn, "inventory_facts")?.is_empty() {
+        push(&mut summary, copy_table(
+            &conn,
+            "inventory_facts",
+            "SELECT pc_id, job_id, facts_json, display_json, summary_json, collected_at, recorded_at \
+             FROM inventory_facts",
+            RELATIONAL_BATCH,
+            |r| {
+                let recorded_at = ts(r, 6)?;
+                Ok(Some(InventoryFactRecord {
+                    pc_id: get(r, 0)?,
+                    manifest_id: get(r, 1)?,
+                    facts_json: get(r, 2)?,
+                    display_json: get::<Option<String>>(r, 3)?.unwrap_or_else(|| "[]".into()),
+                    summary_json: get(r, 4)?,
+                    // The reference recorded the publish time; a row
+                    // without the run's own time sorts by it.
+                    collected_at: opt_ts(r, 5)?.unwrap_or(recorded_at),
+                    recorded_at,
+                }))
+            },
+            |batch| Ok(store.put_inventory_facts(&batch)? as u64),
+        )?);
+    }
     drop(store);
 
     let today = PartitionDate::of(now);

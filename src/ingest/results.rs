@@ -1,16 +1,19 @@
 //! Stream `RESULTS` (`ExecResult`) → `execution_results`: creates the row
 //! or finishes the in-flight one. A result of a job whose manifest (KV
-//! `jobs`) declares a fleet health check also updates `check_status`, in
-//! the same transaction.
+//! `jobs`) declares a fleet health check also updates `check_status`, and
+//! a successful run of one with an `inventory` hint its PC's
+//! `inventory_facts`, in the same transaction.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use kanade_shared::manifest::{CheckHint, Manifest};
 use kanade_shared::wire::ExecResult;
-use kanade_storage::{CheckStatusRecord, FinishedRun, RelationalStore, StreamPosition};
+use kanade_storage::{
+    CheckStatusRecord, FinishedRun, InventoryFactRecord, RelationalStore, StreamPosition,
+};
 
 use super::stream::StreamProjection;
 
@@ -18,11 +21,14 @@ use super::stream::StreamProjection;
 const MANIFEST_TTL: Duration = Duration::from_secs(60);
 const KV_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Manifests by id, with when they were read (`None`: not registered).
+type ManifestCache = HashMap<String, (Instant, Option<Arc<Manifest>>)>;
+
 /// Applies agents' results.
 pub struct ResultsProjection {
     js: async_nats::jetstream::Context,
     runtime: tokio::runtime::Handle,
-    checks: Mutex<HashMap<String, (Instant, Option<CheckHint>)>>,
+    manifests: Mutex<ManifestCache>,
 }
 
 impl ResultsProjection {
@@ -31,21 +37,22 @@ impl ResultsProjection {
         Self {
             js: async_nats::jetstream::new(client),
             runtime: tokio::runtime::Handle::current(),
-            checks: Mutex::new(HashMap::new()),
+            manifests: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The fleet check a manifest declares, if any (cached). Blocking.
-    fn check_hint(&self, manifest_id: &str) -> Option<CheckHint> {
+    /// The registered manifest of a job (cached for [`MANIFEST_TTL`]).
+    /// Blocking.
+    fn manifest(&self, manifest_id: &str) -> Option<Arc<Manifest>> {
         // A job id that cannot name a KV key has no manifest to look up.
         crate::control::check_key("manifest_id", manifest_id).ok()?;
-        let mut cache = self.checks.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, hint)) = cache.get(manifest_id) {
+        let mut cache = self.manifests.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, m)) = cache.get(manifest_id) {
             if at.elapsed() < MANIFEST_TTL {
-                return hint.clone();
+                return m.clone();
             }
         }
-        let hint = self.runtime.block_on(async {
+        let manifest = self.runtime.block_on(async {
             let kv = self
                 .js
                 .get_key_value(kanade_shared::kv::BUCKET_JOBS)
@@ -56,15 +63,51 @@ impl ResultsProjection {
                 .ok()?
                 .ok()??;
             match serde_json::from_slice::<Manifest>(&entry) {
-                Ok(m) => m.check.filter(|c| c.fleet),
+                Ok(m) => Some(Arc::new(m)),
                 Err(e) => {
                     tracing::warn!(manifest_id, error = %e, "manifest in KV does not decode");
                     None
                 }
             }
         });
-        cache.insert(manifest_id.to_string(), (Instant::now(), hint.clone()));
-        hint
+        cache.insert(manifest_id.to_string(), (Instant::now(), manifest.clone()));
+        manifest
+    }
+
+    /// The fleet check a manifest declares, if any.
+    fn check_hint(&self, manifest_id: &str) -> Option<CheckHint> {
+        self.manifest(manifest_id)?
+            .check
+            .clone()
+            .filter(|c| c.fleet)
+    }
+
+    /// The inventory facts a successful run of an inventory job carries:
+    /// its stdout, which must be JSON (else it is logged and left out,
+    /// and the PC keeps its previous facts).
+    fn inventory_fact(&self, r: &ExecResult) -> Option<InventoryFactRecord> {
+        if r.exit_code != 0 {
+            return None;
+        }
+        let manifest_id = r.manifest_id.as_deref()?;
+        let manifest = self.manifest(manifest_id)?;
+        let hint = manifest.inventory.as_ref()?;
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&r.stdout) {
+            tracing::warn!(pc_id = %r.pc_id, manifest_id, result_id = %r.result_id, error = %e, "inventory stdout is not JSON; facts left as they were");
+            return None;
+        }
+        Some(InventoryFactRecord {
+            pc_id: r.pc_id.clone(),
+            manifest_id: manifest_id.to_string(),
+            facts_json: r.stdout.clone(),
+            display_json: serde_json::to_string(&hint.display).unwrap_or_else(|_| "[]".into()),
+            summary_json: hint
+                .summary
+                .as_ref()
+                .and_then(|s| serde_json::to_string(s).ok()),
+            collected_at: r.finished_at,
+            recorded_at: Utc::now(),
+        })
     }
 }
 
@@ -228,6 +271,10 @@ impl StreamProjection for ResultsProjection {
                 })
             })
             .collect();
-        store.apply_finished_with_checks(&runs, &checks, now, Some(pos))
+        let facts: Vec<InventoryFactRecord> = items
+            .iter()
+            .filter_map(|r| self.inventory_fact(r))
+            .collect();
+        store.apply_finished_with(&runs, &checks, &facts, now, Some(pos))
     }
 }

@@ -39,9 +39,9 @@ mod timeseries;
 pub use error::{Error, Result};
 pub use relational::{
     AgentRecord, AuditRecord, CheckStatusRecord, ExecutionRecord, FinishedRun, HeartbeatUpdate,
-    JobPcStanding, LatestRun, NotificationAckRecord, ObsRecord, ObsScan, PendingWave,
-    RelationalStore, ResultRecord, StartedRun, StreamPosition, UserChange, UserRecord, UserUpdate,
-    ADMIN_ROLE,
+    InventoryFactRecord, InventoryPage, JobPcStanding, LatestRun, NotificationAckRecord, ObsRecord,
+    ObsScan, PendingWave, RelationalStore, ResultRecord, StartedRun, StreamPosition, UserChange,
+    UserRecord, UserUpdate, ADMIN_ROLE,
 };
 pub use timeseries::{
     CompactionOutcome, HostPerfRow, LatestRows, PartitionDate, PersistOutcome, PersistedFile,

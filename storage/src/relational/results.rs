@@ -289,6 +289,19 @@ impl RelationalStore {
         now: DateTime<Utc>,
         pos: Option<StreamPosition<'_>>,
     ) -> Result<()> {
+        self.apply_finished_with(runs, checks, &[], now, pos)
+    }
+
+    /// [`Self::apply_finished_with_checks`] plus the inventory facts those
+    /// results carry, all in one transaction.
+    pub fn apply_finished_with(
+        &self,
+        runs: &[FinishedRun],
+        checks: &[super::check_status::CheckStatusRecord],
+        facts: &[super::inventory::InventoryFactRecord],
+        now: DateTime<Utc>,
+        pos: Option<StreamPosition<'_>>,
+    ) -> Result<()> {
         let txn = self.db.begin_write().map_err(Error::redb_op)?;
         let mut counted = Vec::new();
         {
@@ -333,6 +346,7 @@ impl RelationalStore {
             super::executions::count_result(&txn, &exec_id, success)?;
         }
         super::check_status::upsert(&txn, checks)?;
+        super::inventory::upsert(&txn, facts)?;
         record(&txn, pos)?;
         txn.commit().map_err(Error::redb_op)
     }
