@@ -33,15 +33,20 @@ pub struct TableEntry {
     pub wal_bytes: u64,
 }
 
+/// Refuses a destination that holds anything: a backup never overwrites.
+pub fn check_empty(dest: &Path) -> std::result::Result<(), String> {
+    match dest.read_dir().map(|mut d| d.next().is_some()) {
+        Ok(true) => Err(format!(
+            "{} is not empty; a backup never overwrites",
+            dest.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Takes a backup into `dest`, which must not exist or be empty.
 pub fn take(tables: &Tables, store: &RelationalStore, dest: &Path) -> Result<Manifest> {
-    if dest
-        .read_dir()
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false)
-    {
-        bail!("{} is not empty; a backup never overwrites", dest.display());
-    }
+    check_empty(dest).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(dest).with_context(|| format!("create {}", dest.display()))?;
     let created_at = chrono::Utc::now();
     let mut entries = Vec::new();

@@ -459,24 +459,7 @@ async fn the_cli_calls_and_exec_drive_the_fleet() {
     assert!(schema["properties"]["execute"].is_object(), "{schema}");
 
     // A viewer reads but gets 403 on every mutation.
-    let (status, _, _) = b
-        .call(
-            Method::POST,
-            "/api/accounts",
-            Some(TOKEN),
-            Some(json!({"username": "vera", "password": "viewer-password-1", "role": "viewer"})),
-        )
-        .await;
-    assert_eq!(status, 201);
-    let (_, _, login) = b
-        .call(
-            Method::POST,
-            "/api/auth/login",
-            None,
-            Some(json!({"username": "vera", "password": "viewer-password-1"})),
-        )
-        .await;
-    let viewer = login["token"].as_str().unwrap().to_string();
+    let viewer = common::viewer_token(&b).await;
     assert_eq!(
         send(&b, Method::GET, "/api/jobs", &viewer, None).await.0,
         200

@@ -1056,24 +1056,7 @@ async fn a_viewer_gets_403_on_every_fleet_mutation() {
     let nats = Nats::start();
     let dir = tempfile::tempdir().unwrap();
     let b = Backend::start(&nats.url, &dir.path().join("data"), "");
-    let (status, _, _) = b
-        .call(
-            Method::POST,
-            "/api/accounts",
-            Some(TOKEN),
-            Some(json!({"username": "vera", "password": "viewer-password-1", "role": "viewer"})),
-        )
-        .await;
-    assert_eq!(status, 201);
-    let (_, _, login) = b
-        .call(
-            Method::POST,
-            "/api/auth/login",
-            None,
-            Some(json!({"username": "vera", "password": "viewer-password-1"})),
-        )
-        .await;
-    let viewer = login["token"].as_str().unwrap().to_string();
+    let viewer = common::viewer_token(&b).await;
     let reads = [
         "/api/config",
         "/api/groups",

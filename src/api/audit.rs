@@ -7,7 +7,7 @@ use kanade_storage::AuditRecord;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::offload::{self, Budget};
+use super::offload;
 use super::params::{compile_regex, parse_limit, parse_time, ApiQuery};
 use crate::state::AppState;
 
@@ -65,13 +65,12 @@ pub async fn list(
     if limit == 0 {
         return Ok(Json(Vec::new()));
     }
-    let (store, budget) = (state.store.clone(), Budget::new(state.scan_budget));
-    let out = offload::blocking(move || {
+    let store = state.store.clone();
+    let narrow = "narrow it with `since`, `actor` or a simpler filter";
+    let out = offload::budgeted_scan(state.scan_budget, narrow, move |in_time| {
         let mut out = Vec::new();
-        let mut timed_out = false;
         store.scan_audit_desc(since, |a| {
-            if budget.expired() {
-                timed_out = true;
+            if !in_time() {
                 return false;
             }
             let keep = actor.as_deref().is_none_or(|x| a.actor == x)
@@ -87,9 +86,6 @@ pub async fn list(
             }
             out.len() < limit
         })?;
-        if timed_out {
-            return Err(budget.exceeded("narrow it with `since`, `actor` or a simpler filter"));
-        }
         Ok(out)
     })
     .await?;

@@ -36,16 +36,7 @@ pub async fn backup(
             ),
         ));
     }
-    if dir
-        .read_dir()
-        .map(|mut d| d.next().is_some())
-        .unwrap_or(false)
-    {
-        return Err(ApiError::Conflict(format!(
-            "{} is not empty; a backup never overwrites",
-            dir.display()
-        )));
-    }
+    crate::backup::check_empty(&dir).map_err(ApiError::Conflict)?;
     let (tables, store, to) = (state.tables.clone(), state.store.clone(), dir.clone());
     let started = std::time::Instant::now();
     let manifest = offload::blocking(move || {

@@ -6,8 +6,8 @@
 //!   expensive filters cannot take every thread;
 //! - [`query`]: DataFusion planning and execution and Parquet encoding on
 //!   a runtime of their own (`kanade-query` threads);
-//! - [`Budget`]: the time a scan may take before it gives up with a 503
-//!   naming what to narrow.
+//! - [`budgeted_scan`]: a blocking scan with a time budget, past which it
+//!   gives up with a 503 naming what to narrow.
 
 use std::future::Future;
 use std::sync::LazyLock;
@@ -62,28 +62,52 @@ pub fn spawn_query_task(fut: impl Future<Output = ()> + Send + 'static) {
     QUERY_RUNTIME.spawn(fut);
 }
 
+/// Runs a filtered scan on the blocking pool within `allowed` (counted
+/// from now, queueing included): `scan` asks its `in_time` before each
+/// row and stops when it says no; the scan then answers 503 with
+/// `narrow`, which says how to ask for less.
+pub async fn budgeted_scan<T: Send + 'static>(
+    allowed: Duration,
+    narrow: &'static str,
+    scan: impl FnOnce(&mut dyn FnMut() -> bool) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let budget = Budget::new(allowed);
+    blocking(move || {
+        let mut timed_out = false;
+        let out = scan(&mut || {
+            timed_out |= budget.expired();
+            !timed_out
+        })?;
+        if timed_out {
+            return Err(budget.exceeded(narrow));
+        }
+        Ok(out)
+    })
+    .await
+}
+
 /// The time a scan may take (`[server] scan_budget_secs`).
 #[derive(Debug, Clone, Copy)]
-pub struct Budget {
+struct Budget {
     deadline: Instant,
     allowed: Duration,
 }
 
 impl Budget {
-    pub fn new(allowed: Duration) -> Self {
+    fn new(allowed: Duration) -> Self {
         Self {
             deadline: Instant::now() + allowed,
             allowed,
         }
     }
 
-    pub fn expired(&self) -> bool {
+    fn expired(&self) -> bool {
         Instant::now() >= self.deadline
     }
 
     /// The 503 of a scan that ran out of time; `narrow` says how to ask
     /// for less.
-    pub fn exceeded(&self, narrow: &str) -> ApiError {
+    fn exceeded(&self, narrow: &str) -> ApiError {
         ApiError::Unavailable(format!(
             "the scan ran past its {} s budget (`[server] scan_budget_secs`); {narrow}",
             self.allowed.as_secs_f64()

@@ -9,7 +9,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::offload::{self, Budget};
+use super::offload;
 use super::params::{compile_regex, parse_limit, parse_time, ApiQuery};
 use crate::state::AppState;
 
@@ -173,13 +173,12 @@ pub async fn list(
     if limit == 0 {
         return Ok(Json(Vec::new()));
     }
-    let (store, budget) = (state.store.clone(), Budget::new(state.scan_budget));
-    let out = offload::blocking(move || {
+    let store = state.store.clone();
+    let narrow = "narrow it with `since`, `status` or a simpler or more selective filter";
+    let out = offload::budgeted_scan(state.scan_budget, narrow, move |in_time| {
         let mut out = Vec::new();
-        let mut timed_out = false;
         store.scan_results_by_started_desc(since, |r| {
-            if budget.expired() {
-                timed_out = true;
+            if !in_time() {
                 return false;
             }
             if status.is_none_or(|s| s.matches(&r)) && filters.matches(&r) {
@@ -198,11 +197,6 @@ pub async fn list(
             }
             out.len() < limit
         })?;
-        if timed_out {
-            return Err(budget.exceeded(
-                "narrow it with `since`, `status` or a simpler or more selective filter",
-            ));
-        }
         Ok(out)
     })
     .await?;

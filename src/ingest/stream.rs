@@ -52,9 +52,10 @@ pub async fn run<P: StreamProjection>(
     projection: Arc<P>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let stats = super::ProjectorStats::of(P::FILTER.unwrap_or(P::STREAM));
     loop {
         let result = tokio::select! {
-            r = consume(&js, &store, &projection) => r,
+            r = consume(&js, &store, &projection, &stats) => r,
             _ = stop.wait_for(|s| *s) => return Ok(()),
         };
         if let Err(e) = result {
@@ -75,6 +76,7 @@ async fn consume<P: StreamProjection>(
     js: &jetstream::Context,
     store: &RelationalStore,
     projection: &Arc<P>,
+    stats: &super::ProjectorStats,
 ) -> anyhow::Result<()> {
     let stream = js.get_stream(P::STREAM).await?;
     let applied = store.consumer_position(P::DURABLE)?;
@@ -120,7 +122,7 @@ async fn consume<P: StreamProjection>(
         if msgs.is_empty() {
             continue;
         }
-        apply_batch(store, projection, &msgs).await?;
+        apply_batch(store, projection, stats, &msgs).await?;
         for m in &msgs {
             m.ack().await.map_err(|e| anyhow::anyhow!(e))?;
         }
@@ -130,9 +132,9 @@ async fn consume<P: StreamProjection>(
 async fn apply_batch<P: StreamProjection>(
     store: &RelationalStore,
     projection: &Arc<P>,
+    stats: &super::ProjectorStats,
     msgs: &[jetstream::Message],
 ) -> anyhow::Result<()> {
-    let stats = super::ProjectorStats::of(P::FILTER.unwrap_or(P::STREAM));
     stats.received.inc_by(msgs.len() as u64);
     let mut items = Vec::with_capacity(msgs.len());
     let mut last_seq = 0;

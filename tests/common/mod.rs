@@ -428,3 +428,27 @@ pub async fn stand_in_agent(nats: &Nats, pc: &'static str) {
         }
     });
 }
+
+/// Creates the viewer account `vera` with the service token and returns
+/// a login token of hers.
+pub async fn viewer_token(b: &Backend) -> String {
+    let (status, _, body) = b
+        .call(
+            reqwest::Method::POST,
+            "/api/accounts",
+            Some(TOKEN),
+            Some(json!({"username": "vera", "password": "viewer-password-1", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _, login) = b
+        .call(
+            reqwest::Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"username": "vera", "password": "viewer-password-1"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{login}");
+    login["token"].as_str().unwrap().to_string()
+}
