@@ -50,7 +50,7 @@ pub fn take(tables: &Tables, store: &RelationalStore, dest: &Path) -> Result<Man
     std::fs::create_dir_all(dest).with_context(|| format!("create {}", dest.display()))?;
     let created_at = chrono::Utc::now();
     let mut entries = Vec::new();
-    for t in [&tables.host, &tables.process] {
+    for t in tables.each() {
         let b: TableBackup = t
             .backup_to(dest)
             .with_context(|| format!("back up {}", t.spec().name))?;
@@ -97,12 +97,18 @@ pub fn verify(dir: &Path) -> Result<Verified> {
             .with_context(|| format!("{} is not a manifest", path.display()))?
     };
     let mut perf_rows = Vec::new();
-    for spec in [&kanade_storage::HOST_PERF, &kanade_storage::PROCESS_PERF] {
-        let entry = manifest
-            .tables
-            .iter()
-            .find(|t| t.table == spec.name)
-            .with_context(|| format!("the manifest lists no {}", spec.name))?;
+    let specs = [
+        &kanade_storage::HOST_PERF,
+        &kanade_storage::PROCESS_PERF,
+        &kanade_storage::INVENTORY_HISTORY,
+    ];
+    for spec in specs {
+        let entry = match manifest.tables.iter().find(|t| t.table == spec.name) {
+            Some(e) => e,
+            // Backups taken before the table existed do not list it.
+            None if spec.name == kanade_storage::INVENTORY_HISTORY.name => continue,
+            None => bail!("the manifest lists no {}", spec.name),
+        };
         // Opening applies no retention: the backup is checked as taken.
         let table = TimeSeriesTable::open(spec, dir, TimeSeriesConfig::default())
             .with_context(|| format!("open {}", spec.name))?;

@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod ingest;
 pub mod jobs;
+pub mod manifests;
 pub mod metrics;
 pub mod server;
 pub mod state;

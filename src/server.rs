@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use kanade_queries::inventory::{ExplodeIndex, HistoryQueries};
 use kanade_queries::PerfQueries;
 use kanade_storage::RelationalStore;
 use tokio::net::TcpListener;
@@ -61,11 +62,22 @@ pub async fn run(
         .with_context(|| format!("bind {}", config.server.bind))?;
     tracing::info!(addr = %listener.local_addr()?, "HTTP listening");
 
+    let explode = {
+        let (dir, store) = (data_dir.clone(), store.clone());
+        Arc::new(tokio::task::spawn_blocking(move || ExplodeIndex::open(&dir, store)).await??)
+    };
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let client = connect_nats(&config.nats.url).await?;
-    let projectors = spawn_projectors(&client, &tables, &store, &stop_rx);
+    let inventory = crate::state::Inventory {
+        manifests: crate::manifests::Manifests::new(client.clone()),
+        explode,
+        history: HistoryQueries::new(Arc::clone(&tables.history))?,
+    };
+    let projectors = spawn_projectors(&client, &tables, &store, &inventory, &stop_rx);
     let mut jobs = Runner::new();
     crate::jobs::maintenance::register(&mut jobs, &tables, &config.storage);
+    crate::jobs::inventory::register(&mut jobs, &inventory);
     crate::jobs::housekeeping::register(&mut jobs, &store, &config.housekeeping);
     let control = crate::control::Control::new(client.clone(), store.clone());
     crate::jobs::waves::register(&mut jobs, &control);
@@ -80,6 +92,7 @@ pub async fn run(
         control,
         scan_budget: std::time::Duration::from_secs(config.server.scan_budget_secs.max(1)),
         trusted_proxies: config.server.proxies()?.into(),
+        inventory,
     });
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
@@ -128,6 +141,7 @@ fn spawn_projectors(
     client: &async_nats::Client,
     tables: &Tables,
     store: &RelationalStore,
+    inventory: &crate::state::Inventory,
     stop: &watch::Receiver<bool>,
 ) -> Vec<JoinHandle<Result<()>>> {
     fn spawn<P: ingest::Projection>(
@@ -163,7 +177,17 @@ fn spawn_projectors(
         ),
         spawn(client, HeartbeatProjection(store.clone()), stop),
         tokio::spawn(ensure_jetstream(client.clone(), stop.clone())),
-        spawn_stream(client, store, ResultsProjection::new(client.clone()), stop),
+        spawn_stream(
+            client,
+            store,
+            ResultsProjection::new(
+                client.clone(),
+                Arc::clone(&inventory.manifests),
+                Arc::clone(&tables.history),
+                Arc::clone(&inventory.explode),
+            ),
+            stop,
+        ),
         spawn_stream(client, store, StartedProjection, stop),
         spawn_stream(client, store, AuditProjection, stop),
         spawn_stream(client, store, ObsEventsProjection, stop),

@@ -21,4 +21,13 @@ pub struct AppState {
     pub scan_budget: std::time::Duration,
     /// Peers whose `X-Forwarded-For` is believed (`[server] trusted_proxies`).
     pub trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
+    pub inventory: Inventory,
+}
+
+/// The inventory side: registered manifests, exploded rows, history.
+#[derive(Clone, Debug)]
+pub struct Inventory {
+    pub manifests: std::sync::Arc<crate::manifests::Manifests>,
+    pub explode: std::sync::Arc<kanade_queries::inventory::ExplodeIndex>,
+    pub history: kanade_queries::inventory::HistoryQueries,
 }

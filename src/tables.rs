@@ -1,5 +1,6 @@
-//! The two perf tables (`host_perf`, `process_perf`), opened together at
-//! start-up and kept up by the maintenance passes of `jobs::maintenance`.
+//! The time-series tables (`host_perf`, `process_perf` and
+//! `inventory_history`), opened together at start-up and kept up by the
+//! maintenance passes of `jobs::maintenance`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,13 +9,16 @@ use std::time::Instant;
 use crate::metrics;
 use anyhow::{Context, Result};
 use chrono::Utc;
-use kanade_storage::{PartitionDate, TimeSeriesConfig, TimeSeriesTable, HOST_PERF, PROCESS_PERF};
+use kanade_storage::{
+    PartitionDate, TimeSeriesConfig, TimeSeriesTable, HOST_PERF, INVENTORY_HISTORY, PROCESS_PERF,
+};
 
-/// The two perf tables.
+/// The time-series tables.
 #[derive(Debug, Clone)]
 pub struct Tables {
     pub host: Arc<TimeSeriesTable>,
     pub process: Arc<TimeSeriesTable>,
+    pub history: Arc<TimeSeriesTable>,
 }
 
 impl Tables {
@@ -24,19 +28,22 @@ impl Tables {
             .with_context(|| format!("create data directory {}", data_dir.display()))?;
         let host = TimeSeriesTable::open(&HOST_PERF, data_dir, config.clone())?;
         let process = TimeSeriesTable::open(&PROCESS_PERF, data_dir, config.clone())?;
+        let history = TimeSeriesTable::open(&INVENTORY_HISTORY, data_dir, config.clone())?;
         let tables = Self {
             host: Arc::new(host),
             process: Arc::new(process),
+            history: Arc::new(history),
         };
         tables.drop_expired()?;
         Ok(tables)
     }
 
-    fn each(&self) -> [&Arc<TimeSeriesTable>; 2] {
-        [&self.host, &self.process]
+    /// Every table, in a fixed order.
+    pub fn each(&self) -> [&Arc<TimeSeriesTable>; 3] {
+        [&self.host, &self.process, &self.history]
     }
 
-    /// Persists both heads.
+    /// Persists every head.
     pub fn persist(&self) -> Result<()> {
         for t in self.each() {
             let started = Instant::now();

@@ -6,7 +6,6 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{col, lit};
-use kanade_storage::Snapshot;
 
 use crate::session::{frame, lit_ts};
 use crate::{Error, PerfQueries, Result};
@@ -36,12 +35,12 @@ impl ExportTable {
     }
 }
 
-/// A running export: the batches, and the snapshot whose files must stay
-/// on disk until the stream is drained.
+/// A running export: the batches, and what holds the files they are read
+/// from on disk (a snapshot) until the stream is drained.
 pub struct ExportStream {
     pub schema: SchemaRef,
     pub batches: SendableRecordBatchStream,
-    pub snapshot: Snapshot,
+    pub keep: Box<dyn std::any::Any + Send + Sync>,
 }
 
 impl PerfQueries {
@@ -79,7 +78,7 @@ impl PerfQueries {
         Ok(ExportStream {
             schema: snapshot.schema(),
             batches,
-            snapshot,
+            keep: Box::new(snapshot),
         })
     }
 }

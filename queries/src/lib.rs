@@ -12,6 +12,7 @@
 
 mod error;
 mod export;
+pub mod inventory;
 mod metric;
 mod perf;
 mod process;

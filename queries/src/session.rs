@@ -132,3 +132,21 @@ pub(crate) fn ts(a: &TimestampMicrosecondArray, i: usize) -> Option<DateTime<Utc
 pub(crate) fn secs_to_time(secs: i64) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or_default()
 }
+
+/// A column of a result as plain `Utf8` (casting views and dictionaries).
+pub(crate) fn text_column(
+    table: &'static str,
+    batch: &RecordBatch,
+    name: &str,
+) -> Result<datafusion::arrow::array::StringArray> {
+    let shape = |message: String| Error::Shape { table, message };
+    let c = batch
+        .column_by_name(name)
+        .ok_or_else(|| shape(format!("column {name} missing")))?;
+    let c =
+        datafusion::arrow::compute::cast(c, &DataType::Utf8).map_err(|e| shape(e.to_string()))?;
+    c.as_any()
+        .downcast_ref::<datafusion::arrow::array::StringArray>()
+        .cloned()
+        .ok_or_else(|| shape(format!("column {name} is not text")))
+}

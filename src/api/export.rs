@@ -82,7 +82,10 @@ pub async fn export(
 
 /// Writes the batches into the pipe; an error mid-stream cuts the body
 /// short (the client sees a truncated, unreadable file) and is logged.
-async fn write_parquet(mut export: kanade_queries::ExportStream, pipe: tokio::io::DuplexStream) {
+pub(super) async fn write_parquet(
+    mut export: kanade_queries::ExportStream,
+    pipe: tokio::io::DuplexStream,
+) {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
@@ -107,5 +110,78 @@ async fn write_parquet(mut export: kanade_queries::ExportStream, pipe: tokio::io
     if let Err(e) = writer.close().await {
         tracing::error!(error = %e, "export: closing the Parquet file failed");
     }
-    drop(export.snapshot);
+    drop(export.keep);
+}
+
+/// Writes the batches into the pipe as CSV (a header of column names,
+/// values in their text form, quoted where needed); an error mid-stream
+/// cuts the body short and is logged.
+pub(super) async fn write_csv(
+    mut export: kanade_queries::ExportStream,
+    mut pipe: tokio::io::DuplexStream,
+) {
+    use kanade_storage::arrow::array::{Array, StringArray};
+    use kanade_storage::arrow::compute::cast;
+    use kanade_storage::arrow::datatypes::DataType;
+    use tokio::io::AsyncWriteExt;
+    fn field(out: &mut String, v: &str) {
+        if v.contains([',', '"', '\n', '\r']) {
+            out.push('"');
+            out.push_str(&v.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(v);
+        }
+    }
+    let mut out = String::new();
+    for (i, f) in export.schema.fields().iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        field(&mut out, f.name());
+    }
+    out.push_str("\r\n");
+    while let Some(batch) = export.batches.next().await {
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "CSV export aborted");
+                return;
+            }
+        };
+        let mut columns = Vec::with_capacity(batch.num_columns());
+        for c in batch.columns() {
+            match cast(c, &DataType::Utf8) {
+                Ok(a) => columns.push(a),
+                Err(e) => {
+                    tracing::error!(error = %e, "CSV export aborted");
+                    return;
+                }
+            }
+        }
+        let columns: Vec<&StringArray> = columns
+            .iter()
+            .filter_map(|a| a.as_any().downcast_ref::<StringArray>())
+            .collect();
+        for row in 0..batch.num_rows() {
+            for (i, c) in columns.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                if c.is_valid(row) {
+                    field(&mut out, c.value(row));
+                }
+            }
+            out.push_str("\r\n");
+        }
+        if pipe.write_all(out.as_bytes()).await.is_err() {
+            return;
+        }
+        out.clear();
+    }
+    if !out.is_empty() && pipe.write_all(out.as_bytes()).await.is_err() {
+        return;
+    }
+    let _ = pipe.shutdown().await;
+    drop(export.keep);
 }

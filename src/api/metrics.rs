@@ -54,10 +54,10 @@ pub async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError>
     let (tables, store) = (state.tables.clone(), state.store.clone());
     let consumers = crate::ingest::stream::consumers();
     let (stats, positions) = offload::blocking(move || {
-        let stats = [
-            (tables.host.spec().name, tables.host.stats()?),
-            (tables.process.spec().name, tables.process.stats()?),
-        ];
+        let mut stats = Vec::new();
+        for t in tables.each() {
+            stats.push((t.spec().name, t.stats()?));
+        }
         let mut positions = Vec::with_capacity(consumers.len());
         for (stream, durable) in consumers {
             positions.push((stream, durable, store.consumer_position(durable)?));

@@ -189,7 +189,24 @@ pub fn app(state: AppState) -> Router {
             "/api/inventory/by-job/{manifest_id}",
             get(inventory::by_job),
         )
-        .route("/api/inventory/{pc_id}", get(inventory::for_pc))
+        .route("/api/inventory/{id}", get(inventory::for_pc))
+        .route("/api/inventory/{id}/search/{field}", get(inventory::search))
+        .route(
+            "/api/inventory/{id}/search/{field}/export",
+            get(inventory::search_export),
+        )
+        .route(
+            "/api/inventory/{id}/history/pc/{pc_id}",
+            get(inventory::history_for_pc),
+        )
+        .route(
+            "/api/inventory/{id}/history/search",
+            get(inventory::history_search),
+        )
+        .route(
+            "/api/inventory/{id}/history/first_seen",
+            get(inventory::history_first_seen),
+        )
         .route("/metrics", get(metrics::scrape))
         .merge(operator)
         .merge(admin)

@@ -5,73 +5,59 @@
 //! `inventory_facts`, in the same transaction.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use kanade_queries::inventory::{element_changes, scalar_changes, ExplodeIndex};
 use kanade_shared::manifest::{CheckHint, Manifest};
 use kanade_shared::wire::ExecResult;
 use kanade_storage::{
-    CheckStatusRecord, FinishedRun, InventoryFactRecord, RelationalStore, StreamPosition,
+    CheckStatusRecord, FinishedRun, InventoryFactRecord, InventoryHistoryRow, RelationalStore,
+    StreamPosition, TimeSeriesTable,
 };
+use serde_json::Value;
 
 use super::stream::StreamProjection;
-
-/// How long a manifest lookup is trusted before KV is asked again.
-const MANIFEST_TTL: Duration = Duration::from_secs(60);
-const KV_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Manifests by id, with when they were read (`None`: not registered).
-type ManifestCache = HashMap<String, (Instant, Option<Arc<Manifest>>)>;
+use crate::manifests::{layouts, Manifests};
 
 /// Applies agents' results.
 pub struct ResultsProjection {
     js: async_nats::jetstream::Context,
     runtime: tokio::runtime::Handle,
-    manifests: Mutex<ManifestCache>,
+    manifests: Arc<Manifests>,
+    /// `inventory_history`: what changed between a PC's inventories.
+    history: Arc<TimeSeriesTable>,
+    /// Told which PCs' inventories changed, after they are committed.
+    explode: Arc<ExplodeIndex>,
+}
+
+/// A successful inventory run: its facts, and the manifest it ran under.
+struct Inventory {
+    fact: InventoryFactRecord,
+    manifest: Arc<Manifest>,
 }
 
 impl ResultsProjection {
     /// Must be called inside the runtime (manifest lookups use it).
-    pub fn new(client: async_nats::Client) -> Self {
+    pub fn new(
+        client: async_nats::Client,
+        manifests: Arc<Manifests>,
+        history: Arc<TimeSeriesTable>,
+        explode: Arc<ExplodeIndex>,
+    ) -> Self {
         Self {
             js: async_nats::jetstream::new(client),
             runtime: tokio::runtime::Handle::current(),
-            manifests: Mutex::new(HashMap::new()),
+            manifests,
+            history,
+            explode,
         }
     }
 
-    /// The registered manifest of a job (cached for [`MANIFEST_TTL`]).
-    /// Blocking.
+    /// The registered manifest of a job. Blocking.
     fn manifest(&self, manifest_id: &str) -> Option<Arc<Manifest>> {
-        // A job id that cannot name a KV key has no manifest to look up.
-        crate::control::check_key("manifest_id", manifest_id).ok()?;
-        let mut cache = self.manifests.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, m)) = cache.get(manifest_id) {
-            if at.elapsed() < MANIFEST_TTL {
-                return m.clone();
-            }
-        }
-        let manifest = self.runtime.block_on(async {
-            let kv = self
-                .js
-                .get_key_value(kanade_shared::kv::BUCKET_JOBS)
-                .await
-                .ok()?;
-            let entry = tokio::time::timeout(KV_TIMEOUT, kv.get(manifest_id))
-                .await
-                .ok()?
-                .ok()??;
-            match serde_json::from_slice::<Manifest>(&entry) {
-                Ok(m) => Some(Arc::new(m)),
-                Err(e) => {
-                    tracing::warn!(manifest_id, error = %e, "manifest in KV does not decode");
-                    None
-                }
-            }
-        });
-        cache.insert(manifest_id.to_string(), (Instant::now(), manifest.clone()));
-        manifest
+        self.manifests.get_blocking(&self.runtime, manifest_id)
     }
 
     /// The fleet check a manifest declares, if any.
@@ -85,7 +71,7 @@ impl ResultsProjection {
     /// The inventory facts a successful run of an inventory job carries:
     /// its stdout, which must be JSON (else it is logged and left out,
     /// and the PC keeps its previous facts).
-    fn inventory_fact(&self, r: &ExecResult) -> Option<InventoryFactRecord> {
+    fn inventory(&self, r: &ExecResult) -> Option<Inventory> {
         if r.exit_code != 0 {
             return None;
         }
@@ -96,7 +82,7 @@ impl ResultsProjection {
             tracing::warn!(pc_id = %r.pc_id, manifest_id, result_id = %r.result_id, error = %e, "inventory stdout is not JSON; facts left as they were");
             return None;
         }
-        Some(InventoryFactRecord {
+        let fact = InventoryFactRecord {
             pc_id: r.pc_id.clone(),
             manifest_id: manifest_id.to_string(),
             facts_json: r.stdout.clone(),
@@ -107,8 +93,87 @@ impl ResultsProjection {
                 .and_then(|s| serde_json::to_string(s).ok()),
             collected_at: r.finished_at,
             recorded_at: Utc::now(),
-        })
+        };
+        Some(Inventory { fact, manifest })
     }
+
+    /// What each inventory changed against the PC's previous one (stored,
+    /// or earlier in this batch), as history rows. A run older than the
+    /// stored one changes nothing (its facts are refused too).
+    fn history_rows(
+        &self,
+        store: &RelationalStore,
+        runs: &[Inventory],
+    ) -> kanade_storage::Result<Vec<InventoryHistoryRow>> {
+        let mut seen: HashMap<(String, String), (DateTime<Utc>, Value)> = HashMap::new();
+        let mut rows = Vec::new();
+        for Inventory { fact, manifest } in runs {
+            let Some(hint) = manifest.inventory.as_ref() else {
+                continue;
+            };
+            let key = (fact.pc_id.clone(), fact.manifest_id.clone());
+            let prior = match seen.remove(&key) {
+                Some(p) => Some(p),
+                None => store
+                    .inventory_fact(&fact.pc_id, &fact.manifest_id)?
+                    .map(|p| {
+                        let json = serde_json::from_str(&p.facts_json).unwrap_or(Value::Null);
+                        (p.collected_at, json)
+                    }),
+            };
+            if let Some((at, json)) = &prior {
+                if *at > fact.collected_at {
+                    seen.insert(key, (*at, json.clone()));
+                    continue;
+                }
+            }
+            let new: Value = serde_json::from_str(&fact.facts_json).unwrap_or(Value::Null);
+            let before = prior.as_ref().map(|(_, j)| j);
+            let mut changes =
+                scalar_changes(hint.history_scalars.as_deref().unwrap_or(&[]), before, &new);
+            for layout in layouts(manifest) {
+                match layout {
+                    Ok(l) if l.track_history => changes.extend(element_changes(&l, before, &new)),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(manifest_id = %fact.manifest_id, error = %e, "explode spec skipped")
+                    }
+                }
+            }
+            let base = seq_base(&fact.manifest_id);
+            for (i, c) in changes.into_iter().enumerate() {
+                let text = |v: Option<Value>| v.map(|v| v.to_string());
+                rows.push(InventoryHistoryRow {
+                    pc_id: fact.pc_id.clone(),
+                    at: fact.collected_at,
+                    seq: base | (i as i64 & SEQ_INDEX_MASK),
+                    job_id: fact.manifest_id.clone(),
+                    field_path: c.field_path,
+                    identity_json: text(c.identity),
+                    change_kind: c.kind.to_string(),
+                    before_json: text(c.before),
+                    after_json: text(c.after),
+                });
+            }
+            seen.insert(key, (fact.collected_at, new));
+        }
+        Ok(rows)
+    }
+}
+
+/// The low bits of a change's `seq`: its number within the run.
+const SEQ_INDEX_MASK: i64 = (1 << 20) - 1;
+
+/// The high bits of a change's `seq`: a hash of the manifest id, so two
+/// inventory jobs finishing in the same microsecond on one PC never share
+/// a key.
+fn seq_base(manifest_id: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in manifest_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    ((h >> 34) << 20) as i64
 }
 
 /// Most bytes of offloaded output read back into a result row.
@@ -271,10 +336,21 @@ impl StreamProjection for ResultsProjection {
                 })
             })
             .collect();
-        let facts: Vec<InventoryFactRecord> = items
-            .iter()
-            .filter_map(|r| self.inventory_fact(r))
-            .collect();
-        store.apply_finished_with(&runs, &checks, &facts, now, Some(pos))
+        let inventories: Vec<Inventory> = items.iter().filter_map(|r| self.inventory(r)).collect();
+        // Changes first: if the commit below fails, the redelivered
+        // results yield the same changes under the same keys, which the
+        // table drops as repeats.
+        let changes = self.history_rows(store, &inventories)?;
+        if !changes.is_empty() {
+            let batch = InventoryHistoryRow::to_batch(&changes)?;
+            self.history.write(&batch)?;
+        }
+        let facts: Vec<InventoryFactRecord> = inventories.iter().map(|i| i.fact.clone()).collect();
+        store.apply_finished_with(&runs, &checks, &facts, now, Some(pos))?;
+        for f in &facts {
+            self.explode
+                .note_changed(&f.manifest_id, std::iter::once(f.pc_id.as_str()));
+        }
+        Ok(())
     }
 }

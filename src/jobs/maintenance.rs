@@ -21,7 +21,7 @@ pub fn register(runner: &mut Runner, tables: &Tables, config: &TimeSeriesConfig)
     runner.every("persist", PERSIST_CHECK, false, move || {
         let mut last = last_persist.lock().unwrap_or_else(|p| p.into_inner());
         let due = last.elapsed() >= persist_every;
-        if due || t.host.wants_persist() || t.process.wants_persist() {
+        if due || t.each().iter().any(|t| t.wants_persist()) {
             *last = Instant::now();
             t.persist()?;
         }

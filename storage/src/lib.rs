@@ -44,9 +44,9 @@ pub use relational::{
     UserRecord, UserUpdate, ADMIN_ROLE,
 };
 pub use timeseries::{
-    CompactionOutcome, HostPerfRow, LatestRows, PartitionDate, PersistOutcome, PersistedFile,
-    ProcessPerfRow, Snapshot, TableBackup, TableSpec, TableStats, TimeSeriesConfig,
-    TimeSeriesTable, WriteOutcome, HOST_PERF, PROCESS_PERF,
+    CompactionOutcome, HostPerfRow, InventoryHistoryRow, LatestRows, PartitionDate, PersistOutcome,
+    PersistedFile, ProcessPerfRow, Snapshot, TableBackup, TableSpec, TableStats, TimeSeriesConfig,
+    TimeSeriesTable, WriteOutcome, HOST_PERF, INVENTORY_HISTORY, PROCESS_PERF,
 };
 
 /// Arrow and Parquet as this crate uses them, re-exported so every crate

@@ -133,4 +133,49 @@ impl RelationalStore {
         }
         Ok(page)
     }
+
+    /// One PC's latest facts of one manifest.
+    pub fn inventory_fact(
+        &self,
+        pc_id: &str,
+        manifest_id: &str,
+    ) -> Result<Option<InventoryFactRecord>> {
+        let txn = self.db.begin_read().map_err(Error::redb_op)?;
+        let t = txn.open_table(FACTS).map_err(Error::redb_op)?;
+        let got = t.get((pc_id, manifest_id)).map_err(Error::redb_op)?;
+        got.map(|v| decode(NAME, v.value())).transpose()
+    }
+
+    /// Up to `limit` of one manifest's facts by pc_id, from the first PC
+    /// after `after` (keyset paging, for streaming a whole job through
+    /// bounded memory).
+    pub fn inventory_facts_after(
+        &self,
+        manifest_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<InventoryFactRecord>> {
+        let txn = self.db.begin_read().map_err(Error::redb_op)?;
+        let t = txn.open_table(FACTS).map_err(Error::redb_op)?;
+        let by_job = txn.open_table(BY_JOB).map_err(Error::redb_op)?;
+        let mut out = Vec::new();
+        let start = after.unwrap_or("");
+        for e in by_job
+            .range((manifest_id, start)..)
+            .map_err(Error::redb_op)?
+        {
+            let (k, _) = e.map_err(Error::redb_op)?;
+            let (job, pc) = k.value();
+            if job != manifest_id || out.len() >= limit {
+                break;
+            }
+            if after == Some(pc) {
+                continue;
+            }
+            if let Some(v) = t.get((pc, job)).map_err(Error::redb_op)? {
+                out.push(decode(NAME, v.value())?);
+            }
+        }
+        Ok(out)
+    }
 }

@@ -16,6 +16,8 @@ pub struct TimeSeriesConfig {
     pub host_perf_retention_days: u32,
     /// Days of `process_perf` partitions kept. Default 7.
     pub process_perf_retention_days: u32,
+    /// Days of `inventory_history` partitions kept. Default 90.
+    pub inventory_history_retention_days: u32,
     /// Seconds between persists of the head buffer to Parquet. Default 300.
     pub persist_interval_secs: u64,
     /// Rows in the head buffer that trigger a persist before the interval
@@ -43,6 +45,7 @@ impl Default for TimeSeriesConfig {
         Self {
             host_perf_retention_days: 30,
             process_perf_retention_days: 7,
+            inventory_history_retention_days: 90,
             persist_interval_secs: 300,
             persist_max_rows: 500_000,
             compaction_min_files: 8,
@@ -76,6 +79,9 @@ impl TimeSeriesConfig {
         }
         if self.process_perf_retention_days == 0 {
             return bad("storage.process_perf_retention_days must be at least 1");
+        }
+        if self.inventory_history_retention_days == 0 {
+            return bad("storage.inventory_history_retention_days must be at least 1");
         }
         if self.persist_interval_secs == 0 {
             return bad("storage.persist_interval_secs must be at least 1");

@@ -152,6 +152,7 @@ impl TimeSeriesTable {
         let retention = RetentionPolicy {
             days: match spec.name {
                 "process_perf" => config.process_perf_retention_days,
+                "inventory_history" => config.inventory_history_retention_days,
                 _ => config.host_perf_retention_days,
             },
         };

@@ -21,7 +21,10 @@ pub use latest::LatestRows;
 pub(crate) use partition::fsync_dir;
 pub use partition::PartitionDate;
 pub use read::{PersistedFile, Snapshot};
-pub use table::{HostPerfRow, ProcessPerfRow, TableSpec, HOST_PERF, PROCESS_PERF};
+pub use table::{
+    HostPerfRow, InventoryHistoryRow, ProcessPerfRow, TableSpec, HOST_PERF, INVENTORY_HISTORY,
+    PROCESS_PERF,
+};
 
 #[cfg(test)]
 mod test_util;

@@ -48,7 +48,8 @@ fn writer_properties(spec: &TableSpec, config: &TimeSeriesConfig) -> Result<Writ
     let level = ZstdLevel::try_new(config.zstd_level)
         .map_err(|e| Error::InvalidConfig(format!("storage.zstd_level: {e}")))?;
     let schema = spec.schema();
-    let sorting: Vec<SortingColumn> = ["pc_id", "at", "pid"]
+    let sorting: Vec<SortingColumn> = spec
+        .key_columns()
         .iter()
         .filter_map(|c| schema.index_of(c).ok())
         .map(|i| SortingColumn {
@@ -115,13 +116,13 @@ pub fn read_file(spec: &TableSpec, path: &Path) -> Result<RecordBatch> {
         .map_err(Error::arrow(spec.name))
 }
 
-/// Reads only the key columns (pc_id, at and, where present, pid) of a file.
+/// Reads only the key columns (pc_id, at and, where present, the sequence) of a file.
 pub fn read_key_columns(spec: &TableSpec, path: &Path) -> Result<Vec<RecordBatch>> {
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use datafusion::parquet::arrow::ProjectionMask;
     let file = File::open(path).map_err(Error::io(path))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(Error::parquet(path))?;
-    let mask = ProjectionMask::columns(builder.parquet_schema(), ["pc_id", "at", "pid"]);
+    let mask = ProjectionMask::columns(builder.parquet_schema(), spec.key_columns());
     let reader = builder
         .with_projection(mask)
         .build()

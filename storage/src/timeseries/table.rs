@@ -21,8 +21,9 @@ pub struct TableSpec {
     /// Table name: also the directory under the data directory.
     pub name: &'static str,
     schema: &'static LazyLock<SchemaRef>,
-    /// Whether `pid` is part of the row key (process samples).
-    keyed_by_pid: bool,
+    /// The third key column after (pc_id, at), if any: `pid` of a
+    /// process sample, `seq` of an inventory change.
+    seq: Option<&'static str>,
     /// Whether the table keeps each PC's latest rows in memory
     /// (see `latest.rs`): the process table, for the latest tick.
     pub(crate) tracks_latest: bool,
@@ -69,7 +70,7 @@ static PROCESS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 pub static HOST_PERF: TableSpec = TableSpec {
     name: "host_perf",
     schema: &HOST_SCHEMA,
-    keyed_by_pid: false,
+    seq: None,
     tracks_latest: false,
 };
 
@@ -77,8 +78,33 @@ pub static HOST_PERF: TableSpec = TableSpec {
 pub static PROCESS_PERF: TableSpec = TableSpec {
     name: "process_perf",
     schema: &PROCESS_SCHEMA,
-    keyed_by_pid: true,
+    seq: Some("pid"),
     tracks_latest: true,
+};
+
+static HISTORY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("pc_id", DataType::Utf8, false),
+        Field::new("at", ts_type(), false),
+        Field::new("seq", DataType::Int64, false),
+        Field::new("job_id", DataType::Utf8, false),
+        Field::new("field_path", DataType::Utf8, false),
+        Field::new("identity_json", DataType::Utf8, true),
+        Field::new("change_kind", DataType::Utf8, false),
+        Field::new("before_json", DataType::Utf8, true),
+        Field::new("after_json", DataType::Utf8, true),
+    ]))
+});
+
+/// Inventory changes: one row per element added, removed or changed (or
+/// top-level value added or changed) by a PC's inventory run, keyed by
+/// (pc_id, at = when the run finished, seq = the change's number within
+/// the run), so a redelivered result adds nothing.
+pub static INVENTORY_HISTORY: TableSpec = TableSpec {
+    name: "inventory_history",
+    schema: &HISTORY_SCHEMA,
+    seq: Some("seq"),
+    tracks_latest: false,
 };
 
 /// The identity of a row: a repeat of an existing key is dropped.
@@ -95,11 +121,18 @@ impl TableSpec {
         Arc::clone(self.schema)
     }
 
+    /// The key columns: pc_id, at and the sequence column if any.
+    pub(crate) fn key_columns(&self) -> Vec<&'static str> {
+        let mut k = vec!["pc_id", "at"];
+        k.extend(self.seq);
+        k
+    }
+
     /// Keys of every row of `batch`, in row order.
     pub(crate) fn keys(&self, batch: &RecordBatch) -> Vec<RowKey> {
         let pc = string_column(batch, "pc_id");
         let at = ts_column(batch);
-        let pid = self.keyed_by_pid.then(|| int_column(batch, "pid"));
+        let pid = self.seq.map(|c| int_column(batch, c));
         (0..batch.num_rows())
             .map(|i| RowKey {
                 pc_id: pc.value(i).to_string(),
@@ -125,9 +158,9 @@ impl TableSpec {
                 options: opts,
             },
         ];
-        if self.keyed_by_pid {
+        if let Some(seq) = self.seq {
             cols.push(SortColumn {
-                values: Arc::clone(batch.column_by_name("pid").expect("pid column")),
+                values: Arc::clone(batch.column_by_name(seq).expect("seq column")),
                 options: opts,
             });
         }
@@ -166,7 +199,7 @@ impl TableSpec {
         let sorted = self.sort(batch)?;
         let pc = string_column(&sorted, "pc_id");
         let at = ts_column(&sorted);
-        let pid = self.keyed_by_pid.then(|| int_column(&sorted, "pid"));
+        let pid = self.seq.map(|c| int_column(&sorted, c));
         let same_key = |i: usize, j: usize| {
             at.value(i) == at.value(j)
                 && pid.is_none_or(|p| p.value(i) == p.value(j))
@@ -288,5 +321,51 @@ impl ProcessPerfRow {
         ];
         RecordBatch::try_new(PROCESS_PERF.schema(), columns)
             .map_err(Error::arrow(PROCESS_PERF.name))
+    }
+}
+
+/// One inventory change as the projector hands it to storage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InventoryHistoryRow {
+    pub pc_id: String,
+    /// When the run that saw the change finished.
+    pub at: DateTime<Utc>,
+    /// The change's number within its run (unique per PC and `at`).
+    pub seq: i64,
+    /// The manifest id.
+    pub job_id: String,
+    /// The explode field or top-level key that changed.
+    pub field_path: String,
+    /// The element's primary key as a JSON object; `None` for a
+    /// top-level value.
+    pub identity_json: Option<String>,
+    /// `added`, `removed` or `changed`.
+    pub change_kind: String,
+    pub before_json: Option<String>,
+    pub after_json: Option<String>,
+}
+
+impl InventoryHistoryRow {
+    /// The rows as one batch of the `inventory_history` schema.
+    pub fn to_batch(rows: &[InventoryHistoryRow]) -> Result<RecordBatch> {
+        let s = |g: fn(&InventoryHistoryRow) -> &str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(rows.iter().map(g)))
+        };
+        let o = |g: fn(&InventoryHistoryRow) -> Option<&str>| -> ArrayRef {
+            Arc::new(rows.iter().map(g).collect::<StringArray>())
+        };
+        let columns: Vec<ArrayRef> = vec![
+            s(|r| &r.pc_id),
+            ts_array(rows.iter().map(|r| r.at.timestamp_micros())),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.seq))),
+            s(|r| &r.job_id),
+            s(|r| &r.field_path),
+            o(|r| r.identity_json.as_deref()),
+            s(|r| &r.change_kind),
+            o(|r| r.before_json.as_deref()),
+            o(|r| r.after_json.as_deref()),
+        ];
+        RecordBatch::try_new(INVENTORY_HISTORY.schema(), columns)
+            .map_err(Error::arrow(INVENTORY_HISTORY.name))
     }
 }

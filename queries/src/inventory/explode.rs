@@ -1,0 +1,665 @@
+//! Exploded inventory rows, columnar: one Parquet file per (manifest,
+//! explode field) holding every PC's rows, typed by the manifest's current
+//! spec, searched with DataFusion.
+//!
+//! The PCs' latest inventories (`inventory_facts` in redb) are the truth;
+//! a dataset's file is built from them, streaming a few hundred PCs at a
+//! time. PCs whose inventory changed since the file was built are *dirty*:
+//! a search reads the file without them plus their rows built from redb
+//! at that moment, so an answer is never older than the last commit. The
+//! maintenance pass rebuilds a dataset once enough PCs are dirty or the
+//! oldest dirty PC has waited long enough; a changed spec (new column,
+//! new type) rebuilds it at once, from the stored JSON, so no spec change
+//! ever needs a migration.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{
+    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::expr::Like;
+use datafusion::logical_expr::{ident, Expr};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::prelude::{lit, DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
+use kanade_storage::{InventoryFactRecord, RelationalStore};
+use serde_json::{Map, Value};
+
+use super::layout::{Kind, Layout, Typed};
+use crate::{Error, Result};
+
+const TABLE: &str = "inventory explode";
+/// PCs read from redb per step of a build.
+const BUILD_CHUNK: usize = 256;
+const ROW_GROUP_ROWS: usize = 65_536;
+
+/// When the maintenance pass folds dirty PCs into a new file.
+#[derive(Debug, Clone, Copy)]
+pub struct RefreshPolicy {
+    /// This many dirty PCs …
+    pub max_dirty: usize,
+    /// … or the oldest dirty PC waiting this long.
+    pub max_wait: Duration,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        Self {
+            max_dirty: 64,
+            max_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One comparison of a search.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Contains,
+    Prefix,
+    Suffix,
+}
+
+impl Op {
+    fn parse(raw: &str) -> Option<Op> {
+        Some(match raw {
+            "eq" => Op::Eq,
+            "ne" => Op::Ne,
+            "lt" => Op::Lt,
+            "le" => Op::Le,
+            "gt" => Op::Gt,
+            "ge" => Op::Ge,
+            "contains" => Op::Contains,
+            "prefix" => Op::Prefix,
+            "suffix" => Op::Suffix,
+            _ => return None,
+        })
+    }
+}
+
+/// A checked filter of a search: `column` (or `column__op`) = value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    column: String,
+    op: Op,
+    value: ScalarValue,
+}
+
+impl Filter {
+    /// Parses one query parameter against the layout: the column must be
+    /// declared, the operator known, and a comparison of a numeric column
+    /// needs a number. The error names the parameter.
+    pub fn parse(layout: &Layout, key: &str, value: &str) -> std::result::Result<Filter, String> {
+        let (column, op) = match key.split_once("__") {
+            Some((c, o)) => (c, o),
+            None => (key, "eq"),
+        };
+        let kind = layout.kind(column).ok_or_else(|| {
+            let known: Vec<&str> = layout.columns.iter().map(|(c, _)| c.as_str()).collect();
+            format!(
+                "unknown column for filter: {column:?} (columns of {:?}: {})",
+                layout.field,
+                known.join(", ")
+            )
+        })?;
+        let op = Op::parse(op).ok_or_else(|| {
+            format!(
+                "unknown filter operator {op:?} in {key:?} (expected eq, ne, lt, le, gt, ge, contains, prefix or suffix)"
+            )
+        })?;
+        let like = matches!(op, Op::Contains | Op::Prefix | Op::Suffix);
+        let value = match (kind, like) {
+            (Kind::Text, _) | (_, true) => ScalarValue::Utf8(Some(value.to_string())),
+            (Kind::Integer, false) => match value.trim().parse::<i64>() {
+                Ok(i) => ScalarValue::Int64(Some(i)),
+                // 1.5 against an integer column compares as a real.
+                Err(_) => ScalarValue::Float64(Some(number(key, value, kind)?)),
+            },
+            (Kind::Real, false) => ScalarValue::Float64(Some(number(key, value, kind)?)),
+        };
+        Ok(Filter {
+            column: column.to_string(),
+            op,
+            value,
+        })
+    }
+
+    fn expr(&self) -> Expr {
+        let c = ident(&self.column);
+        let pattern = |s: &str| {
+            let escaped = s
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            match self.op {
+                Op::Contains => format!("%{escaped}%"),
+                Op::Prefix => format!("{escaped}%"),
+                _ => format!("%{escaped}"),
+            }
+        };
+        match (&self.op, &self.value) {
+            (Op::Contains | Op::Prefix | Op::Suffix, ScalarValue::Utf8(Some(s))) => {
+                Expr::Like(Like::new(
+                    false,
+                    Box::new(datafusion::prelude::cast(c, DataType::Utf8)),
+                    Box::new(lit(pattern(s))),
+                    Some('\\'),
+                    true,
+                ))
+            }
+            (op, v) => {
+                let v = lit(v.clone());
+                let c = match (&self.value, self.op.clone()) {
+                    // An integer column against a fraction.
+                    (ScalarValue::Float64(_), _) => datafusion::prelude::cast(c, DataType::Float64),
+                    _ => c,
+                };
+                match op {
+                    Op::Eq => c.eq(v),
+                    Op::Ne => c.not_eq(v),
+                    Op::Lt => c.lt(v),
+                    Op::Le => c.lt_eq(v),
+                    Op::Gt => c.gt(v),
+                    _ => c.gt_eq(v),
+                }
+            }
+        }
+    }
+}
+
+fn number(key: &str, value: &str, kind: Kind) -> std::result::Result<f64, String> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .ok_or_else(|| {
+            format!(
+                "{key}: {value:?} is not a number (the column is {})",
+                kind.name()
+            )
+        })
+}
+
+/// One built file of a dataset; removed from disk when the last search
+/// reading it is done and a newer file replaced it.
+#[derive(Debug)]
+struct BaseFile {
+    path: PathBuf,
+    layout: Layout,
+    rows: u64,
+}
+
+impl Drop for BaseFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[derive(Debug, Default)]
+struct SetState {
+    base: Option<Arc<BaseFile>>,
+    /// Dirty PCs, with the stamp of their latest change.
+    dirty: HashMap<String, u64>,
+    stamp: u64,
+    dirty_since: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Dataset {
+    /// Held while a file is built, so two builds never race.
+    build: Mutex<()>,
+    state: Mutex<SetState>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What one search saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchPage {
+    /// Rows as the API returns them: pc_id, collected_at, the columns.
+    pub rows: Vec<Map<String, Value>>,
+}
+
+/// Statistics of a dataset, for tests and the benchmark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetStats {
+    pub file_rows: u64,
+    pub dirty_pcs: usize,
+}
+
+/// The exploded datasets of every inventory manifest.
+#[derive(Debug)]
+pub struct ExplodeIndex {
+    root: PathBuf,
+    store: RelationalStore,
+    runtime: Arc<RuntimeEnv>,
+    sets: Mutex<HashMap<(String, String), Arc<Dataset>>>,
+    generation: AtomicU64,
+}
+
+impl ExplodeIndex {
+    /// Datasets under `<data_dir>/inventory`; files a previous run left
+    /// there are removed (they are rebuilt from redb when first needed).
+    pub fn open(data_dir: &Path, store: RelationalStore) -> Result<Self> {
+        let root = data_dir.join("inventory");
+        if root.exists() {
+            std::fs::remove_dir_all(&root).map_err(io_err(&root))?;
+        }
+        std::fs::create_dir_all(&root).map_err(io_err(&root))?;
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .build_arc()
+            .map_err(Error::df(TABLE))?;
+        Ok(Self {
+            root,
+            store,
+            runtime,
+            sets: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    fn dataset(&self, layout: &Layout) -> Arc<Dataset> {
+        let key = (layout.manifest_id.clone(), layout.field.clone());
+        Arc::clone(lock(&self.sets).entry(key).or_default())
+    }
+
+    /// Marks PCs whose inventory of `manifest_id` changed (called after
+    /// the change is committed).
+    pub fn note_changed<'a>(&self, manifest_id: &str, pcs: impl IntoIterator<Item = &'a str>) {
+        let sets: Vec<Arc<Dataset>> = lock(&self.sets)
+            .iter()
+            .filter(|((m, _), _)| m == manifest_id)
+            .map(|(_, d)| Arc::clone(d))
+            .collect();
+        if sets.is_empty() {
+            return;
+        }
+        let pcs: Vec<&str> = pcs.into_iter().collect();
+        for d in sets {
+            let mut s = lock(&d.state);
+            s.stamp += 1;
+            let stamp = s.stamp;
+            for pc in &pcs {
+                s.dirty.insert((*pc).to_string(), stamp);
+            }
+            s.dirty_since.get_or_insert_with(Instant::now);
+        }
+    }
+
+    pub fn stats(&self, layout: &Layout) -> DatasetStats {
+        let d = self.dataset(layout);
+        let s = lock(&d.state);
+        DatasetStats {
+            file_rows: s.base.as_ref().map_or(0, |b| b.rows),
+            dirty_pcs: s.dirty.len(),
+        }
+    }
+
+    /// The maintenance pass: builds the dataset if it has no file for
+    /// this layout, rebuilds it when the policy says so. Blocking.
+    pub fn refresh(&self, layout: &Layout, policy: RefreshPolicy) -> Result<bool> {
+        let d = self.dataset(layout);
+        let due = {
+            let s = lock(&d.state);
+            match &s.base {
+                Some(b) if b.layout == *layout => {
+                    !s.dirty.is_empty()
+                        && (s.dirty.len() >= policy.max_dirty
+                            || s.dirty_since
+                                .is_some_and(|t| t.elapsed() >= policy.max_wait))
+                }
+                _ => true,
+            }
+        };
+        if due {
+            self.build(&d, layout, true)?;
+        }
+        Ok(due)
+    }
+
+    /// A file for this layout exists afterwards. Blocking.
+    fn ensure(&self, d: &Dataset, layout: &Layout) -> Result<()> {
+        let current = |s: &SetState| s.base.as_ref().is_some_and(|b| b.layout == *layout);
+        if current(&lock(&d.state)) {
+            return Ok(());
+        }
+        self.build(d, layout, false)
+    }
+
+    fn build(&self, d: &Dataset, layout: &Layout, force: bool) -> Result<()> {
+        let _building = lock(&d.build);
+        let stamp = {
+            let s = lock(&d.state);
+            let current = s.base.as_ref().is_some_and(|b| b.layout == *layout);
+            if current && !force {
+                return Ok(());
+            }
+            s.stamp
+        };
+        let started = Instant::now();
+        let dir = self
+            .root
+            .join(escape(&layout.manifest_id))
+            .join(escape(&layout.field));
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let gen = self.generation.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("{gen:08}.parquet"));
+        let tmp = dir.join(format!("{gen:08}.parquet.tmp"));
+        let schema = layout.schema();
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut writer =
+            ArrowWriter::try_new(file, Arc::clone(&schema), Some(props)).map_err(parquet_err)?;
+        let mut rows = 0u64;
+        let mut after: Option<String> = None;
+        loop {
+            let facts = self
+                .store
+                .inventory_facts_after(&layout.manifest_id, after.as_deref(), BUILD_CHUNK)
+                .map_err(storage_err)?;
+            let Some(last) = facts.last() else { break };
+            after = Some(last.pc_id.clone());
+            let batch = rows_of(layout, &schema, &facts)?;
+            rows += batch.num_rows() as u64;
+            if batch.num_rows() > 0 {
+                writer.write(&batch).map_err(parquet_err)?;
+            }
+        }
+        let file = writer.into_inner().map_err(parquet_err)?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        let mut s = lock(&d.state);
+        s.base = Some(Arc::new(BaseFile {
+            path,
+            layout: layout.clone(),
+            rows,
+        }));
+        s.dirty.retain(|_, changed| *changed > stamp);
+        s.dirty_since = (!s.dirty.is_empty()).then(Instant::now);
+        tracing::info!(
+            manifest_id = %layout.manifest_id,
+            field = %layout.field,
+            rows,
+            secs = started.elapsed().as_secs_f64(),
+            "inventory dataset built"
+        );
+        Ok(())
+    }
+
+    fn session(&self) -> SessionContext {
+        let mut config = SessionConfig::new().with_target_partitions(2);
+        let opts = config.options_mut();
+        opts.execution.parquet.pushdown_filters = true;
+        opts.execution.parquet.schema_force_view_types = false;
+        SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime))
+    }
+
+    /// The dataset's current rows (file minus dirty PCs, plus the dirty
+    /// PCs' rows from redb) as one frame, and the file it reads.
+    /// Blocking parts run inline: call from the query runtime.
+    async fn frame(&self, layout: &Layout) -> Result<(SessionContext, DataFrame, Arc<BaseFile>)> {
+        let d = self.dataset(layout);
+        self.ensure(&d, layout)?;
+        let (base, dirty) = {
+            let s = lock(&d.state);
+            let base = s.base.clone().ok_or_else(|| Error::Shape {
+                table: TABLE,
+                message: "dataset has no file after its build".into(),
+            })?;
+            (base, s.dirty.keys().cloned().collect::<Vec<_>>())
+        };
+        let schema = layout.schema();
+        let ctx = self.session();
+        let path = base.path.display().to_string();
+        let mut df = ctx
+            .read_parquet(path, ParquetReadOptions::default().schema(&schema))
+            .await
+            .map_err(Error::df(TABLE))?;
+        if !dirty.is_empty() {
+            let mut facts = Vec::with_capacity(dirty.len());
+            for pc in &dirty {
+                if let Some(f) = self
+                    .store
+                    .inventory_fact(pc, &layout.manifest_id)
+                    .map_err(storage_err)?
+                {
+                    facts.push(f);
+                }
+            }
+            let list = dirty.iter().map(|p| lit(p.as_str())).collect();
+            let delta = ctx
+                .read_batch(rows_of(layout, &schema, &facts)?)
+                .map_err(Error::df(TABLE))?;
+            df = df
+                .filter(ident("pc_id").in_list(list, true))
+                .and_then(|df| df.union(delta))
+                .map_err(Error::df(TABLE))?;
+        }
+        Ok((ctx, df, base))
+    }
+
+    /// Rows matching every filter, by pc_id then primary key, `limit`
+    /// after `offset`.
+    pub async fn search(
+        &self,
+        layout: &Layout,
+        filters: &[Filter],
+        offset: usize,
+        limit: usize,
+    ) -> Result<SearchPage> {
+        let (_ctx, df, _base) = self.frame(layout).await?;
+        let df = filtered(layout, df, filters)?
+            .limit(offset, Some(limit))
+            .map_err(Error::df(TABLE))?;
+        let batches = df.collect().await.map_err(Error::df(TABLE))?;
+        let mut rows = Vec::new();
+        for b in &batches {
+            rows.extend(json_rows(layout, b)?);
+        }
+        Ok(SearchPage { rows })
+    }
+
+    /// Every row matching the filters, streamed (for CSV and Parquet
+    /// downloads).
+    pub async fn export(&self, layout: &Layout, filters: &[Filter]) -> Result<crate::ExportStream> {
+        let (_ctx, df, base) = self.frame(layout).await?;
+        let df = filtered(layout, df, filters)?;
+        let batches = df.execute_stream().await.map_err(Error::df(TABLE))?;
+        Ok(crate::ExportStream {
+            schema: layout.schema(),
+            batches,
+            keep: Box::new(base),
+        })
+    }
+}
+
+fn filtered(layout: &Layout, df: DataFrame, filters: &[Filter]) -> Result<DataFrame> {
+    let mut df = df;
+    for f in filters {
+        df = df.filter(f.expr()).map_err(Error::df(TABLE))?;
+    }
+    let mut order = vec![ident("pc_id").sort(true, false)];
+    order.extend(
+        layout
+            .primary_key
+            .iter()
+            .map(|k| ident(k).sort(true, false)),
+    );
+    df.sort(order).map_err(Error::df(TABLE))
+}
+
+/// Rows of these PCs' inventories as one batch of the layout's schema.
+fn rows_of(
+    layout: &Layout,
+    schema: &SchemaRef,
+    facts: &[InventoryFactRecord],
+) -> Result<RecordBatch> {
+    let mut pcs = Vec::new();
+    let mut at = Vec::new();
+    let mut cols: Vec<Vec<Typed>> = vec![Vec::new(); layout.columns.len()];
+    for f in facts {
+        let Ok(json) = serde_json::from_str::<Value>(&f.facts_json) else {
+            continue;
+        };
+        for e in layout.elements(&json) {
+            pcs.push(f.pc_id.as_str());
+            at.push(f.collected_at.timestamp_micros());
+            for (col, v) in cols.iter_mut().zip(layout.row(e)) {
+                col.push(v);
+            }
+        }
+    }
+    let mut arrays: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(pcs)),
+        Arc::new(TimestampMicrosecondArray::from_iter_values(at).with_timezone("UTC")),
+    ];
+    for ((_, kind), values) in layout.columns.iter().zip(cols) {
+        let a: ArrayRef = match kind {
+            Kind::Text => Arc::new(
+                values
+                    .into_iter()
+                    .map(|v| match v {
+                        Typed::Text(s) => Some(s),
+                        _ => None,
+                    })
+                    .collect::<StringArray>(),
+            ),
+            Kind::Integer => Arc::new(
+                values
+                    .into_iter()
+                    .map(|v| match v {
+                        Typed::Int(i) => Some(i),
+                        _ => None,
+                    })
+                    .collect::<Int64Array>(),
+            ),
+            Kind::Real => Arc::new(
+                values
+                    .into_iter()
+                    .map(|v| match v {
+                        Typed::Real(f) => Some(f),
+                        _ => None,
+                    })
+                    .collect::<Float64Array>(),
+            ),
+        };
+        arrays.push(a);
+    }
+    RecordBatch::try_new(Arc::clone(schema), arrays).map_err(|e| Error::Shape {
+        table: TABLE,
+        message: e.to_string(),
+    })
+}
+
+/// A result batch as JSON rows (`collected_at` in RFC 3339, null values
+/// as null).
+pub fn json_rows(layout: &Layout, batch: &RecordBatch) -> Result<Vec<Map<String, Value>>> {
+    let shape = |m: String| Error::Shape {
+        table: TABLE,
+        message: m,
+    };
+    let pcs = crate::session::text_column(TABLE, batch, "pc_id")?;
+    let at = batch
+        .column_by_name("collected_at")
+        .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
+        .ok_or_else(|| shape("collected_at missing".into()))?;
+    let mut rows: Vec<Map<String, Value>> = (0..batch.num_rows())
+        .map(|i| {
+            let mut m = Map::new();
+            m.insert("pc_id".into(), Value::String(pcs.value(i).to_string()));
+            let t = DateTime::<Utc>::from_timestamp_micros(at.value(i));
+            m.insert(
+                "collected_at".into(),
+                t.map_or(Value::Null, |t| {
+                    Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+                }),
+            );
+            m
+        })
+        .collect();
+    for (name, kind) in &layout.columns {
+        let c = batch
+            .column_by_name(name)
+            .ok_or_else(|| shape(format!("column {name} missing")))?;
+        let c = cast(c, &kind.data_type()).map_err(|e| shape(e.to_string()))?;
+        for (i, row) in rows.iter_mut().enumerate() {
+            let v = if c.is_null(i) {
+                Value::Null
+            } else {
+                match kind {
+                    Kind::Text => c
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .map_or(Value::Null, |a| Value::String(a.value(i).to_string())),
+                    Kind::Integer => c
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .map_or(Value::Null, |a| Value::from(a.value(i))),
+                    Kind::Real => c
+                        .as_any()
+                        .downcast_ref::<Float64Array>()
+                        .map_or(Value::Null, |a| Typed::Real(a.value(i)).to_json()),
+                }
+            };
+            row.insert(name.clone(), v);
+        }
+    }
+    Ok(rows)
+}
+
+/// A name as one safe path component: `[A-Za-z0-9_-]` kept, every other
+/// byte as `%XX`.
+fn escape(name: &str) -> String {
+    let mut out = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |e| Error::Shape {
+        table: TABLE,
+        message: format!("{}: {e}", path.display()),
+    }
+}
+
+fn parquet_err(e: datafusion::parquet::errors::ParquetError) -> Error {
+    Error::Shape {
+        table: TABLE,
+        message: e.to_string(),
+    }
+}
+
+fn storage_err(e: kanade_storage::Error) -> Error {
+    Error::Storage {
+        table: TABLE,
+        source: Box::new(e),
+    }
+}
