@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use common::{parquet_files, Backend, Nats};
+use common::{eventually, parquet_files, Backend, Nats, TOKEN};
 use reqwest::Method;
 use rusqlite::{params, Connection};
 use serde_json::json;
@@ -53,6 +53,13 @@ CREATE INDEX idx_host_perf_samples_at ON host_perf_samples(at);
 CREATE TABLE inventory_facts (pc_id TEXT NOT NULL, job_id TEXT NOT NULL, facts_json TEXT NOT NULL,
   display_json TEXT, summary_json TEXT, collected_at TIMESTAMP,
   recorded_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (pc_id, job_id));
+CREATE TABLE inventory_history (id INTEGER PRIMARY KEY AUTOINCREMENT, pc_id TEXT NOT NULL,
+  job_id TEXT NOT NULL, field_path TEXT NOT NULL, identity_json TEXT,
+  change_kind TEXT NOT NULL CHECK (change_kind IN ('added','removed','changed')),
+  before_json TEXT, after_json TEXT, observed_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP);
+CREATE TABLE \"inventory_hw_disks\" (pc_id TEXT NOT NULL, job_id TEXT NOT NULL,
+  collected_at TIMESTAMP, \"model\" TEXT, \"size_gb\" INTEGER,
+  PRIMARY KEY (pc_id, job_id, \"model\"));
 ";
 
 const ANN_PW: &str = "imported-pa55word";
@@ -158,7 +165,7 @@ fn build_source(dir: &Path) -> (PathBuf, DateTime<Utc>) {
     for (pc, facts, collected) in [
         (
             "PC-A",
-            r#"{"hostname": "host-0", "ram_gb": 16}"#,
+            r#"{"hostname": "host-0", "ram_gb": 16, "disks": [{"model": "ssd", "size_gb": 512}, {"model": "hdd", "size_gb": "2000"}]}"#,
             Some(rfc(now - Duration::hours(2))),
         ),
         ("PC-B", r#"{"hostname":"host-1","ram_gb":32}"#, None),
@@ -166,6 +173,50 @@ fn build_source(dir: &Path) -> (PathBuf, DateTime<Utc>) {
         c.execute(
             "INSERT INTO inventory_facts (pc_id, job_id, facts_json, display_json, summary_json, collected_at, recorded_at) VALUES (?1, 'inventory-hw', ?2, ?3, NULL, ?4, '2026-11-02 03:04:05')",
             params![pc, facts, r#"[{"field":"hostname","label":"Host"}]"#, collected],
+        )
+        .unwrap();
+    }
+    // The reference's exploded rows of PC-A's disks, and its history.
+    for (model, size) in [("ssd", 512), ("hdd", 2000)] {
+        c.execute(
+            "INSERT INTO inventory_hw_disks (pc_id, job_id, collected_at, model, size_gb) VALUES ('PC-A', 'inventory-hw', ?1, ?2, ?3)",
+            params![rfc(now - Duration::hours(2)), model, size],
+        )
+        .unwrap();
+    }
+    for (id, field, identity, kind, before, after, ago) in [
+        (
+            7,
+            "disks",
+            Some(r#"{"model":"ssd"}"#),
+            "added",
+            None,
+            Some(r#"{"model":"ssd","size_gb":512}"#),
+            30,
+        ),
+        (
+            8,
+            "ram_gb",
+            None,
+            "changed",
+            Some(r#"{"value":8}"#),
+            Some(r#"{"value":16}"#),
+            2,
+        ),
+        // Past the 90-day retention: skipped.
+        (
+            9,
+            "ram_gb",
+            None,
+            "added",
+            None,
+            Some(r#"{"value":4}"#),
+            24 * 200,
+        ),
+    ] {
+        c.execute(
+            "INSERT INTO inventory_history (id, pc_id, job_id, field_path, identity_json, change_kind, before_json, after_json, observed_at) VALUES (?1, 'PC-A', 'inventory-hw', ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![id, field, identity, kind, before, after, rfc(now - Duration::hours(ago))],
         )
         .unwrap();
     }
@@ -249,6 +300,7 @@ async fn a_reference_database_imports_once_and_answers_through_the_api() {
         ("host_perf_samples", 362),
         ("process_perf_samples", 6),
         ("inventory_facts", 2),
+        ("inventory_history", 2),
     ] {
         assert_eq!(added_line(&stderr, table), n, "{table}: {stderr}");
     }
@@ -279,6 +331,7 @@ async fn a_reference_database_imports_once_and_answers_through_the_api() {
         "host_perf_samples",
         "process_perf_samples",
         "inventory_facts",
+        "inventory_history",
     ] {
         assert_eq!(added_line(&stderr, table), 0, "{table}: {stderr}");
     }
@@ -324,6 +377,72 @@ async fn a_reference_database_imports_once_and_answers_through_the_api() {
     );
     let (_, pc_a) = b.get("/api/inventory/PC-A").await;
     assert_eq!(pc_a[0]["job_id"], "inventory-hw", "{pc_a}");
+    let (_, history) = b.get("/api/inventory/inventory-hw/history/pc/PC-A").await;
+    let kinds: Vec<(&str, &str)> = history
+        .as_array()
+        .unwrap_or_else(|| panic!("{history}"))
+        .iter()
+        .map(|e| {
+            (
+                e["field_path"].as_str().unwrap(),
+                e["change_kind"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [("ram_gb", "changed"), ("disks", "added")],
+        "newest first, the expired one left out: {history}"
+    );
+    // The reference's explode table answers the same once the manifest
+    // is registered: the rows come from the imported facts.
+    let manifest = json!({
+        "id": "inventory-hw", "version": "1",
+        "execute": {"shell": "powershell", "script": "Get-Hw", "timeout": "1m"},
+        "inventory": {
+            "display": [{"field": "hostname", "label": "Host"}],
+            "explode": [{"field": "disks", "table": "inventory_hw_disks", "primary_key": ["model"],
+                         "columns": [{"field": "model"}, {"field": "size_gb", "type": "integer"}]}],
+        },
+    });
+    eventually("the manifest registered", || async {
+        let r = b
+            .call(
+                Method::POST,
+                "/api/jobs",
+                Some(TOKEN),
+                Some(manifest.clone()),
+            )
+            .await;
+        (r.0 == 200).then_some(())
+    })
+    .await;
+    let reference: Vec<(String, String, i64)> = {
+        let c = Connection::open(&source).unwrap();
+        let mut stmt = c
+            .prepare("SELECT pc_id, model, size_gb FROM inventory_hw_disks ORDER BY pc_id, model")
+            .unwrap();
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap();
+        rows.map(Result::unwrap).collect()
+    };
+    let (status, disks) = b.get("/api/inventory/inventory-hw/search/disks").await;
+    assert_eq!(status, 200, "{disks}");
+    let ours: Vec<(String, String, i64)> = disks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["pc_id"].as_str().unwrap().to_string(),
+                r["model"].as_str().unwrap().to_string(),
+                r["size_gb"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(reference.len(), 2);
+    assert_eq!(ours, reference);
 
     let (_, r0) = b.get("/api/results/r0").await;
     assert_eq!(

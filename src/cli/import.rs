@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use kanade_storage::{
-    AgentRecord, AuditRecord, ExecutionRecord, HostPerfRow, InventoryFactRecord, ObsRecord,
-    PartitionDate, ProcessPerfRow, RelationalStore, ResultRecord, TimeSeriesTable, UserRecord,
-    HOST_PERF, PROCESS_PERF,
+    AgentRecord, AuditRecord, ExecutionRecord, HostPerfRow, InventoryFactRecord,
+    InventoryHistoryRow, ObsRecord, PartitionDate, ProcessPerfRow, RelationalStore, ResultRecord,
+    TimeSeriesTable, UserRecord, HOST_PERF, INVENTORY_HISTORY, PROCESS_PERF,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Row};
@@ -726,6 +726,52 @@ pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
     outcome.added = process.stored_rows()?.saturating_sub(process_before);
     outcome.report();
     summary.tables.push(outcome);
+
+    // Inventory history, keyed by the reference's row id, so a second
+    // import adds nothing. The reference's explode tables need no copy:
+    // exploded rows are built from the imported facts, typed by the
+    // manifests registered in the jobs bucket.
+    if !table_columns(&conn, "inventory_history")?.is_empty() {
+        let history = TimeSeriesTable::open(&INVENTORY_HISTORY, &data_dir, storage.clone())?;
+        let keep = today.minus_days(storage.inventory_history_retention_days);
+        let before = history.stored_rows()?;
+        let mut outcome = copy_table(
+            &conn,
+            "inventory_history",
+            "SELECT id, pc_id, job_id, field_path, identity_json, change_kind, before_json, \
+             after_json, observed_at FROM inventory_history",
+            PERF_BATCH,
+            |r| {
+                let at = ts(r, 8)?;
+                if PartitionDate::of(at) < keep {
+                    return Ok(None);
+                }
+                Ok(Some(InventoryHistoryRow {
+                    seq: get(r, 0)?,
+                    pc_id: get(r, 1)?,
+                    at,
+                    job_id: get(r, 2)?,
+                    field_path: get(r, 3)?,
+                    identity_json: get(r, 4)?,
+                    change_kind: get(r, 5)?,
+                    before_json: get(r, 6)?,
+                    after_json: get(r, 7)?,
+                }))
+            },
+            |rows| {
+                let written = history.write(&InventoryHistoryRow::to_batch(&rows)?)?;
+                if history.wants_persist() {
+                    history.persist()?;
+                }
+                Ok(written.inserted as u64)
+            },
+        )?;
+        note_retention(&mut outcome, storage.inventory_history_retention_days);
+        finish_table(&history)?;
+        outcome.added = history.stored_rows()?.saturating_sub(before);
+        outcome.report();
+        summary.tables.push(outcome);
+    }
     Ok(summary)
 }
 
