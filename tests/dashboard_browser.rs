@@ -241,6 +241,7 @@ async fn every_page_works_in_a_real_browser() {
     .await;
 
     publish_checks(&b, &nats).await;
+    publish_inventory(&b, &nats).await;
     send_acknowledged_notification(&b, &nats).await;
     live_tail_agent(&nats).await;
     stand_in_agent(&nats, AGENT_PC).await;
@@ -258,8 +259,8 @@ async fn every_page_works_in_a_real_browser() {
         "failed_result": "res-fail-1",
         "running_result": "res-run-1",
         "live_result": "res-live-1",
-        "results": RESULTS + CHECKS.len(),
-        "jobs": ["bitlocker-check", "defender-scan", "disk-check", "inventory"],
+        "results": RESULTS + CHECKS.len() + INVENTORY_SCANS,
+        "jobs": ["bitlocker-check", "defender-scan", "disk-check", "inventory", "inventory-sw"],
         "job": "inventory",
         "schedule": "inventory-nightly",
         "admin_password": ADMIN_PASSWORD,
@@ -326,6 +327,84 @@ async fn publish_checks(b: &Backend, nats: &Nats) {
     eventually("check states projected", || async {
         let (_, checks) = b.get("/api/checks?include_ok=true").await;
         (checks["rows"].as_array()?.len() == CHECKS.len()).then_some(())
+    })
+    .await;
+}
+
+/// Inventory results published: two PCs' first scans and a rescan.
+const INVENTORY_SCANS: usize = 3;
+
+/// An inventory job with an explode spec and history, two PCs' scans and
+/// a rescan of SIM-00000 (zoom removed, vlc added, firefox updated),
+/// waiting until the search and the history answer.
+async fn publish_inventory(b: &Backend, nats: &Nats) {
+    post_ok(
+        b,
+        "/api/jobs",
+        serde_json::json!({
+            "id": "inventory-sw", "version": "1", "description": "installed software",
+            "execute": {"shell": "powershell", "script": "Get-Apps", "timeout": "1m"},
+            "inventory": {
+                "display": [{"field": "os", "label": "OS"}, {"field": "ram", "label": "RAM", "type": "bytes"},
+                            {"field": "apps", "label": "Apps", "type": "table",
+                             "columns": [{"field": "name", "label": "Name"}, {"field": "version", "label": "Version"}]}],
+                "summary": [{"field": "os", "label": "OS"}, {"field": "ram", "label": "RAM", "type": "bytes"}],
+                "explode": [{"field": "apps", "table": "inventory_sw_apps", "primary_key": ["name"],
+                             "columns": [{"field": "name"}, {"field": "version"}, {"field": "size_mb", "type": "integer"}],
+                             "track_history": true}],
+                "history_scalars": ["os"],
+            },
+        }),
+    )
+    .await;
+    let js = async_nats::jetstream::new(nats.client().await);
+    let at = Utc::now() - Duration::minutes(30);
+    let scans = [
+        (
+            "inv-1",
+            "SIM-00000",
+            serde_json::json!({"os": "Windows 10", "ram": 17179869184u64, "apps": [
+            {"name": "Google Chrome", "version": "119.0", "size_mb": 400},
+            {"name": "Mozilla Firefox", "version": "120.1", "size_mb": 250},
+            {"name": "Zoom", "version": "5.16", "size_mb": 300}]}),
+            at,
+        ),
+        (
+            "inv-2",
+            "SIM-00001",
+            serde_json::json!({"os": "Windows 11", "ram": 34359738368u64, "apps": [
+            {"name": "Google Chrome", "version": "121.0", "size_mb": 410},
+            {"name": "Slack", "version": "4.35", "size_mb": 500}]}),
+            at,
+        ),
+        (
+            "inv-3",
+            "SIM-00000",
+            serde_json::json!({"os": "Windows 11", "ram": 17179869184u64, "apps": [
+            {"name": "Google Chrome", "version": "119.0", "size_mb": 400},
+            {"name": "Mozilla Firefox", "version": "121.0", "size_mb": 255},
+            {"name": "VLC", "version": "3.0", "size_mb": 40}]}),
+            at + Duration::minutes(10),
+        ),
+    ];
+    assert_eq!(scans.len(), INVENTORY_SCANS);
+    for (id, pc, out, at) in scans {
+        let result = serde_json::json!({
+            "result_id": id, "request_id": format!("req-{id}"), "pc_id": pc, "exit_code": 0,
+            "stdout": out.to_string(), "stderr": "", "started_at": at,
+            "finished_at": at + Duration::seconds(2), "manifest_id": "inventory-sw",
+        });
+        js_publish(
+            &js,
+            format!("results.req-{id}"),
+            serde_json::to_vec(&result).unwrap(),
+        )
+        .await;
+    }
+    eventually("inventory projected", || async {
+        let (_, rows) = b.get("/api/inventory/inventory-sw/search/apps").await;
+        let (_, history) = b.get("/api/inventory/inventory-sw/history/search").await;
+        (rows.as_array()?.len() == 5 && history.as_array()?.len() == 11).then_some(())
     })
     .await;
 }

@@ -743,6 +743,80 @@ check('compliance: counts per check and status, OK rows on a toggle, a check fil
   await context.close();
 });
 
+check('inventory: the fleet list with summary columns, a PC\'s facts and its history timeline', async () => {
+  const { page, context, errors } = await open('/inventory');
+  await page.waitForSelector('[data-job="inventory-sw"] tbody tr');
+  assertEq(await page.getAttribute('a[data-nav=inventory]', 'aria-current'), 'page', 'nav marks Inventory');
+  const byJob = await apiGet('/api/inventory/by-job/inventory-sw');
+  assertEq(byJob.total, 2, 'two PCs reported');
+  assertEq(await tableColumn(page, '[data-job="inventory-sw"]', 0), byJob.rows.map((r) => r.pc_id), 'PCs in the API order');
+  assertEq(await tableColumn(page, '[data-job="inventory-sw"]', 1), ['Windows 11', 'Windows 11'], 'the OS summary column');
+  assertEq(await tableColumn(page, '[data-job="inventory-sw"]', 2), ['16.0 GiB', '32.0 GiB'], 'RAM shown as bytes');
+  await page.screenshot({ path: join(SHOTS, 'inventory.png'), fullPage: true });
+  // One PC: its facts, the apps as a nested table, then its history.
+  await page.click('[data-job="inventory-sw"] a:text-is("SIM-00000")');
+  await page.waitForURL((u) => u.searchParams.get('pc') === 'SIM-00000');
+  await page.waitForSelector('section[data-job="inventory-sw"] table');
+  const apps = await page.$$eval('section[data-job="inventory-sw"] table table tbody tr', (rows) => rows.map((r) => r.children[0].textContent.trim()));
+  assertEq(apps, ['Google Chrome', 'Mozilla Firefox', 'VLC'], 'the nested apps table');
+  await page.click('section[data-job="inventory-sw"] button:text-is("History")');
+  await page.waitForURL((u) => u.searchParams.get('history') === 'inventory-sw');
+  await page.waitForSelector('.timeline .event');
+  const api = await apiGet('/api/inventory/inventory-sw/history/pc/SIM-00000');
+  assertEq(await page.$$eval('.timeline .event', (els) => els.length), api.length, 'every event of the week');
+  assertEq(api.length, 8, 'four first-scan events and four of the rescan');
+  const kinds = await page.$$eval('.timeline .event', (els) => els.map((e) => e.dataset.kind).sort());
+  assertEq(kinds, ['added', 'added', 'added', 'added', 'added', 'changed', 'changed', 'removed'], 'kinds of the events');
+  const removed = await page.textContent('.timeline .event[data-kind=removed]');
+  assert(removed.includes('Zoom'), `the removed app is named: ${removed}`);
+  await page.screenshot({ path: join(SHOTS, 'inventory-history.png'), fullPage: true });
+  // The kind filter and a reload keep the view.
+  await page.click('button:text-is("removed")');
+  await page.waitForFunction(() => document.querySelectorAll('.timeline .event').length === 1);
+  await page.reload();
+  await page.waitForSelector('.timeline .event');
+  assertEq(await page.$$eval('.timeline .event', (els) => els.length), 1, 'the kind filter survives reload');
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
+check('software search: filters across the fleet, paging state in the URL, CSV download', async () => {
+  const { page, context, errors } = await open('/inventory/search');
+  await page.waitForSelector('#search-results tbody tr');
+  assertEq(await page.getAttribute('a[data-nav=inventory]', 'aria-current'), 'page', 'nav marks Inventory');
+  assertEq((await tableColumn(page, '#search-results', 2)), ['Google Chrome', 'Mozilla Firefox', 'VLC', 'Google Chrome', 'Slack'],
+    'every app of every PC, by PC then name');
+  await page.click('button:text-is("+ add filter")');
+  await page.fill('input[aria-label="Value of filter 1"]', 'chrome');
+  await page.selectOption('select[aria-label="Operator of filter 1"]', 'contains');
+  await page.waitForFunction(() => document.querySelectorAll('#search-results tbody tr').length === 2);
+  assertEq(await tableColumn(page, '#search-results', 0), ['SIM-00000', 'SIM-00001'], 'the PCs with Chrome');
+  await page.click('button:text-is("+ add filter")');
+  await page.selectOption('select[aria-label="Column of filter 2"]', 'size_mb');
+  await page.selectOption('select[aria-label="Operator of filter 2"]', 'gt');
+  await page.fill('input[aria-label="Value of filter 2"]', '405');
+  await page.waitForFunction(() => document.querySelectorAll('#search-results tbody tr').length === 1);
+  assertEq(await tableColumn(page, '#search-results', 0), ['SIM-00001'], 'Chrome over 405 MB, compared as a number');
+  await page.screenshot({ path: join(SHOTS, 'inventory-search.png'), fullPage: true });
+  await page.reload();
+  await page.waitForFunction(() => document.querySelectorAll('#search-results tbody tr').length === 1);
+  assertEq(await page.inputValue('input[aria-label="Value of filter 2"]'), '405', 'filters survive reload');
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    page.click('button:text-is("Download CSV")'),
+  ]);
+  assertEq(download.suggestedFilename(), 'inventory_sw_apps.csv', 'named after the explode table');
+  const saved = join(SHOTS, '..', download.suggestedFilename());
+  await download.saveAs(saved);
+  const { readFileSync } = await import('node:fs');
+  const lines = readFileSync(saved, 'utf8').trim().split(/\r?\n/);
+  assertEq(lines.length, 2, 'a header and the one matching row');
+  assertEq(lines[0], 'pc_id,collected_at,name,version,size_mb', 'the CSV header');
+  assert(lines[1].startsWith('SIM-00001,') && lines[1].endsWith(',Google Chrome,121.0,410'), `the row: ${lines[1]}`);
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
 check('notifications: the sent list, who acknowledged one, a refused send, a send to a PC', async () => {
   const { page, context, errors } = await open('/notifications', { allow: [/status of 400/] });
   const seeded = FIX.notification;

@@ -15,6 +15,7 @@ import config from './pages/config.js';
 import rollout from './pages/rollout.js';
 import packages from './pages/packages.js';
 import compliance from './pages/compliance.js';
+import inventory, { inventorySearch } from './pages/inventory.js';
 import notifications from './pages/notifications.js';
 import health from './pages/health.js';
 import exportPage from './pages/export.js';
@@ -35,6 +36,8 @@ const ROUTES = [
   [/^\/rollout$/, rollout],
   [/^\/packages$/, packages],
   [/^\/compliance$/, compliance],
+  [/^\/inventory$/, inventory],
+  [/^\/inventory\/search$/, inventorySearch],
   [/^\/notifications$/, notifications],
   [/^\/scan-health$/, health],
   [/^\/export$/, exportPage],
