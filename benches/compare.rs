@@ -20,6 +20,9 @@ use kanade_storage::{
 };
 use rusqlite::{params, Connection};
 
+#[path = "compare/inventory.rs"]
+mod inventory;
+
 struct Scale {
     name: &'static str,
     pcs: usize,
@@ -259,11 +262,15 @@ impl Report {
     }
 
     fn print(&self, scale: &Scale) {
-        println!();
-        println!(
-            "| {} scale: {} PCs × {} d host @60 s; {} PCs × {} processes; {} results | SQLite design | ours | ratio |",
+        self.print_titled(&format!(
+            "{} scale: {} PCs × {} d host @60 s; {} PCs × {} processes; {} results",
             scale.name, scale.pcs, scale.days, scale.process_pcs, scale.processes, scale.results
-        );
+        ));
+    }
+
+    fn print_titled(&self, title: &str) {
+        println!();
+        println!("| {title} | SQLite design | ours | ratio |");
         println!("|---|---:|---:|---:|");
         for (a, b, c, d) in &self.rows {
             println!("| {a} | {b} | {c} | {d} |");
@@ -758,6 +765,22 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
     }
 }
 
+/// The inventory section: its own table.
+fn run_inventory(scale: &Scale, dir: &Path) {
+    let inv = if scale.name == "full" {
+        &inventory::FULL
+    } else {
+        &inventory::QUICK
+    };
+    eprintln!("inventory: {} PCs × {} apps", inv.pcs, inv.apps);
+    let mut r = Report { rows: vec![] };
+    inventory::run(inv, dir, &mut r);
+    r.print_titled(&format!(
+        "{} scale: inventory of {} PCs × {} apps",
+        scale.name, inv.pcs, inv.apps
+    ));
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let scale = match args
@@ -783,6 +806,16 @@ fn main() {
         .duration_trunc(chrono::Duration::minutes(1))
         .unwrap();
     let start = end - chrono::Duration::days(scale.days);
+    // `--only inventory` skips the perf tables (the inventory rows alone).
+    let only_inventory = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .is_some_and(|o| o == "inventory");
+    if only_inventory {
+        run_inventory(scale, work.path());
+        return;
+    }
     let host_rows = (scale.days * 86_400 / STEP_SECS) as f64 * scale.pcs as f64;
     let process_rows =
         (scale.days * 86_400 / STEP_SECS) as f64 * (scale.process_pcs * scale.processes) as f64;
@@ -892,6 +925,8 @@ fn main() {
         String::new(),
     );
     r.print(scale);
+
+    run_inventory(scale, work.path());
     if keep {
         eprintln!("kept: {}", work.keep().display());
     }

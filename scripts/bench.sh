@@ -2,7 +2,7 @@
 # Side-by-side benchmark: the SQLite design vs this store, one synthetic
 # fleet, one run. `bash scripts/bench.sh full` for the README table (about
 # 20 M rows; needs ~4 GB free in $BENCH_DIR, default /tmp), `quick` for a
-# smoke run.
+# smoke run. Further arguments go to the benchmark (`--only inventory`).
 #
 # `full` measures the release build (as it ships; the first build of
 # DataFusion in release takes ~20 min on 2 cores). `quick` uses the warm
@@ -23,4 +23,4 @@ for l in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "compare" and m.get("executable"):
         print(m["executable"])')
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr); build: $build" >&2
-exec "$bin" --scale "$scale" --dir "${BENCH_DIR:-/tmp}"
+exec "$bin" --scale "$scale" --dir "${BENCH_DIR:-/tmp}" "${@:2}"

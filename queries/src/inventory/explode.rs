@@ -31,7 +31,7 @@ use datafusion::logical_expr::expr::Like;
 use datafusion::logical_expr::{ident, Expr};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
-use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::prelude::{lit, DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
 use kanade_storage::{InventoryFactRecord, RelationalStore};
 use serde_json::{Map, Value};
@@ -41,8 +41,12 @@ use crate::{Error, Result};
 
 const TABLE: &str = "inventory explode";
 /// PCs read from redb per step of a build.
-const BUILD_CHUNK: usize = 256;
-const ROW_GROUP_ROWS: usize = 65_536;
+const BUILD_CHUNK: usize = 1_024;
+/// Rows per row group: more than a build step ever holds, so each step
+/// is one row group.
+const ROW_GROUP_ROWS: usize = 1 << 20;
+/// Rows per data page (the unit the page index prunes).
+const PAGE_ROWS: usize = 2_048;
 
 /// When the maintenance pass folds dirty PCs into a new file.
 #[derive(Debug, Clone, Copy)]
@@ -365,9 +369,16 @@ impl ExplodeIndex {
         let path = dir.join(format!("{gen:08}.parquet"));
         let tmp = dir.join(format!("{gen:08}.parquet.tmp"));
         let schema = layout.schema();
+        // Each step of PCs is one row group sorted by the first primary
+        // key column, in pages of a few thousand rows: the page index then
+        // lets a search by name (or any prefix of it) read a page or two
+        // per row group instead of every row.
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .set_data_page_row_count_limit(PAGE_ROWS)
+            .set_write_batch_size(PAGE_ROWS)
+            .set_statistics_enabled(EnabledStatistics::Page)
             .build();
         let file = File::create(&tmp).map_err(io_err(&tmp))?;
         let mut writer =
@@ -381,10 +392,11 @@ impl ExplodeIndex {
                 .map_err(storage_err)?;
             let Some(last) = facts.last() else { break };
             after = Some(last.pc_id.clone());
-            let batch = rows_of(layout, &schema, &facts)?;
+            let batch = sorted_by_key(layout, rows_of(layout, &schema, &facts)?)?;
             rows += batch.num_rows() as u64;
             if batch.num_rows() > 0 {
                 writer.write(&batch).map_err(parquet_err)?;
+                writer.flush().map_err(parquet_err)?;
             }
         }
         let file = writer.into_inner().map_err(parquet_err)?;
@@ -412,6 +424,8 @@ impl ExplodeIndex {
         let mut config = SessionConfig::new().with_target_partitions(2);
         let opts = config.options_mut();
         opts.execution.parquet.pushdown_filters = true;
+        opts.execution.parquet.reorder_filters = true;
+        opts.execution.parquet.enable_page_index = true;
         opts.execution.parquet.schema_force_view_types = false;
         SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime))
     }
@@ -508,6 +522,32 @@ fn filtered(layout: &Layout, df: DataFrame, filters: &[Filter]) -> Result<DataFr
             .map(|k| ident(k).sort(true, false)),
     );
     df.sort(order).map_err(Error::df(TABLE))
+}
+
+/// The batch sorted by the first primary key column, then pc_id.
+fn sorted_by_key(layout: &Layout, batch: RecordBatch) -> Result<RecordBatch> {
+    use datafusion::arrow::compute::{lexsort_to_indices, take_record_batch, SortColumn};
+    let shape = |e: datafusion::arrow::error::ArrowError| Error::Shape {
+        table: TABLE,
+        message: e.to_string(),
+    };
+    let mut keys = Vec::new();
+    for name in layout
+        .primary_key
+        .iter()
+        .take(1)
+        .map(String::as_str)
+        .chain(["pc_id"])
+    {
+        if let Some(c) = batch.column_by_name(name) {
+            keys.push(SortColumn {
+                values: Arc::clone(c),
+                options: None,
+            });
+        }
+    }
+    let order = lexsort_to_indices(&keys, None).map_err(shape)?;
+    take_record_batch(&batch, &order).map_err(shape)
 }
 
 /// Rows of these PCs' inventories as one batch of the layout's schema.
