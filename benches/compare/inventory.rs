@@ -212,11 +212,14 @@ pub fn run(s: &InventoryScale, dir: &Path, r: &mut Report) {
     let facts_load = t.elapsed();
     let index = ExplodeIndex::open(&ours_dir, store).unwrap();
     let l = layout();
+    super::reset_peak_rss();
+    let rss_before = super::peak_rss_mib();
     let t = Instant::now();
     index
         .refresh(&l, RefreshPolicy::default())
         .expect("build the dataset");
     let build = t.elapsed();
+    let rss_build = super::peak_rss_mib();
     let parquet_bytes = super::dir_bytes(&ours_dir.join("inventory"));
     assert_eq!(
         index.stats(&l).file_rows as f64,
@@ -234,6 +237,13 @@ pub fn run(s: &InventoryScale, dir: &Path, r: &mut Report) {
         &format!("inventory load, {} PCs × {} apps", s.pcs, s.apps),
         format!("{} (explode table)", ms(sqlite_load)),
         format!("{} facts + {} Parquet build", ms(facts_load), ms(build)),
+        String::new(),
+    );
+    let mib = |m: Option<f64>| m.map_or("n/a".into(), |m| format!("{m:.0} MiB"));
+    r.line(
+        "  peak RSS of the process: before the build, during it",
+        String::new(),
+        format!("{}, {}", mib(rss_before), mib(rss_build)),
         String::new(),
     );
     r.line(

@@ -12,6 +12,7 @@
 
 mod error;
 mod export;
+mod fastpath;
 pub mod inventory;
 mod metric;
 mod perf;
@@ -21,6 +22,7 @@ mod session;
 
 pub use error::{Error, Result};
 pub use export::{ExportStream, ExportTable};
+pub use fastpath::ReadStats;
 pub use metric::{Aggregate, HostMetric, ProcessMetric};
 pub use perf::{FleetPoint, HostPoint, TopRow};
 pub use process::{ActiveInvestigation, LatestTick, ProcessRow, Timeline, TimelinePoint};

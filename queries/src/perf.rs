@@ -7,6 +7,7 @@ use datafusion::common::JoinType;
 use datafusion::functions_aggregate::expr_fn::{avg, max};
 use datafusion::prelude::{col, lit};
 
+use crate::fastpath::{micros, pc_rows, Buckets, ReadStats};
 use crate::metric::{Aggregate, HostMetric};
 use crate::session::{
     bucket_expr, collect, column, f64_expr, frame, lit_ts, opt_f64, secs_to_time,
@@ -60,8 +61,64 @@ pub struct TopRow {
 
 impl PerfQueries {
     /// AVG of every metric of `pc_id` per `step_secs` bucket of
-    /// `[from, to)`, oldest first; empty buckets are absent.
+    /// `[from, to)`, oldest first; empty buckets are absent. Answered
+    /// without the SQL planner (see `fastpath`); blocking reads of a few
+    /// pages, so it is cheap enough to run inline.
     pub async fn host_timeline(
+        &self,
+        pc_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step_secs: i64,
+    ) -> Result<Vec<HostPoint>> {
+        Ok(self.host_timeline_read(pc_id, from, to, step_secs)?.0)
+    }
+
+    /// [`Self::host_timeline`] with what it read.
+    pub fn host_timeline_read(
+        &self,
+        pc_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step_secs: i64,
+    ) -> Result<(Vec<HostPoint>, ReadStats)> {
+        let snapshot = self.host.snapshot(Some((from, to)));
+        let (batches, stats) = pc_rows(
+            TABLE,
+            &self.files,
+            &snapshot,
+            pc_id,
+            micros(from),
+            micros(to),
+            &POINT_COLUMNS,
+        )?;
+        let mut buckets = Buckets::new(step_secs, POINT_COLUMNS.len());
+        for b in &batches {
+            buckets.add(TABLE, b)?;
+        }
+        let points = buckets
+            .avg()
+            .into_iter()
+            .map(|(at, v)| HostPoint {
+                at: secs_to_time(at),
+                cpu_pct: v[0],
+                mem_used_bytes: v[1],
+                mem_total_bytes: v[2],
+                swap_used_bytes: v[3],
+                swap_total_bytes: v[4],
+                disk_read_bytes_per_sec: v[5],
+                disk_written_bytes_per_sec: v[6],
+                net_rx_bytes_per_sec: v[7],
+                net_tx_bytes_per_sec: v[8],
+            })
+            .collect();
+        Ok((points, stats))
+    }
+
+    /// The same question as [`Self::host_timeline`] through DataFusion
+    /// SQL: what the fast path is checked against.
+    #[doc(hidden)]
+    pub async fn host_timeline_sql(
         &self,
         pc_id: &str,
         from: DateTime<Utc>,

@@ -7,12 +7,14 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{
     Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
 };
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::JoinType;
 use datafusion::functions_aggregate::expr_fn::{count, max, sum};
 use datafusion::prelude::{col, lit};
 use kanade_storage::LatestRows;
 
+use crate::fastpath::{micros, pc_rows, ReadStats};
 use crate::metric::ProcessMetric;
 use crate::session::{
     bucket_expr, collect, column, f64_expr, frame, lit_ts, opt_f64, secs_to_time, ts,
@@ -241,8 +243,89 @@ impl PerfQueries {
     /// The stacked timeline of `pc_id` over `[from, to)`: the `top` names
     /// with the highest AVG(`metric`) over the whole window keep their own
     /// series in every bucket; every other row of a bucket is averaged
-    /// into `other`.
+    /// into `other`. Answered without the SQL planner (see `fastpath`).
     pub async fn process_timeline(
+        &self,
+        pc_id: &str,
+        metric: ProcessMetric,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step_secs: i64,
+        top: usize,
+    ) -> Result<Timeline> {
+        Ok(self
+            .process_timeline_read(pc_id, metric, from, to, step_secs, top)?
+            .0)
+    }
+
+    /// [`Self::process_timeline`] with what it read.
+    pub fn process_timeline_read(
+        &self,
+        pc_id: &str,
+        metric: ProcessMetric,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step_secs: i64,
+        top: usize,
+    ) -> Result<(Timeline, ReadStats)> {
+        let snapshot = self.process.snapshot(Some((from, to)));
+        let (batches, stats) = pc_rows(
+            TABLE,
+            &self.files,
+            &snapshot,
+            pc_id,
+            micros(from),
+            micros(to),
+            &["name", metric.column()],
+        )?;
+        let step = step_secs.max(1);
+        let mut acc: HashMap<(i64, String), (f64, i64)> = HashMap::new();
+        for b in &batches {
+            let at = column::<TimestampMicrosecondArray>(TABLE, b, "at")?;
+            let name = crate::session::text_column(TABLE, b, "name")?;
+            let value =
+                datafusion::arrow::compute::cast(b.column(3), &DataType::Float64).map_err(|e| {
+                    Error::Shape {
+                        table: TABLE,
+                        message: e.to_string(),
+                    }
+                })?;
+            let value = value
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .ok_or_else(|| Error::Shape {
+                    table: TABLE,
+                    message: "metric is not numeric".into(),
+                })?;
+            for i in 0..b.num_rows() {
+                if value.is_null(i) {
+                    continue;
+                }
+                let secs = at.value(i) / 1_000_000;
+                let bucket = (secs / step) * step;
+                let e = acc
+                    .entry((bucket, name.value(i).to_string()))
+                    .or_insert((0.0, 0));
+                e.0 += value.value(i);
+                e.1 += 1;
+            }
+        }
+        let cells = acc
+            .into_iter()
+            .map(|((bucket, name), (sum, count))| Cell {
+                bucket,
+                name,
+                sum,
+                count,
+            })
+            .collect();
+        Ok((stack_cells(cells, top), stats))
+    }
+
+    /// The same question as [`Self::process_timeline`] through DataFusion
+    /// SQL: what the fast path is checked against.
+    #[doc(hidden)]
+    pub async fn process_timeline_sql(
         &self,
         pc_id: &str,
         metric: ProcessMetric,

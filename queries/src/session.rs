@@ -24,6 +24,8 @@ pub struct PerfQueries {
     pub(crate) process: Arc<TimeSeriesTable>,
     pub(crate) store: RelationalStore,
     runtime: Arc<RuntimeEnv>,
+    /// Parsed footers and page indexes of the tables' files.
+    pub(crate) files: Arc<crate::fastpath::FileCache>,
 }
 
 impl PerfQueries {
@@ -42,7 +44,14 @@ impl PerfQueries {
             process,
             store,
             runtime,
+            files: Arc::default(),
         })
+    }
+
+    /// How many file footers (with page indexes) the fast paths have
+    /// parsed: each file once, while it stays in the cache.
+    pub fn file_metadata_loads(&self) -> u64 {
+        self.files.loads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn session(&self) -> SessionContext {

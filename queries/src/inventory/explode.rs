@@ -550,62 +550,58 @@ fn sorted_by_key(layout: &Layout, batch: RecordBatch) -> Result<RecordBatch> {
     take_record_batch(&batch, &order).map_err(shape)
 }
 
-/// Rows of these PCs' inventories as one batch of the layout's schema.
+/// Rows of these PCs' inventories as one batch of the layout's schema,
+/// appended straight into Arrow builders (one element's values at a time).
 fn rows_of(
     layout: &Layout,
     schema: &SchemaRef,
     facts: &[InventoryFactRecord],
 ) -> Result<RecordBatch> {
-    let mut pcs = Vec::new();
-    let mut at = Vec::new();
-    let mut cols: Vec<Vec<Typed>> = vec![Vec::new(); layout.columns.len()];
+    use datafusion::arrow::array::{
+        Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    };
+    enum Column {
+        Text(StringBuilder),
+        Integer(Int64Builder),
+        Real(Float64Builder),
+    }
+    let mut pcs = StringBuilder::new();
+    let mut at = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    let mut cols: Vec<Column> = layout
+        .columns
+        .iter()
+        .map(|(_, k)| match k {
+            Kind::Text => Column::Text(StringBuilder::new()),
+            Kind::Integer => Column::Integer(Int64Builder::new()),
+            Kind::Real => Column::Real(Float64Builder::new()),
+        })
+        .collect();
     for f in facts {
         let Ok(json) = serde_json::from_str::<Value>(&f.facts_json) else {
             continue;
         };
         for e in layout.elements(&json) {
-            pcs.push(f.pc_id.as_str());
-            at.push(f.collected_at.timestamp_micros());
+            pcs.append_value(&f.pc_id);
+            at.append_value(f.collected_at.timestamp_micros());
             for (col, v) in cols.iter_mut().zip(layout.row(e)) {
-                col.push(v);
+                match (col, v) {
+                    (Column::Text(b), Typed::Text(s)) => b.append_value(s),
+                    (Column::Integer(b), Typed::Int(i)) => b.append_value(i),
+                    (Column::Real(b), Typed::Real(x)) => b.append_value(x),
+                    (Column::Text(b), _) => b.append_null(),
+                    (Column::Integer(b), _) => b.append_null(),
+                    (Column::Real(b), _) => b.append_null(),
+                }
             }
         }
     }
-    let mut arrays: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(pcs)),
-        Arc::new(TimestampMicrosecondArray::from_iter_values(at).with_timezone("UTC")),
-    ];
-    for ((_, kind), values) in layout.columns.iter().zip(cols) {
-        let a: ArrayRef = match kind {
-            Kind::Text => Arc::new(
-                values
-                    .into_iter()
-                    .map(|v| match v {
-                        Typed::Text(s) => Some(s),
-                        _ => None,
-                    })
-                    .collect::<StringArray>(),
-            ),
-            Kind::Integer => Arc::new(
-                values
-                    .into_iter()
-                    .map(|v| match v {
-                        Typed::Int(i) => Some(i),
-                        _ => None,
-                    })
-                    .collect::<Int64Array>(),
-            ),
-            Kind::Real => Arc::new(
-                values
-                    .into_iter()
-                    .map(|v| match v {
-                        Typed::Real(f) => Some(f),
-                        _ => None,
-                    })
-                    .collect::<Float64Array>(),
-            ),
-        };
-        arrays.push(a);
+    let mut arrays: Vec<ArrayRef> = vec![Arc::new(pcs.finish()), Arc::new(at.finish())];
+    for c in cols {
+        arrays.push(match c {
+            Column::Text(mut b) => Arc::new(b.finish()),
+            Column::Integer(mut b) => Arc::new(b.finish()),
+            Column::Real(mut b) => Arc::new(b.finish()),
+        });
     }
     RecordBatch::try_new(Arc::clone(schema), arrays).map_err(|e| Error::Shape {
         table: TABLE,

@@ -1,0 +1,357 @@
+//! One PC's rows without the SQL planner: the fixed-shape questions (a
+//! PC's host timeline) read the head with Arrow kernels and each sorted
+//! Parquet file through its cached footer and page index, opening only
+//! the row groups and pages whose pc_id and `at` ranges can hold the PC's
+//! window, then bucket the rows in one pass.
+//!
+//! Files are immutable and their names never reused, so a file's parsed
+//! metadata (footer and page index) is read once and kept; the cache is
+//! bounded and simply emptied when it outgrows its bound.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::compute::kernels::cmp::{eq, gt_eq, lt};
+use datafusion::arrow::compute::{and, cast, filter_record_batch};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+};
+use datafusion::parquet::arrow::ProjectionMask;
+use datafusion::parquet::file::metadata::PageIndexPolicy;
+use datafusion::parquet::file::page_index::column_index::ColumnIndexMetaData;
+use datafusion::parquet::file::statistics::Statistics;
+use kanade_storage::Snapshot;
+
+use crate::{Error, Result};
+
+/// Parsed metadata kept at most for this many files.
+const CACHE_FILES: usize = 4_096;
+const BATCH_ROWS: usize = 8_192;
+
+/// Footers and page indexes of immutable files, by path.
+#[derive(Debug, Default)]
+pub struct FileCache {
+    files: Mutex<HashMap<PathBuf, ArrowReaderMetadata>>,
+    /// Files whose metadata was read (not found in the cache).
+    pub(crate) loads: std::sync::atomic::AtomicU64,
+}
+
+impl FileCache {
+    fn get(&self, table: &'static str, path: &Path) -> Result<ArrowReaderMetadata> {
+        if let Some(m) = self
+            .files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(path)
+        {
+            return Ok(m.clone());
+        }
+        let file = File::open(path).map_err(|e| io(table, path, e))?;
+        let meta = ArrowReaderMetadata::load(
+            &file,
+            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
+        )
+        .map_err(|e| shape(table, format!("{}: {e}", path.display())))?;
+        self.loads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        if files.len() >= CACHE_FILES {
+            files.clear();
+        }
+        files.insert(path.to_path_buf(), meta.clone());
+        Ok(meta)
+    }
+}
+
+fn shape(table: &'static str, message: String) -> Error {
+    Error::Shape { table, message }
+}
+
+fn io(table: &'static str, path: &Path, e: std::io::Error) -> Error {
+    shape(table, format!("{}: {e}", path.display()))
+}
+
+/// What a file read for one PC touched (for tests and profiles).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    pub files: usize,
+    pub row_groups: usize,
+    pub rows_read: usize,
+}
+
+/// The rows of `pc_id` with `at` in `[from, to)` (micros), `columns`
+/// (plus pc_id and at) only, from the head and the files of `snapshot`.
+pub(crate) fn pc_rows(
+    table: &'static str,
+    cache: &FileCache,
+    snapshot: &Snapshot,
+    pc_id: &str,
+    from: i64,
+    to: i64,
+    columns: &[&str],
+) -> Result<(Vec<RecordBatch>, ReadStats)> {
+    let mut wanted = vec!["pc_id", "at"];
+    wanted.extend(columns.iter().copied());
+    let mut out = Vec::new();
+    let mut stats = ReadStats::default();
+    for b in snapshot.head() {
+        if let Some(b) = select(table, b, pc_id, from, to)? {
+            out.push(project(table, &b, &wanted)?);
+        }
+    }
+    for f in snapshot.files() {
+        let meta = cache.get(table, f.path())?;
+        let Some((row_groups, selection)) = plan_file(&meta, pc_id, from, to) else {
+            continue;
+        };
+        stats.files += 1;
+        stats.row_groups += row_groups.len();
+        let file = File::open(f.path()).map_err(|e| io(table, f.path(), e))?;
+        let mask = ProjectionMask::columns(
+            meta.metadata().file_metadata().schema_descr(),
+            wanted.iter().copied(),
+        );
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
+            .with_row_groups(row_groups)
+            .with_row_selection(selection)
+            .with_projection(mask)
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(|e| shape(table, e.to_string()))?;
+        for b in reader {
+            let b = b.map_err(|e| shape(table, e.to_string()))?;
+            stats.rows_read += b.num_rows();
+            if let Some(b) = select(table, &b, pc_id, from, to)? {
+                out.push(project(table, &b, &wanted)?);
+            }
+        }
+    }
+    Ok((out, stats))
+}
+
+/// The batch's columns in `names` order.
+fn project(table: &'static str, b: &RecordBatch, names: &[&str]) -> Result<RecordBatch> {
+    let idx = names
+        .iter()
+        .map(|n| {
+            b.schema()
+                .index_of(n)
+                .map_err(|e| shape(table, e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    b.project(&idx).map_err(|e| shape(table, e.to_string()))
+}
+
+/// The rows of `pc_id` with `at` in `[from, to)`, or `None`. The PC test
+/// runs first, over the whole batch; the time test only over its rows.
+fn select(
+    table: &'static str,
+    b: &RecordBatch,
+    pc_id: &str,
+    from: i64,
+    to: i64,
+) -> Result<Option<RecordBatch>> {
+    let err = |e: datafusion::arrow::error::ArrowError| shape(table, e.to_string());
+    let pc = b
+        .column_by_name("pc_id")
+        .ok_or_else(|| shape(table, "pc_id missing".into()))?;
+    let same_pc = eq(pc, &StringArray::new_scalar(pc_id)).map_err(err)?;
+    if same_pc.true_count() == 0 {
+        return Ok(None);
+    }
+    let b = if same_pc.true_count() == b.num_rows() {
+        b.clone()
+    } else {
+        filter_record_batch(b, &same_pc).map_err(err)?
+    };
+    let at = b
+        .column_by_name("at")
+        .ok_or_else(|| shape(table, "at missing".into()))?;
+    let at = cast(at, &DataType::Int64).map_err(err)?;
+    let after = gt_eq(&at, &Int64Array::new_scalar(from)).map_err(err)?;
+    let before = lt(&at, &Int64Array::new_scalar(to)).map_err(err)?;
+    let keep: BooleanArray = and(&after, &before).map_err(err)?;
+    Ok(match keep.true_count() {
+        0 => None,
+        n if n == b.num_rows() => Some(b),
+        _ => Some(filter_record_batch(&b, &keep).map_err(err)?),
+    })
+}
+
+/// The row groups of a file that can hold `pc_id` in `[from, to)`, and
+/// within them the pages whose pc_id and `at` ranges both can.
+fn plan_file(
+    meta: &ArrowReaderMetadata,
+    pc_id: &str,
+    from: i64,
+    to: i64,
+) -> Option<(Vec<usize>, RowSelection)> {
+    let md = meta.metadata();
+    let schema = md.file_metadata().schema_descr();
+    let col = |name: &str| (0..schema.num_columns()).find(|i| schema.column(*i).name() == name);
+    let (pc_col, at_col) = (col("pc_id")?, col("at")?);
+    let pc = pc_id.as_bytes();
+    let mut groups = Vec::new();
+    let mut ranges: Vec<Range<usize>> = Vec::new();
+    let mut offset = 0usize;
+    for (rg, rgm) in md.row_groups().iter().enumerate() {
+        let rows = rgm.num_rows() as usize;
+        let pc_ok = match rgm.column(pc_col).statistics() {
+            Some(Statistics::ByteArray(s)) => {
+                s.min_opt().is_none_or(|m| m.data() <= pc)
+                    && s.max_opt().is_none_or(|m| m.data() >= pc)
+            }
+            _ => true,
+        };
+        let at_ok = match rgm.column(at_col).statistics() {
+            Some(Statistics::Int64(s)) => {
+                s.min_opt().is_none_or(|m| *m < to) && s.max_opt().is_none_or(|m| *m >= from)
+            }
+            _ => true,
+        };
+        if !(pc_ok && at_ok) {
+            continue;
+        }
+        let pages = |c: usize| -> Option<Vec<(Range<usize>, bool)>> {
+            let locations = md.offset_index()?.get(rg)?.get(c)?.page_locations();
+            let index = md.column_index()?.get(rg)?.get(c)?;
+            let starts: Vec<usize> = locations
+                .iter()
+                .map(|l| l.first_row_index as usize)
+                .collect();
+            Some(
+                (0..starts.len())
+                    .map(|p| {
+                        let range = starts[p]..starts.get(p + 1).copied().unwrap_or(rows);
+                        let ok = match index {
+                            ColumnIndexMetaData::BYTE_ARRAY(ix) if c == pc_col => {
+                                ix.min_value(p).is_none_or(|m| m <= pc)
+                                    && ix.max_value(p).is_none_or(|m| m >= pc)
+                            }
+                            ColumnIndexMetaData::INT64(ix) if c == at_col => {
+                                ix.min_value(p).is_none_or(|m| *m < to)
+                                    && ix.max_value(p).is_none_or(|m| *m >= from)
+                            }
+                            _ => true,
+                        };
+                        (range, ok)
+                    })
+                    .collect(),
+            )
+        };
+        let mut keep = vec![true; rows];
+        for c in [pc_col, at_col] {
+            if let Some(p) = pages(c) {
+                for (range, ok) in p {
+                    if !ok {
+                        keep[range.start.min(rows)..range.end.min(rows)].fill(false);
+                    }
+                }
+            }
+        }
+        let before = ranges.len();
+        let mut i = 0;
+        while i < rows {
+            if keep[i] {
+                let start = i;
+                while i < rows && keep[i] {
+                    i += 1;
+                }
+                ranges.push(offset + start..offset + i);
+            } else {
+                i += 1;
+            }
+        }
+        if ranges.len() > before {
+            groups.push(rg);
+            offset += rows;
+        }
+    }
+    if groups.is_empty() {
+        return None;
+    }
+    Some((
+        groups,
+        RowSelection::from_consecutive_ranges(ranges.into_iter(), offset),
+    ))
+}
+
+/// Per-bucket sums and counts of some f64-convertible columns, in one
+/// pass; `avg()` divides them (exactly what SQL's AVG does, summation
+/// order aside).
+pub(crate) struct Buckets {
+    step: i64,
+    width: usize,
+    acc: BTreeMap<i64, Vec<(f64, u64)>>,
+}
+
+impl Buckets {
+    pub fn new(step_secs: i64, width: usize) -> Self {
+        Self {
+            step: step_secs.max(1),
+            width,
+            acc: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a batch whose column 1 is `at` and columns 2.. the values.
+    pub fn add(&mut self, table: &'static str, b: &RecordBatch) -> Result<()> {
+        let err = |e: datafusion::arrow::error::ArrowError| shape(table, e.to_string());
+        let at = cast(b.column(1), &DataType::Int64).map_err(err)?;
+        let at = at
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| shape(table, "at is not a timestamp".into()))?;
+        let values: Vec<ArrayRef> = (0..self.width)
+            .map(|k| cast(b.column(2 + k), &DataType::Float64))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(err)?;
+        let values: Vec<&Float64Array> = values
+            .iter()
+            .map(|a| a.as_any().downcast_ref::<Float64Array>())
+            .collect::<Option<_>>()
+            .ok_or_else(|| shape(table, "value columns not numeric".into()))?;
+        for i in 0..b.num_rows() {
+            let secs = at.value(i) / 1_000_000;
+            let bucket = (secs / self.step) * self.step;
+            let slot = self
+                .acc
+                .entry(bucket)
+                .or_insert_with(|| vec![(0.0, 0); self.width]);
+            for (k, v) in values.iter().enumerate() {
+                if v.is_valid(i) {
+                    slot[k].0 += v.value(i);
+                    slot[k].1 += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Each bucket's start (unix seconds) and its averages, oldest first.
+    pub fn avg(self) -> Vec<(i64, Vec<Option<f64>>)> {
+        self.acc
+            .into_iter()
+            .map(|(b, slots)| {
+                let avgs = slots
+                    .into_iter()
+                    .map(|(sum, n)| (n > 0).then(|| sum / n as f64))
+                    .collect();
+                (b, avgs)
+            })
+            .collect()
+    }
+}
+
+/// `t` as micros since the epoch.
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
