@@ -1,7 +1,8 @@
-//! Relational questions answered by DataFusion over redb snapshots: the
-//! `agents` table joins the perf rankings for hostnames, and the finished
-//! runs feed the scan-duration percentiles.
+//! Relational questions over redb snapshots: the `agents` table joins the
+//! perf rankings for hostnames (DataFusion), and the finished runs feed the
+//! scan-duration percentiles (computed directly).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -67,11 +68,63 @@ fn rank_sql(pct: u32) -> String {
     format!("CASE WHEN ({pct} * n + 99) / 100 < 1 THEN 1 ELSE ({pct} * n + 99) / 100 END")
 }
 
+/// Nearest rank `ceil(pct/100 · n)`, at least 1.
+fn rank(pct: i64, n: usize) -> usize {
+    (((pct * n as i64) + 99) / 100).max(1) as usize
+}
+
 impl PerfQueries {
     /// Per job over runs finished since `since`: count, min, nearest-rank
     /// p50/p95/p99, max, integer mean and the slowest run; slowest p95
     /// first. Durations are exact integer milliseconds, negatives as 0.
+    /// Computed directly: a sort per job, no SQL planner.
     pub async fn scan_durations(&self, since: DateTime<Utc>) -> Result<Vec<ScanDurations>> {
+        let runs = self
+            .store
+            .run_times_finished_since(since)
+            .map_err(|e| Error::Storage {
+                table: TABLE,
+                source: Box::new(e),
+            })?;
+        // Per job: (duration, order finished) of each run.
+        let mut per_job: HashMap<String, Vec<(i64, usize, String)>> = HashMap::new();
+        for (seq, r) in runs.into_iter().enumerate() {
+            let (Some(job), Some(finished)) = (r.job_id, r.finished_at) else {
+                continue;
+            };
+            let ms = (finished - r.started_at).num_milliseconds().max(0);
+            per_job.entry(job).or_default().push((ms, seq, r.result_id));
+        }
+        let mut out: Vec<ScanDurations> = per_job
+            .into_iter()
+            .map(|(job_id, mut runs)| {
+                // Shortest first; among equals the later finished first, so
+                // the last is the slowest run that finished earliest.
+                runs.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+                let n = runs.len();
+                let at = |pct: i64| runs[rank(pct, n) - 1].0;
+                let sum: i64 = runs.iter().map(|r| r.0).sum();
+                ScanDurations {
+                    count: n as i64,
+                    min_ms: runs[0].0,
+                    p50_ms: at(50),
+                    p95_ms: at(95),
+                    p99_ms: at(99),
+                    max_ms: runs[n - 1].0,
+                    mean_ms: sum / n as i64,
+                    max_result_id: Some(runs[n - 1].2.clone()),
+                    job_id,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| b.p95_ms.cmp(&a.p95_ms).then(a.job_id.cmp(&b.job_id)));
+        Ok(out)
+    }
+
+    /// The same question as [`Self::scan_durations`] in DataFusion SQL:
+    /// what the direct computation is checked against.
+    #[doc(hidden)]
+    pub async fn scan_durations_sql(&self, since: DateTime<Utc>) -> Result<Vec<ScanDurations>> {
         let runs = self
             .store
             .results_finished_since(since)

@@ -1,5 +1,6 @@
-//! DataFusion over redb snapshots: scan-duration percentiles and the
-//! hostname join, on a real redb file.
+//! Questions over redb snapshots: scan-duration percentiles (computed
+//! directly, checked against the SQL answer) and the hostname join, on a
+//! real redb file.
 
 use std::sync::Arc;
 
@@ -129,4 +130,32 @@ async fn rankings_carry_hostnames_joined_in_datafusion() {
         (top[1].pc_id.as_str(), top[1].hostname.as_deref()),
         ("a", Some("alpha"))
     );
+}
+
+#[tokio::test]
+async fn direct_scan_durations_equal_the_sql_answer_on_random_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, store, _) = open(dir.path());
+    let mut x: u64 = 3;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    // Ties on purpose (durations from a small set), a negative one, jobs
+    // of 1 to ~200 runs.
+    let runs: Vec<FinishedRun> = (0..1_500)
+        .map(|i| {
+            let job = format!("job-{}", next() % 13);
+            let ms = (next() % 40) as i64 * 250 - 100;
+            run(&format!("r{i:05}"), &job, ms)
+        })
+        .collect();
+    store.apply_finished(&runs, Utc::now(), None).unwrap();
+    let since = Utc::now() - Duration::hours(1);
+    let direct = q.scan_durations(since).await.unwrap();
+    let sql = q.scan_durations_sql(since).await.unwrap();
+    assert_eq!(direct.len(), 13);
+    assert_eq!(direct, sql);
 }

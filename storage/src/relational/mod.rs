@@ -33,7 +33,7 @@ pub use inventory::{InventoryFactRecord, InventoryPage};
 pub use notification_acks::NotificationAckRecord;
 pub use obs_events::{ObsRecord, ObsScan};
 pub use positions::StreamPosition;
-pub use results::{FinishedRun, JobPcStanding, LatestRun, ResultRecord, StartedRun};
+pub use results::{FinishedRun, JobPcStanding, LatestRun, ResultRecord, RunTime, StartedRun};
 pub use rollout::PendingWave;
 pub use users::{UserChange, UserRecord, UserUpdate, ADMIN_ROLE};
 

@@ -60,6 +60,16 @@ pub struct ResultRecord {
     pub reaped: bool,
 }
 
+/// When a run started and finished, read without its output.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(default)]
+pub struct RunTime {
+    pub result_id: String,
+    pub job_id: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
 /// A finished run as reported by the agent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinishedRun {
@@ -435,6 +445,20 @@ impl RelationalStore {
     /// Every result finished at or after `since`, oldest first (from the
     /// finished_at index).
     pub fn results_finished_since(&self, since: DateTime<Utc>) -> Result<Vec<ResultRecord>> {
+        self.finished_since(since)
+    }
+
+    /// [`Self::results_finished_since`] reading only each run's id, job
+    /// and times (the output is skipped, not copied).
+    pub fn run_times_finished_since(&self, since: DateTime<Utc>) -> Result<Vec<RunTime>> {
+        self.finished_since(since)
+    }
+
+    /// Rows finished at or after `since` as `T` (a view of the row).
+    fn finished_since<T: serde::de::DeserializeOwned>(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<T>> {
         let txn = self.db.begin_read().map_err(Error::redb_op)?;
         let rows = txn.open_table(RESULTS).map_err(Error::redb_op)?;
         let index = txn.open_table(BY_FINISHED).map_err(Error::redb_op)?;
