@@ -1,15 +1,23 @@
 //! Pick + merge: a partition's files become one sorted file in which every
-//! key appears once (the copy from the oldest segment wins).
+//! key appears once (the copy from the oldest segment wins), merged as a
+//! stream so a day of any size compacts in a few batches of memory.
 
+use std::fs::File;
+use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::array::{Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::compute::interleave_record_batch;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::arrow_reader::{
+    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
 
 use super::config::TimeSeriesConfig;
 use super::partition::{PartitionDate, SegmentRange};
-use super::persist::{read_file, write_file};
+use super::persist::FileWriter;
 use super::read::PersistedFile;
-use super::table::TableSpec;
+use super::table::{string_column, ts_column, TableSpec};
 use crate::{Error, Result};
 
 /// What one compaction did.
@@ -31,33 +39,177 @@ pub fn should_compact(
     files >= 2 && (date < today || files >= config.compaction_min_files)
 }
 
-/// Merges `inputs` (one partition's files) into one new file. The inputs
-/// stay on disk; the caller swaps them out.
+/// Rows read from each input at a time, and rows per written batch: the
+/// merge holds one batch per input and one output batch, whatever the
+/// partition's size.
+const MERGE_BATCH: usize = 8_192;
+
+/// One input of the merge: its reader and the batch being consumed.
+struct Cursor {
+    reader: ParquetRecordBatchReader,
+    batch: Option<RecordBatch>,
+    row: usize,
+}
+
+impl Cursor {
+    fn open(path: &Path, spec: &TableSpec) -> Result<(Self, usize)> {
+        let file = File::open(path).map_err(Error::io(path))?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(Error::parquet(path))?;
+        let rows = builder.metadata().file_metadata().num_rows() as usize;
+        let reader = builder
+            .with_batch_size(MERGE_BATCH)
+            .build()
+            .map_err(Error::parquet(path))?;
+        let mut c = Self {
+            reader,
+            batch: None,
+            row: 0,
+        };
+        c.advance(spec)?;
+        Ok((c, rows))
+    }
+
+    /// Loads the next non-empty batch (or none at the end).
+    fn advance(&mut self, spec: &TableSpec) -> Result<()> {
+        self.row = 0;
+        self.batch = None;
+        for b in self.reader.by_ref() {
+            let b = b.map_err(Error::arrow(spec.name))?;
+            if b.num_rows() > 0 {
+                self.batch = Some(b);
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The key columns of a batch.
+struct Keys<'a> {
+    pc: &'a StringArray,
+    at: &'a TimestampMicrosecondArray,
+    seq: Option<&'a Int64Array>,
+}
+
+impl<'a> Keys<'a> {
+    fn of(spec: &TableSpec, b: &'a RecordBatch) -> Self {
+        Self {
+            pc: string_column(b, "pc_id"),
+            at: ts_column(b),
+            seq: spec.seq_column().map(|c| {
+                b.column_by_name(c)
+                    .and_then(|a| a.as_any().downcast_ref::<Int64Array>())
+                    .expect("schema guarantees an Int64 sequence column")
+            }),
+        }
+    }
+
+    fn key(&self, i: usize) -> (&'a str, i64, i64) {
+        (
+            self.pc.value(i),
+            self.at.value(i),
+            self.seq.map_or(0, |s| s.value(i)),
+        )
+    }
+}
+
+/// Merges `inputs` (one partition's files, each sorted and deduplicated)
+/// into one new file, streaming: a k-way merge on (pc_id, at[, seq]) in
+/// which a key's copy from the oldest file wins. The inputs stay on disk;
+/// the caller swaps them out.
 pub fn merge(
     spec: &TableSpec,
     config: &TimeSeriesConfig,
-    root: &std::path::Path,
+    root: &Path,
     date: PartitionDate,
     inputs: &[Arc<PersistedFile>],
 ) -> Result<(PersistedFile, CompactionOutcome)> {
     let mut ordered: Vec<&Arc<PersistedFile>> = inputs.iter().collect();
     ordered.sort_by_key(|f| f.range);
-    let batches = ordered
-        .iter()
-        .map(|f| read_file(spec, &f.path))
-        .collect::<Result<Vec<_>>>()?;
-    let all = concat_batches(&spec.schema(), &batches).map_err(Error::arrow(spec.name))?;
-    let merged = spec.sort_dedup(&all)?;
+    let mut cursors = Vec::with_capacity(ordered.len());
+    let mut input_rows = 0;
+    for f in &ordered {
+        let (c, rows) = Cursor::open(&f.path, spec)?;
+        cursors.push(c);
+        input_rows += rows;
+    }
     let range = SegmentRange {
         first: ordered.iter().map(|f| f.range.first).min().unwrap_or(0),
         last: ordered.iter().map(|f| f.range.last).max().unwrap_or(0),
     };
-    let file = write_file(spec, config, root, date, range, &merged)?;
+    let mut out = FileWriter::create(spec, config, root, date, range)?;
+    let mut output_rows = 0;
+    // Rows picked for the next output batch: (input, row of its batch).
+    let mut picks: Vec<(usize, usize)> = Vec::with_capacity(MERGE_BATCH);
+    let mut last: Option<(String, i64, i64)> = None;
+    loop {
+        // The smallest current key; on a tie the oldest input (first in
+        // `cursors`) wins.
+        let mut best: Option<(usize, (&str, i64, i64))> = None;
+        let keys: Vec<Option<Keys<'_>>> = cursors
+            .iter()
+            .map(|c| c.batch.as_ref().map(|b| Keys::of(spec, b)))
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            let Some(k) = k else { continue };
+            let key = k.key(cursors[i].row);
+            if best.is_none_or(|(_, b)| key < b) {
+                best = Some((i, key));
+            }
+        }
+        let Some((i, key)) = best else { break };
+        let repeat = last
+            .as_ref()
+            .is_some_and(|(p, a, s)| (p.as_str(), *a, *s) == key);
+        if !repeat {
+            picks.push((i, cursors[i].row));
+            last = Some((key.0.to_string(), key.1, key.2));
+        }
+        drop(keys);
+        cursors[i].row += 1;
+        let exhausted = cursors[i]
+            .batch
+            .as_ref()
+            .is_some_and(|b| cursors[i].row >= b.num_rows());
+        // The output is flushed before any input batch it points into is
+        // replaced, and whenever it is full.
+        if exhausted || picks.len() >= MERGE_BATCH {
+            output_rows += flush(spec, &cursors, &mut picks, &mut out)?;
+        }
+        if exhausted {
+            cursors[i].advance(spec)?;
+        }
+    }
+    output_rows += flush(spec, &cursors, &mut picks, &mut out)?;
+    let file = out.finish()?;
     let outcome = CompactionOutcome {
         date,
         input_files: inputs.len(),
-        input_rows: all.num_rows(),
-        output_rows: merged.num_rows(),
+        input_rows,
+        output_rows,
     };
     Ok((file, outcome))
+}
+
+/// Writes the picked rows as one batch; returns how many.
+fn flush(
+    spec: &TableSpec,
+    cursors: &[Cursor],
+    picks: &mut Vec<(usize, usize)>,
+    out: &mut FileWriter,
+) -> Result<usize> {
+    if picks.is_empty() {
+        return Ok(0);
+    }
+    let empty = RecordBatch::new_empty(spec.schema());
+    let batches: Vec<&RecordBatch> = cursors
+        .iter()
+        .map(|c| c.batch.as_ref().unwrap_or(&empty))
+        .collect();
+    let merged = interleave_record_batch(&batches, picks).map_err(Error::arrow(spec.name))?;
+    out.write(&merged)?;
+    let n = picks.len();
+    picks.clear();
+    Ok(n)
 }

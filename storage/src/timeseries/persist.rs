@@ -103,25 +103,73 @@ pub fn write_file(
     range: SegmentRange,
     batch: &RecordBatch,
 ) -> Result<PersistedFile> {
-    let dir = partition_dir(root, date);
-    fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-    let path = dir.join(range.file_name());
-    let tmp = dir.join(format!("{}{TMP_SUFFIX}", range.file_name()));
-    let file = File::create(&tmp).map_err(Error::io(&tmp))?;
-    let props = writer_properties(spec, config)?;
-    let mut writer =
-        ArrowWriter::try_new(file, spec.schema(), Some(props)).map_err(Error::parquet(&tmp))?;
-    writer.write(batch).map_err(Error::parquet(&tmp))?;
-    let file = writer.into_inner().map_err(Error::parquet(&tmp))?;
-    file.sync_all().map_err(Error::io(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, &path).map_err(Error::io(&path))?;
-    fsync_dir(&dir)?;
-    if let Some(root_dir) = dir.parent() {
-        fsync_dir(root_dir)?;
+    let mut w = FileWriter::create(spec, config, root, date, range)?;
+    w.write(batch)?;
+    w.finish()
+}
+
+/// A file of one partition written batch by batch (sorted, deduplicated
+/// batches in key order); it appears under its name only when finished.
+pub struct FileWriter {
+    writer: ArrowWriter<File>,
+    tmp: std::path::PathBuf,
+    path: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    date: PartitionDate,
+    range: SegmentRange,
+}
+
+impl FileWriter {
+    pub fn create(
+        spec: &TableSpec,
+        config: &TimeSeriesConfig,
+        root: &Path,
+        date: PartitionDate,
+        range: SegmentRange,
+    ) -> Result<Self> {
+        let dir = partition_dir(root, date);
+        fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        let path = dir.join(range.file_name());
+        let tmp = dir.join(format!("{}{TMP_SUFFIX}", range.file_name()));
+        let file = File::create(&tmp).map_err(Error::io(&tmp))?;
+        let props = writer_properties(spec, config)?;
+        let writer =
+            ArrowWriter::try_new(file, spec.schema(), Some(props)).map_err(Error::parquet(&tmp))?;
+        Ok(Self {
+            writer,
+            tmp,
+            path,
+            dir,
+            date,
+            range,
+        })
     }
-    let bytes = fs::metadata(&path).map_err(Error::io(&path))?.len();
-    Ok(PersistedFile::new(path, date, range, bytes))
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer.write(batch).map_err(Error::parquet(&self.tmp))
+    }
+
+    /// Closes, fsyncs and renames the file into place.
+    pub fn finish(self) -> Result<PersistedFile> {
+        let Self {
+            writer,
+            tmp,
+            path,
+            dir,
+            date,
+            range,
+        } = self;
+        let file = writer.into_inner().map_err(Error::parquet(&tmp))?;
+        file.sync_all().map_err(Error::io(&tmp))?;
+        drop(file);
+        fs::rename(&tmp, &path).map_err(Error::io(&path))?;
+        fsync_dir(&dir)?;
+        if let Some(root_dir) = dir.parent() {
+            fsync_dir(root_dir)?;
+        }
+        let bytes = fs::metadata(&path).map_err(Error::io(&path))?.len();
+        Ok(PersistedFile::new(path, date, range, bytes))
+    }
 }
 
 /// Reads a whole Parquet file back into one batch.

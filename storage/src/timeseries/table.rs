@@ -121,6 +121,11 @@ impl TableSpec {
         Arc::clone(self.schema)
     }
 
+    /// The third key column, if any.
+    pub(crate) fn seq_column(&self) -> Option<&'static str> {
+        self.seq
+    }
+
     /// The key columns: pc_id, at and the sequence column if any.
     pub(crate) fn key_columns(&self) -> Vec<&'static str> {
         let mut k = vec!["pc_id", "at"];
@@ -187,28 +192,6 @@ impl TableSpec {
             .map(|k| Some(known.insert(k)))
             .collect();
         filter_record_batch(batch, &mask).map_err(Error::arrow(self.name))
-    }
-
-    /// Sorted and with every key once (the first occurrence wins).
-    ///
-    /// The sort is stable (row order is its last key), so equal keys end
-    /// up adjacent in input order and the first of each run is kept: no
-    /// per-row key allocation or hash set, which a compaction of a whole
-    /// day of rows would otherwise pay.
-    pub(crate) fn sort_dedup(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let sorted = self.sort(batch)?;
-        let pc = string_column(&sorted, "pc_id");
-        let at = ts_column(&sorted);
-        let pid = self.seq.map(|c| int_column(&sorted, c));
-        let same_key = |i: usize, j: usize| {
-            at.value(i) == at.value(j)
-                && pid.is_none_or(|p| p.value(i) == p.value(j))
-                && pc.value(i) == pc.value(j)
-        };
-        let mask: BooleanArray = (0..sorted.num_rows())
-            .map(|i| Some(i == 0 || !same_key(i, i - 1)))
-            .collect();
-        filter_record_batch(&sorted, &mask).map_err(Error::arrow(self.name))
     }
 }
 

@@ -487,58 +487,49 @@ fn latest_rows_follow_writes_restarts_and_retention() {
 }
 
 #[test]
-fn sort_dedup_keeps_the_first_copy_of_each_key_in_key_order() {
-    // Host: key (pc_id, at). Copies of b@1 and a@0 differ in cpu; the
-    // first in input order must survive.
-    let batch = HostPerfRow::to_batch(&[
-        host("b", t(1, 1), 10.0),
-        host("a", t(1, 0), 20.0),
-        host("b", t(1, 1), 11.0),
-        host("a", t(1, 1), 30.0),
-        host("a", t(1, 0), 21.0),
-        host("b", t(1, 0), 40.0),
-    ])
-    .unwrap();
-    let out = HOST_PERF.sort_dedup(&batch).unwrap();
-    let pc = out
-        .column(0)
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .unwrap();
-    let cpu = out
-        .column(2)
-        .as_any()
-        .downcast_ref::<Float64Array>()
-        .unwrap();
-    let got: Vec<(String, f64)> = (0..out.num_rows())
-        .map(|i| (pc.value(i).to_string(), cpu.value(i)))
+fn compaction_streams_a_partition_larger_than_its_batches_and_keeps_first_copies() {
+    // Three files of one (old) day, 30,000 rows each, interleaved keys
+    // and every third key repeated in a later file with another value: the
+    // merge crosses its 8,192-row batches many times in every input.
+    let dir = tempfile::tempdir().unwrap();
+    let table = open(dir.path());
+    let pcs = 50;
+    let mut expected = std::collections::BTreeMap::new();
+    for generation in 0..3u32 {
+        let rows: Vec<HostPerfRow> = (0..30_000u32)
+            .map(|i| {
+                let k = if i % 3 == 0 && generation > 0 {
+                    i / 3 // a key an earlier file already has
+                } else {
+                    i + generation * 30_000
+                };
+                let pc = format!("pc{:02}", k % pcs);
+                let at = t(2, 0) + Duration::seconds(i64::from(k / pcs));
+                (pc, at, k, f64::from(generation))
+            })
+            .map(|(pc, at, _, cpu)| host(&pc, at, cpu))
+            .collect();
+        for r in &rows {
+            expected
+                .entry((r.pc_id.clone(), r.at.timestamp_micros()))
+                .or_insert(r.cpu_pct.unwrap());
+        }
+        // Outside the dedup window, so the repeats reach the files.
+        write(&table, &rows);
+        table.persist().unwrap();
+    }
+    let before = table.snapshot(None).files().len();
+    assert!(before >= 3, "{before} files");
+    let out = table.compact(PartitionDate::of(t(30, 0))).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].output_rows, expected.len());
+    assert!(out[0].input_rows > out[0].output_rows, "{out:?}");
+    assert_eq!(table.snapshot(None).files().len(), 1);
+    let rows = rows_of(&table);
+    let want: Vec<(String, i64, f64)> = expected
+        .into_iter()
+        .map(|((pc, at), cpu)| (pc, at, cpu))
         .collect();
-    let want = [("a", 20.0), ("a", 30.0), ("b", 40.0), ("b", 10.0)];
-    assert_eq!(
-        got,
-        want.iter()
-            .map(|(p, c)| (p.to_string(), *c))
-            .collect::<Vec<_>>()
-    );
-
-    // Process: pid is part of the key, so same (pc, at) with two pids stay.
-    let p = |pid: i64, cpu: f64| ProcessPerfRow {
-        pc_id: "a".into(),
-        at: t(1, 0),
-        pid,
-        name: "x".into(),
-        cpu_pct: cpu,
-        rss_bytes: 1,
-        disk_read_bytes_per_sec: None,
-        disk_written_bytes_per_sec: None,
-    };
-    let batch = ProcessPerfRow::to_batch(&[p(2, 1.0), p(1, 2.0), p(2, 3.0)]).unwrap();
-    let out = PROCESS_PERF.sort_dedup(&batch).unwrap();
-    let cpu = out
-        .column_by_name("cpu_pct")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<Float64Array>()
-        .unwrap();
-    assert_eq!(cpu.values().to_vec(), vec![2.0, 1.0]);
+    assert_eq!(rows.len(), want.len());
+    assert!(rows == want, "sorted, each key once, the oldest copy");
 }
