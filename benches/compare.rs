@@ -242,23 +242,56 @@ fn time<T>(mut f: impl FnMut() -> T) -> (Duration, T) {
 }
 
 struct Report {
-    rows: Vec<(String, String, String, String)>,
+    /// (question, SQLite, DuckDB, ours, ratio)
+    rows: Vec<(String, String, String, String, String)>,
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// "N× faster" / "N× slower" of ours against `other`.
+fn verdict(other: Duration, ours: Duration) -> String {
+    let ratio = other.as_secs_f64() / ours.as_secs_f64().max(1e-9);
+    if ratio >= 1.0 {
+        format!("{ratio:.1}× faster")
+    } else {
+        format!("{:.1}× slower", 1.0 / ratio)
+    }
 }
 
 impl Report {
     fn time(&mut self, what: &str, sqlite: Duration, ours: Duration) {
-        let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
-        let ratio = sqlite.as_secs_f64() / ours.as_secs_f64().max(1e-9);
-        let verdict = if ratio >= 1.0 {
-            format!("{ratio:.1}× faster")
-        } else {
-            format!("{:.1}× slower", 1.0 / ratio)
+        self.time3(what, sqlite, None, ours);
+    }
+
+    /// A timed row with the DuckDB figure when there is one; the ratio
+    /// column then names both.
+    fn time3(&mut self, what: &str, sqlite: Duration, duck: Option<Duration>, ours: Duration) {
+        let ratio = match duck {
+            Some(d) => format!(
+                "{} than SQLite, {} than DuckDB",
+                verdict(sqlite, ours),
+                verdict(d, ours)
+            ),
+            None => verdict(sqlite, ours),
         };
-        self.rows.push((what.into(), ms(sqlite), ms(ours), verdict));
+        self.rows.push((
+            what.into(),
+            ms(sqlite),
+            duck.map(ms).unwrap_or_default(),
+            ms(ours),
+            ratio,
+        ));
     }
 
     fn line(&mut self, what: &str, sqlite: String, ours: String, ratio: String) {
-        self.rows.push((what.into(), sqlite, ours, ratio));
+        self.rows
+            .push((what.into(), sqlite, String::new(), ours, ratio));
+    }
+
+    fn line3(&mut self, what: &str, sqlite: String, duck: String, ours: String, ratio: String) {
+        self.rows.push((what.into(), sqlite, duck, ours, ratio));
     }
 
     fn print(&self, scale: &Scale) {
@@ -269,13 +302,82 @@ impl Report {
     }
 
     fn print_titled(&self, title: &str) {
+        let duck = self.rows.iter().any(|r| !r.2.is_empty());
         println!();
-        println!("| {title} | SQLite design | ours | ratio |");
-        println!("|---|---:|---:|---:|");
-        for (a, b, c, d) in &self.rows {
-            println!("| {a} | {b} | {c} | {d} |");
+        if duck {
+            println!("| {title} | SQLite design | DuckDB on our files | ours | ratio |");
+            println!("|---|---:|---:|---:|---:|");
+        } else {
+            println!("| {title} | SQLite design | ours | ratio |");
+            println!("|---|---:|---:|---:|");
+        }
+        for (a, b, c, d, e) in &self.rows {
+            if duck {
+                println!("| {a} | {b} | {c} | {d} | {e} |");
+            } else {
+                println!("| {a} | {b} | {d} | {e} |");
+            }
         }
     }
+}
+
+/// What DuckDB answered over our data directory (`compare/duckdb_side.py`).
+struct Duck {
+    /// Per question of [`ANSWERED`] (not scan durations): time and answer.
+    answers: std::collections::HashMap<String, (Duration, Answer)>,
+    db_bytes_host: u64,
+    db_bytes_process: u64,
+}
+
+/// Runs the DuckDB side; `None` (with a note) when Python or the duckdb
+/// module is missing, unless `BENCH_DUCKDB=required` (CI).
+fn duckdb_side(dir: &Path, pc: &str, ppc: &str, end: DateTime<Utc>, days: i64) -> Option<Duck> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/compare/duckdb_side.py");
+    let arg = serde_json::json!({
+        "dir": dir, "pc": pc, "ppc": ppc, "end": end.timestamp(), "days": days,
+    });
+    let required = std::env::var("BENCH_DUCKDB").is_ok_and(|v| v == "required");
+    let out = match std::process::Command::new("python3")
+        .arg(&script)
+        .arg(arg.to_string())
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            assert!(!required, "python3 for the DuckDB side: {e}");
+            eprintln!("DuckDB column skipped: python3 not found ({e})");
+            return None;
+        }
+    };
+    if out.status.code() == Some(3) {
+        assert!(!required, "the DuckDB side needs `pip install duckdb`");
+        eprintln!("DuckDB column skipped: pip install duckdb");
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "DuckDB side failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("DuckDB side's JSON");
+    let answers = v["answers"]
+        .as_object()
+        .expect("answers")
+        .iter()
+        .map(|(k, a)| {
+            let d = Duration::from_secs_f64(a["ms"].as_f64().unwrap() / 1e3);
+            let answer = Answer {
+                rows: a["rows"].as_u64().unwrap() as usize,
+                cpu_sum: a["sum"].as_f64().unwrap(),
+            };
+            (k.clone(), (d, answer))
+        })
+        .collect();
+    Some(Duck {
+        answers,
+        db_bytes_host: v["db_bytes"]["host_perf"].as_u64().unwrap(),
+        db_bytes_process: v["db_bytes"]["process_perf"].as_u64().unwrap(),
+    })
 }
 
 const SQLITE_SCHEMA: &str = "
@@ -358,6 +460,8 @@ struct Timings {
     bytes_process: u64,
     freed: u64,
     peak_rss: Option<f64>,
+    /// The DuckDB side, asked of our files before the retention row.
+    duck: Option<Duck>,
 }
 
 fn run_sqlite(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> Timings {
@@ -580,6 +684,7 @@ fn run_sqlite(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -
         bytes_process,
         freed,
         peak_rss: peak_rss_mib(),
+        duck: None,
     }
 }
 
@@ -727,6 +832,12 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
         );
     }
 
+    // DuckDB reads files only: persist the head first (after our own
+    // queries were timed, so they still ran against head + files).
+    host.persist().unwrap();
+    process.persist().unwrap();
+    let duck = duckdb_side(dir, &pc, &ppc, end, s.days);
+
     let before = dir_bytes(dir);
     let t = Instant::now();
     let today = PartitionDate::of(end);
@@ -762,6 +873,7 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
         bytes_process,
         freed,
         peak_rss: peak_rss_mib(),
+        duck,
     }
 }
 
@@ -834,6 +946,27 @@ fn main() {
         assert!(x.same(y), "{name}: SQLite {x:?}, ours {y:?}");
     }
     eprintln!("both designs gave the same {} answers", a.answers.len());
+    if let Some(duck) = &b.duck {
+        let mut checked = 0;
+        for (name, ours) in ANSWERED.iter().zip(&b.answers) {
+            if let Some((_, d)) = duck.answers.get(*name) {
+                assert!(d.same(ours), "{name}: DuckDB {d:?}, ours {ours:?}");
+                checked += 1;
+            }
+        }
+        assert_eq!(
+            checked,
+            ANSWERED.len() - 1,
+            "every question but scan durations"
+        );
+        eprintln!("DuckDB on our files gave the same {checked} answers");
+    }
+    let duck_time = |name: &str| {
+        b.duck
+            .as_ref()
+            .and_then(|d| d.answers.get(name))
+            .map(|(t, _)| *t)
+    };
 
     let mut r = Report { rows: vec![] };
     let rate = |rows: f64, d: Duration| rows / d.as_secs_f64().max(1e-9);
@@ -858,13 +991,19 @@ fn main() {
         format!("{:.1}×", pb / pa),
     );
     let per_row = |bytes: u64, rows: f64| bytes as f64 / rows;
-    r.line(
+    let duck_bytes = |bytes: Option<u64>, rows: f64| {
+        bytes.map_or(String::new(), |b| {
+            format!("{:.1} MB ({:.1} B)", b as f64 / 1e6, per_row(b, rows))
+        })
+    };
+    r.line3(
         "bytes on disk, host_perf (per row)",
         format!(
             "{:.1} MB ({:.1} B)",
             a.bytes_host as f64 / 1e6,
             per_row(a.bytes_host, host_rows)
         ),
+        duck_bytes(b.duck.as_ref().map(|d| d.db_bytes_host), host_rows),
         format!(
             "{:.1} MB ({:.1} B)",
             b.bytes_host as f64 / 1e6,
@@ -872,13 +1011,14 @@ fn main() {
         ),
         format!("1/{:.1}", a.bytes_host as f64 / b.bytes_host.max(1) as f64),
     );
-    r.line(
+    r.line3(
         "bytes on disk, process_perf (per row)",
         format!(
             "{:.1} MB ({:.1} B)",
             a.bytes_process as f64 / 1e6,
             per_row(a.bytes_process, process_rows)
         ),
+        duck_bytes(b.duck.as_ref().map(|d| d.db_bytes_process), process_rows),
         format!(
             "{:.1} MB ({:.1} B)",
             b.bytes_process as f64 / 1e6,
@@ -889,22 +1029,54 @@ fn main() {
             a.bytes_process as f64 / b.bytes_process.max(1) as f64
         ),
     );
-    r.time("host timeline 1 h @ 5 m, one PC", a.host_1h, b.host_1h);
-    r.time(
-        &format!("host timeline {} d @ 1 h, one PC", scale.days),
-        a.host_7d,
-        b.host_7d,
-    );
-    r.time("fleet avg cpu 24 h @ 5 m", a.fleet_24h, b.fleet_24h);
-    r.time("top-5 PCs, last 5 min", a.top5, b.top5);
-    r.time("latest process tick", a.latest_tick, b.latest_tick);
-    r.time("process timeline 1 h @ 1 m", a.proc_1h, b.proc_1h);
-    r.time("process timeline 24 h @ 5 m", a.proc_24h, b.proc_24h);
-    r.time(
-        &format!("process timeline {} d @ 1 h", scale.days),
-        a.proc_7d,
-        b.proc_7d,
-    );
+    let rows: [(String, &str, Duration, Duration); 8] = [
+        (
+            "host timeline 1 h @ 5 m, one PC".into(),
+            "host timeline 1 h",
+            a.host_1h,
+            b.host_1h,
+        ),
+        (
+            format!("host timeline {} d @ 1 h, one PC", scale.days),
+            "host timeline N d",
+            a.host_7d,
+            b.host_7d,
+        ),
+        (
+            "fleet avg cpu 24 h @ 5 m".into(),
+            "fleet 24 h",
+            a.fleet_24h,
+            b.fleet_24h,
+        ),
+        ("top-5 PCs, last 5 min".into(), "top-5", a.top5, b.top5),
+        (
+            "latest process tick".into(),
+            "latest tick",
+            a.latest_tick,
+            b.latest_tick,
+        ),
+        (
+            "process timeline 1 h @ 1 m".into(),
+            "process timeline 1 h",
+            a.proc_1h,
+            b.proc_1h,
+        ),
+        (
+            "process timeline 24 h @ 5 m".into(),
+            "process timeline 24 h",
+            a.proc_24h,
+            b.proc_24h,
+        ),
+        (
+            format!("process timeline {} d @ 1 h", scale.days),
+            "process timeline N d",
+            a.proc_7d,
+            b.proc_7d,
+        ),
+    ];
+    for (label, name, sqlite, ours) in rows {
+        r.time3(&label, sqlite, duck_time(name), ours);
+    }
     r.time("scan durations, 24 h", a.scan, b.scan);
     r.time(
         "retention of the oldest day (both tables)",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (nats-server; chromium and
-# playwright-core for the dashboard's browser tests), then runs every unit,
+# playwright-core for the dashboard's browser tests; DuckDB for the bench's
+# smoke run), then runs every unit,
 # end-to-end and browser test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,11 @@ NATS_BIN="$(bash scripts/ensure-nats.sh)"
 PATH="$(dirname "$NATS_BIN"):$PATH"
 export PATH
 bash scripts/ensure-browser.sh
+# The benchmark's smoke run (a test target) asks the same questions of our
+# files with DuckDB and must get the same answers.
+python3 -c 'import duckdb' 2>/dev/null ||
+  python3 -m pip install --quiet --disable-pip-version-check duckdb
+export BENCH_DUCKDB=required
 # The run command (scripts/run-local.sh) builds into the same directory
 # with the same flags, so on a fresh machine the two share one build.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kanade-backend/target}"
