@@ -6,7 +6,7 @@
 //!
 //! Files are immutable and their names never reused, so a file's parsed
 //! metadata (footer and page index) is read once and kept; the cache is
-//! bounded and simply emptied when it outgrows its bound.
+//! bounded (64 files) and simply emptied when it outgrows its bound.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -32,8 +32,11 @@ use kanade_storage::Snapshot;
 
 use crate::{Error, Result};
 
-/// Parsed metadata kept at most for this many files.
-const CACHE_FILES: usize = 4_096;
+/// Parsed metadata kept at most for this many files. A day file's page
+/// index is about 1 MB at full scale (1,400 pages × 12 columns), so the
+/// bound is also a memory bound; one-PC questions mostly touch the
+/// newest days.
+const CACHE_FILES: usize = 64;
 const BATCH_ROWS: usize = 8_192;
 
 /// Footers and page indexes of immutable files, by path.

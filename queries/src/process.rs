@@ -279,17 +279,25 @@ impl PerfQueries {
             &["name", metric.column()],
         )?;
         let step = step_secs.max(1);
-        let mut acc: HashMap<(i64, String), (f64, i64)> = HashMap::new();
-        for b in &batches {
-            let at = column::<TimestampMicrosecondArray>(TABLE, b, "at")?;
-            let name = crate::session::text_column(TABLE, b, "name")?;
-            let value =
+        // Names are borrowed from the batches: no allocation per row.
+        let names = batches
+            .iter()
+            .map(|b| crate::session::text_column(TABLE, b, "name"))
+            .collect::<Result<Vec<_>>>()?;
+        let values = batches
+            .iter()
+            .map(|b| {
                 datafusion::arrow::compute::cast(b.column(3), &DataType::Float64).map_err(|e| {
                     Error::Shape {
                         table: TABLE,
                         message: e.to_string(),
                     }
-                })?;
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut acc: HashMap<(i64, &str), (f64, i64)> = HashMap::new();
+        for ((b, name), value) in batches.iter().zip(&names).zip(&values) {
+            let at = column::<TimestampMicrosecondArray>(TABLE, b, "at")?;
             let value = value
                 .as_any()
                 .downcast_ref::<Float64Array>()
@@ -302,9 +310,8 @@ impl PerfQueries {
                     continue;
                 }
                 let secs = at.value(i) / 1_000_000;
-                let bucket = (secs / step) * step;
                 let e = acc
-                    .entry((bucket, name.value(i).to_string()))
+                    .entry(((secs / step) * step, name.value(i)))
                     .or_insert((0.0, 0));
                 e.0 += value.value(i);
                 e.1 += 1;
@@ -314,7 +321,7 @@ impl PerfQueries {
             .into_iter()
             .map(|((bucket, name), (sum, count))| Cell {
                 bucket,
-                name,
+                name: name.to_string(),
                 sum,
                 count,
             })

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, Int64Array, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
 use datafusion::arrow::compute::interleave_record_batch;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::arrow_reader::{
@@ -44,10 +44,19 @@ pub fn should_compact(
 /// partition's size.
 const MERGE_BATCH: usize = 8_192;
 
+/// The key columns of a batch, owned (the arrays share the batch's
+/// buffers), so the merge compares keys without borrowing the batch.
+struct KeyColumns {
+    pc: StringArray,
+    at: TimestampMicrosecondArray,
+    seq: Option<Int64Array>,
+}
+
 /// One input of the merge: its reader and the batch being consumed.
 struct Cursor {
     reader: ParquetRecordBatchReader,
     batch: Option<RecordBatch>,
+    keys: Option<KeyColumns>,
     row: usize,
 }
 
@@ -64,6 +73,7 @@ impl Cursor {
         let mut c = Self {
             reader,
             batch: None,
+            keys: None,
             row: 0,
         };
         c.advance(spec)?;
@@ -74,43 +84,42 @@ impl Cursor {
     fn advance(&mut self, spec: &TableSpec) -> Result<()> {
         self.row = 0;
         self.batch = None;
+        self.keys = None;
         for b in self.reader.by_ref() {
             let b = b.map_err(Error::arrow(spec.name))?;
             if b.num_rows() > 0 {
+                self.keys = Some(KeyColumns {
+                    pc: string_column(&b, "pc_id").clone(),
+                    at: ts_column(&b).clone(),
+                    seq: spec.seq_column().map(|c| {
+                        b.column_by_name(c)
+                            .and_then(|a| a.as_any().downcast_ref::<Int64Array>())
+                            .expect("schema guarantees an Int64 sequence column")
+                            .clone()
+                    }),
+                });
                 self.batch = Some(b);
                 break;
             }
         }
         Ok(())
     }
-}
 
-/// The key columns of a batch.
-struct Keys<'a> {
-    pc: &'a StringArray,
-    at: &'a TimestampMicrosecondArray,
-    seq: Option<&'a Int64Array>,
-}
-
-impl<'a> Keys<'a> {
-    fn of(spec: &TableSpec, b: &'a RecordBatch) -> Self {
-        Self {
-            pc: string_column(b, "pc_id"),
-            at: ts_column(b),
-            seq: spec.seq_column().map(|c| {
-                b.column_by_name(c)
-                    .and_then(|a| a.as_any().downcast_ref::<Int64Array>())
-                    .expect("schema guarantees an Int64 sequence column")
-            }),
-        }
+    /// The key of the current row (none at the end).
+    fn key(&self) -> Option<(&str, i64, i64)> {
+        let k = self.keys.as_ref()?;
+        let i = self.row;
+        Some((
+            k.pc.value(i),
+            k.at.value(i),
+            k.seq.as_ref().map_or(0, |s| s.value(i)),
+        ))
     }
 
-    fn key(&self, i: usize) -> (&'a str, i64, i64) {
-        (
-            self.pc.value(i),
-            self.at.value(i),
-            self.seq.map_or(0, |s| s.value(i)),
-        )
+    fn exhausted_batch(&self) -> bool {
+        self.batch
+            .as_ref()
+            .is_some_and(|b| self.row >= b.num_rows())
     }
 }
 
@@ -142,36 +151,32 @@ pub fn merge(
     let mut output_rows = 0;
     // Rows picked for the next output batch: (input, row of its batch).
     let mut picks: Vec<(usize, usize)> = Vec::with_capacity(MERGE_BATCH);
-    let mut last: Option<(String, i64, i64)> = None;
+    // The last key written (its pc_id buffer reused).
+    let mut last: Option<(i64, i64)> = None;
+    let mut last_pc = String::new();
     loop {
         // The smallest current key; on a tie the oldest input (first in
         // `cursors`) wins.
         let mut best: Option<(usize, (&str, i64, i64))> = None;
-        let keys: Vec<Option<Keys<'_>>> = cursors
-            .iter()
-            .map(|c| c.batch.as_ref().map(|b| Keys::of(spec, b)))
-            .collect();
-        for (i, k) in keys.iter().enumerate() {
-            let Some(k) = k else { continue };
-            let key = k.key(cursors[i].row);
-            if best.is_none_or(|(_, b)| key < b) {
-                best = Some((i, key));
+        for (i, c) in cursors.iter().enumerate() {
+            if let Some(key) = c.key() {
+                if best.is_none_or(|(_, b)| key < b) {
+                    best = Some((i, key));
+                }
             }
         }
-        let Some((i, key)) = best else { break };
-        let repeat = last
-            .as_ref()
-            .is_some_and(|(p, a, s)| (p.as_str(), *a, *s) == key);
+        let Some((i, (pc, at, seq))) = best else {
+            break;
+        };
+        let repeat = last == Some((at, seq)) && last_pc == pc;
         if !repeat {
             picks.push((i, cursors[i].row));
-            last = Some((key.0.to_string(), key.1, key.2));
+            last = Some((at, seq));
+            last_pc.clear();
+            last_pc.push_str(pc);
         }
-        drop(keys);
         cursors[i].row += 1;
-        let exhausted = cursors[i]
-            .batch
-            .as_ref()
-            .is_some_and(|b| cursors[i].row >= b.num_rows());
+        let exhausted = cursors[i].exhausted_batch();
         // The output is flushed before any input batch it points into is
         // replaced, and whenever it is full.
         if exhausted || picks.len() >= MERGE_BATCH {

@@ -69,10 +69,15 @@ fn writer_properties(spec: &TableSpec, config: &TimeSeriesConfig) -> Result<Writ
     // which made a one-PC hour cost a millisecond. Timestamps and integers
     // go delta-encoded, floats byte-stream-split (their exponent bytes
     // compress well apart from the mantissas).
+    // Process samples keep dictionaries on their numbers: per-process
+    // values repeat (CPU in tenths of a percent, idle processes at the
+    // same RSS), and the full-scale bench measured 4.7 B/row with them
+    // against 7.3 B without.
     for field in schema.fields() {
         let path = ColumnPath::from(field.name().as_str());
         let encoding = match field.data_type() {
             DataType::Utf8 => continue,
+            _ if spec.name == "process_perf" && field.name() != "at" => continue,
             DataType::Float64 => Encoding::BYTE_STREAM_SPLIT,
             _ => Encoding::DELTA_BINARY_PACKED,
         };

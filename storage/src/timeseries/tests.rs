@@ -533,3 +533,44 @@ fn compaction_streams_a_partition_larger_than_its_batches_and_keeps_first_copies
     assert_eq!(rows.len(), want.len());
     assert!(rows == want, "sorted, each key once, the oldest copy");
 }
+
+#[test]
+fn inventory_history_keeps_its_own_ninety_days() {
+    // Host retention (30 d) must not apply: a 60-day-old change stays, a
+    // 100-day-old one goes with its partition.
+    let dir = tempfile::tempdir().unwrap();
+    let table = TimeSeriesTable::open(
+        &INVENTORY_HISTORY,
+        dir.path(),
+        TimeSeriesConfig::for_tests(),
+    )
+    .unwrap();
+    let today = PartitionDate::of(t(28, 0));
+    let change = |days_ago: i64, seq: i64| InventoryHistoryRow {
+        pc_id: "pc".into(),
+        at: t(28, 0) - Duration::days(days_ago),
+        seq,
+        job_id: "inv".into(),
+        field_path: "apps".into(),
+        identity_json: Some(r#"{"name":"zoom"}"#.into()),
+        change_kind: "added".into(),
+        before_json: None,
+        after_json: Some(r#"{"name":"zoom"}"#.into()),
+    };
+    let rows = [change(60, 1), change(100, 2), change(60, 3)];
+    table
+        .write(&InventoryHistoryRow::to_batch(&rows).unwrap())
+        .unwrap();
+    table.persist().unwrap();
+    assert_eq!(table.partitions().len(), 2);
+    let dropped = table.drop_expired(today).unwrap();
+    assert_eq!(
+        dropped,
+        vec![PartitionDate::of(t(28, 0) - Duration::days(100))]
+    );
+    assert_eq!(
+        table.stored_rows().unwrap(),
+        2,
+        "both 60-day-old changes kept"
+    );
+}
