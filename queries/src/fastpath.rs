@@ -287,6 +287,36 @@ fn plan_file(
     ))
 }
 
+/// The start (unix seconds) of the `step_secs` bucket holding `at_micros`,
+/// as SQL's integer arithmetic on the timestamp computes it.
+pub(crate) fn bucket_of(at_micros: i64, step_secs: i64) -> i64 {
+    let secs = at_micros / 1_000_000;
+    (secs / step_secs) * step_secs
+}
+
+/// One PC's rows of `table` in `[from, to)` with `columns` (after pc_id
+/// and at), from a snapshot taken now.
+pub(crate) fn pc_window(
+    name: &'static str,
+    table: &kanade_storage::TimeSeriesTable,
+    cache: &FileCache,
+    pc_id: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    columns: &[&str],
+) -> Result<(Vec<RecordBatch>, ReadStats)> {
+    let snapshot = table.snapshot(Some((from, to)));
+    pc_rows(
+        name,
+        cache,
+        &snapshot,
+        pc_id,
+        micros(from),
+        micros(to),
+        columns,
+    )
+}
+
 /// Per-bucket sums and counts of some f64-convertible columns, in one
 /// pass; `avg()` divides them (exactly what SQL's AVG does, summation
 /// order aside).
@@ -323,8 +353,7 @@ impl Buckets {
             .collect::<Option<_>>()
             .ok_or_else(|| shape(table, "value columns not numeric".into()))?;
         for i in 0..b.num_rows() {
-            let secs = at.value(i) / 1_000_000;
-            let bucket = (secs / self.step) * self.step;
+            let bucket = bucket_of(at.value(i), self.step);
             let slot = self
                 .acc
                 .entry(bucket)

@@ -7,7 +7,7 @@ use datafusion::common::JoinType;
 use datafusion::functions_aggregate::expr_fn::{avg, max};
 use datafusion::prelude::{col, lit};
 
-use crate::fastpath::{micros, pc_rows, Buckets, ReadStats};
+use crate::fastpath::{pc_window, Buckets, ReadStats};
 use crate::metric::{Aggregate, HostMetric};
 use crate::session::{
     bucket_expr, collect, column, f64_expr, frame, lit_ts, opt_f64, secs_to_time,
@@ -82,14 +82,13 @@ impl PerfQueries {
         to: DateTime<Utc>,
         step_secs: i64,
     ) -> Result<(Vec<HostPoint>, ReadStats)> {
-        let snapshot = self.host.snapshot(Some((from, to)));
-        let (batches, stats) = pc_rows(
+        let (batches, stats) = pc_window(
             TABLE,
+            &self.host,
             &self.files,
-            &snapshot,
             pc_id,
-            micros(from),
-            micros(to),
+            from,
+            to,
             &POINT_COLUMNS,
         )?;
         let mut buckets = Buckets::new(step_secs, POINT_COLUMNS.len());

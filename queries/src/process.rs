@@ -14,7 +14,7 @@ use datafusion::functions_aggregate::expr_fn::{count, max, sum};
 use datafusion::prelude::{col, lit};
 use kanade_storage::LatestRows;
 
-use crate::fastpath::{micros, pc_rows, ReadStats};
+use crate::fastpath::{bucket_of, pc_window, ReadStats};
 use crate::metric::ProcessMetric;
 use crate::session::{
     bucket_expr, collect, column, f64_expr, frame, lit_ts, opt_f64, secs_to_time, ts,
@@ -268,16 +268,9 @@ impl PerfQueries {
         step_secs: i64,
         top: usize,
     ) -> Result<(Timeline, ReadStats)> {
-        let snapshot = self.process.snapshot(Some((from, to)));
-        let (batches, stats) = pc_rows(
-            TABLE,
-            &self.files,
-            &snapshot,
-            pc_id,
-            micros(from),
-            micros(to),
-            &["name", metric.column()],
-        )?;
+        let columns = ["name", metric.column()];
+        let (batches, stats) =
+            pc_window(TABLE, &self.process, &self.files, pc_id, from, to, &columns)?;
         let step = step_secs.max(1);
         // Names are borrowed from the batches: no allocation per row.
         let names = batches
@@ -309,9 +302,8 @@ impl PerfQueries {
                 if value.is_null(i) {
                     continue;
                 }
-                let secs = at.value(i) / 1_000_000;
                 let e = acc
-                    .entry(((secs / step) * step, name.value(i)))
+                    .entry((bucket_of(at.value(i), step), name.value(i)))
                     .or_insert((0.0, 0));
                 e.0 += value.value(i);
                 e.1 += 1;

@@ -73,7 +73,10 @@ fn looks_like_asset(path: &str) -> bool {
 }
 
 fn respond(file: File, headers: &HeaderMap, head_only: bool) -> Response {
-    let etag = format!("\"{:016x}\"", fnv1a(file.contents));
+    let etag = format!(
+        "\"{:016x}\"",
+        kanade_storage::stable_hash(file.contents.iter().copied())
+    );
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -109,13 +112,6 @@ fn content_type(file: File) -> HeaderValue {
         "ico" => "image/x-icon",
         "json" => "application/json",
         _ => "text/plain; charset=utf-8",
-    })
-}
-
-/// FNV-1a: a stable content hash for the ETag (not a security boundary).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 

@@ -168,12 +168,7 @@ const SEQ_INDEX_MASK: i64 = (1 << 20) - 1;
 /// inventory jobs finishing in the same microsecond on one PC never share
 /// a key.
 fn seq_base(manifest_id: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in manifest_id.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    ((h >> 34) << 20) as i64
+    ((kanade_storage::stable_hash(manifest_id.bytes()) >> 34) << 20) as i64
 }
 
 /// Most bytes of offloaded output read back into a result row.

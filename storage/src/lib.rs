@@ -49,6 +49,15 @@ pub use timeseries::{
     TimeSeriesTable, WriteOutcome, HOST_PERF, INVENTORY_HISTORY, PROCESS_PERF,
 };
 
+/// FNV-1a of `bytes`: a hash that is the same on every machine, version
+/// and run, for ids derived from stored keys and for ETags (not a security
+/// boundary).
+pub fn stable_hash(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// Arrow and Parquet as this crate uses them, re-exported so every crate
 /// of the workspace shares one version.
 pub use datafusion::arrow;

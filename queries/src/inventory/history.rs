@@ -246,17 +246,12 @@ fn events_of(b: &RecordBatch) -> Result<Vec<HistoryEvent>> {
         .collect())
 }
 
-/// A positive id from the change's key (FNV-1a), the same on every
-/// replay of the stream.
+/// A positive id from the change's key, the same on every replay of
+/// the stream.
 fn event_id(pc_id: &str, at: i64, seq: i64) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let bytes = pc_id
+    let key = pc_id
         .bytes()
         .chain(at.to_le_bytes())
         .chain(seq.to_le_bytes());
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h >> 1) as i64
+    (kanade_storage::stable_hash(key) >> 1) as i64
 }
