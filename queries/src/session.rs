@@ -55,15 +55,21 @@ impl PerfQueries {
     }
 
     pub(crate) fn session(&self) -> SessionContext {
-        let mut config = SessionConfig::new()
-            .with_target_partitions(2)
-            .with_collect_statistics(true);
-        let opts = config.options_mut();
-        opts.execution.parquet.pushdown_filters = true;
-        opts.execution.parquet.reorder_filters = true;
-        opts.execution.parquet.enable_page_index = true;
-        SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime))
+        session_on(&self.runtime)
     }
+}
+
+/// A session for one query on `runtime`: two partitions, filters pushed
+/// into the Parquet scan, statistics and the page index used.
+pub(crate) fn session_on(runtime: &Arc<RuntimeEnv>) -> SessionContext {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(2)
+        .with_collect_statistics(true);
+    let opts = config.options_mut();
+    opts.execution.parquet.pushdown_filters = true;
+    opts.execution.parquet.reorder_filters = true;
+    opts.execution.parquet.enable_page_index = true;
+    SessionContext::new_with_config_rt(config, Arc::clone(runtime))
 }
 
 /// The snapshot's head and files as one DataFrame.

@@ -111,6 +111,12 @@ impl ResultsProjection {
             let Some(hint) = manifest.inventory.as_ref() else {
                 continue;
             };
+            let scalars = hint.history_scalars.as_deref().unwrap_or(&[]);
+            let tracked = hint.explode.iter().flatten().any(|e| e.track_history);
+            // Nothing of this job is tracked: no previous facts to read.
+            if scalars.is_empty() && !tracked {
+                continue;
+            }
             let key = (fact.pc_id.clone(), fact.manifest_id.clone());
             let prior = match seen.remove(&key) {
                 Some(p) => Some(p),
@@ -129,8 +135,7 @@ impl ResultsProjection {
             }
             let new: Value = serde_json::from_str(&fact.facts_json).unwrap_or(Value::Null);
             let before = prior.as_ref().map(|(_, j)| j);
-            let mut changes =
-                scalar_changes(hint.history_scalars.as_deref().unwrap_or(&[]), before, &new);
+            let mut changes = scalar_changes(scalars, before, &new);
             for layout in layouts(manifest) {
                 match layout {
                     Ok(l) if l.track_history => changes.extend(element_changes(&l, before, &new)),

@@ -32,7 +32,7 @@ use datafusion::logical_expr::{ident, Expr};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
-use datafusion::prelude::{lit, DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{lit, DataFrame, ParquetReadOptions, SessionContext};
 use kanade_storage::{InventoryFactRecord, RelationalStore};
 use serde_json::{Map, Value};
 
@@ -421,13 +421,7 @@ impl ExplodeIndex {
     }
 
     fn session(&self) -> SessionContext {
-        let mut config = SessionConfig::new().with_target_partitions(2);
-        let opts = config.options_mut();
-        opts.execution.parquet.pushdown_filters = true;
-        opts.execution.parquet.reorder_filters = true;
-        opts.execution.parquet.enable_page_index = true;
-        opts.execution.parquet.schema_force_view_types = false;
-        SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime))
+        crate::session::session_on(&self.runtime)
     }
 
     /// The dataset's current rows (file minus dirty PCs, plus the dirty

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, Int64Array, StringArray, TimestampMicrosecondArray};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::prelude::{col, lit, Expr, SessionConfig, SessionContext};
+use datafusion::prelude::{col, lit, Expr, SessionContext};
 use kanade_storage::TimeSeriesTable;
 use serde::Serialize;
 use serde_json::Value;
@@ -124,11 +124,7 @@ impl HistoryQueries {
     }
 
     fn session(&self) -> SessionContext {
-        let mut config = SessionConfig::new().with_target_partitions(2);
-        let opts = config.options_mut();
-        opts.execution.parquet.pushdown_filters = true;
-        opts.execution.parquet.schema_force_view_types = false;
-        SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime))
+        crate::session::session_on(&self.runtime)
     }
 
     async fn batches(&self, f: &HistoryFilter, fetch: Option<usize>) -> Result<Vec<RecordBatch>> {
