@@ -1107,7 +1107,7 @@ async fn a_corpus_of_absurd_parameters_never_breaks_the_api() {
     let nats = Nats::start();
     let dir = tempfile::tempdir().unwrap();
     let b = Backend::start(&nats.url, &dir.path().join("data"), "");
-    let endpoints: [(&str, &[&str]); 14] = [
+    let endpoints: [(&str, &[&str]); 18] = [
         ("/api/agents", &["q", "status", "limit", "offset"]),
         ("/api/agents/PC-1/perf", &["from", "to", "step"]),
         (
@@ -1134,6 +1134,19 @@ async fn a_corpus_of_absurd_parameters_never_breaks_the_api() {
         ("/api/export/host_perf", &["from", "to", "pc_id"]),
         ("/api/schedules/s/preview", &["count"]),
         ("/api/agents/PC-1/logs", &["tail"]),
+        ("/api/inventory/by-job/inv", &["limit", "offset", "q"]),
+        (
+            "/api/inventory/inv/history/pc/PC-1",
+            &["field", "since", "limit"],
+        ),
+        (
+            "/api/inventory/inv/history/search",
+            &["kind", "since", "until", "field", "limit", "offset"],
+        ),
+        (
+            "/api/inventory/inv/history/first_seen",
+            &["since", "field", "limit", "offset"],
+        ),
     ];
     let long = "9".repeat(60_000);
     let values = [
@@ -1178,5 +1191,5 @@ async fn a_corpus_of_absurd_parameters_never_breaks_the_api() {
         }
         assert_eq!(b.get("/health").await.0, 200, "after {path}");
     }
-    assert_eq!(asked, 7 * 48);
+    assert_eq!(asked, 7 * (48 + 16));
 }
