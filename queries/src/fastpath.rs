@@ -88,6 +88,17 @@ pub struct ReadStats {
     pub files: usize,
     pub row_groups: usize,
     pub rows_read: usize,
+    /// Rollup rows of the PC used (one per window).
+    pub rollup_rows: usize,
+}
+
+impl std::ops::AddAssign for ReadStats {
+    fn add_assign(&mut self, o: Self) {
+        self.files += o.files;
+        self.row_groups += o.row_groups;
+        self.rows_read += o.rows_read;
+        self.rollup_rows += o.rollup_rows;
+    }
 }
 
 /// The rows of `pc_id` with `at` in `[from, to)` (micros), `columns`
@@ -363,6 +374,38 @@ impl Buckets {
                     slot[k].0 += v.value(i);
                     slot[k].1 += 1;
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a rollup batch whose column 1 is the window's start and
+    /// columns 2.. pairs of (sum, count) per value: exactly what the
+    /// window's raw rows would have added.
+    pub fn add_partial(&mut self, table: &'static str, b: &RecordBatch) -> Result<()> {
+        let err = |e: datafusion::arrow::error::ArrowError| shape(table, e.to_string());
+        let at = cast(b.column(1), &DataType::Int64).map_err(err)?;
+        let at = at
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| shape(table, "at is not a timestamp".into()))?;
+        let pairs = (0..self.width)
+            .map(|k| {
+                let sum = b.column(2 + 2 * k).as_any().downcast_ref::<Float64Array>();
+                let n = b.column(3 + 2 * k).as_any().downcast_ref::<Int64Array>();
+                sum.zip(n)
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| shape(table, "rollup columns are not (sum, count)".into()))?;
+        for i in 0..b.num_rows() {
+            let bucket = bucket_of(at.value(i), self.step);
+            let slot = self
+                .acc
+                .entry(bucket)
+                .or_insert_with(|| vec![(0.0, 0); self.width]);
+            for (k, (sum, n)) in pairs.iter().enumerate() {
+                slot[k].0 += sum.value(i);
+                slot[k].1 += n.value(i).max(0) as u64;
             }
         }
         Ok(())

@@ -1,20 +1,24 @@
 //! Host perf questions: one PC's bucketed timeline, the fleet series, and
 //! the top PCs of a recent window.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, Float64Array, Int64Array, StringArray};
 use datafusion::common::JoinType;
-use datafusion::functions_aggregate::expr_fn::{avg, max};
+use datafusion::functions_aggregate::expr_fn::{avg, count, max, sum};
 use datafusion::prelude::{col, lit};
 
-use crate::fastpath::{pc_window, Buckets, ReadStats};
+use crate::fastpath::{pc_rows, Buckets, ReadStats};
 use crate::metric::{Aggregate, HostMetric};
 use crate::session::{
-    bucket_expr, collect, column, f64_expr, frame, lit_ts, opt_f64, secs_to_time,
+    bucket_expr, collect, column, f64_expr, frame, lit_micros, lit_ts, opt_f64, secs_to_time,
 };
 use crate::{PerfQueries, Result};
 
 const TABLE: &str = "host_perf";
+/// Errors of a rollup read name the rollup tables together.
+const ROLLUP: &str = "host_perf rollup";
 
 /// The averaged metrics of one bucket of a PC's host timeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +46,26 @@ const POINT_COLUMNS: [&str; 9] = [
     "net_rx_bytes_per_sec",
     "net_tx_bytes_per_sec",
 ];
+
+/// `<m>_sum`, `<m>_count` of every timeline column, in order.
+fn rollup_pairs() -> Vec<String> {
+    POINT_COLUMNS
+        .iter()
+        .flat_map(|c| [format!("{c}_sum"), format!("{c}_count")])
+        .collect()
+}
+
+/// `at` within any of `ranges` (µs, half-open).
+fn in_ranges(ranges: &[(i64, i64)]) -> Option<datafusion::prelude::Expr> {
+    ranges
+        .iter()
+        .map(|&(a, b)| {
+            col("at")
+                .gt_eq(lit_micros(a))
+                .and(col("at").lt(lit_micros(b)))
+        })
+        .reduce(|x, y| x.or(y))
+}
 
 /// One bucket of a fleet series.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,18 +106,27 @@ impl PerfQueries {
         to: DateTime<Utc>,
         step_secs: i64,
     ) -> Result<(Vec<HostPoint>, ReadStats)> {
-        let (batches, stats) = pc_window(
-            TABLE,
-            &self.host,
-            &self.files,
-            pc_id,
-            from,
-            to,
-            &POINT_COLUMNS,
-        )?;
+        let plan = self.host.rolled_snapshot(from, to, step_secs);
         let mut buckets = Buckets::new(step_secs, POINT_COLUMNS.len());
-        for b in &batches {
-            buckets.add(TABLE, b)?;
+        let mut stats = ReadStats::default();
+        for &(a, b) in &plan.raw_ranges {
+            let (batches, read) =
+                pc_rows(TABLE, &self.files, &plan.raw, pc_id, a, b, &POINT_COLUMNS)?;
+            stats += read;
+            for b in &batches {
+                buckets.add(TABLE, b)?;
+            }
+        }
+        let sums = rollup_pairs();
+        let sums: Vec<&str> = sums.iter().map(String::as_str).collect();
+        for &(a, b) in &plan.rolled_ranges {
+            let (batches, mut read) =
+                pc_rows(ROLLUP, &self.files, &plan.rollup, pc_id, a, b, &sums)?;
+            read.rollup_rows = batches.iter().map(|b| b.num_rows()).sum();
+            stats += read;
+            for b in &batches {
+                buckets.add_partial(ROLLUP, b)?;
+            }
         }
         let points = buckets
             .avg()
@@ -168,8 +201,87 @@ impl PerfQueries {
         Ok(points)
     }
 
-    /// `agg` of `metric` over every PC per bucket of `[from, to)`.
+    /// `agg` of `metric` over every PC per bucket of `[from, to)`. Whole
+    /// windows of closed days come from the coarsest rollup whose window
+    /// divides the step (Σsum / Σcount, max of maxima: the raw answer),
+    /// the rest from raw rows.
     pub async fn fleet_series(
+        &self,
+        metric: HostMetric,
+        agg: Aggregate,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step_secs: i64,
+    ) -> Result<Vec<FleetPoint>> {
+        let plan = self.host.rolled_snapshot(from, to, step_secs);
+        let ctx = self.session();
+        let m = metric.column();
+        // Per bucket: Σ value, number of values, max.
+        let mut acc: BTreeMap<i64, (f64, i64, Option<f64>)> = BTreeMap::new();
+        let parts = [
+            (
+                TABLE,
+                &plan.raw,
+                &plan.raw_ranges,
+                [sum(f64_expr(m)), count(col(m)), max(f64_expr(m))],
+            ),
+            (
+                ROLLUP,
+                &plan.rollup,
+                &plan.rolled_ranges,
+                [
+                    sum(col(format!("{m}_sum"))),
+                    sum(col(format!("{m}_count"))),
+                    max(col(format!("{m}_max"))),
+                ],
+            ),
+        ];
+        for (name, snapshot, ranges, [s, n, mx]) in parts {
+            let Some(within) = in_ranges(ranges) else {
+                continue;
+            };
+            let df = frame(&ctx, name, snapshot)
+                .await?
+                .filter(within)
+                .and_then(|df| {
+                    df.aggregate(
+                        vec![bucket_expr(step_secs).alias("bucket")],
+                        vec![s.alias("s"), n.alias("n"), mx.alias("mx")],
+                    )
+                })
+                .map_err(crate::Error::df(name))?;
+            for batch in collect(name, df).await? {
+                let bucket = column::<Int64Array>(name, &batch, "bucket")?;
+                let s = column::<Float64Array>(name, &batch, "s")?;
+                let n = column::<Int64Array>(name, &batch, "n")?;
+                let mx = column::<Float64Array>(name, &batch, "mx")?;
+                for i in 0..batch.num_rows() {
+                    let slot = acc.entry(bucket.value(i)).or_insert((0.0, 0, None));
+                    slot.0 += opt_f64(s, i).unwrap_or(0.0);
+                    slot.1 += if n.is_valid(i) { n.value(i) } else { 0 };
+                    if let Some(v) = opt_f64(mx, i) {
+                        slot.2 = Some(slot.2.map_or(v, |m: f64| m.max(v)));
+                    }
+                }
+            }
+        }
+        drop(plan);
+        Ok(acc
+            .into_iter()
+            .map(|(at, (s, n, mx))| FleetPoint {
+                at: secs_to_time(at),
+                value: match agg {
+                    Aggregate::Avg => (n > 0).then(|| s / n as f64),
+                    Aggregate::Max => mx,
+                },
+            })
+            .collect())
+    }
+
+    /// The same question as [`Self::fleet_series`] over raw rows only
+    /// through DataFusion SQL: what the rollups are checked against.
+    #[doc(hidden)]
+    pub async fn fleet_series_sql(
         &self,
         metric: HostMetric,
         agg: Aggregate,

@@ -99,8 +99,13 @@ pub(crate) async fn frame(
 
 /// A UTC timestamp literal comparable with the `at` column.
 pub(crate) fn lit_ts(t: DateTime<Utc>) -> Expr {
+    lit_micros(t.timestamp_micros())
+}
+
+/// A UTC timestamp literal of `micros` since the epoch.
+pub(crate) fn lit_micros(micros: i64) -> Expr {
     lit(ScalarValue::TimestampMicrosecond(
-        Some(t.timestamp_micros()),
+        Some(micros),
         Some("UTC".into()),
     ))
 }

@@ -45,8 +45,9 @@ pub use relational::{
 };
 pub use timeseries::{
     CompactionOutcome, HostPerfRow, InventoryHistoryRow, LatestRows, PartitionDate, PersistOutcome,
-    PersistedFile, ProcessPerfRow, Snapshot, TableBackup, TableSpec, TableStats, TimeSeriesConfig,
-    TimeSeriesTable, WriteOutcome, HOST_PERF, INVENTORY_HISTORY, PROCESS_PERF,
+    PersistedFile, ProcessPerfRow, RolledSnapshot, RollupOutcome, Snapshot, TableBackup, TableSpec,
+    TableStats, TimeSeriesConfig, TimeSeriesTable, WriteOutcome, HOST_PERF, HOST_PERF_1H,
+    HOST_PERF_5M, INVENTORY_HISTORY, PROCESS_PERF,
 };
 
 /// FNV-1a of `bytes`: a hash that is the same on every machine, version

@@ -14,6 +14,12 @@ pub struct TimeSeriesConfig {
     /// Days of `host_perf` partitions kept, counting back from today (UTC).
     /// Default 30.
     pub host_perf_retention_days: u32,
+    /// Days of `host_perf_5m` partitions (the 5-minute rollup of
+    /// `host_perf`) kept. Default 90.
+    pub host_perf_5m_retention_days: u32,
+    /// Days of `host_perf_1h` partitions (the hourly rollup) kept.
+    /// Default 400.
+    pub host_perf_1h_retention_days: u32,
     /// Days of `process_perf` partitions kept. Default 7.
     pub process_perf_retention_days: u32,
     /// Days of `inventory_history` partitions kept. Default 90.
@@ -44,6 +50,8 @@ impl Default for TimeSeriesConfig {
     fn default() -> Self {
         Self {
             host_perf_retention_days: 30,
+            host_perf_5m_retention_days: 90,
+            host_perf_1h_retention_days: 400,
             process_perf_retention_days: 7,
             inventory_history_retention_days: 90,
             persist_interval_secs: 300,
@@ -76,6 +84,12 @@ impl TimeSeriesConfig {
         let bad = |m: &str| Err(Error::InvalidConfig(m.to_string()));
         if self.host_perf_retention_days == 0 {
             return bad("storage.host_perf_retention_days must be at least 1");
+        }
+        if self.host_perf_5m_retention_days == 0 {
+            return bad("storage.host_perf_5m_retention_days must be at least 1");
+        }
+        if self.host_perf_1h_retention_days == 0 {
+            return bad("storage.host_perf_1h_retention_days must be at least 1");
         }
         if self.process_perf_retention_days == 0 {
             return bad("storage.process_perf_retention_days must be at least 1");

@@ -22,6 +22,7 @@ use super::partition::{scan, FoundFile, PartitionDate, SegmentRange};
 use super::persist::{read_key_columns, split_by_date, write_file};
 use super::read::{PersistedFile, Snapshot};
 use super::retention::RetentionPolicy;
+use super::rollup::{self, coalesce, complement, RolledSnapshot, RollupLevel, RollupOutcome};
 use super::table::{RowKey, TableSpec};
 use super::wal::{check_schema, Wal};
 use crate::{Error, Result};
@@ -91,6 +92,8 @@ pub struct TimeSeriesTable {
     maintenance: Mutex<()>,
     /// Each PC's latest rows, for tables whose spec tracks them.
     latest: RwLock<LatestIndex>,
+    /// The table's rollups (`spec.rollups`), finest first.
+    rollups: Vec<RollupLevel>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -150,12 +153,13 @@ impl TimeSeriesTable {
             "time-series table opened"
         );
         let retention = RetentionPolicy {
-            days: match spec.name {
-                "process_perf" => config.process_perf_retention_days,
-                "inventory_history" => config.inventory_history_retention_days,
-                _ => config.host_perf_retention_days,
-            },
+            days: (spec.retention_days)(&config),
         };
+        let rollups = spec
+            .rollups
+            .iter()
+            .map(|r| RollupLevel::open(r, data_dir, &config))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             spec,
             root,
@@ -165,6 +169,7 @@ impl TimeSeriesTable {
             writer: Mutex::new(Writer { wal, keys }),
             maintenance: Mutex::new(()),
             latest: RwLock::new(latest),
+            rollups,
         })
     }
 
@@ -291,14 +296,35 @@ impl TimeSeriesTable {
             wal_bytes,
             ..TableBackup::default()
         };
-        let root = dest.join(self.spec.name);
+        // The table's files, then each rollup's (which may be all that is
+        // left of days past the raw retention).
+        let mut copies: Vec<(Arc<PersistedFile>, &Path, PathBuf)> = snapshot
+            .files()
+            .iter()
+            .map(|f| {
+                (
+                    Arc::clone(f),
+                    self.root.as_path(),
+                    dest.join(self.spec.name),
+                )
+            })
+            .collect();
+        for level in &self.rollups {
+            copies.extend(level.read().values().map(|f| {
+                (
+                    Arc::clone(f),
+                    level.root.as_path(),
+                    dest.join(level.spec.name),
+                )
+            }));
+        }
         let mut dirs = std::collections::BTreeSet::new();
-        for file in snapshot.files() {
-            let relative = file.path().strip_prefix(&self.root).map_err(|_| {
+        for (file, from_root, root) in copies {
+            let relative = file.path().strip_prefix(from_root).map_err(|_| {
                 Error::InvalidConfig(format!(
                     "{} is outside the table directory {}",
                     file.path().display(),
-                    self.root.display()
+                    from_root.display()
                 ))
             })?;
             let to = root.join(relative);
@@ -362,6 +388,18 @@ impl TimeSeriesTable {
         let (from, to) = range
             .map(|(f, t)| (f.timestamp_micros(), t.timestamp_micros()))
             .unwrap_or((i64::MIN, i64::MAX));
+        self.snapshot_of(&state, from, to, |_| true)
+    }
+
+    /// The head chunks overlapping `[from, to)` (µs) and the files of the
+    /// partitions in it for which `keep_day` holds.
+    fn snapshot_of(
+        &self,
+        state: &TableState,
+        from: i64,
+        to: i64,
+        keep_day: impl Fn(PartitionDate) -> bool,
+    ) -> Snapshot {
         let first_day = PartitionDate::of_micros(from);
         let last_day = PartitionDate::of_micros(to.saturating_sub(1));
         let files = state
@@ -369,6 +407,7 @@ impl TimeSeriesTable {
             .iter()
             .filter(|(d, _)| first_day.is_none_or(|f| **d >= f))
             .filter(|(d, _)| last_day.is_none_or(|l| **d <= l))
+            .filter(|(d, _)| keep_day(**d))
             .flat_map(|(_, files)| files.iter().cloned())
             .collect();
         let head = state
@@ -382,6 +421,97 @@ impl TimeSeriesTable {
             head,
             files,
         }
+    }
+
+    /// A consistent view of `[from, to)` for a question bucketed by
+    /// `step_secs`: the coarsest rollup whose window divides the step
+    /// answers the whole windows of every day it is current for (see
+    /// `rollup.rs`), the rest (the range's ragged ends, today, days with
+    /// late samples not yet rolled up) is read raw. The answer is the raw
+    /// answer either way; with no rollup that fits, everything is raw.
+    pub fn rolled_snapshot(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step_secs: i64,
+    ) -> RolledSnapshot {
+        let (from, to) = (from.timestamp_micros(), to.timestamp_micros());
+        let state = self.state_ref();
+        let level = self
+            .rollups
+            .iter()
+            .rev()
+            .find(|l| step_secs >= l.spec.window_secs && step_secs % l.spec.window_secs == 0);
+        let mut rolled_files = Vec::new();
+        let mut rolled_ranges = Vec::new();
+        let mut covered = Vec::new();
+        if let (Some(level), true) = (level, from < to) {
+            let window = level.spec.window_secs * 1_000_000;
+            let floor = |t: i64| t.div_euclid(window) * window;
+            let ceil = |t: i64| floor(t + window - 1);
+            let files = level.read();
+            let first_day = PartitionDate::of_micros(from);
+            let last_day = PartitionDate::of_micros(to.saturating_sub(1));
+            let days = files
+                .iter()
+                .filter(|(d, _)| first_day.is_none_or(|f| **d >= f))
+                .filter(|(d, _)| last_day.is_none_or(|l| **d <= l));
+            for (date, file) in days {
+                let start = date.start_micros();
+                let end = date.next().start_micros();
+                let raw = state.partitions.get(date).map_or(&[][..], Vec::as_slice);
+                let retired = raw.is_empty();
+                let current = raw.len() == 1 && raw[0].range == file.range;
+                let head_rows = state.head.iter().any(|c| c.overlaps(start, end));
+                if !(retired || current) || head_rows {
+                    continue;
+                }
+                let (a, b) = (from.max(start), to.min(end));
+                // Past the raw retention a window overlapping the range
+                // counts whole (there is nothing finer to read).
+                let (lo, hi) = if retired {
+                    (floor(a), b)
+                } else {
+                    (ceil(a), floor(b))
+                };
+                if lo >= hi {
+                    continue;
+                }
+                rolled_ranges.push((lo, hi));
+                covered.push(if retired { (a, b) } else { (lo, hi) });
+                rolled_files.push(Arc::clone(file));
+            }
+        }
+        let raw_ranges = complement(from, to, &covered);
+        let rolled_ranges = coalesce(rolled_ranges);
+        let touches = |d: PartitionDate| {
+            let (start, end) = (d.start_micros(), d.next().start_micros());
+            raw_ranges.iter().any(|(a, b)| *a < end && *b > start)
+        };
+        let raw = self.snapshot_of(&state, from, to, touches);
+        let (rollup_schema, window_secs) = match (level, rolled_files.is_empty()) {
+            (Some(l), false) => (l.spec.schema(), l.spec.window_secs),
+            _ => (self.spec.schema(), 0),
+        };
+        RolledSnapshot {
+            raw,
+            raw_ranges,
+            rollup: Snapshot {
+                schema: rollup_schema,
+                head: Vec::new(),
+                files: rolled_files,
+            },
+            window_secs,
+            rolled_ranges,
+        }
+    }
+
+    /// The rollup tables of this table and their files now.
+    pub fn rollup_files(&self) -> Vec<(&'static str, Vec<Arc<PersistedFile>>)> {
+        self.rollups
+            .iter()
+            .map(|l| (l.spec.name, l.read().values().cloned().collect()))
+            .collect()
     }
 
     /// Partition dates currently holding files.
@@ -503,6 +633,44 @@ impl TimeSeriesTable {
             tracing::info!(table = self.spec.name, %date, files = outcome.input_files, rows = outcome.output_rows, "compacted partition");
             outcomes.push(outcome);
         }
+        self.roll_up(today)?;
+        Ok(outcomes)
+    }
+
+    /// Builds the rollups of every closed partition (compacted into one
+    /// file) whose rollup is missing or derived from an older file. Runs
+    /// under the maintenance lock, after compaction.
+    fn roll_up(&self, today: PartitionDate) -> Result<Vec<RollupOutcome>> {
+        if self.rollups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let closed: Vec<Arc<PersistedFile>> = self
+            .state_ref()
+            .partitions
+            .iter()
+            .filter(|(d, files)| **d < today && files.len() == 1)
+            .map(|(_, files)| Arc::clone(&files[0]))
+            .collect();
+        let mut outcomes = Vec::new();
+        for source in closed {
+            let stale: Vec<&RollupLevel> = self
+                .rollups
+                .iter()
+                .filter(|l| !l.retention.is_expired(source.date, today))
+                .filter(|l| l.file(source.date).is_none_or(|f| f.range != source.range))
+                .collect();
+            if stale.is_empty() {
+                continue;
+            }
+            let (files, done) = rollup::build(self.spec, &self.config, &stale, &source)?;
+            for (level, file) in stale.iter().zip(files) {
+                level.install(file);
+            }
+            for o in &done {
+                tracing::info!(table = o.table, date = %o.date, rows = o.input_rows, windows = o.windows, "rolled up partition");
+            }
+            outcomes.extend(done);
+        }
         Ok(outcomes)
     }
 
@@ -536,6 +704,9 @@ impl TimeSeriesTable {
         if !dropped.is_empty() {
             let kept_from = today.minus_days(self.retention.days);
             self.latest_mut().evict_before(kept_from.start_micros());
+        }
+        for level in &self.rollups {
+            level.drop_expired(today);
         }
         Ok(dropped)
     }

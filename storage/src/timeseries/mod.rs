@@ -9,6 +9,7 @@ mod partition;
 mod persist;
 mod read;
 mod retention;
+mod rollup;
 mod table;
 mod wal;
 
@@ -21,11 +22,14 @@ pub use latest::LatestRows;
 pub(crate) use partition::fsync_dir;
 pub use partition::PartitionDate;
 pub use read::{PersistedFile, Snapshot};
+pub use rollup::{RolledSnapshot, RollupOutcome};
 pub use table::{
-    HostPerfRow, InventoryHistoryRow, ProcessPerfRow, TableSpec, HOST_PERF, INVENTORY_HISTORY,
-    PROCESS_PERF,
+    HostPerfRow, InventoryHistoryRow, ProcessPerfRow, TableSpec, HOST_PERF, HOST_PERF_1H,
+    HOST_PERF_5M, INVENTORY_HISTORY, PROCESS_PERF,
 };
 
+#[cfg(test)]
+mod rollup_tests;
 #[cfg(test)]
 mod test_util;
 #[cfg(test)]

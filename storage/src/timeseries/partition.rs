@@ -49,6 +49,11 @@ impl PartitionDate {
         Self(self.0 - chrono::Days::new(u64::from(days)))
     }
 
+    /// The day after.
+    pub fn next(self) -> Self {
+        Self(self.0 + chrono::Days::new(1))
+    }
+
     /// The directory name of the partition, `date=YYYY-MM-DD`.
     pub fn dir_name(self) -> String {
         format!("date={self}")

@@ -13,6 +13,7 @@ use datafusion::arrow::compute::{SortColumn, SortOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 
+use super::config::TimeSeriesConfig;
 use crate::{Error, Result};
 
 /// Static description of one time-series table.
@@ -27,6 +28,13 @@ pub struct TableSpec {
     /// Whether the table keeps each PC's latest rows in memory
     /// (see `latest.rs`): the process table, for the latest tick.
     pub(crate) tracks_latest: bool,
+    /// Days of partitions kept, from the `[storage]` settings.
+    pub(crate) retention_days: fn(&TimeSeriesConfig) -> u32,
+    /// The coarser tables derived from this one (see `rollup.rs`),
+    /// finest first.
+    pub(crate) rollups: &'static [&'static TableSpec],
+    /// For a rollup table: the seconds of one window (0 for raw tables).
+    pub window_secs: i64,
 }
 
 /// The time zone every `at` column carries.
@@ -72,7 +80,63 @@ pub static HOST_PERF: TableSpec = TableSpec {
     schema: &HOST_SCHEMA,
     seq: None,
     tracks_latest: false,
+    retention_days: |c| c.host_perf_retention_days,
+    rollups: &[&HOST_PERF_5M, &HOST_PERF_1H],
+    window_secs: 0,
 };
+
+static HOST_ROLLUP_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| rollup_schema(&HOST_SCHEMA));
+
+/// `host_perf` per PC per 5-minute window: sum, count, min and max of
+/// every metric, keyed by (pc_id, at = the window's start).
+pub static HOST_PERF_5M: TableSpec = TableSpec {
+    name: "host_perf_5m",
+    schema: &HOST_ROLLUP_SCHEMA,
+    seq: None,
+    tracks_latest: false,
+    retention_days: |c| c.host_perf_5m_retention_days,
+    rollups: &[],
+    window_secs: 300,
+};
+
+/// `host_perf` per PC per hour, as [`HOST_PERF_5M`].
+pub static HOST_PERF_1H: TableSpec = TableSpec {
+    name: "host_perf_1h",
+    schema: &HOST_ROLLUP_SCHEMA,
+    seq: None,
+    tracks_latest: false,
+    retention_days: |c| c.host_perf_1h_retention_days,
+    rollups: &[],
+    window_secs: 3_600,
+};
+
+/// The metrics of a raw schema: every column but the key (and text).
+pub fn rollup_metrics(raw: &Schema) -> Vec<&str> {
+    raw.fields()
+        .iter()
+        .filter(|f| !matches!(f.name().as_str(), "pc_id" | "at"))
+        .filter(|f| matches!(f.data_type(), DataType::Float64 | DataType::Int64))
+        .map(|f| f.name().as_str())
+        .collect()
+}
+
+/// The columns of a rollup of `raw`: pc_id, at (the window's start), and
+/// per metric `<m>_sum`, `<m>_count`, `<m>_min`, `<m>_max` (min and max
+/// null when the window holds no value of the metric). AVG over any set
+/// of windows is Σsum / Σcount, exact.
+fn rollup_schema(raw: &Schema) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("pc_id", DataType::Utf8, false),
+        Field::new("at", ts_type(), false),
+    ];
+    for m in rollup_metrics(raw) {
+        fields.push(Field::new(format!("{m}_sum"), DataType::Float64, false));
+        fields.push(Field::new(format!("{m}_count"), DataType::Int64, false));
+        fields.push(Field::new(format!("{m}_min"), DataType::Float64, true));
+        fields.push(Field::new(format!("{m}_max"), DataType::Float64, true));
+    }
+    Arc::new(Schema::new(fields))
+}
 
 /// Process samples: one row per process per tick, keyed by (pc_id, at, pid).
 pub static PROCESS_PERF: TableSpec = TableSpec {
@@ -80,6 +144,9 @@ pub static PROCESS_PERF: TableSpec = TableSpec {
     schema: &PROCESS_SCHEMA,
     seq: Some("pid"),
     tracks_latest: true,
+    retention_days: |c| c.process_perf_retention_days,
+    rollups: &[],
+    window_secs: 0,
 };
 
 static HISTORY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -105,6 +172,9 @@ pub static INVENTORY_HISTORY: TableSpec = TableSpec {
     schema: &HISTORY_SCHEMA,
     seq: Some("seq"),
     tracks_latest: false,
+    retention_days: |c| c.inventory_history_retention_days,
+    rollups: &[],
+    window_secs: 0,
 };
 
 /// The identity of a row: a repeat of an existing key is dropped.

@@ -1,0 +1,303 @@
+//! The host timeline and the fleet series read rollups for the whole
+//! windows of closed days, and must give the raw answer (DataFusion SQL
+//! over every raw row) on any window, step and PC: on random windows,
+//! after late samples (in the head, persisted, compacted), and after the
+//! raw rows of a day are gone (the rollup still answers what it answered
+//! before).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use kanade_queries::{Aggregate, FleetPoint, HostMetric, HostPoint, PerfQueries};
+use kanade_storage::{
+    HostPerfRow, PartitionDate, RelationalStore, TimeSeriesConfig, TimeSeriesTable, HOST_PERF,
+};
+
+/// Midnight of the first of the four days; the fourth is "today".
+fn day0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap()
+}
+
+fn today() -> PartitionDate {
+    PartitionDate::of(day0() + Duration::days(3))
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+const PCS: usize = 5;
+
+/// A sample as an agent sends it: jittered time, f32-widened CPU,
+/// full-mantissa rates, whole bytes, nulls and missed ticks.
+fn sample(rng: &mut Rng, pc: usize, at: DateTime<Utc>) -> HostPerfRow {
+    // Each value is drawn, then dropped one time in ten (a null).
+    let cpu = f64::from((rng.unit() * 100.0) as f32);
+    let cpu = (rng.below(10) != 0).then_some(cpu);
+    let read = (rng.unit() * 16e6).floor() / (0.9 + rng.unit() * 0.2);
+    let read = (rng.below(10) != 0).then_some(read);
+    let swap = (rng.unit() * 1e6) as i64;
+    let swap = (rng.below(10) != 0).then_some(swap);
+    HostPerfRow {
+        pc_id: format!("pc{pc}"),
+        at,
+        cpu_pct: cpu,
+        cpu_count: Some(8),
+        mem_used_bytes: Some(4_000_000_000 + (rng.unit() * 1e9) as i64),
+        mem_total_bytes: Some(16_000_000_000),
+        swap_used_bytes: swap,
+        swap_total_bytes: None,
+        disk_read_bytes_per_sec: read,
+        disk_written_bytes_per_sec: Some(rng.unit() * 4e6 / 1.0037),
+        net_rx_bytes_per_sec: Some(rng.unit() * 1e6),
+        net_tx_bytes_per_sec: None,
+    }
+}
+
+/// Four days of samples every minute (three closed, compacted and rolled
+/// up; today persisted in parts with its last hours in the head).
+fn load(dir: &std::path::Path, config: TimeSeriesConfig) -> (PerfQueries, Arc<TimeSeriesTable>) {
+    let mut rng = Rng(3);
+    let table = Arc::new(TimeSeriesTable::open(&HOST_PERF, dir, config).unwrap());
+    let minutes = 3 * 1440 + 18 * 60;
+    for chunk in 0..(minutes / 360) {
+        let mut rows = Vec::new();
+        for m in chunk * 360..(chunk + 1) * 360 {
+            for pc in 0..PCS {
+                if rng.below(25) == 0 {
+                    continue; // a missed tick
+                }
+                let at = day0()
+                    + Duration::minutes(m)
+                    + Duration::milliseconds(rng.below(59_000) as i64);
+                rows.push(sample(&mut rng, pc, at));
+            }
+        }
+        table.write(&HostPerfRow::to_batch(&rows).unwrap()).unwrap();
+        if chunk < minutes / 360 - 2 {
+            table.persist().unwrap();
+        }
+    }
+    table.compact(today()).unwrap();
+    assert!(table.head_rows() > 0, "today's last hours stay in the head");
+    let store = RelationalStore::open(dir).unwrap();
+    let q = PerfQueries::new(Arc::clone(&table), Arc::clone(&table), store).unwrap();
+    (q, table)
+}
+
+fn config() -> TimeSeriesConfig {
+    TimeSeriesConfig {
+        row_group_rows: 1_024,
+        ..TimeSeriesConfig::for_tests()
+    }
+}
+
+fn close(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
+        _ => false,
+    }
+}
+
+fn same_host(a: &[HostPoint], b: &[HostPoint]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.at == y.at
+                && close(x.cpu_pct, y.cpu_pct)
+                && close(x.mem_used_bytes, y.mem_used_bytes)
+                && close(x.mem_total_bytes, y.mem_total_bytes)
+                && close(x.swap_used_bytes, y.swap_used_bytes)
+                && close(x.swap_total_bytes, y.swap_total_bytes)
+                && close(x.disk_read_bytes_per_sec, y.disk_read_bytes_per_sec)
+                && close(x.disk_written_bytes_per_sec, y.disk_written_bytes_per_sec)
+                && close(x.net_rx_bytes_per_sec, y.net_rx_bytes_per_sec)
+                && close(x.net_tx_bytes_per_sec, y.net_tx_bytes_per_sec)
+        })
+}
+
+fn same_fleet(a: &[FleetPoint], b: &[FleetPoint]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.at == y.at && close(x.value, y.value))
+}
+
+const METRICS: [HostMetric; 4] = [
+    HostMetric::CpuPct,
+    HostMetric::MemUsedBytes,
+    HostMetric::DiskReadBytesPerSec,
+    HostMetric::NetTxBytesPerSec,
+];
+
+/// `cases` random questions, each asked of the rollup-aware paths and of
+/// raw SQL; returns how many read rollup rows.
+async fn compare(
+    q: &PerfQueries,
+    rng: &mut Rng,
+    cases: usize,
+    around: Option<DateTime<Utc>>,
+) -> usize {
+    let steps = [60, 300, 600, 900, 3_600, 7_200, 86_400, 7 * 60];
+    let mut rolled = 0;
+    let mut nonempty = 0;
+    for case in 0..cases {
+        let pc = format!("pc{}", rng.below(PCS as u64 + 1)); // pc5 has no rows
+        let span = 4 * 86_400;
+        let from = match around {
+            Some(t) => t - Duration::seconds(rng.below(3 * 3_600) as i64),
+            None => day0() + Duration::seconds(rng.below(span) as i64 - 3_600),
+        };
+        let to = from + Duration::seconds(1 + rng.below(span / 2) as i64);
+        let step = steps[rng.below(steps.len() as u64) as usize];
+        let why = format!("case {case}: {pc} [{from}, {to}) @ {step}s");
+        let (fast, stats) = q.host_timeline_read(&pc, from, to, step).unwrap();
+        let sql = q.host_timeline_sql(&pc, from, to, step).await.unwrap();
+        assert!(
+            same_host(&fast, &sql),
+            "{why}\nrolled {fast:?}\nraw    {sql:?}"
+        );
+        if stats.rollup_rows > 0 {
+            rolled += 1;
+        }
+        if !fast.is_empty() {
+            nonempty += 1;
+        }
+        let metric = METRICS[rng.below(METRICS.len() as u64) as usize];
+        for agg in [Aggregate::Avg, Aggregate::Max] {
+            let fleet = q.fleet_series(metric, agg, from, to, step).await.unwrap();
+            let sql = q
+                .fleet_series_sql(metric, agg, from, to, step)
+                .await
+                .unwrap();
+            assert!(
+                same_fleet(&fleet, &sql),
+                "{why} {metric:?} {agg:?}\nrolled {fleet:?}\nraw    {sql:?}"
+            );
+        }
+    }
+    assert!(
+        nonempty * 2 > cases,
+        "only {nonempty} of {cases} windows held rows"
+    );
+    rolled
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_answer_as_raw_rows_do_on_random_windows_and_after_late_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, table) = load(dir.path(), config());
+    let mut rng = Rng(42);
+    let rolled = compare(&q, &mut rng, 100, None).await;
+    assert!(rolled >= 25, "only {rolled} of 100 questions read a rollup");
+
+    // Late samples for day 1 (one of them a new maximum): in the head,
+    // persisted as a second file, then compacted and rolled up again.
+    let late_at = day0() + Duration::days(1) + Duration::hours(9);
+    let late: Vec<HostPerfRow> = (0..PCS)
+        .map(|pc| {
+            let mut r = sample(&mut rng, pc, late_at + Duration::seconds(17 + pc as i64));
+            r.cpu_pct = Some(1e3);
+            r.disk_read_bytes_per_sec = Some(1e12);
+            r
+        })
+        .collect();
+    table.write(&HostPerfRow::to_batch(&late).unwrap()).unwrap();
+    let day1 = |q: &PerfQueries| {
+        let from = day0() + Duration::days(1);
+        q.host_timeline_read("pc1", from, from + Duration::days(1), 3_600)
+            .unwrap()
+    };
+    let (points, stats) = day1(&q);
+    assert_eq!(
+        stats.rollup_rows, 0,
+        "day 1 is read raw while a late sample is in the head"
+    );
+    assert_eq!(
+        points[9].cpu_pct.map(|c| c > 10.0),
+        Some(true),
+        "{:?}",
+        points[9]
+    );
+    compare(&q, &mut rng, 30, Some(late_at)).await;
+    table.persist().unwrap();
+    assert_eq!(day1(&q).1.rollup_rows, 0, "two files: still raw");
+    compare(&q, &mut rng, 30, Some(late_at)).await;
+    table.compact(today()).unwrap();
+    let (again, stats) = day1(&q);
+    assert_eq!(stats.rollup_rows, 24, "rolled up again: one row per hour");
+    assert!(same_host(&again, &points));
+    let rolled = compare(&q, &mut rng, 30, Some(late_at)).await;
+    assert!(rolled >= 5, "only {rolled} of 30 questions read a rollup");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollups_answer_for_days_whose_raw_rows_are_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, table) = load(
+        dir.path(),
+        TimeSeriesConfig {
+            host_perf_retention_days: 2,
+            ..config()
+        },
+    );
+    // Whole hours of day 0, asked before and after its raw rows expire.
+    let mut rng = Rng(9);
+    let mut questions = Vec::new();
+    for _ in 0..40 {
+        let from = day0() + Duration::hours(rng.below(20) as i64);
+        let to = from + Duration::hours(1 + rng.below(4) as i64);
+        let step = [300, 900, 3_600, 7_200][rng.below(4) as usize];
+        let pc = format!("pc{}", rng.below(PCS as u64));
+        let metric = METRICS[rng.below(METRICS.len() as u64) as usize];
+        questions.push((pc, from, to, step, metric));
+    }
+    let mut before = Vec::new();
+    for (pc, from, to, step, metric) in &questions {
+        let tl = q.host_timeline_sql(pc, *from, *to, *step).await.unwrap();
+        let fleet = q
+            .fleet_series_sql(*metric, Aggregate::Avg, *from, *to, *step)
+            .await
+            .unwrap();
+        assert!(!tl.is_empty() && !fleet.is_empty());
+        before.push((tl, fleet));
+    }
+    assert_eq!(
+        table.drop_expired(today()).unwrap(),
+        vec![PartitionDate::of(day0())]
+    );
+    for ((pc, from, to, step, metric), (tl, fleet)) in questions.iter().zip(&before) {
+        let why = format!("{pc} [{from}, {to}) @ {step}s");
+        assert!(
+            q.host_timeline_sql(pc, *from, *to, *step)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{why}: the raw rows are gone"
+        );
+        let (now, stats) = q.host_timeline_read(pc, *from, *to, *step).unwrap();
+        assert!(stats.rollup_rows > 0, "{why}");
+        assert!(same_host(&now, tl), "{why}\nnow    {now:?}\nbefore {tl:?}");
+        let now = q
+            .fleet_series(*metric, Aggregate::Avg, *from, *to, *step)
+            .await
+            .unwrap();
+        assert!(same_fleet(&now, fleet), "{why} {metric:?}");
+    }
+}

@@ -1,0 +1,391 @@
+//! Rollups: a raw table's closed partitions summarised per PC per window
+//! (5 minutes, 1 hour) with sum, count, min and max of every metric, so a
+//! long range reads a few rows per PC-hour instead of every sample.
+//!
+//! A rollup file of day `d` is derived from exactly one raw file: the
+//! day's compacted file, whose segment range it carries in its name. It
+//! answers for `d` while the raw partition still holds that one file (a
+//! late sample adds a second file, then compaction makes a new one, so
+//! the day is read raw until its rollup is rebuilt from the new file) and
+//! the head holds no row of `d`; once retention has dropped the raw
+//! partition, the rollup is all there is and answers alone. Rollups keep
+//! their own, longer retention.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, Float64Array, Int64Array, StringBuilder, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::ProjectionMask;
+
+use super::config::TimeSeriesConfig;
+use super::partition::{scan, PartitionDate};
+use super::persist::FileWriter;
+use super::read::{PersistedFile, Snapshot};
+use super::retention::RetentionPolicy;
+use super::table::{rollup_metrics, string_column, ts_column, TableSpec, UTC};
+use crate::{Error, Result};
+
+/// Rows read from the raw file, and rows per written rollup batch.
+const BATCH: usize = 8_192;
+
+const MICROS: i64 = 1_000_000;
+
+/// One rollup table of a raw table: at most one file per partition.
+#[derive(Debug)]
+pub(crate) struct RollupLevel {
+    pub spec: &'static TableSpec,
+    pub root: PathBuf,
+    pub retention: RetentionPolicy,
+    pub files: RwLock<BTreeMap<PartitionDate, Arc<PersistedFile>>>,
+}
+
+impl RollupLevel {
+    /// Opens the rollup `spec` under `data_dir`, keeping per partition the
+    /// file derived from the newest raw file (a newer one covers the
+    /// segments of any it replaced) and deleting the others.
+    pub fn open(
+        spec: &'static TableSpec,
+        data_dir: &Path,
+        config: &TimeSeriesConfig,
+    ) -> Result<Self> {
+        let root = data_dir.join(spec.name);
+        std::fs::create_dir_all(&root).map_err(Error::io(&root))?;
+        let mut files: BTreeMap<PartitionDate, Arc<PersistedFile>> = BTreeMap::new();
+        for f in scan(&root)? {
+            let found = Arc::new(PersistedFile::new(f.path, f.date, f.range, f.bytes));
+            let older = match files.get(&f.date) {
+                Some(kept) if kept.range.last >= found.range.last => found,
+                _ => match files.insert(f.date, found) {
+                    Some(replaced) => replaced,
+                    None => continue,
+                },
+            };
+            tracing::warn!(path = %older.path.display(), "removing a superseded rollup file");
+            older.mark_obsolete();
+        }
+        Ok(Self {
+            spec,
+            root,
+            retention: RetentionPolicy {
+                days: (spec.retention_days)(config),
+            },
+            files: RwLock::new(files),
+        })
+    }
+
+    pub fn file(&self, date: PartitionDate) -> Option<Arc<PersistedFile>> {
+        self.read().get(&date).cloned()
+    }
+
+    pub fn read(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<PartitionDate, Arc<PersistedFile>>> {
+        self.files.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<PartitionDate, Arc<PersistedFile>>> {
+        self.files.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts `file` in place of the partition's previous one.
+    pub fn install(&self, file: PersistedFile) {
+        let date = file.date;
+        if let Some(old) = self.write().insert(date, Arc::new(file)) {
+            old.mark_obsolete();
+        }
+    }
+
+    /// Drops the partitions past this rollup's retention on `today`.
+    pub fn drop_expired(&self, today: PartitionDate) -> Vec<PartitionDate> {
+        let mut files = self.write();
+        let expired: Vec<PartitionDate> = files
+            .keys()
+            .copied()
+            .filter(|d| self.retention.is_expired(*d, today))
+            .collect();
+        for d in &expired {
+            if let Some(f) = files.remove(d) {
+                f.mark_obsolete();
+                tracing::info!(table = self.spec.name, date = %d, "dropped expired partition");
+            }
+        }
+        expired
+    }
+}
+
+/// What one rollup pass built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupOutcome {
+    pub table: &'static str,
+    pub date: PartitionDate,
+    pub input_rows: usize,
+    pub windows: usize,
+}
+
+/// The accumulation of one rollup level while the raw file streams by:
+/// the open window, and the finished windows waiting to be written.
+struct Level<'a> {
+    level: &'a RollupLevel,
+    window: i64,
+    /// (pc_id, window start µs) of the open window.
+    key: Option<(String, i64)>,
+    sums: Vec<f64>,
+    counts: Vec<i64>,
+    mins: Vec<Option<f64>>,
+    maxs: Vec<Option<f64>>,
+    out_pc: StringBuilder,
+    out_at: Vec<i64>,
+    /// Per metric: sum, count, min, max columns of the pending rows.
+    out_sum: Vec<Vec<f64>>,
+    out_count: Vec<Vec<i64>>,
+    out_min: Vec<Vec<Option<f64>>>,
+    out_max: Vec<Vec<Option<f64>>>,
+    writer: FileWriter,
+    windows: usize,
+}
+
+impl<'a> Level<'a> {
+    fn new(level: &'a RollupLevel, width: usize, writer: FileWriter) -> Self {
+        Self {
+            level,
+            window: level.spec.window_secs * MICROS,
+            key: None,
+            sums: vec![0.0; width],
+            counts: vec![0; width],
+            mins: vec![None; width],
+            maxs: vec![None; width],
+            out_pc: StringBuilder::new(),
+            out_at: Vec::new(),
+            out_sum: vec![Vec::new(); width],
+            out_count: vec![Vec::new(); width],
+            out_min: vec![Vec::new(); width],
+            out_max: vec![Vec::new(); width],
+            writer,
+            windows: 0,
+        }
+    }
+
+    /// Adds row `i` (of pc `pc` at `at` µs) with the metric values.
+    fn add(&mut self, pc: &str, at: i64, values: &[&Float64Array], i: usize) -> Result<()> {
+        let start = at.div_euclid(self.window) * self.window;
+        let same = self
+            .key
+            .as_ref()
+            .is_some_and(|(p, w)| *w == start && p == pc);
+        if !same {
+            self.close()?;
+            self.key = Some((pc.to_string(), start));
+        }
+        for (k, v) in values.iter().enumerate() {
+            if v.is_valid(i) {
+                let x = v.value(i);
+                self.sums[k] += x;
+                self.counts[k] += 1;
+                self.mins[k] = Some(self.mins[k].map_or(x, |m| m.min(x)));
+                self.maxs[k] = Some(self.maxs[k].map_or(x, |m| m.max(x)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the open window (if any) and flushes full batches.
+    fn close(&mut self) -> Result<()> {
+        let Some((pc, start)) = self.key.take() else {
+            return Ok(());
+        };
+        self.out_pc.append_value(&pc);
+        self.out_at.push(start);
+        for k in 0..self.sums.len() {
+            self.out_sum[k].push(std::mem::take(&mut self.sums[k]));
+            self.out_count[k].push(std::mem::take(&mut self.counts[k]));
+            self.out_min[k].push(self.mins[k].take());
+            self.out_max[k].push(self.maxs[k].take());
+        }
+        self.windows += 1;
+        if self.out_at.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.out_at.is_empty() {
+            return Ok(());
+        }
+        let spec = self.level.spec;
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(self.out_pc.finish()),
+            Arc::new(
+                TimestampMicrosecondArray::from(std::mem::take(&mut self.out_at))
+                    .with_timezone(UTC),
+            ),
+        ];
+        for k in 0..self.sums.len() {
+            columns.push(Arc::new(Float64Array::from(std::mem::take(
+                &mut self.out_sum[k],
+            ))));
+            columns.push(Arc::new(Int64Array::from(std::mem::take(
+                &mut self.out_count[k],
+            ))));
+            columns.push(Arc::new(Float64Array::from(std::mem::take(
+                &mut self.out_min[k],
+            ))));
+            columns.push(Arc::new(Float64Array::from(std::mem::take(
+                &mut self.out_max[k],
+            ))));
+        }
+        let batch =
+            RecordBatch::try_new(spec.schema(), columns).map_err(Error::arrow(spec.name))?;
+        self.writer.write(&batch)
+    }
+}
+
+/// Summarises the raw file `source` (of partition `date`, sorted by
+/// pc_id then at) into a new file of every level in `levels`, in one
+/// streaming pass: one raw batch and at most one output batch per level
+/// in memory.
+pub(crate) fn build(
+    raw: &'static TableSpec,
+    config: &TimeSeriesConfig,
+    levels: &[&RollupLevel],
+    source: &PersistedFile,
+) -> Result<(Vec<PersistedFile>, Vec<RollupOutcome>)> {
+    let raw_schema = raw.schema();
+    let metrics = rollup_metrics(&raw_schema);
+    let path = &source.path;
+    let file = File::open(path).map_err(Error::io(path))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(Error::parquet(path))?;
+    let input_rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
+    let mut wanted = vec!["pc_id", "at"];
+    wanted.extend(metrics.iter().copied());
+    let mask = ProjectionMask::columns(builder.parquet_schema(), wanted.iter().copied());
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(BATCH)
+        .build()
+        .map_err(Error::parquet(path))?;
+    let mut acc = levels
+        .iter()
+        .map(|l| {
+            let w = FileWriter::create(l.spec, config, &l.root, source.date, source.range)?;
+            Ok(Level::new(l, metrics.len(), w))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for batch in reader {
+        let batch = batch.map_err(Error::arrow(raw.name))?;
+        let pc = string_column(&batch, "pc_id");
+        let at = ts_column(&batch);
+        let values: Vec<ArrayRef> = metrics
+            .iter()
+            .map(|m| {
+                let c = batch
+                    .column_by_name(m)
+                    .ok_or_else(|| Error::InvalidConfig(format!("{}: {m} missing", raw.name)))?;
+                cast(c, &DataType::Float64).map_err(Error::arrow(raw.name))
+            })
+            .collect::<Result<_>>()?;
+        let values: Vec<&Float64Array> = values
+            .iter()
+            .filter_map(|a| a.as_any().downcast_ref::<Float64Array>())
+            .collect();
+        for i in 0..batch.num_rows() {
+            for level in &mut acc {
+                level.add(pc.value(i), at.value(i), &values, i)?;
+            }
+        }
+    }
+    let mut files = Vec::with_capacity(acc.len());
+    let mut outcomes = Vec::with_capacity(acc.len());
+    for mut level in acc {
+        level.close()?;
+        level.flush()?;
+        outcomes.push(RollupOutcome {
+            table: level.level.spec.name,
+            date: source.date,
+            input_rows,
+            windows: level.windows,
+        });
+        files.push(level.writer.finish()?);
+    }
+    Ok((files, outcomes))
+}
+
+/// A consistent view of a range for a bucketed question: which parts a
+/// rollup answers exactly and which must be read raw.
+#[derive(Debug, Clone)]
+pub struct RolledSnapshot {
+    /// The raw rows (head and files) of the parts read raw.
+    pub raw: Snapshot,
+    /// `[from, to)` (µs) parts to read from `raw`, in order, disjoint.
+    pub raw_ranges: Vec<(i64, i64)>,
+    /// The rollup's files for the parts it answers (empty when none).
+    pub rollup: Snapshot,
+    /// The rollup's window, seconds (0 when no rollup answers).
+    pub window_secs: i64,
+    /// Window-start (µs) ranges to read from `rollup`, in order.
+    pub rolled_ranges: Vec<(i64, i64)>,
+}
+
+/// `[from, to)` minus the sorted, disjoint `covered` ranges.
+pub(crate) fn complement(from: i64, to: i64, covered: &[(i64, i64)]) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut at = from;
+    for &(a, b) in covered {
+        if a > at {
+            out.push((at, a.min(to)));
+        }
+        at = at.max(b);
+    }
+    if at < to {
+        out.push((at, to));
+    }
+    out.retain(|(a, b)| a < b);
+    out
+}
+
+/// Sorted ranges with touching neighbours joined.
+pub(crate) fn coalesce(ranges: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
+    let mut out: Vec<(i64, i64)> = Vec::with_capacity(ranges.len());
+    for (a, b) in ranges {
+        match out.last_mut() {
+            Some(last) if last.1 >= a => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{coalesce, complement};
+
+    #[test]
+    fn touching_ranges_join() {
+        assert_eq!(coalesce(vec![]), vec![]);
+        assert_eq!(
+            coalesce(vec![(0, 10), (10, 20), (30, 40)]),
+            vec![(0, 20), (30, 40)]
+        );
+    }
+
+    #[test]
+    fn complement_of_covered_parts() {
+        assert_eq!(complement(0, 100, &[]), vec![(0, 100)]);
+        assert_eq!(complement(0, 100, &[(0, 100)]), vec![]);
+        assert_eq!(
+            complement(0, 100, &[(10, 20), (20, 30), (50, 60)]),
+            vec![(0, 10), (30, 50), (60, 100)]
+        );
+        assert_eq!(complement(0, 100, &[(90, 120)]), vec![(0, 90)]);
+    }
+}

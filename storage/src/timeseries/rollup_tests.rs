@@ -1,0 +1,299 @@
+//! Rollups on real files: what a window holds, when a day is answered by
+//! its rollup and when it falls back to raw rows (late samples, the
+//! head), and that rollups outlive the raw retention, restarts and
+//! backups.
+
+use std::path::Path;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use datafusion::arrow::array::{Array, Float64Array, Int64Array, StringArray};
+use datafusion::arrow::compute::concat_batches;
+
+use super::persist::read_file;
+use super::*;
+
+fn at(day: u32, h: u32, m: u32, s: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, day, h, m, s).unwrap()
+}
+
+fn row(pc: &str, t: DateTime<Utc>, cpu: Option<f64>, mem: i64) -> HostPerfRow {
+    HostPerfRow {
+        pc_id: pc.into(),
+        at: t,
+        cpu_pct: cpu,
+        cpu_count: Some(4),
+        mem_used_bytes: Some(mem),
+        mem_total_bytes: Some(1 << 33),
+        swap_used_bytes: None,
+        swap_total_bytes: None,
+        disk_read_bytes_per_sec: Some(0.5),
+        disk_written_bytes_per_sec: None,
+        net_rx_bytes_per_sec: None,
+        net_tx_bytes_per_sec: None,
+    }
+}
+
+fn open(dir: &Path, config: TimeSeriesConfig) -> TimeSeriesTable {
+    TimeSeriesTable::open(&HOST_PERF, dir, config).unwrap()
+}
+
+fn write(table: &TimeSeriesTable, rows: &[HostPerfRow]) {
+    table.write(&HostPerfRow::to_batch(rows).unwrap()).unwrap();
+}
+
+/// Samples of two PCs every 2 minutes on Nov 10, 11 and (today) 12.
+fn three_days(table: &TimeSeriesTable) -> usize {
+    let mut n = 0;
+    for day in 10..=12 {
+        let rows: Vec<HostPerfRow> = (0..720)
+            .flat_map(|i| {
+                let t = at(day, 0, 0, 0) + Duration::minutes(2 * i);
+                let cpu = (i % 7 != 0).then_some(f64::from(i as u32 % 100) + 0.25);
+                [
+                    row("pc-a", t, cpu, 1_000 + i),
+                    row("pc-b", t + Duration::seconds(30), Some(50.0), 7),
+                ]
+            })
+            .collect();
+        n += rows.len();
+        write(table, &rows);
+        table.persist().unwrap();
+    }
+    n
+}
+
+fn rollup_rows(
+    table: &TimeSeriesTable,
+    name: &str,
+) -> datafusion::arrow::record_batch::RecordBatch {
+    let (_, files) = table
+        .rollup_files()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .unwrap();
+    let spec = if name == "host_perf_5m" {
+        &HOST_PERF_5M
+    } else {
+        &HOST_PERF_1H
+    };
+    let batches: Vec<_> = files
+        .iter()
+        .map(|f| read_file(spec, f.path()).unwrap())
+        .collect();
+    concat_batches(&spec.schema(), &batches).unwrap()
+}
+
+fn days_of(table: &TimeSeriesTable, name: &str) -> Vec<String> {
+    let (_, files) = table
+        .rollup_files()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .unwrap();
+    files.iter().map(|f| f.date().to_string()).collect()
+}
+
+#[test]
+fn a_window_holds_sum_count_min_and_max_of_its_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = open(dir.path(), TimeSeriesConfig::for_tests());
+    three_days(&table);
+    let today = PartitionDate::of(at(12, 12, 0, 0));
+    table.compact(today).unwrap();
+    // Closed days only: today is still being written.
+    assert_eq!(
+        days_of(&table, "host_perf_5m"),
+        ["2026-11-10", "2026-11-11"]
+    );
+    assert_eq!(
+        days_of(&table, "host_perf_1h"),
+        ["2026-11-10", "2026-11-11"]
+    );
+
+    let hourly = rollup_rows(&table, "host_perf_1h");
+    // 2 PCs × 24 hours × 2 days.
+    assert_eq!(hourly.num_rows(), 96);
+    let col = |n: &str| hourly.column_by_name(n).unwrap().clone();
+    let pc = col("pc_id");
+    let pc = pc.as_any().downcast_ref::<StringArray>().unwrap();
+    let (sum, count, min, max) = (
+        col("cpu_pct_sum"),
+        col("cpu_pct_count"),
+        col("cpu_pct_min"),
+        col("cpu_pct_max"),
+    );
+    let f =
+        |a: &std::sync::Arc<dyn Array>| a.as_any().downcast_ref::<Float64Array>().unwrap().clone();
+    let (sum, min, max) = (f(&sum), f(&min), f(&max));
+    let count = count.as_any().downcast_ref::<Int64Array>().unwrap().clone();
+    // pc-a's first hour of Nov 10: samples i = 0..30, cpu null where i % 7 == 0.
+    assert_eq!(pc.value(0), "pc-a");
+    let values: Vec<f64> = (0..30u32)
+        .filter(|i| i % 7 != 0)
+        .map(|i| f64::from(i) + 0.25)
+        .collect();
+    assert_eq!(count.value(0), values.len() as i64);
+    assert_eq!(sum.value(0), values.iter().sum::<f64>());
+    assert_eq!(min.value(0), 1.25);
+    assert_eq!(max.value(0), 29.25);
+    // mem is an integer column: summed exactly.
+    let mem_sum = f(&col("mem_used_bytes_sum"));
+    assert_eq!(mem_sum.value(0), (1_000..1_030).sum::<i64>() as f64);
+    // A metric with no value in the window: count 0, min/max null.
+    let swap_count = col("swap_used_bytes_count");
+    let swap_count = swap_count.as_any().downcast_ref::<Int64Array>().unwrap();
+    assert_eq!(swap_count.value(0), 0);
+    assert!(f(&col("swap_used_bytes_max")).is_null(0));
+
+    // 5-minute windows: 2 PCs × 288 × 2 days; a 5-minute window of pc-a
+    // holds 2 or 3 samples (every 2 minutes).
+    let fine = rollup_rows(&table, "host_perf_5m");
+    assert_eq!(fine.num_rows(), 2 * 288 * 2);
+    let counts = fine.column_by_name("mem_used_bytes_count").unwrap();
+    let counts = counts.as_any().downcast_ref::<Int64Array>().unwrap();
+    let total: i64 = counts.iter().flatten().sum();
+    assert_eq!(
+        total,
+        2 * 720 * 2,
+        "every sample of the closed days counted once"
+    );
+}
+
+#[test]
+fn late_samples_send_their_day_back_to_raw_until_it_is_rolled_up_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = open(dir.path(), TimeSeriesConfig::for_tests());
+    three_days(&table);
+    let today = PartitionDate::of(at(12, 12, 0, 0));
+    table.compact(today).unwrap();
+
+    let (from, to) = (at(10, 6, 20, 0), at(12, 3, 0, 0));
+    let mut plan = table.rolled_snapshot(from, to, 3_600);
+    assert_eq!(plan.window_secs, 3_600);
+    let us = |t: DateTime<Utc>| t.timestamp_micros();
+    // Whole hours of the two closed days from the rollup; the ragged
+    // start and today from raw rows.
+    assert_eq!(
+        plan.rolled_ranges,
+        vec![(us(at(10, 7, 0, 0)), us(at(12, 0, 0, 0)))]
+    );
+    assert_eq!(
+        plan.raw_ranges,
+        vec![
+            (us(from), us(at(10, 7, 0, 0))),
+            (us(at(12, 0, 0, 0)), us(to))
+        ]
+    );
+    assert_eq!(plan.rollup.files().len(), 2);
+    // The raw side opens only the partitions it reads: Nov 10 (the ragged
+    // start) and today.
+    assert_eq!(plan.raw.files().len(), 2);
+
+    // A step no rollup divides is all raw.
+    plan = table.rolled_snapshot(from, to, 420);
+    assert!(plan.rolled_ranges.is_empty());
+    assert_eq!(plan.raw_ranges, vec![(us(from), us(to))]);
+    // A 10-minute step reads the 5-minute rollup.
+    assert_eq!(table.rolled_snapshot(from, to, 600).window_secs, 300);
+
+    // A late sample for Nov 11: in the head, the day is read raw.
+    write(&table, &[row("pc-a", at(11, 9, 0, 30), Some(1.0), 1)]);
+    plan = table.rolled_snapshot(from, to, 3_600);
+    assert_eq!(
+        plan.rolled_ranges,
+        vec![(us(at(10, 7, 0, 0)), us(at(11, 0, 0, 0)))]
+    );
+    assert_eq!(
+        plan.raw_ranges,
+        vec![
+            (us(from), us(at(10, 7, 0, 0))),
+            (us(at(11, 0, 0, 0)), us(to))
+        ]
+    );
+    // Persisted: two files for Nov 11, still raw.
+    table.persist().unwrap();
+    assert_eq!(
+        table.rolled_snapshot(from, to, 3_600).rolled_ranges,
+        vec![(us(at(10, 7, 0, 0)), us(at(11, 0, 0, 0)))]
+    );
+    // Compacted: rolled up again from the new file, with the late sample.
+    let before: Vec<_> = table.rollup_files()[1]
+        .1
+        .iter()
+        .map(|f| f.path().to_path_buf())
+        .collect();
+    drop(plan);
+    table.compact(today).unwrap();
+    let plan = table.rolled_snapshot(from, to, 3_600);
+    assert_eq!(
+        plan.rolled_ranges,
+        vec![(us(at(10, 7, 0, 0)), us(at(12, 0, 0, 0)))]
+    );
+    assert_eq!(plan.rollup.files().len(), 2);
+    let after: Vec<_> = table.rollup_files()[1]
+        .1
+        .iter()
+        .map(|f| f.path().to_path_buf())
+        .collect();
+    assert_eq!(before.len(), 2);
+    assert_eq!(after.len(), 2);
+    assert_ne!(before[1], after[1], "Nov 11's rollup was rebuilt");
+    assert!(!before[1].exists(), "the superseded rollup file is deleted");
+    let hourly = rollup_rows(&table, "host_perf_1h");
+    let counts = hourly.column_by_name("mem_used_bytes_count").unwrap();
+    let counts = counts.as_any().downcast_ref::<Int64Array>().unwrap();
+    assert_eq!(counts.iter().flatten().sum::<i64>(), 2 * 720 * 2 + 1);
+}
+
+#[test]
+fn rollups_outlive_raw_retention_and_survive_restart_and_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TimeSeriesConfig {
+        host_perf_retention_days: 1,
+        host_perf_5m_retention_days: 2,
+        ..TimeSeriesConfig::for_tests()
+    };
+    let table = open(dir.path(), config.clone());
+    three_days(&table);
+    let today = PartitionDate::of(at(12, 12, 0, 0));
+    table.compact(today).unwrap();
+    // Raw keeps Nov 11 and 12; both rollups keep Nov 10 too.
+    assert_eq!(table.drop_expired(today).unwrap().len(), 1);
+    assert_eq!(table.partitions().len(), 2);
+    assert_eq!(
+        days_of(&table, "host_perf_1h"),
+        ["2026-11-10", "2026-11-11"]
+    );
+
+    // Nov 10 has no raw rows left: its rollup answers alone, a window
+    // overlapping the range counting whole.
+    let (from, to) = (at(10, 6, 20, 0), at(10, 9, 0, 0));
+    let us = |t: DateTime<Utc>| t.timestamp_micros();
+    let plan = table.rolled_snapshot(from, to, 3_600);
+    assert_eq!(plan.rolled_ranges, vec![(us(at(10, 6, 0, 0)), us(to))]);
+    assert!(plan.raw_ranges.is_empty());
+
+    // A day later the 5-minute rollup of Nov 10 expires, the hourly stays.
+    table.drop_expired(today.next()).unwrap();
+    assert_eq!(days_of(&table, "host_perf_5m"), ["2026-11-11"]);
+    assert_eq!(
+        days_of(&table, "host_perf_1h"),
+        ["2026-11-10", "2026-11-11"]
+    );
+    assert_eq!(table.rolled_snapshot(from, to, 300).rolled_ranges, vec![]);
+
+    // A backup carries the rollups; opening it (or reopening the table)
+    // finds them.
+    let dest = tempfile::tempdir().unwrap();
+    table.backup_to(dest.path()).unwrap();
+    drop(table);
+    for root in [dir.path(), dest.path()] {
+        let reopened = open(root, config.clone());
+        assert_eq!(
+            days_of(&reopened, "host_perf_1h"),
+            ["2026-11-10", "2026-11-11"]
+        );
+        assert_eq!(days_of(&reopened, "host_perf_5m"), ["2026-11-11"]);
+        let plan = reopened.rolled_snapshot(from, to, 3_600);
+        assert_eq!(plan.rolled_ranges, vec![(us(at(10, 6, 0, 0)), us(to))]);
+    }
+}
