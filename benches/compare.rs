@@ -22,6 +22,8 @@ use rusqlite::{params, Connection};
 
 #[path = "compare/inventory.rs"]
 mod inventory;
+#[path = "compare/month.rs"]
+mod month;
 
 struct Scale {
     name: &'static str,
@@ -30,6 +32,8 @@ struct Scale {
     process_pcs: usize,
     processes: usize,
     results: usize,
+    /// PCs of the 30-day section.
+    month_pcs: usize,
 }
 
 const FULL: Scale = Scale {
@@ -39,6 +43,7 @@ const FULL: Scale = Scale {
     process_pcs: 50,
     processes: 20,
     results: 12_000,
+    month_pcs: 200,
 };
 const QUICK: Scale = Scale {
     name: "quick",
@@ -47,6 +52,7 @@ const QUICK: Scale = Scale {
     process_pcs: 3,
     processes: 5,
     results: 300,
+    month_pcs: 4,
 };
 
 const BATCH: usize = 1_000;
@@ -86,6 +92,20 @@ fn bursty(seed: u64, tick: i64, peak: f64) -> f64 {
     }
 }
 
+/// A rate as the agent computes it: the bytes counted over a tick
+/// divided by the tick's measured length (never exactly 60 s), so a
+/// full-mantissa f64.
+fn rate(seed: u64, tick: i64, peak: f64) -> f64 {
+    let bytes = (bursty(seed, tick, peak) * STEP_SECS as f64).floor();
+    let elapsed = STEP_SECS as f64 + (noise(seed ^ 0x5EED, tick as u64) - 0.5) * 0.05;
+    bytes / elapsed
+}
+
+/// CPU as the agent reports it: an f32 percentage widened to f64.
+fn agent_cpu(v: f64) -> f64 {
+    f64::from(v as f32)
+}
+
 fn host_row(pc: usize, tick: i64, at: DateTime<Utc>) -> HostPerfRow {
     let seed = pc as u64 * 16;
     let cpu = smooth(seed, tick, 25.0, 15.0, 10.0).clamp(0.0, 100.0);
@@ -93,18 +113,16 @@ fn host_row(pc: usize, tick: i64, at: DateTime<Utc>) -> HostPerfRow {
     HostPerfRow {
         pc_id: pc_name(pc),
         at,
-        cpu_pct: Some((cpu * 10.0).round() / 10.0),
+        cpu_pct: Some(agent_cpu(cpu)),
         cpu_count: Some(8),
-        mem_used_bytes: Some((mem / 4096.0) as i64 * 4096),
+        mem_used_bytes: Some(mem as i64),
         mem_total_bytes: Some(17_179_869_184),
-        swap_used_bytes: Some(
-            (smooth(seed + 2, tick, 2e8, 5e7, 0.0).max(0.0) / 4096.0) as i64 * 4096,
-        ),
+        swap_used_bytes: Some(smooth(seed + 2, tick, 2e8, 5e7, 0.0).max(0.0) as i64),
         swap_total_bytes: Some(2_147_483_648),
-        disk_read_bytes_per_sec: Some(bursty(seed + 3, tick, 5e7)),
-        disk_written_bytes_per_sec: Some(bursty(seed + 4, tick, 2e7)),
-        net_rx_bytes_per_sec: Some(bursty(seed + 5, tick, 1e7)),
-        net_tx_bytes_per_sec: Some(bursty(seed + 6, tick, 2e6)),
+        disk_read_bytes_per_sec: Some(rate(seed + 3, tick, 5e7)),
+        disk_written_bytes_per_sec: Some(rate(seed + 4, tick, 2e7)),
+        net_rx_bytes_per_sec: Some(rate(seed + 5, tick, 1e7)),
+        net_tx_bytes_per_sec: Some(rate(seed + 6, tick, 2e6)),
     }
 }
 
@@ -117,10 +135,10 @@ fn process_row(pc: usize, proc_: usize, tick: i64, at: DateTime<Utc>) -> Process
         at,
         pid: 1000 + proc_ as i64,
         name: format!("proc-{proc_:02}.exe"),
-        cpu_pct: (cpu * 10.0).round() / 10.0,
+        cpu_pct: agent_cpu(cpu),
         rss_bytes: (rss / 4096.0) as i64 * 4096,
-        disk_read_bytes_per_sec: Some(bursty(seed + 2, tick, 1e6)),
-        disk_written_bytes_per_sec: Some(bursty(seed + 3, tick, 5e5)),
+        disk_read_bytes_per_sec: Some(rate(seed + 2, tick, 1e6)),
+        disk_written_bytes_per_sec: Some(rate(seed + 3, tick, 5e5)),
     }
 }
 
@@ -331,10 +349,17 @@ struct Duck {
 
 /// Runs the DuckDB side; `None` (with a note) when Python or the duckdb
 /// module is missing, unless `BENCH_DUCKDB=required` (CI).
-fn duckdb_side(dir: &Path, pc: &str, ppc: &str, end: DateTime<Utc>, days: i64) -> Option<Duck> {
+fn duckdb_side(
+    dir: &Path,
+    pc: &str,
+    ppc: &str,
+    end: DateTime<Utc>,
+    days: i64,
+    mode: &str,
+) -> Option<Duck> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/compare/duckdb_side.py");
     let arg = serde_json::json!({
-        "dir": dir, "pc": pc, "ppc": ppc, "end": end.timestamp(), "days": days,
+        "dir": dir, "pc": pc, "ppc": ppc, "end": end.timestamp(), "days": days, "mode": mode,
     });
     let required = std::env::var("BENCH_DUCKDB").is_ok_and(|v| v == "required");
     let out = match std::process::Command::new("python3")
@@ -375,8 +400,8 @@ fn duckdb_side(dir: &Path, pc: &str, ppc: &str, end: DateTime<Utc>, days: i64) -
         .collect();
     Some(Duck {
         answers,
-        db_bytes_host: v["db_bytes"]["host_perf"].as_u64().unwrap(),
-        db_bytes_process: v["db_bytes"]["process_perf"].as_u64().unwrap(),
+        db_bytes_host: v["db_bytes"]["host_perf"].as_u64().unwrap_or(0),
+        db_bytes_process: v["db_bytes"]["process_perf"].as_u64().unwrap_or(0),
     })
 }
 
@@ -464,22 +489,9 @@ struct Timings {
     duck: Option<Duck>,
 }
 
-fn run_sqlite(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> Timings {
-    reset_peak_rss();
-    let path = dir.join("backend.db");
-    let mut c = Connection::open(&path).unwrap();
-    c.execute_batch(SQLITE_SCHEMA).unwrap();
-    {
-        let tx = c.transaction().unwrap();
-        for i in 0..s.pcs {
-            tx.execute(
-                "INSERT INTO agents (pc_id, hostname, last_heartbeat) VALUES (?1, ?2, ?3)",
-                params![pc_name(i), format!("host-{i}"), ts(end)],
-            )
-            .unwrap();
-        }
-        tx.commit().unwrap();
-    }
+/// Inserts the scale's host samples the reference's way (a transaction
+/// per batch); returns the time it took.
+fn sqlite_insert_host(c: &mut Connection, s: &Scale, start: DateTime<Utc>) -> Duration {
     let t = Instant::now();
     for batch in host_batches(s, start) {
         let tx = c.transaction().unwrap();
@@ -507,7 +519,27 @@ fn run_sqlite(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -
         }
         tx.commit().unwrap();
     }
-    let ingest_host = t.elapsed();
+    t.elapsed()
+}
+
+fn run_sqlite(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> Timings {
+    reset_peak_rss();
+    let path = dir.join("backend.db");
+    let mut c = Connection::open(&path).unwrap();
+    c.execute_batch(SQLITE_SCHEMA).unwrap();
+    {
+        let tx = c.transaction().unwrap();
+        for i in 0..s.pcs {
+            tx.execute(
+                "INSERT INTO agents (pc_id, hostname, last_heartbeat) VALUES (?1, ?2, ?3)",
+                params![pc_name(i), format!("host-{i}"), ts(end)],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let ingest_host = sqlite_insert_host(&mut c, s, start);
+
     let t = Instant::now();
     for batch in process_batches(s, start) {
         let tx = c.transaction().unwrap();
@@ -688,6 +720,43 @@ fn run_sqlite(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -
     }
 }
 
+/// The projectors' path: a batch per write, persist at the head limit
+/// (the maintenance loop does it), then the close-of-day compaction
+/// (which also rolls up the closed days). Returns the time it all took.
+fn ingest_ours(
+    table: &TimeSeriesTable,
+    batches: &mut dyn Iterator<Item = kanade_storage::arrow::record_batch::RecordBatch>,
+    end: DateTime<Utc>,
+) -> Duration {
+    let t = Instant::now();
+    let (mut writing, mut persisting) = (Duration::ZERO, Duration::ZERO);
+    for b in batches {
+        let w = Instant::now();
+        table.write(&b).unwrap();
+        writing += w.elapsed();
+        if table.wants_persist() {
+            let p = Instant::now();
+            table.persist().unwrap();
+            persisting += p.elapsed();
+        }
+    }
+    let p = Instant::now();
+    table.persist().unwrap();
+    persisting += p.elapsed();
+    let c = Instant::now();
+    table.compact(PartitionDate::of(end)).unwrap();
+    let compacting = c.elapsed();
+    eprintln!(
+        "{} ingest: write (dedup + WAL fsync + head) {:.2?}, persist {:.2?}, compaction and rollups {:.2?}, batch generation and the rest {:.2?}",
+        table.spec().name,
+        writing,
+        persisting,
+        compacting,
+        t.elapsed().saturating_sub(writing + persisting + compacting)
+    );
+    t.elapsed()
+}
+
 fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> Timings {
     reset_peak_rss();
     // Retention one day shorter than the data: the oldest day is the one
@@ -716,47 +785,15 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
         .collect();
     store.upsert_heartbeats(&beats, end).unwrap();
 
-    // The projectors' path: a batch per write, persist at the head limit
-    // (the maintenance loop does it), then the close-of-day compaction.
-    let ingest = |table: &TimeSeriesTable,
-                  batches: &mut dyn Iterator<
-        Item = kanade_storage::arrow::record_batch::RecordBatch,
-    >| {
-        let t = Instant::now();
-        let (mut writing, mut persisting) = (Duration::ZERO, Duration::ZERO);
-        for b in batches {
-            let w = Instant::now();
-            table.write(&b).unwrap();
-            writing += w.elapsed();
-            if table.wants_persist() {
-                let p = Instant::now();
-                table.persist().unwrap();
-                persisting += p.elapsed();
-            }
-        }
-        let p = Instant::now();
-        table.persist().unwrap();
-        persisting += p.elapsed();
-        let c = Instant::now();
-        table.compact(PartitionDate::of(end)).unwrap();
-        let compacting = c.elapsed();
-        eprintln!(
-            "{} ingest: write (dedup + WAL fsync + head) {:.2?}, persist {:.2?}, compaction {:.2?}, batch generation and the rest {:.2?}",
-            table.spec().name,
-            writing,
-            persisting,
-            compacting,
-            t.elapsed().saturating_sub(writing + persisting + compacting)
-        );
-        t.elapsed()
-    };
-    let ingest_host = ingest(
+    let ingest_host = ingest_ours(
         &host,
         &mut host_batches(s, start).map(|b| HostPerfRow::to_batch(&b).unwrap()),
+        end,
     );
-    let ingest_process = ingest(
+    let ingest_process = ingest_ours(
         &process,
         &mut process_batches(s, start).map(|b| ProcessPerfRow::to_batch(&b).unwrap()),
+        end,
     );
     store.apply_finished(&results(s, end), end, None).unwrap();
     let bytes_host = dir_bytes(&dir.join("host_perf"));
@@ -836,7 +873,7 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
     // queries were timed, so they still ran against head + files).
     host.persist().unwrap();
     process.persist().unwrap();
-    let duck = duckdb_side(dir, &pc, &ppc, end, s.days);
+    let duck = duckdb_side(dir, &pc, &ppc, end, s.days, "main");
 
     let before = dir_bytes(dir);
     let t = Instant::now();
@@ -1098,6 +1135,7 @@ fn main() {
     );
     r.print(scale);
 
+    month::run(scale, work.path(), end);
     run_inventory(scale, work.path());
     if keep {
         eprintln!("kept: {}", work.keep().display());

@@ -4,7 +4,9 @@ side times its own (median of repeated runs), plus the size of DuckDB's own
 database file holding the same rows.
 
 Called by benches/compare.rs with one JSON argument:
-  {"dir": <data dir>, "pc": .., "ppc": .., "end": <unix seconds>, "days": N}
+  {"dir": <data dir>, "pc": .., "ppc": .., "end": <unix seconds>, "days": N,
+   "mode": "main" | "month"}
+("month": only the two 30-day questions, no database file).
 Prints one JSON object: {"answers": {name: {"ms", "rows", "sum"}},
 "db_bytes": {"host_perf": .., "process_perf": ..}, "rows": {...}}.
 Exits 3 when the duckdb module is missing (`pip install duckdb`).
@@ -25,6 +27,7 @@ except ImportError:
 
 args = json.loads(sys.argv[1])
 DIR, PC, PPC, END, DAYS = args["dir"], args["pc"], args["ppc"], args["end"], args["days"]
+MONTH = args.get("mode") == "month"
 con = duckdb.connect()
 
 
@@ -81,6 +84,9 @@ def process_timeline(hours, step, top=5):
 
 
 QUESTIONS = {
+    "fleet 30 d": fleet(24 * DAYS, 7200),
+    "host timeline 30 d": host_timeline(24 * DAYS, 3600),
+} if MONTH else {
     "host timeline 1 h": host_timeline(1, 300),
     "host timeline N d": host_timeline(24 * DAYS, 3600),
     "fleet 24 h": fleet(24, 300),
@@ -114,6 +120,9 @@ for name, sql in QUESTIONS.items():
 
 # DuckDB's own file for the same rows.
 db_bytes, counts = {}, {}
+if MONTH:
+    print(json.dumps({"answers": answers}))
+    sys.exit(0)
 with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(DIR))) as tmp:
     for table in ("host_perf", "process_perf"):
         path = os.path.join(tmp, f"{table}.duckdb")

@@ -45,6 +45,19 @@ const PROCESS_NAMES: [&str; 10] = [
     "System",
 ];
 
+/// CPU as kanade-agent reports it: an f32 percentage widened to f64.
+fn agent_cpu(pct: f64) -> f64 {
+    f64::from(pct as f32)
+}
+
+/// A rate as kanade-agent computes it: whole bytes counted over a tick
+/// divided by the tick's measured length (a few ms off the nominal 60 s),
+/// so a full-mantissa f64, never a round number.
+fn agent_rate(pc: usize, t: u64, salt: u64, peak: f64) -> f64 {
+    let elapsed = 60.0 + (wave(pc, t, salt + 100) - 0.5) * 0.01;
+    (wave(pc, t, salt) * peak * 60.0).floor() / elapsed
+}
+
 /// A smooth, deterministic wobble in [0, 1) for PC `pc` at tick `t`.
 fn wave(pc: usize, t: u64, salt: u64) -> f64 {
     let phase = (pc as f64 * 0.7 + salt as f64 * 1.3) % std::f64::consts::TAU;
@@ -130,16 +143,16 @@ async fn publish_tick(
         let sample = HostPerf {
             pc_id: pc_id.clone(),
             at,
-            cpu_pct: Some(wave(pc, tick, 1) * 100.0),
+            cpu_pct: Some(agent_cpu(wave(pc, tick, 1) * 100.0)),
             cpu_count: Some(8),
             mem_used_bytes: Some((wave(pc, tick, 2) * mem_total as f64) as i64),
             mem_total_bytes: Some(mem_total),
             swap_used_bytes: Some(0),
             swap_total_bytes: Some(4 << 30),
-            disk_read_bytes_per_sec: Some(wave(pc, tick, 3) * 5e6),
-            disk_written_bytes_per_sec: Some(wave(pc, tick, 4) * 2e6),
-            net_rx_bytes_per_sec: Some(wave(pc, tick, 5) * 1e6),
-            net_tx_bytes_per_sec: Some(wave(pc, tick, 6) * 3e5),
+            disk_read_bytes_per_sec: Some(agent_rate(pc, tick, 3, 5e6)),
+            disk_written_bytes_per_sec: Some(agent_rate(pc, tick, 4, 2e6)),
+            net_rx_bytes_per_sec: Some(agent_rate(pc, tick, 5, 1e6)),
+            net_tx_bytes_per_sec: Some(agent_rate(pc, tick, 6, 3e5)),
         };
         publish(client, format!("host_perf.{pc_id}"), &sample).await?;
         if pc < args.investigate {
@@ -149,9 +162,9 @@ async fn publish_tick(
                 .map(|(i, name)| ProcessSnapshot {
                     pid: 1000 + i as u32,
                     name: (*name).to_string(),
-                    cpu_pct: wave(pc, tick, 10 + i as u64) * 100.0 / (i as f64 + 1.0),
+                    cpu_pct: agent_cpu(wave(pc, tick, 10 + i as u64) * 100.0 / (i as f64 + 1.0)),
                     rss_bytes: (wave(pc, tick, 20 + i as u64) * 8e8) as i64,
-                    disk_read_bytes_per_sec: Some(wave(pc, tick, 30 + i as u64) * 1e5),
+                    disk_read_bytes_per_sec: Some(agent_rate(pc, tick, 30 + i as u64, 1e5)),
                     disk_written_bytes_per_sec: None,
                 })
                 .collect();
