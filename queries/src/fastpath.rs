@@ -102,7 +102,7 @@ impl std::ops::AddAssign for ReadStats {
 }
 
 /// The rows of `pc_id` with `at` in `[from, to)` (micros), `columns`
-/// (plus pc_id and at) only, from the head and the files of `snapshot`.
+/// (after pc_id and at) only, from the head and the files of `snapshot`.
 pub(crate) fn pc_rows(
     table: &'static str,
     cache: &FileCache,
@@ -112,7 +112,26 @@ pub(crate) fn pc_rows(
     to: i64,
     columns: &[&str],
 ) -> Result<(Vec<RecordBatch>, ReadStats)> {
-    let mut wanted = vec!["pc_id", "at"];
+    rows(table, cache, snapshot, Some(pc_id), from, to, columns)
+}
+
+/// The rows with `at` in `[from, to)` (micros) of one PC (pc_id, at,
+/// `columns`) or of every PC (at, `columns`), from the head and the
+/// files of `snapshot`, pruned by the files' statistics and page index.
+pub(crate) fn rows(
+    table: &'static str,
+    cache: &FileCache,
+    snapshot: &Snapshot,
+    pc_id: Option<&str>,
+    from: i64,
+    to: i64,
+    columns: &[&str],
+) -> Result<(Vec<RecordBatch>, ReadStats)> {
+    let mut wanted = if pc_id.is_some() {
+        vec!["pc_id", "at"]
+    } else {
+        vec!["at"]
+    };
     wanted.extend(columns.iter().copied());
     let mut out = Vec::new();
     let mut stats = ReadStats::default();
@@ -164,27 +183,33 @@ fn project(table: &'static str, b: &RecordBatch, names: &[&str]) -> Result<Recor
     b.project(&idx).map_err(|e| shape(table, e.to_string()))
 }
 
-/// The rows of `pc_id` with `at` in `[from, to)`, or `None`. The PC test
-/// runs first, over the whole batch; the time test only over its rows.
+/// The rows of `pc_id` (any PC when `None`) with `at` in `[from, to)`,
+/// or `None`. The PC test runs first, over the whole batch; the time
+/// test only over its rows.
 fn select(
     table: &'static str,
     b: &RecordBatch,
-    pc_id: &str,
+    pc_id: Option<&str>,
     from: i64,
     to: i64,
 ) -> Result<Option<RecordBatch>> {
     let err = |e: datafusion::arrow::error::ArrowError| shape(table, e.to_string());
-    let pc = b
-        .column_by_name("pc_id")
-        .ok_or_else(|| shape(table, "pc_id missing".into()))?;
-    let same_pc = eq(pc, &StringArray::new_scalar(pc_id)).map_err(err)?;
-    if same_pc.true_count() == 0 {
-        return Ok(None);
-    }
-    let b = if same_pc.true_count() == b.num_rows() {
-        b.clone()
-    } else {
-        filter_record_batch(b, &same_pc).map_err(err)?
+    let b = match pc_id {
+        None => b.clone(),
+        Some(pc_id) => {
+            let pc = b
+                .column_by_name("pc_id")
+                .ok_or_else(|| shape(table, "pc_id missing".into()))?;
+            let same_pc = eq(pc, &StringArray::new_scalar(pc_id)).map_err(err)?;
+            if same_pc.true_count() == 0 {
+                return Ok(None);
+            }
+            if same_pc.true_count() == b.num_rows() {
+                b.clone()
+            } else {
+                filter_record_batch(b, &same_pc).map_err(err)?
+            }
+        }
     };
     let at = b
         .column_by_name("at")
@@ -204,7 +229,7 @@ fn select(
 /// within them the pages whose pc_id and `at` ranges both can.
 fn plan_file(
     meta: &ArrowReaderMetadata,
-    pc_id: &str,
+    pc_id: Option<&str>,
     from: i64,
     to: i64,
 ) -> Option<(Vec<usize>, RowSelection)> {
@@ -212,14 +237,14 @@ fn plan_file(
     let schema = md.file_metadata().schema_descr();
     let col = |name: &str| (0..schema.num_columns()).find(|i| schema.column(*i).name() == name);
     let (pc_col, at_col) = (col("pc_id")?, col("at")?);
-    let pc = pc_id.as_bytes();
+    let pc = pc_id.map(str::as_bytes);
     let mut groups = Vec::new();
     let mut ranges: Vec<Range<usize>> = Vec::new();
     let mut offset = 0usize;
     for (rg, rgm) in md.row_groups().iter().enumerate() {
         let rows = rgm.num_rows() as usize;
-        let pc_ok = match rgm.column(pc_col).statistics() {
-            Some(Statistics::ByteArray(s)) => {
+        let pc_ok = match (pc, rgm.column(pc_col).statistics()) {
+            (Some(pc), Some(Statistics::ByteArray(s))) => {
                 s.min_opt().is_none_or(|m| m.data() <= pc)
                     && s.max_opt().is_none_or(|m| m.data() >= pc)
             }
@@ -247,8 +272,10 @@ fn plan_file(
                         let range = starts[p]..starts.get(p + 1).copied().unwrap_or(rows);
                         let ok = match index {
                             ColumnIndexMetaData::BYTE_ARRAY(ix) if c == pc_col => {
-                                ix.min_value(p).is_none_or(|m| m <= pc)
-                                    && ix.max_value(p).is_none_or(|m| m >= pc)
+                                pc.is_none_or(|pc| {
+                                    ix.min_value(p).is_none_or(|m| m <= pc)
+                                        && ix.max_value(p).is_none_or(|m| m >= pc)
+                                })
                             }
                             ColumnIndexMetaData::INT64(ix) if c == at_col => {
                                 ix.min_value(p).is_none_or(|m| *m < to)
@@ -262,7 +289,12 @@ fn plan_file(
             )
         };
         let mut keep = vec![true; rows];
-        for c in [pc_col, at_col] {
+        let indexed = if pc.is_some() {
+            vec![pc_col, at_col]
+        } else {
+            vec![at_col]
+        };
+        for c in indexed {
             if let Some(p) = pages(c) {
                 for (range, ok) in p {
                     if !ok {

@@ -4,12 +4,15 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{Array, Float64Array, Int64Array, StringArray};
+use datafusion::arrow::array::{Array, AsArray, Float64Array, Int64Array, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::JoinType;
 use datafusion::functions_aggregate::expr_fn::{avg, count, max, sum};
 use datafusion::prelude::{col, lit};
+use kanade_storage::RolledSnapshot;
 
-use crate::fastpath::{pc_rows, Buckets, ReadStats};
+use crate::fastpath::{bucket_of, pc_rows, rows, Buckets, ReadStats};
 use crate::metric::{Aggregate, HostMetric};
 use crate::session::{
     bucket_expr, collect, column, f64_expr, frame, lit_micros, lit_ts, opt_f64, secs_to_time,
@@ -19,6 +22,9 @@ use crate::{PerfQueries, Result};
 const TABLE: &str = "host_perf";
 /// Errors of a rollup read name the rollup tables together.
 const ROLLUP: &str = "host_perf rollup";
+/// Buckets a fleet series accumulates in a dense array (the API allows
+/// 10,000); more go through DataFusion.
+const DENSE_BUCKETS: i64 = 1 << 20;
 
 /// The averaged metrics of one bucket of a PC's host timeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -214,6 +220,109 @@ impl PerfQueries {
         step_secs: i64,
     ) -> Result<Vec<FleetPoint>> {
         let plan = self.host.rolled_snapshot(from, to, step_secs);
+        match self.fleet_read(&plan, metric, agg, from, to, step_secs)? {
+            Some(points) => Ok(points),
+            None => self.fleet_planned(plan, metric, agg, step_secs).await,
+        }
+    }
+
+    /// [`Self::fleet_series`] without the SQL planner: the metric's
+    /// column (and the rollup's sum, count and max) read with Arrow
+    /// kernels into one slot per bucket. `None` when the buckets are too
+    /// many for a dense array.
+    fn fleet_read(
+        &self,
+        plan: &RolledSnapshot,
+        metric: HostMetric,
+        agg: Aggregate,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step_secs: i64,
+    ) -> Result<Option<Vec<FleetPoint>>> {
+        let step = step_secs.max(1);
+        let (from_us, to_us) = (from.timestamp_micros(), to.timestamp_micros());
+        if from_us >= to_us {
+            return Ok(Some(Vec::new()));
+        }
+        let first = bucket_of(from_us, step);
+        let n = (bucket_of(to_us - 1, step) - first) / step + 1;
+        if !(0..=DENSE_BUCKETS).contains(&n) {
+            return Ok(None);
+        }
+        // Per bucket: rows seen, Σ value, number of values, max.
+        let mut slots = vec![(false, 0.0_f64, 0_i64, f64::NEG_INFINITY); n as usize];
+        let m = metric.column();
+        let err = |table: &'static str| {
+            move |e: datafusion::arrow::error::ArrowError| crate::Error::Shape {
+                table,
+                message: e.to_string(),
+            }
+        };
+        for &(a, b) in &plan.raw_ranges {
+            let (batches, _) = rows(TABLE, &self.files, &plan.raw, None, a, b, &[m])?;
+            for batch in &batches {
+                let at = cast(batch.column(0), &DataType::Int64).map_err(err(TABLE))?;
+                let v = cast(batch.column(1), &DataType::Float64).map_err(err(TABLE))?;
+                let at = at.as_primitive::<Int64Type>();
+                let v = v.as_primitive::<Float64Type>();
+                for i in 0..batch.num_rows() {
+                    let slot = &mut slots[((bucket_of(at.value(i), step) - first) / step) as usize];
+                    slot.0 = true;
+                    if v.is_valid(i) {
+                        let x = v.value(i);
+                        slot.1 += x;
+                        slot.2 += 1;
+                        slot.3 = slot.3.max(x);
+                    }
+                }
+            }
+        }
+        let cols = [format!("{m}_sum"), format!("{m}_count"), format!("{m}_max")];
+        let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
+        for &(a, b) in &plan.rolled_ranges {
+            let (batches, _) = rows(ROLLUP, &self.files, &plan.rollup, None, a, b, &cols)?;
+            for batch in &batches {
+                let at = cast(batch.column(0), &DataType::Int64).map_err(err(ROLLUP))?;
+                let at = at.as_primitive::<Int64Type>();
+                let sum = batch.column(1).as_primitive::<Float64Type>();
+                let count = batch.column(2).as_primitive::<Int64Type>();
+                let max = batch.column(3).as_primitive::<Float64Type>();
+                for i in 0..batch.num_rows() {
+                    let slot = &mut slots[((bucket_of(at.value(i), step) - first) / step) as usize];
+                    slot.0 = true;
+                    slot.1 += sum.value(i);
+                    slot.2 += count.value(i);
+                    if max.is_valid(i) {
+                        slot.3 = slot.3.max(max.value(i));
+                    }
+                }
+            }
+        }
+        Ok(Some(
+            slots
+                .into_iter()
+                .enumerate()
+                .filter(|(_, s)| s.0)
+                .map(|(k, (_, sum, count, max))| FleetPoint {
+                    at: secs_to_time(first + k as i64 * step),
+                    value: match agg {
+                        Aggregate::Avg => (count > 0).then(|| sum / count as f64),
+                        Aggregate::Max => (count > 0).then_some(max),
+                    },
+                })
+                .collect(),
+        ))
+    }
+
+    /// [`Self::fleet_series`] through DataFusion, for bucket counts too
+    /// large for [`Self::fleet_read`].
+    async fn fleet_planned(
+        &self,
+        plan: RolledSnapshot,
+        metric: HostMetric,
+        agg: Aggregate,
+        step_secs: i64,
+    ) -> Result<Vec<FleetPoint>> {
         let ctx = self.session();
         let m = metric.column();
         // Per bucket: Σ value, number of values, max.

@@ -248,6 +248,32 @@ async fn rollups_answer_as_raw_rows_do_on_random_windows_and_after_late_samples(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_series_of_more_buckets_than_the_dense_read_holds_answers_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _table) = load(dir.path(), config());
+    // Over a million buckets: 1-second ones over 14 days (raw rows only),
+    // 5-minute ones over ten years (the closed days from the rollup).
+    for (from, step) in [
+        (day0() - Duration::days(10), 1),
+        (day0() - Duration::days(3_660), 300),
+    ] {
+        let to = day0() + Duration::days(4);
+        for agg in [Aggregate::Avg, Aggregate::Max] {
+            let fleet = q
+                .fleet_series(HostMetric::CpuPct, agg, from, to, step)
+                .await
+                .unwrap();
+            let sql = q
+                .fleet_series_sql(HostMetric::CpuPct, agg, from, to, step)
+                .await
+                .unwrap();
+            assert!(fleet.len() > 1_000, "{} points", fleet.len());
+            assert!(same_fleet(&fleet, &sql), "@ {step}s {agg:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollups_answer_for_days_whose_raw_rows_are_gone() {
     let dir = tempfile::tempdir().unwrap();
     let (q, table) = load(

@@ -47,6 +47,8 @@ pub fn split_by_date(
 
 /// Rows per data page of the perf tables' files.
 const PAGE_ROWS: usize = 1_024;
+/// Rows per data page of an hourly rollup's files.
+const HOURLY_PAGE_ROWS: usize = 128;
 
 fn writer_properties(spec: &TableSpec, config: &TimeSeriesConfig) -> Result<WriterProperties> {
     let level = ZstdLevel::try_new(config.zstd_level)
@@ -62,6 +64,13 @@ fn writer_properties(spec: &TableSpec, config: &TimeSeriesConfig) -> Result<Writ
             nulls_first: false,
         })
         .collect();
+    // An hourly rollup holds 24 rows per PC-day: smaller pages, so a PC's
+    // month decodes a page per column and day, not 1,024 rows of them.
+    let page_rows = if spec.window_secs >= 3_600 {
+        HOURLY_PAGE_ROWS
+    } else {
+        PAGE_ROWS
+    };
     let mut b = WriterProperties::builder();
     // Dictionaries only where values repeat (PC ids, process names, the
     // inventory's kinds and fields): a number column's dictionary page is
@@ -90,8 +99,8 @@ fn writer_properties(spec: &TableSpec, config: &TimeSeriesConfig) -> Result<Writ
         // Pages of at most 1,024 rows: the page index then narrows one
         // PC's hour (60 rows) to a page or two per column instead of the
         // default 20,000-row pages.
-        .set_data_page_row_count_limit(PAGE_ROWS)
-        .set_write_batch_size(PAGE_ROWS)
+        .set_data_page_row_count_limit(page_rows)
+        .set_write_batch_size(page_rows)
         .set_max_row_group_row_count(Some(config.row_group_rows))
         .set_sorting_columns(Some(sorting))
         .build())
