@@ -29,6 +29,10 @@ pub struct TimeSeriesConfig {
     /// Rows in the head buffer that trigger a persist before the interval
     /// is up. Default 500,000.
     pub persist_max_rows: usize,
+    /// Bytes of Arrow memory in the head (per table) that trigger a
+    /// persist, whichever of this and `persist_max_rows` comes first: the
+    /// head's memory cap. Default 33,554,432 (32 MiB).
+    pub persist_max_bytes: usize,
     /// Files in today's partition that trigger its compaction (closed
     /// partitions are compacted as soon as they hold two files). Default 8.
     pub compaction_min_files: usize,
@@ -56,6 +60,7 @@ impl Default for TimeSeriesConfig {
             inventory_history_retention_days: 90,
             persist_interval_secs: 300,
             persist_max_rows: 500_000,
+            persist_max_bytes: 32 << 20,
             compaction_min_files: 8,
             maintenance_interval_secs: 600,
             row_group_rows: 65_536,
@@ -102,6 +107,9 @@ impl TimeSeriesConfig {
         }
         if self.persist_max_rows == 0 {
             return bad("storage.persist_max_rows must be at least 1");
+        }
+        if self.persist_max_bytes == 0 {
+            return bad("storage.persist_max_bytes must be at least 1");
         }
         if self.compaction_min_files < 2 {
             return bad("storage.compaction_min_files must be at least 2");

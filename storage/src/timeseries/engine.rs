@@ -6,12 +6,13 @@
 //! the instant a snapshot is taken or a stage swaps its result in, so
 //! readers never wait for I/O.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::compute::{concat_batches, interleave_record_batch};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::compaction::{merge, should_compact, CompactionOutcome};
@@ -19,11 +20,11 @@ use super::config::TimeSeriesConfig;
 use super::head::HeadChunk;
 use super::latest::{LatestIndex, LatestRows};
 use super::partition::{scan, FoundFile, PartitionDate, SegmentRange};
-use super::persist::{read_key_columns, split_by_date, write_file};
+use super::persist::{read_key_columns, split_by_date, FileWriter};
 use super::read::{PersistedFile, Snapshot};
 use super::retention::RetentionPolicy;
 use super::rollup::{self, coalesce, complement, RolledSnapshot, RollupLevel, RollupOutcome};
-use super::table::{RowKey, TableSpec};
+use super::table::{string_column, ts_column, KeySet, TableSpec};
 use super::wal::{check_schema, Wal};
 use crate::{Error, Result};
 
@@ -77,7 +78,7 @@ struct Writer {
     wal: Wal,
     /// Keys of the head's rows and of recently persisted rows, with their
     /// `at` (µs) so old ones can be forgotten.
-    keys: HashSet<RowKey>,
+    keys: KeySet,
 }
 
 /// One time-series table on disk. Cheap to share behind an `Arc`.
@@ -197,7 +198,7 @@ impl TimeSeriesTable {
         }
         if let Err(e) = writer.wal.append(&fresh) {
             for key in self.spec.keys(&fresh) {
-                writer.keys.remove(&key);
+                writer.keys.remove(key);
             }
             return Err(e);
         }
@@ -263,11 +264,7 @@ impl TimeSeriesTable {
             let files = state.partitions.values().flatten();
             TableStats {
                 head_rows: state.head.iter().map(|c| c.batch.num_rows() as u64).sum(),
-                head_bytes: state
-                    .head
-                    .iter()
-                    .map(|c| c.batch.get_array_memory_size() as u64)
-                    .sum(),
+                head_bytes: state.head.iter().map(|c| c.bytes as u64).sum(),
                 partitions: state.partitions.len() as u64,
                 files: files.clone().count() as u64,
                 file_bytes: files.map(|f| f.bytes).sum(),
@@ -519,9 +516,14 @@ impl TimeSeriesTable {
         self.state_ref().partitions.keys().copied().collect()
     }
 
-    /// Whether the head has reached its persist threshold.
+    /// Whether the head has reached its persist threshold (rows or bytes).
     pub fn wants_persist(&self) -> bool {
-        self.head_rows() >= self.config.persist_max_rows
+        let state = self.state_ref();
+        let (rows, bytes) = state
+            .head
+            .iter()
+            .fold((0, 0), |(r, b), c| (r + c.batch.num_rows(), b + c.bytes));
+        rows >= self.config.persist_max_rows || bytes >= self.config.persist_max_bytes
     }
 
     /// Writes every row in the head to Parquet (one file per partition),
@@ -570,42 +572,65 @@ impl TimeSeriesTable {
         Ok(outcome)
     }
 
+    /// Writes the chunks' rows as one sorted file per partition, in
+    /// slices: the rows are ordered by a permutation over the chunks (8
+    /// bytes a row) and copied out [`PERSIST_SLICE`] rows at a time, so a
+    /// persist holds the head plus one slice, not copies of the head.
     fn write_chunks(&self, chunks: &[HeadChunk], sealed: u64) -> Result<Vec<PersistedFile>> {
-        let mut first_seg: HashMap<PartitionDate, u64> = HashMap::new();
-        let mut batches = Vec::with_capacity(chunks.len());
-        for chunk in chunks {
-            for (date, batch) in split_by_date(self.spec, &chunk.batch)? {
-                let seg = first_seg.entry(date).or_insert(chunk.segment);
-                *seg = (*seg).min(chunk.segment);
-                batches.push((date, batch));
+        let mut by_date: BTreeMap<PartitionDate, (u64, Vec<(u32, u32)>)> = BTreeMap::new();
+        for (c, chunk) in chunks.iter().enumerate() {
+            let at = ts_column(&chunk.batch);
+            for i in 0..chunk.batch.num_rows() {
+                let micros = at.value(i);
+                let date = PartitionDate::of_micros(micros).ok_or(Error::TimestampOutOfRange {
+                    table: self.spec.name,
+                    micros,
+                })?;
+                let (first, rows) = by_date.entry(date).or_insert((chunk.segment, Vec::new()));
+                *first = (*first).min(chunk.segment);
+                rows.push((c as u32, i as u32));
             }
         }
-        let mut by_date: BTreeMap<PartitionDate, Vec<RecordBatch>> = BTreeMap::new();
-        for (date, batch) in batches {
-            by_date.entry(date).or_default().push(batch);
-        }
-        by_date
-            .into_iter()
-            .map(|(date, parts)| {
-                let all = concat_batches(&self.spec.schema(), &parts)
+        let keys: Vec<KeyColumns<'_>> = chunks
+            .iter()
+            .map(|c| KeyColumns::of(self.spec, &c.batch))
+            .collect();
+        let batches: Vec<&RecordBatch> = chunks.iter().map(|c| &c.batch).collect();
+        let mut written = Vec::with_capacity(by_date.len());
+        for (date, (first, mut rows)) in by_date {
+            // Stable: rows of equal key keep their commit order.
+            rows.sort_by(|a, b| {
+                keys[a.0 as usize]
+                    .key(a.1)
+                    .cmp(&keys[b.0 as usize].key(b.1))
+            });
+            let range = SegmentRange {
+                first,
+                last: sealed,
+            };
+            let mut w = FileWriter::create(self.spec, &self.config, &self.root, date, range)?;
+            let mut picks = Vec::with_capacity(PERSIST_SLICE);
+            for slice in rows.chunks(PERSIST_SLICE) {
+                picks.clear();
+                picks.extend(slice.iter().map(|&(c, i)| (c as usize, i as usize)));
+                let batch = interleave_record_batch(&batches, &picks)
                     .map_err(Error::arrow(self.spec.name))?;
-                let sorted = self.spec.sort(&all)?;
-                let range = SegmentRange {
-                    first: first_seg[&date],
-                    last: sealed,
-                };
-                write_file(self.spec, &self.config, &self.root, date, range, &sorted)
-            })
-            .collect()
+                w.write(&batch)?;
+            }
+            written.push(w.finish()?);
+        }
+        Ok(written)
     }
 
     fn forget_old_keys(&self) {
         let horizon = dedup_horizon(&self.config);
         let mut writer = lock(&self.writer);
-        writer.keys.retain(|k| k.at_micros >= horizon);
+        writer.keys.retain_since(horizon);
         let state = self.state_ref();
         for chunk in &state.head {
-            writer.keys.extend(self.spec.keys(&chunk.batch));
+            for key in self.spec.keys(&chunk.batch) {
+                writer.keys.insert(key);
+            }
         }
     }
 
@@ -720,6 +745,39 @@ impl TimeSeriesTable {
     }
 }
 
+/// Rows copied out of the head per write of a persist.
+const PERSIST_SLICE: usize = 8_192;
+
+/// A chunk's key columns, for ordering its rows without copying them.
+struct KeyColumns<'a> {
+    pc: &'a StringArray,
+    at: &'a TimestampMicrosecondArray,
+    seq: Option<&'a Int64Array>,
+}
+
+impl<'a> KeyColumns<'a> {
+    fn of(spec: &TableSpec, batch: &'a RecordBatch) -> Self {
+        Self {
+            pc: string_column(batch, "pc_id"),
+            at: ts_column(batch),
+            seq: spec.seq_column().and_then(|c| {
+                batch
+                    .column_by_name(c)
+                    .and_then(|a| a.as_any().downcast_ref::<Int64Array>())
+            }),
+        }
+    }
+
+    fn key(&self, i: u32) -> (&'a str, i64, i64) {
+        let i = i as usize;
+        (
+            self.pc.value(i),
+            self.at.value(i),
+            self.seq.map_or(0, |s| s.value(i)),
+        )
+    }
+}
+
 /// Oldest `at` (µs) whose key is remembered after a persist.
 fn dedup_horizon(config: &TimeSeriesConfig) -> i64 {
     Utc::now().timestamp_micros() - (config.dedup_window_secs as i64).saturating_mul(1_000_000)
@@ -731,19 +789,19 @@ fn recent_keys(
     spec: &TableSpec,
     partitions: &BTreeMap<PartitionDate, Vec<Arc<PersistedFile>>>,
     horizon: i64,
-) -> Result<HashSet<RowKey>> {
-    let mut keys = HashSet::new();
+) -> Result<KeySet> {
+    let mut keys = KeySet::default();
     let Some(first_day) = PartitionDate::of_micros(horizon) else {
         return Ok(keys);
     };
     for files in partitions.range(first_day..).map(|(_, f)| f) {
         for file in files {
             for batch in read_key_columns(spec, &file.path)? {
-                keys.extend(
-                    spec.keys(&batch)
-                        .into_iter()
-                        .filter(|k| k.at_micros >= horizon),
-                );
+                for key in spec.keys(&batch) {
+                    if key.1 >= horizon {
+                        keys.insert(key);
+                    }
+                }
             }
         }
     }

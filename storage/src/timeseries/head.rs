@@ -13,6 +13,8 @@ pub struct HeadChunk {
     pub batch: RecordBatch,
     pub min_at: i64,
     pub max_at: i64,
+    /// Arrow memory of the batch.
+    pub bytes: usize,
 }
 
 impl HeadChunk {
@@ -25,6 +27,7 @@ impl HeadChunk {
         };
         Self {
             segment,
+            bytes: batch.get_array_memory_size(),
             batch,
             min_at,
             max_at,

@@ -106,22 +106,6 @@ fn writer_properties(spec: &TableSpec, config: &TimeSeriesConfig) -> Result<Writ
         .build())
 }
 
-/// Writes `batch` (already sorted and deduplicated) as the file of
-/// `range` in partition `date`: to a temporary name, fsynced, renamed,
-/// directory fsynced. A reader never sees a partial file.
-pub fn write_file(
-    spec: &TableSpec,
-    config: &TimeSeriesConfig,
-    root: &Path,
-    date: PartitionDate,
-    range: SegmentRange,
-    batch: &RecordBatch,
-) -> Result<PersistedFile> {
-    let mut w = FileWriter::create(spec, config, root, date, range)?;
-    w.write(batch)?;
-    w.finish()
-}
-
 /// A file of one partition written batch by batch (sorted, deduplicated
 /// batches in key order); it appears under its name only when finished.
 pub struct FileWriter {

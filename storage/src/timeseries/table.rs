@@ -1,15 +1,14 @@
 //! The two perf tables: their Arrow schema, their key, and the row types the
 //! projectors hand in.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
 };
-use datafusion::arrow::compute::{filter_record_batch, lexsort_to_indices, take_record_batch};
-use datafusion::arrow::compute::{SortColumn, SortOptions};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -177,12 +176,52 @@ pub static INVENTORY_HISTORY: TableSpec = TableSpec {
     window_secs: 0,
 };
 
-/// The identity of a row: a repeat of an existing key is dropped.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct RowKey {
-    pub pc_id: String,
-    pub at_micros: i64,
-    pub pid: i64,
+/// The identity of a row: a repeat of an existing key is dropped. The
+/// PC is a number from [`KeySet`]'s interner, so a key is 24 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct RowKey {
+    pc: u32,
+    at_micros: i64,
+    seq: i64,
+}
+
+/// The keys of recent rows (the head's and those persisted within the
+/// dedup window), with PC ids interned: a fleet has thousands of PCs but
+/// the set holds a million keys.
+#[derive(Debug, Default)]
+pub(crate) struct KeySet {
+    pcs: HashMap<String, u32>,
+    keys: HashSet<RowKey>,
+}
+
+impl KeySet {
+    fn key(&mut self, (pc, at_micros, seq): (&str, i64, i64)) -> RowKey {
+        let pc = match self.pcs.get(pc) {
+            Some(&n) => n,
+            None => {
+                let n = self.pcs.len() as u32;
+                self.pcs.insert(pc.to_string(), n);
+                n
+            }
+        };
+        RowKey { pc, at_micros, seq }
+    }
+
+    /// Adds the key; false when it was already known.
+    pub fn insert(&mut self, key: (&str, i64, i64)) -> bool {
+        let k = self.key(key);
+        self.keys.insert(k)
+    }
+
+    pub fn remove(&mut self, key: (&str, i64, i64)) {
+        let k = self.key(key);
+        self.keys.remove(&k);
+    }
+
+    /// Forgets the keys older than `horizon` (µs).
+    pub fn retain_since(&mut self, horizon: i64) {
+        self.keys.retain(|k| k.at_micros >= horizon);
+    }
 }
 
 impl TableSpec {
@@ -203,50 +242,15 @@ impl TableSpec {
         k
     }
 
-    /// Keys of every row of `batch`, in row order.
-    pub(crate) fn keys(&self, batch: &RecordBatch) -> Vec<RowKey> {
+    /// Keys (pc_id, at µs, sequence or 0) of every row of `batch`, in
+    /// row order.
+    pub(crate) fn keys<'a>(&self, batch: &'a RecordBatch) -> Vec<(&'a str, i64, i64)> {
         let pc = string_column(batch, "pc_id");
         let at = ts_column(batch);
-        let pid = self.seq.map(|c| int_column(batch, c));
+        let seq = self.seq.map(|c| int_column(batch, c));
         (0..batch.num_rows())
-            .map(|i| RowKey {
-                pc_id: pc.value(i).to_string(),
-                at_micros: at.value(i),
-                pid: pid.map_or(0, |p| p.value(i)),
-            })
+            .map(|i| (pc.value(i), at.value(i), seq.map_or(0, |p| p.value(i))))
             .collect()
-    }
-
-    /// Sorts `batch` by the key (pc_id, at[, pid]); ties keep their order.
-    pub(crate) fn sort(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let opts = Some(SortOptions {
-            descending: false,
-            nulls_first: false,
-        });
-        let mut cols = vec![
-            SortColumn {
-                values: Arc::clone(batch.column_by_name("pc_id").expect("pc_id column")),
-                options: opts,
-            },
-            SortColumn {
-                values: Arc::clone(batch.column_by_name("at").expect("at column")),
-                options: opts,
-            },
-        ];
-        if let Some(seq) = self.seq {
-            cols.push(SortColumn {
-                values: Arc::clone(batch.column_by_name(seq).expect("seq column")),
-                options: opts,
-            });
-        }
-        let row_order: ArrayRef =
-            Arc::new(Int64Array::from_iter_values(0..batch.num_rows() as i64));
-        cols.push(SortColumn {
-            values: row_order,
-            options: opts,
-        });
-        let indices = lexsort_to_indices(&cols, None).map_err(Error::arrow(self.name))?;
-        take_record_batch(batch, &indices).map_err(Error::arrow(self.name))
     }
 
     /// Keeps the first row of every key (in `batch` order) whose key is not
@@ -254,7 +258,7 @@ impl TableSpec {
     pub(crate) fn retain_new(
         &self,
         batch: &RecordBatch,
-        known: &mut HashSet<RowKey>,
+        known: &mut KeySet,
     ) -> Result<RecordBatch> {
         let mask: BooleanArray = self
             .keys(batch)

@@ -574,3 +574,61 @@ fn inventory_history_keeps_its_own_ninety_days() {
         "both 60-day-old changes kept"
     );
 }
+
+#[test]
+fn a_persist_writes_large_heads_sorted_in_slices_and_the_head_has_a_memory_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TimeSeriesConfig {
+        persist_max_rows: 1_000_000,
+        persist_max_bytes: 1 << 20,
+        row_group_rows: 4_096,
+        ..TimeSeriesConfig::for_tests()
+    };
+    let table = TimeSeriesTable::open(&HOST_PERF, dir.path(), config).unwrap();
+    // 12 chunks of 3,000 rows, PCs and minutes interleaved across chunks,
+    // 48 hours from 10:00 (three days): 36,000 rows, 12,000 a day, so a
+    // day is written in two slices.
+    let mut capped_at = None;
+    for chunk in 0..12u32 {
+        let rows: Vec<HostPerfRow> = (0..3_000u32)
+            .map(|i| {
+                let n = i * 12 + chunk;
+                let pc = format!("pc{:03}", (n * 7919) % 97);
+                host(
+                    &pc,
+                    t(9, 0)
+                        + Duration::minutes(i64::from(n % 2_880))
+                        + Duration::seconds(i64::from(n / 2_880)),
+                    f64::from(n),
+                )
+            })
+            .collect();
+        write(&table, &rows);
+        if capped_at.is_none() && table.wants_persist() {
+            capped_at = Some(table.stats().unwrap().head_bytes);
+        }
+    }
+    let capped_at = capped_at.expect("the byte cap asks for a persist before the row cap");
+    assert!(capped_at >= 1 << 20, "{capped_at}");
+    assert!(table.head_rows() < 1_000_000);
+    let out = table.persist().unwrap();
+    assert_eq!(out.rows, 36_000);
+    assert_eq!(out.files.len(), 3, "one file per day");
+    let mut total = 0;
+    for f in &out.files {
+        let b = read_file(&HOST_PERF, f).unwrap();
+        total += b.num_rows();
+        let pc = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        let at = super::table::ts_column(&b);
+        let keys: Vec<(&str, i64)> = (0..b.num_rows())
+            .map(|i| (pc.value(i), at.value(i)))
+            .collect();
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "{} sorted by (pc_id, at), no repeats",
+            f.display()
+        );
+    }
+    assert_eq!(total, 36_000);
+    assert_eq!(rows_of(&table).len(), 36_000);
+}
