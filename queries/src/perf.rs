@@ -1,7 +1,7 @@
 //! Host perf questions: one PC's bucketed timeline, the fleet series, and
 //! the top PCs of a recent window.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, AsArray, Float64Array, Int64Array, StringArray};
@@ -432,8 +432,82 @@ impl PerfQueries {
     }
 
     /// PCs ranked by AVG(`metric`) over samples with `at > since`,
-    /// highest first, at most `limit`.
+    /// highest first (ties by pc_id), at most `limit`. Answered without
+    /// the SQL planner: the window's rows (the head, and the pages of the
+    /// newest files whose `at` range reaches it) are averaged per PC in
+    /// one pass and only the winners' hostnames looked up.
     pub async fn top_pcs(
+        &self,
+        metric: HostMetric,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<TopRow>> {
+        let snapshot = self
+            .host
+            .snapshot(Some((since, now + chrono::Duration::days(1))));
+        let m = metric.column();
+        let from = since.timestamp_micros().saturating_add(1);
+        let (batches, _) = rows(
+            TABLE,
+            &self.files,
+            &snapshot,
+            None,
+            from,
+            i64::MAX,
+            &["pc_id", m],
+        )?;
+        let mut by_pc: HashMap<String, (f64, u64)> = HashMap::new();
+        for batch in &batches {
+            let pc = batch.column(1).as_string::<i32>();
+            let v = cast(batch.column(2), &DataType::Float64).map_err(|e| crate::Error::Shape {
+                table: TABLE,
+                message: e.to_string(),
+            })?;
+            let v = v.as_primitive::<Float64Type>();
+            for i in 0..batch.num_rows() {
+                if v.is_null(i) {
+                    continue;
+                }
+                let slot = match by_pc.get_mut(pc.value(i)) {
+                    Some(slot) => slot,
+                    None => by_pc.entry(pc.value(i).to_string()).or_default(),
+                };
+                slot.0 += v.value(i);
+                slot.1 += 1;
+            }
+        }
+        drop(snapshot);
+        let mut ranked: Vec<(String, f64)> = by_pc
+            .into_iter()
+            .map(|(pc, (sum, n))| (pc, sum / n as f64))
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        ranked.truncate(limit);
+        ranked
+            .into_iter()
+            .map(|(pc_id, value)| {
+                let hostname = self
+                    .store
+                    .agent(&pc_id)
+                    .map_err(|e| crate::Error::Storage {
+                        table: "agents",
+                        source: Box::new(e),
+                    })?
+                    .and_then(|a| a.hostname);
+                Ok(TopRow {
+                    pc_id,
+                    hostname,
+                    value,
+                })
+            })
+            .collect()
+    }
+
+    /// The same question as [`Self::top_pcs`] through DataFusion SQL:
+    /// what the direct answer is checked against.
+    #[doc(hidden)]
+    pub async fn top_pcs_sql(
         &self,
         metric: HostMetric,
         since: DateTime<Utc>,

@@ -269,3 +269,63 @@ async fn the_fast_process_timeline_equals_sql_on_random_windows() {
     }
     assert!(nonempty > 40, "only {nonempty} of 80 windows held rows");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_direct_top_pcs_equal_sql_on_random_windows() {
+    use kanade_queries::HostMetric;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, table, _) = load(dir.path());
+    // Half the PCs have sent a heartbeat (with a hostname), half not.
+    let store = RelationalStore::open(dir.path()).unwrap();
+    let beats: Vec<kanade_storage::HeartbeatUpdate> = (0..PCS / 2)
+        .map(|pc| kanade_storage::HeartbeatUpdate {
+            pc_id: format!("pc{pc:02}"),
+            at: t0(),
+            hostname: Some(format!("host-{pc}")),
+            os_family: None,
+            agent_version: "0.43.56".into(),
+            agent_cpu_pct: None,
+            agent_rss_bytes: None,
+            agent_disk_read_bytes: None,
+            agent_disk_written_bytes: None,
+            quarantined_versions: vec![],
+        })
+        .collect();
+    store.upsert_heartbeats(&beats, t0()).unwrap();
+    let q = PerfQueries::new(Arc::clone(&table), table, store).unwrap();
+    let metrics = [
+        HostMetric::CpuPct,
+        HostMetric::MemUsedBytes,
+        HostMetric::DiskReadBytesPerSec,
+        HostMetric::NetRxBytesPerSec,
+    ];
+    let mut rng = Rng(77);
+    let (mut ranked, mut mixed) = (0, 0);
+    for case in 0..60 {
+        let since = t0() + Duration::seconds(rng.below(MINUTES as u64 * 60 + 600) as i64 - 300);
+        let now = since + Duration::minutes(5);
+        let metric = metrics[rng.below(metrics.len() as u64) as usize];
+        let limit = 1 + rng.below(PCS as u64 + 2) as usize;
+        let direct = q.top_pcs(metric, since, now, limit).await.unwrap();
+        let sql = q.top_pcs_sql(metric, since, now, limit).await.unwrap();
+        let why = format!("case {case}: {metric:?} since {since} top {limit}");
+        assert_eq!(direct.len(), sql.len(), "{why}");
+        for (a, b) in direct.iter().zip(&sql) {
+            assert_eq!((&a.pc_id, &a.hostname), (&b.pc_id, &b.hostname), "{why}");
+            assert!(close(Some(a.value), Some(b.value)), "{why}");
+        }
+        if !direct.is_empty() {
+            ranked += 1;
+        }
+        if direct.iter().any(|r| r.hostname.is_some())
+            && direct.iter().any(|r| r.hostname.is_none())
+        {
+            mixed += 1;
+        }
+    }
+    assert!(ranked > 40, "only {ranked} of 60 windows held samples");
+    assert!(
+        mixed > 5,
+        "only {mixed} rankings mixed PCs with and without a hostname"
+    );
+}
