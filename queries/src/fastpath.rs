@@ -90,6 +90,8 @@ pub struct ReadStats {
     pub rows_read: usize,
     /// Rollup rows of the PC used (one per window).
     pub rollup_rows: usize,
+    /// Answered from the table's in-memory recent rows alone.
+    pub recent: bool,
 }
 
 impl std::ops::AddAssign for ReadStats {
@@ -98,6 +100,7 @@ impl std::ops::AddAssign for ReadStats {
         self.row_groups += o.row_groups;
         self.rows_read += o.rows_read;
         self.rollup_rows += o.rollup_rows;
+        self.recent &= o.recent;
     }
 }
 
@@ -140,6 +143,7 @@ pub(crate) fn rows(
             out.push(project(table, &b, &wanted)?);
         }
     }
+    let mut planned = Vec::new();
     for f in snapshot.files() {
         let meta = cache.get(table, f.path())?;
         let Some((row_groups, selection)) = plan_file(&meta, pc_id, from, to) else {
@@ -147,7 +151,16 @@ pub(crate) fn rows(
         };
         stats.files += 1;
         stats.row_groups += row_groups.len();
-        let file = File::open(f.path()).map_err(|e| io(table, f.path(), e))?;
+        planned.push((f.path(), meta, row_groups, selection));
+    }
+    let read = |(path, meta, row_groups, selection): (
+        &Path,
+        ArrowReaderMetadata,
+        Vec<usize>,
+        RowSelection,
+    )|
+     -> Result<(Vec<RecordBatch>, usize)> {
+        let file = File::open(path).map_err(|e| io(table, path, e))?;
         let mask = ProjectionMask::columns(
             meta.metadata().file_metadata().schema_descr(),
             wanted.iter().copied(),
@@ -159,19 +172,53 @@ pub(crate) fn rows(
             .with_batch_size(BATCH_ROWS)
             .build()
             .map_err(|e| shape(table, e.to_string()))?;
+        let (mut out, mut rows_read) = (Vec::new(), 0);
         for b in reader {
             let b = b.map_err(|e| shape(table, e.to_string()))?;
-            stats.rows_read += b.num_rows();
+            rows_read += b.num_rows();
             if let Some(b) = select(table, &b, pc_id, from, to)? {
                 out.push(project(table, &b, &wanted)?);
             }
         }
+        Ok((out, rows_read))
+    };
+    // Two or more files are decoded on two threads (this machine's
+    // cores), alternating so each gets a share of the days.
+    let mut halves: [Vec<_>; 2] = [Vec::new(), Vec::new()];
+    for (i, p) in planned.into_iter().enumerate() {
+        halves[i % 2].push(p);
+    }
+    let [first, second] = halves;
+    let read_all = |files: Vec<_>| -> Result<(Vec<RecordBatch>, usize)> {
+        let mut acc = (Vec::new(), 0);
+        for f in files {
+            let (b, n) = read(f)?;
+            acc.0.extend(b);
+            acc.1 += n;
+        }
+        Ok(acc)
+    };
+    let (a, b) = if second.is_empty() {
+        (read_all(first)?, (Vec::new(), 0))
+    } else {
+        std::thread::scope(|s| {
+            let other = s.spawn(|| read_all(second));
+            let mine = read_all(first);
+            let other = other
+                .join()
+                .unwrap_or_else(|_| Err(shape(table, "a file read panicked".into())));
+            Ok::<_, Error>((mine?, other?))
+        })?
+    };
+    for (batches, n) in [a, b] {
+        out.extend(batches);
+        stats.rows_read += n;
     }
     Ok((out, stats))
 }
 
 /// The batch's columns in `names` order.
-fn project(table: &'static str, b: &RecordBatch, names: &[&str]) -> Result<RecordBatch> {
+pub(crate) fn project(table: &'static str, b: &RecordBatch, names: &[&str]) -> Result<RecordBatch> {
     let idx = names
         .iter()
         .map(|n| {
@@ -348,6 +395,9 @@ pub(crate) fn pc_window(
     to: DateTime<Utc>,
     columns: &[&str],
 ) -> Result<(Vec<RecordBatch>, ReadStats)> {
+    if let Some(found) = recent(name, table, pc_id, from, to, columns)? {
+        return Ok(found);
+    }
     let snapshot = table.snapshot(Some((from, to)));
     pc_rows(
         name,
@@ -358,6 +408,37 @@ pub(crate) fn pc_window(
         micros(to),
         columns,
     )
+}
+
+/// One PC's rows of `[from, to)` (pc_id, at, `columns`) from the table's
+/// in-memory recent rows, when they hold the whole window (no file read:
+/// `ReadStats` all zero); `None` otherwise.
+pub(crate) fn recent(
+    name: &'static str,
+    table: &kanade_storage::TimeSeriesTable,
+    pc_id: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    columns: &[&str],
+) -> Result<Option<(Vec<RecordBatch>, ReadStats)>> {
+    let Some(found) = table.recent_rows(pc_id, from, to) else {
+        return Ok(None);
+    };
+    let found = found.map_err(|e| Error::Storage {
+        table: name,
+        source: Box::new(e),
+    })?;
+    let mut wanted = vec!["pc_id", "at"];
+    wanted.extend(columns.iter().copied());
+    let batches = match found {
+        Some(b) => vec![project(name, &b, &wanted)?],
+        None => Vec::new(),
+    };
+    let stats = ReadStats {
+        recent: true,
+        ..ReadStats::default()
+    };
+    Ok(Some((batches, stats)))
 }
 
 /// Per-bucket sums and counts of some f64-convertible columns, in one

@@ -12,7 +12,7 @@ use datafusion::functions_aggregate::expr_fn::{avg, count, max, sum};
 use datafusion::prelude::{col, lit};
 use kanade_storage::RolledSnapshot;
 
-use crate::fastpath::{bucket_of, pc_rows, rows, Buckets, ReadStats};
+use crate::fastpath::{bucket_of, pc_rows, recent, rows, Buckets, ReadStats};
 use crate::metric::{Aggregate, HostMetric};
 use crate::session::{
     bucket_expr, collect, column, f64_expr, frame, lit_micros, lit_ts, opt_f64, secs_to_time,
@@ -52,6 +52,26 @@ const POINT_COLUMNS: [&str; 9] = [
     "net_rx_bytes_per_sec",
     "net_tx_bytes_per_sec",
 ];
+
+/// The host timeline's points from its buckets.
+fn host_points(buckets: Buckets) -> Vec<HostPoint> {
+    buckets
+        .avg()
+        .into_iter()
+        .map(|(at, v)| HostPoint {
+            at: secs_to_time(at),
+            cpu_pct: v[0],
+            mem_used_bytes: v[1],
+            mem_total_bytes: v[2],
+            swap_used_bytes: v[3],
+            swap_total_bytes: v[4],
+            disk_read_bytes_per_sec: v[5],
+            disk_written_bytes_per_sec: v[6],
+            net_rx_bytes_per_sec: v[7],
+            net_tx_bytes_per_sec: v[8],
+        })
+        .collect()
+}
 
 /// `<m>_sum`, `<m>_count` of every timeline column, in order.
 fn rollup_pairs() -> Vec<String> {
@@ -112,8 +132,15 @@ impl PerfQueries {
         to: DateTime<Utc>,
         step_secs: i64,
     ) -> Result<(Vec<HostPoint>, ReadStats)> {
-        let plan = self.host.rolled_snapshot(from, to, step_secs);
         let mut buckets = Buckets::new(step_secs, POINT_COLUMNS.len());
+        if let Some((batches, stats)) = recent(TABLE, &self.host, pc_id, from, to, &POINT_COLUMNS)?
+        {
+            for b in &batches {
+                buckets.add(TABLE, b)?;
+            }
+            return Ok((host_points(buckets), stats));
+        }
+        let plan = self.host.rolled_snapshot(from, to, step_secs);
         let mut stats = ReadStats::default();
         for &(a, b) in &plan.raw_ranges {
             let (batches, read) =
@@ -134,23 +161,7 @@ impl PerfQueries {
                 buckets.add_partial(ROLLUP, b)?;
             }
         }
-        let points = buckets
-            .avg()
-            .into_iter()
-            .map(|(at, v)| HostPoint {
-                at: secs_to_time(at),
-                cpu_pct: v[0],
-                mem_used_bytes: v[1],
-                mem_total_bytes: v[2],
-                swap_used_bytes: v[3],
-                swap_total_bytes: v[4],
-                disk_read_bytes_per_sec: v[5],
-                disk_written_bytes_per_sec: v[6],
-                net_rx_bytes_per_sec: v[7],
-                net_tx_bytes_per_sec: v[8],
-            })
-            .collect();
-        Ok((points, stats))
+        Ok((host_points(buckets), stats))
     }
 
     /// The same question as [`Self::host_timeline`] through DataFusion

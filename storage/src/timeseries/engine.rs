@@ -22,6 +22,7 @@ use super::latest::{LatestIndex, LatestRows};
 use super::partition::{scan, FoundFile, PartitionDate, SegmentRange};
 use super::persist::{read_key_columns, split_by_date, FileWriter};
 use super::read::{PersistedFile, Snapshot};
+use super::recent::RecentIndex;
 use super::retention::RetentionPolicy;
 use super::rollup::{self, coalesce, complement, RolledSnapshot, RollupLevel, RollupOutcome};
 use super::table::{string_column, ts_column, KeySet, TableSpec};
@@ -95,6 +96,8 @@ pub struct TimeSeriesTable {
     latest: RwLock<LatestIndex>,
     /// The table's rollups (`spec.rollups`), finest first.
     rollups: Vec<RollupLevel>,
+    /// Every PC's newest rows (`spec.recent_secs`).
+    recent: RwLock<RecentIndex>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -139,6 +142,15 @@ impl TimeSeriesTable {
                 }
             }
         }
+        let complete_from = match partitions.values().next_back() {
+            Some(newest) => newest_at(newest)?.saturating_add(1),
+            None => i64::MIN,
+        };
+        let mut recent = RecentIndex::new(spec.name, spec.recent_secs, complete_from);
+        let now = Utc::now().timestamp_micros();
+        for chunk in &head {
+            recent.observe(&chunk.batch, now);
+        }
         let mut latest = LatestIndex::new(spec.name, !partitions.is_empty());
         if spec.tracks_latest {
             for chunk in &head {
@@ -171,6 +183,7 @@ impl TimeSeriesTable {
             maintenance: Mutex::new(()),
             latest: RwLock::new(latest),
             rollups,
+            recent: RwLock::new(recent),
         })
     }
 
@@ -202,6 +215,12 @@ impl TimeSeriesTable {
             }
             return Err(e);
         }
+        if self.spec.recent_secs > 0 {
+            self.recent
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .observe(&fresh, Utc::now().timestamp_micros());
+        }
         if self.spec.tracks_latest {
             // Under the writer lock, so the index sees writes in commit order.
             let observed = self.latest_mut().observe(&fresh);
@@ -229,6 +248,22 @@ impl TimeSeriesTable {
             oldest,
             now.checked_add_signed(ahead)
                 .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        )
+    }
+
+    /// The PC's rows with `at` in `[from, to)` from memory (see
+    /// `recent.rs`): `None` when the window starts before what the index
+    /// holds completely; inside, `None` when the PC has no such rows.
+    pub fn recent_rows(
+        &self,
+        pc_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Option<Result<Option<RecordBatch>>> {
+        self.recent.read().unwrap_or_else(|p| p.into_inner()).rows(
+            pc_id,
+            from.timestamp_micros(),
+            to.timestamp_micros(),
         )
     }
 
@@ -806,6 +841,34 @@ fn recent_keys(
         }
     }
     Ok(keys)
+}
+
+/// The newest `at` (µs) of `files`, from their footers' statistics.
+fn newest_at(files: &[Arc<PersistedFile>]) -> Result<i64> {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    use datafusion::parquet::file::statistics::Statistics;
+    let mut newest = i64::MIN;
+    for f in files {
+        let file = std::fs::File::open(&f.path).map_err(Error::io(&f.path))?;
+        let reader = SerializedFileReader::new(file).map_err(Error::parquet(&f.path))?;
+        let md = reader.metadata();
+        let schema = md.file_metadata().schema_descr();
+        let Some(at) = (0..schema.num_columns()).find(|i| schema.column(*i).name() == "at") else {
+            continue;
+        };
+        for rg in md.row_groups() {
+            match rg.column(at).statistics() {
+                Some(Statistics::Int64(s)) => {
+                    if let Some(max) = s.max_opt() {
+                        newest = newest.max(*max);
+                    }
+                }
+                // No statistics: nothing can be vouched for.
+                _ => return Ok(i64::MAX - 1),
+            }
+        }
+    }
+    Ok(newest)
 }
 
 /// Builds the partition map from the files on disk, deleting every file

@@ -8,6 +8,7 @@ mod latest;
 mod partition;
 mod persist;
 mod read;
+mod recent;
 mod retention;
 mod rollup;
 mod table;

@@ -34,6 +34,9 @@ pub struct TableSpec {
     pub(crate) rollups: &'static [&'static TableSpec],
     /// For a rollup table: the seconds of one window (0 for raw tables).
     pub window_secs: i64,
+    /// Seconds of every PC's newest rows kept in memory (see
+    /// `recent.rs`); 0 for none.
+    pub(crate) recent_secs: i64,
 }
 
 /// The time zone every `at` column carries.
@@ -82,7 +85,12 @@ pub static HOST_PERF: TableSpec = TableSpec {
     retention_days: |c| c.host_perf_retention_days,
     rollups: &[&HOST_PERF_5M, &HOST_PERF_1H],
     window_secs: 0,
+    recent_secs: RECENT_SECS,
 };
+
+/// Two hours of each PC's newest host and process rows stay in memory:
+/// the last hour, the view operators open most, reads no file.
+const RECENT_SECS: i64 = 7_200;
 
 static HOST_ROLLUP_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| rollup_schema(&HOST_SCHEMA));
 
@@ -96,6 +104,7 @@ pub static HOST_PERF_5M: TableSpec = TableSpec {
     retention_days: |c| c.host_perf_5m_retention_days,
     rollups: &[],
     window_secs: 300,
+    recent_secs: 0,
 };
 
 /// `host_perf` per PC per hour, as [`HOST_PERF_5M`].
@@ -107,6 +116,7 @@ pub static HOST_PERF_1H: TableSpec = TableSpec {
     retention_days: |c| c.host_perf_1h_retention_days,
     rollups: &[],
     window_secs: 3_600,
+    recent_secs: 0,
 };
 
 /// The metrics of a raw schema: every column but the key (and text).
@@ -146,6 +156,7 @@ pub static PROCESS_PERF: TableSpec = TableSpec {
     retention_days: |c| c.process_perf_retention_days,
     rollups: &[],
     window_secs: 0,
+    recent_secs: RECENT_SECS,
 };
 
 static HISTORY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -174,6 +185,7 @@ pub static INVENTORY_HISTORY: TableSpec = TableSpec {
     retention_days: |c| c.inventory_history_retention_days,
     rollups: &[],
     window_secs: 0,
+    recent_secs: 0,
 };
 
 /// The identity of a row: a repeat of an existing key is dropped. The
