@@ -682,19 +682,30 @@ impl TimeSeriesTable {
             .collect();
         let mut outcomes = Vec::new();
         for (date, inputs) in candidates {
-            let (file, outcome) = merge(self.spec, &self.config, &self.root, date, &inputs)?;
-            let mut state = self.state_mut();
-            let files = state.partitions.entry(date).or_default();
-            files.retain(|f| !inputs.iter().any(|i| Arc::ptr_eq(f, i)));
-            files.push(Arc::new(file));
-            for input in &inputs {
-                input.mark_obsolete();
-            }
-            tracing::info!(table = self.spec.name, %date, files = outcome.input_files, rows = outcome.output_rows, "compacted partition");
-            outcomes.push(outcome);
+            outcomes.push(self.compact_date(date, &inputs)?.1);
         }
         self.roll_up(today)?;
         Ok(outcomes)
+    }
+
+    /// Merges `inputs` (files of partition `date`) into one file and
+    /// swaps it in. Under the maintenance lock.
+    fn compact_date(
+        &self,
+        date: PartitionDate,
+        inputs: &[Arc<PersistedFile>],
+    ) -> Result<(Arc<PersistedFile>, CompactionOutcome)> {
+        let (file, outcome) = merge(self.spec, &self.config, &self.root, date, inputs)?;
+        let file = Arc::new(file);
+        let mut state = self.state_mut();
+        let files = state.partitions.entry(date).or_default();
+        files.retain(|f| !inputs.iter().any(|i| Arc::ptr_eq(f, i)));
+        files.push(Arc::clone(&file));
+        for input in inputs {
+            input.mark_obsolete();
+        }
+        tracing::info!(table = self.spec.name, %date, files = outcome.input_files, rows = outcome.output_rows, "compacted partition");
+        Ok((file, outcome))
     }
 
     /// Builds the rollups of every closed partition (compacted into one
@@ -713,25 +724,35 @@ impl TimeSeriesTable {
             .collect();
         let mut outcomes = Vec::new();
         for source in closed {
-            let stale: Vec<&RollupLevel> = self
-                .rollups
-                .iter()
-                .filter(|l| !l.retention.is_expired(source.date, today))
-                .filter(|l| l.file(source.date).is_none_or(|f| f.range != source.range))
-                .collect();
-            if stale.is_empty() {
-                continue;
-            }
-            let (files, done) = rollup::build(self.spec, &self.config, &stale, &source)?;
-            for (level, file) in stale.iter().zip(files) {
-                level.install(file);
-            }
-            for o in &done {
-                tracing::info!(table = o.table, date = %o.date, rows = o.input_rows, windows = o.windows, "rolled up partition");
-            }
-            outcomes.extend(done);
+            outcomes.extend(self.roll_up_file(&source, today)?);
         }
         Ok(outcomes)
+    }
+
+    /// Rolls `source` (its partition's one file) up into every rollup
+    /// whose file of that day is missing or older and not yet expired.
+    fn roll_up_file(
+        &self,
+        source: &PersistedFile,
+        today: PartitionDate,
+    ) -> Result<Vec<RollupOutcome>> {
+        let stale: Vec<&RollupLevel> = self
+            .rollups
+            .iter()
+            .filter(|l| !l.retention.is_expired(source.date, today))
+            .filter(|l| l.file(source.date).is_none_or(|f| f.range != source.range))
+            .collect();
+        if stale.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (files, done) = rollup::build(self.spec, &self.config, &stale, source)?;
+        for (level, file) in stale.iter().zip(files) {
+            level.install(file);
+        }
+        for o in &done {
+            tracing::info!(table = o.table, date = %o.date, rows = o.input_rows, windows = o.windows, "rolled up partition");
+        }
+        Ok(done)
     }
 
     /// Removes every partition past retention on `today`; returns the
@@ -739,6 +760,26 @@ impl TimeSeriesTable {
     /// still holds them, in which case they go when it finishes.
     pub fn drop_expired(&self, today: PartitionDate) -> Result<Vec<PartitionDate>> {
         let _maintenance = lock(&self.maintenance);
+        // A day about to go is rolled up first if it never was (a
+        // partition left with several files, a data directory from before
+        // rollups): its rollups outlive it.
+        if !self.rollups.is_empty() {
+            let expiring: Vec<(PartitionDate, Vec<Arc<PersistedFile>>)> = self
+                .state_ref()
+                .partitions
+                .iter()
+                .filter(|(d, _)| self.retention.is_expired(**d, today))
+                .map(|(d, f)| (*d, f.clone()))
+                .collect();
+            for (date, files) in expiring {
+                let source = match files.as_slice() {
+                    [] => continue,
+                    [one] => Arc::clone(one),
+                    _ => self.compact_date(date, &files)?.0,
+                };
+                self.roll_up_file(&source, today)?;
+            }
+        }
         let expired: Vec<(PartitionDate, Vec<Arc<PersistedFile>>)> = {
             let mut state = self.state_mut();
             let dates: Vec<PartitionDate> = state

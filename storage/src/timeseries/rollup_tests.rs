@@ -297,3 +297,28 @@ fn rollups_outlive_raw_retention_and_survive_restart_and_backup() {
         assert_eq!(plan.rolled_ranges, vec![(us(at(10, 6, 0, 0)), us(to))]);
     }
 }
+
+#[test]
+fn a_day_that_expires_before_it_was_rolled_up_is_rolled_up_on_its_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TimeSeriesConfig {
+        host_perf_retention_days: 1,
+        ..TimeSeriesConfig::for_tests()
+    };
+    let table = open(dir.path(), config);
+    three_days(&table);
+    // A second file for Nov 10 (never compacted: no compaction pass ran).
+    write(&table, &[row("pc-c", at(10, 23, 59, 0), Some(5.0), 1)]);
+    table.persist().unwrap();
+    assert!(table.rollup_files().iter().all(|(_, f)| f.is_empty()));
+    let today = PartitionDate::of(at(12, 12, 0, 0));
+    assert_eq!(table.drop_expired(today).unwrap().len(), 1);
+    // Nov 10 is gone from the raw table but was compacted and rolled up
+    // first, its late row included; Nov 11 waits for the compaction pass.
+    assert_eq!(days_of(&table, "host_perf_1h"), ["2026-11-10"]);
+    assert_eq!(days_of(&table, "host_perf_5m"), ["2026-11-10"]);
+    let hourly = rollup_rows(&table, "host_perf_1h");
+    let counts = hourly.column_by_name("mem_used_bytes_count").unwrap();
+    let counts = counts.as_any().downcast_ref::<Int64Array>().unwrap();
+    assert_eq!(counts.iter().flatten().sum::<i64>(), 2 * 720 + 1);
+}
