@@ -3,38 +3,21 @@
 //! property test over real Parquet files and the head), and must open only
 //! the row groups and pages that can hold the PC's window.
 
+mod common;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use kanade_queries::{HostPoint, PerfQueries, ProcessMetric};
+use kanade_queries::{PerfQueries, ProcessMetric};
 use kanade_storage::{
     HostPerfRow, ProcessPerfRow, RelationalStore, TimeSeriesConfig, TimeSeriesTable, HOST_PERF,
     PROCESS_PERF,
 };
 
+use common::{close, same_host, Rng};
+
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 1, 20, 0, 0).unwrap()
-}
-
-/// A small deterministic generator (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 const PCS: usize = 12;
@@ -99,30 +82,6 @@ fn load(dir: &std::path::Path) -> (PerfQueries, Arc<TimeSeriesTable>, usize) {
     (q, table, rows_total)
 }
 
-fn close(a: Option<f64>, b: Option<f64>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
-        _ => false,
-    }
-}
-
-fn same(a: &[HostPoint], b: &[HostPoint]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            x.at == y.at
-                && close(x.cpu_pct, y.cpu_pct)
-                && close(x.mem_used_bytes, y.mem_used_bytes)
-                && close(x.mem_total_bytes, y.mem_total_bytes)
-                && close(x.swap_used_bytes, y.swap_used_bytes)
-                && close(x.swap_total_bytes, y.swap_total_bytes)
-                && close(x.disk_read_bytes_per_sec, y.disk_read_bytes_per_sec)
-                && close(x.disk_written_bytes_per_sec, y.disk_written_bytes_per_sec)
-                && close(x.net_rx_bytes_per_sec, y.net_rx_bytes_per_sec)
-                && close(x.net_tx_bytes_per_sec, y.net_tx_bytes_per_sec)
-        })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fast_host_timeline_equals_sql_on_random_windows() {
     let dir = tempfile::tempdir().unwrap();
@@ -140,7 +99,7 @@ async fn the_fast_host_timeline_equals_sql_on_random_windows() {
         let fast = q.host_timeline(&pc, from, to, step).await.unwrap();
         let sql = q.host_timeline_sql(&pc, from, to, step).await.unwrap();
         assert!(
-            same(&fast, &sql),
+            same_host(&fast, &sql),
             "case {case}: {pc} [{from}, {to}) @ {step}s\nfast {fast:?}\nsql  {sql:?}"
         );
         if !fast.is_empty() {

@@ -4,34 +4,18 @@
 //! restart only what the index can vouch for (rows written since) is
 //! answered from memory, the rest from files.
 
+mod common;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use kanade_queries::{HostPoint, PerfQueries, ProcessMetric};
+use kanade_queries::{PerfQueries, ProcessMetric};
 use kanade_storage::{
     HostPerfRow, ProcessPerfRow, RelationalStore, TimeSeriesConfig, TimeSeriesTable, HOST_PERF,
     PROCESS_PERF,
 };
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+use common::{close, same_host, Rng};
 
 const PCS: usize = 4;
 
@@ -114,27 +98,6 @@ fn open(dir: &std::path::Path) -> (PerfQueries, Arc<TimeSeriesTable>, Arc<TimeSe
     (q, host_t, proc_t)
 }
 
-fn close(a: Option<f64>, b: Option<f64>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
-        _ => false,
-    }
-}
-
-fn same(a: &[HostPoint], b: &[HostPoint]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            x.at == y.at
-                && close(x.cpu_pct, y.cpu_pct)
-                && close(x.mem_used_bytes, y.mem_used_bytes)
-                && close(x.disk_read_bytes_per_sec, y.disk_read_bytes_per_sec)
-                && close(x.disk_written_bytes_per_sec, y.disk_written_bytes_per_sec)
-                && close(x.net_rx_bytes_per_sec, y.net_rx_bytes_per_sec)
-                && close(x.net_tx_bytes_per_sec, y.net_tx_bytes_per_sec)
-        })
-}
-
 /// Random windows starting in `[earliest, now)`: the direct answers equal
 /// SQL's; returns how many opened no file.
 async fn compare(
@@ -153,7 +116,7 @@ async fn compare(
         let why = format!("case {case}: {pc} [{from}, {to}) @ {step}s");
         let (fast, stats) = q.host_timeline_read(&pc, from, to, step).unwrap();
         let sql = q.host_timeline_sql(&pc, from, to, step).await.unwrap();
-        assert!(same(&fast, &sql), "{why}\nfast {fast:?}\nsql  {sql:?}");
+        assert!(same_host(&fast, &sql), "{why}\nfast {fast:?}\nsql  {sql:?}");
         if stats.recent {
             assert_eq!((stats.files, stats.rows_read), (0, 0), "{why}");
             from_memory += 1;
@@ -205,7 +168,10 @@ async fn the_last_hours_are_answered_from_memory_and_equal_sql() {
     drop((q, host_t, proc_t));
     let (q, host_t, proc_t) = open(dir.path());
     // (Windows start a minute before the newest stored row at the latest.)
-    assert_eq!(compare(&q, &mut rng, recent, now - Duration::minutes(1)).await, 0);
+    assert_eq!(
+        compare(&q, &mut rng, recent, now - Duration::minutes(1)).await,
+        0
+    );
     write(
         &mut rng,
         &host_t,
@@ -234,5 +200,5 @@ async fn the_last_hours_are_answered_from_memory_and_equal_sql() {
         )
         .await
         .unwrap();
-    assert!(same(&points, &sql));
+    assert!(same_host(&points, &sql));
 }

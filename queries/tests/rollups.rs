@@ -5,13 +5,17 @@
 //! raw rows of a day are gone (the rollup still answers what it answered
 //! before).
 
+mod common;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use kanade_queries::{Aggregate, FleetPoint, HostMetric, HostPoint, PerfQueries};
+use kanade_queries::{Aggregate, FleetPoint, HostMetric, PerfQueries};
 use kanade_storage::{
     HostPerfRow, PartitionDate, RelationalStore, TimeSeriesConfig, TimeSeriesTable, HOST_PERF,
 };
+
+use common::{close, same_host, Rng};
 
 /// Midnight of the first of the four days; the fourth is "today".
 fn day0() -> DateTime<Utc> {
@@ -20,26 +24,6 @@ fn day0() -> DateTime<Utc> {
 
 fn today() -> PartitionDate {
     PartitionDate::of(day0() + Duration::days(3))
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 const PCS: usize = 5;
@@ -106,30 +90,6 @@ fn config() -> TimeSeriesConfig {
         row_group_rows: 1_024,
         ..TimeSeriesConfig::for_tests()
     }
-}
-
-fn close(a: Option<f64>, b: Option<f64>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
-        _ => false,
-    }
-}
-
-fn same_host(a: &[HostPoint], b: &[HostPoint]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            x.at == y.at
-                && close(x.cpu_pct, y.cpu_pct)
-                && close(x.mem_used_bytes, y.mem_used_bytes)
-                && close(x.mem_total_bytes, y.mem_total_bytes)
-                && close(x.swap_used_bytes, y.swap_used_bytes)
-                && close(x.swap_total_bytes, y.swap_total_bytes)
-                && close(x.disk_read_bytes_per_sec, y.disk_read_bytes_per_sec)
-                && close(x.disk_written_bytes_per_sec, y.disk_written_bytes_per_sec)
-                && close(x.net_rx_bytes_per_sec, y.net_rx_bytes_per_sec)
-                && close(x.net_tx_bytes_per_sec, y.net_tx_bytes_per_sec)
-        })
 }
 
 fn same_fleet(a: &[FleetPoint], b: &[FleetPoint]) -> bool {

@@ -1,0 +1,52 @@
+//! What the property tests share: a deterministic generator and the
+//! comparison of answers computed in different summation orders.
+#![allow(dead_code)] // each test binary uses its own part
+
+use kanade_queries::HostPoint;
+
+/// A small deterministic generator (splitmix64).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Equal up to the rounding of a different summation order.
+pub fn close(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
+        _ => false,
+    }
+}
+
+/// Two host timelines with the same buckets and close averages.
+pub fn same_host(a: &[HostPoint], b: &[HostPoint]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.at == y.at
+                && close(x.cpu_pct, y.cpu_pct)
+                && close(x.mem_used_bytes, y.mem_used_bytes)
+                && close(x.mem_total_bytes, y.mem_total_bytes)
+                && close(x.swap_used_bytes, y.swap_used_bytes)
+                && close(x.swap_total_bytes, y.swap_total_bytes)
+                && close(x.disk_read_bytes_per_sec, y.disk_read_bytes_per_sec)
+                && close(x.disk_written_bytes_per_sec, y.disk_written_bytes_per_sec)
+                && close(x.net_rx_bytes_per_sec, y.net_rx_bytes_per_sec)
+                && close(x.net_tx_bytes_per_sec, y.net_tx_bytes_per_sec)
+        })
+}
