@@ -428,17 +428,38 @@ async fn retention_removes_expired_partitions_and_keeps_recent_data() {
         .join(format!("date={}", old.format("%Y-%m-%d")));
     assert!(old_dir.exists(), "persisted into its own partition");
 
-    let b = Backend::start(&nats.url, &data, "host_perf_retention_days = 30");
+    let mut b = Backend::start(&nats.url, &data, "host_perf_retention_days = 30");
     assert!(
         !old_dir.exists(),
         "expired partition removed whole at start-up"
     );
+    // Rolled up on its way out: the 5-minute and hourly rollups (kept 90
+    // and 400 days) still answer for the day, a window counting whole.
+    let rollup_dir = |table: &str| {
+        data.join(table)
+            .join(format!("date={}", old.format("%Y-%m-%d")))
+    };
+    assert!(rollup_dir("host_perf_5m").exists());
+    assert!(rollup_dir("host_perf_1h").exists());
     let (_, body) = b.get(&old_path).await;
-    assert_eq!(body["points"], serde_json::json!([]));
+    assert_eq!(cpu_series(&body), vec![1.0], "{body}");
     let recent_path = format!(
         "/api/agents/pc-old/perf?from={}&to={}",
         q(recent - Duration::minutes(5)),
         q(recent + Duration::minutes(5))
     );
+    assert_eq!(cpu_series(&b.get(&recent_path).await.1), vec![2.0]);
+    assert!(b.sigterm().success());
+
+    // With the rollups' retention shortened too, the day is gone.
+    let b = Backend::start(
+        &nats.url,
+        &data,
+        "host_perf_retention_days = 30\nhost_perf_5m_retention_days = 30\nhost_perf_1h_retention_days = 30",
+    );
+    assert!(!rollup_dir("host_perf_5m").exists());
+    assert!(!rollup_dir("host_perf_1h").exists());
+    let (_, body) = b.get(&old_path).await;
+    assert_eq!(body["points"], serde_json::json!([]));
     assert_eq!(cpu_series(&b.get(&recent_path).await.1), vec![2.0]);
 }

@@ -130,20 +130,52 @@ pub(crate) fn rows(
     to: i64,
     columns: &[&str],
 ) -> Result<(Vec<RecordBatch>, ReadStats)> {
+    let (parts, stats) = scan(
+        table,
+        cache,
+        snapshot,
+        pc_id,
+        (from, to),
+        columns,
+        Vec::new,
+        |out: &mut Vec<RecordBatch>, b: &RecordBatch| {
+            out.push(b.clone());
+            Ok(())
+        },
+    )?;
+    Ok((parts.into_iter().flatten().collect(), stats))
+}
+
+/// What [`rows`] reads, handed batch by batch to `sink` as it is decoded
+/// instead of collected: two or more files are decoded on two threads
+/// (this machine's cores, alternating files so each gets a share of the
+/// days), each feeding its own state from `init`; the states come back
+/// for the caller to merge.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn scan<S: Send>(
+    table: &'static str,
+    cache: &FileCache,
+    snapshot: &Snapshot,
+    pc_id: Option<&str>,
+    (from, to): (i64, i64),
+    columns: &[&str],
+    init: impl Fn() -> S + Sync,
+    sink: impl Fn(&mut S, &RecordBatch) -> Result<()> + Sync,
+) -> Result<(Vec<S>, ReadStats)> {
     let mut wanted = if pc_id.is_some() {
         vec!["pc_id", "at"]
     } else {
         vec!["at"]
     };
     wanted.extend(columns.iter().copied());
-    let mut out = Vec::new();
     let mut stats = ReadStats::default();
+    let mut head_state = init();
     for b in snapshot.head() {
         if let Some(b) = select(table, b, pc_id, from, to)? {
-            out.push(project(table, &b, &wanted)?);
+            sink(&mut head_state, &project(table, &b, &wanted)?)?;
         }
     }
-    let mut planned = Vec::new();
+    let mut halves: [Vec<_>; 2] = [Vec::new(), Vec::new()];
     for f in snapshot.files() {
         let meta = cache.get(table, f.path())?;
         let Some((row_groups, selection)) = plan_file(&meta, pc_id, from, to) else {
@@ -151,70 +183,54 @@ pub(crate) fn rows(
         };
         stats.files += 1;
         stats.row_groups += row_groups.len();
-        planned.push((f.path(), meta, row_groups, selection));
+        halves[(stats.files - 1) % 2].push((f.path(), meta, row_groups, selection));
     }
-    let read = |(path, meta, row_groups, selection): (
-        &Path,
-        ArrowReaderMetadata,
-        Vec<usize>,
-        RowSelection,
-    )|
-     -> Result<(Vec<RecordBatch>, usize)> {
-        let file = File::open(path).map_err(|e| io(table, path, e))?;
-        let mask = ProjectionMask::columns(
-            meta.metadata().file_metadata().schema_descr(),
-            wanted.iter().copied(),
-        );
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
-            .with_row_groups(row_groups)
-            .with_row_selection(selection)
-            .with_projection(mask)
-            .with_batch_size(BATCH_ROWS)
-            .build()
-            .map_err(|e| shape(table, e.to_string()))?;
-        let (mut out, mut rows_read) = (Vec::new(), 0);
-        for b in reader {
-            let b = b.map_err(|e| shape(table, e.to_string()))?;
-            rows_read += b.num_rows();
-            if let Some(b) = select(table, &b, pc_id, from, to)? {
-                out.push(project(table, &b, &wanted)?);
+    let read_all = |state: &mut S,
+                    files: Vec<(&Path, ArrowReaderMetadata, Vec<usize>, RowSelection)>|
+     -> Result<usize> {
+        let mut rows_read = 0;
+        for (path, meta, row_groups, selection) in files {
+            let file = File::open(path).map_err(|e| io(table, path, e))?;
+            let mask = ProjectionMask::columns(
+                meta.metadata().file_metadata().schema_descr(),
+                wanted.iter().copied(),
+            );
+            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
+                .with_row_groups(row_groups)
+                .with_row_selection(selection)
+                .with_projection(mask)
+                .with_batch_size(BATCH_ROWS)
+                .build()
+                .map_err(|e| shape(table, e.to_string()))?;
+            for b in reader {
+                let b = b.map_err(|e| shape(table, e.to_string()))?;
+                rows_read += b.num_rows();
+                if let Some(b) = select(table, &b, pc_id, from, to)? {
+                    sink(state, &project(table, &b, &wanted)?)?;
+                }
             }
         }
-        Ok((out, rows_read))
+        Ok(rows_read)
     };
-    // Two or more files are decoded on two threads (this machine's
-    // cores), alternating so each gets a share of the days.
-    let mut halves: [Vec<_>; 2] = [Vec::new(), Vec::new()];
-    for (i, p) in planned.into_iter().enumerate() {
-        halves[i % 2].push(p);
-    }
     let [first, second] = halves;
-    let read_all = |files: Vec<_>| -> Result<(Vec<RecordBatch>, usize)> {
-        let mut acc = (Vec::new(), 0);
-        for f in files {
-            let (b, n) = read(f)?;
-            acc.0.extend(b);
-            acc.1 += n;
-        }
-        Ok(acc)
-    };
-    let (a, b) = if second.is_empty() {
-        (read_all(first)?, (Vec::new(), 0))
-    } else {
-        std::thread::scope(|s| {
-            let other = s.spawn(|| read_all(second));
-            let mine = read_all(first);
-            let other = other
-                .join()
-                .unwrap_or_else(|_| Err(shape(table, "a file read panicked".into())));
-            Ok::<_, Error>((mine?, other?))
-        })?
-    };
-    for (batches, n) in [a, b] {
-        out.extend(batches);
-        stats.rows_read += n;
+    if second.is_empty() {
+        stats.rows_read += read_all(&mut head_state, first)?;
+        return Ok((vec![head_state], stats));
     }
-    Ok((out, stats))
+    let (mine, other) = std::thread::scope(|s| {
+        let other = s.spawn(|| {
+            let mut state = init();
+            read_all(&mut state, second).map(|n| (state, n))
+        });
+        let mine = read_all(&mut head_state, first);
+        let other = other
+            .join()
+            .unwrap_or_else(|_| Err(shape(table, "a file read panicked".into())));
+        (mine, other)
+    });
+    let (other_state, other_rows) = other?;
+    stats.rows_read += mine? + other_rows;
+    Ok((vec![head_state, other_state], stats))
 }
 
 /// The batch's columns in `names` order.

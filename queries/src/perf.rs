@@ -7,12 +7,13 @@ use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, AsArray, Float64Array, Int64Array, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::JoinType;
 use datafusion::functions_aggregate::expr_fn::{avg, count, max, sum};
 use datafusion::prelude::{col, lit};
 use kanade_storage::RolledSnapshot;
 
-use crate::fastpath::{bucket_of, pc_rows, recent, rows, Buckets, ReadStats};
+use crate::fastpath::{bucket_of, pc_rows, recent, rows, scan, Buckets, ReadStats};
 use crate::metric::{Aggregate, HostMetric};
 use crate::session::{
     bucket_expr, collect, column, f64_expr, frame, lit_micros, lit_ts, opt_f64, secs_to_time,
@@ -260,24 +261,26 @@ impl PerfQueries {
         if !(0..=DENSE_BUCKETS).contains(&n) {
             return Ok(None);
         }
-        // Per bucket: rows seen, Σ value, number of values, max.
-        let mut slots = vec![(false, 0.0_f64, 0_i64, f64::NEG_INFINITY); n as usize];
+        // Per bucket: rows seen, Σ value, number of values, max; one set
+        // per reading thread, merged at the end.
         let m = metric.column();
-        let err = |table: &'static str| {
+        let empty = || vec![(false, 0.0_f64, 0_i64, f64::NEG_INFINITY); n as usize];
+        let slot_of = move |at: i64| ((bucket_of(at, step) - first) / step) as usize;
+        let shape = |table: &'static str| {
             move |e: datafusion::arrow::error::ArrowError| crate::Error::Shape {
                 table,
                 message: e.to_string(),
             }
         };
+        let mut parts = Vec::new();
         for &(a, b) in &plan.raw_ranges {
-            let (batches, _) = rows(TABLE, &self.files, &plan.raw, None, a, b, &[m])?;
-            for batch in &batches {
-                let at = cast(batch.column(0), &DataType::Int64).map_err(err(TABLE))?;
-                let v = cast(batch.column(1), &DataType::Float64).map_err(err(TABLE))?;
+            let sink = |slots: &mut Vec<(bool, f64, i64, f64)>, batch: &RecordBatch| {
+                let at = cast(batch.column(0), &DataType::Int64).map_err(shape(TABLE))?;
+                let v = cast(batch.column(1), &DataType::Float64).map_err(shape(TABLE))?;
                 let at = at.as_primitive::<Int64Type>();
                 let v = v.as_primitive::<Float64Type>();
                 for i in 0..batch.num_rows() {
-                    let slot = &mut slots[((bucket_of(at.value(i), step) - first) / step) as usize];
+                    let slot = &mut slots[slot_of(at.value(i))];
                     slot.0 = true;
                     if v.is_valid(i) {
                         let x = v.value(i);
@@ -286,20 +289,34 @@ impl PerfQueries {
                         slot.3 = slot.3.max(x);
                     }
                 }
-            }
+                Ok(())
+            };
+            let range = (a, b);
+            parts.extend(
+                scan(
+                    TABLE,
+                    &self.files,
+                    &plan.raw,
+                    None,
+                    range,
+                    &[m],
+                    empty,
+                    sink,
+                )?
+                .0,
+            );
         }
         let cols = [format!("{m}_sum"), format!("{m}_count"), format!("{m}_max")];
         let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
         for &(a, b) in &plan.rolled_ranges {
-            let (batches, _) = rows(ROLLUP, &self.files, &plan.rollup, None, a, b, &cols)?;
-            for batch in &batches {
-                let at = cast(batch.column(0), &DataType::Int64).map_err(err(ROLLUP))?;
+            let sink = |slots: &mut Vec<(bool, f64, i64, f64)>, batch: &RecordBatch| {
+                let at = cast(batch.column(0), &DataType::Int64).map_err(shape(ROLLUP))?;
                 let at = at.as_primitive::<Int64Type>();
                 let sum = batch.column(1).as_primitive::<Float64Type>();
                 let count = batch.column(2).as_primitive::<Int64Type>();
                 let max = batch.column(3).as_primitive::<Float64Type>();
                 for i in 0..batch.num_rows() {
-                    let slot = &mut slots[((bucket_of(at.value(i), step) - first) / step) as usize];
+                    let slot = &mut slots[slot_of(at.value(i))];
                     slot.0 = true;
                     slot.1 += sum.value(i);
                     slot.2 += count.value(i);
@@ -307,6 +324,30 @@ impl PerfQueries {
                         slot.3 = slot.3.max(max.value(i));
                     }
                 }
+                Ok(())
+            };
+            let range = (a, b);
+            parts.extend(
+                scan(
+                    ROLLUP,
+                    &self.files,
+                    &plan.rollup,
+                    None,
+                    range,
+                    &cols,
+                    empty,
+                    sink,
+                )?
+                .0,
+            );
+        }
+        let mut slots = empty();
+        for part in parts {
+            for (s, p) in slots.iter_mut().zip(part) {
+                s.0 |= p.0;
+                s.1 += p.1;
+                s.2 += p.2;
+                s.3 = s.3.max(p.3);
             }
         }
         Ok(Some(

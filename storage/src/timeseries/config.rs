@@ -31,7 +31,7 @@ pub struct TimeSeriesConfig {
     pub persist_max_rows: usize,
     /// Bytes of Arrow memory in the head (per table) that trigger a
     /// persist, whichever of this and `persist_max_rows` comes first: the
-    /// head's memory cap. Default 33,554,432 (32 MiB).
+    /// head's memory cap. Default 16,777,216 (16 MiB).
     pub persist_max_bytes: usize,
     /// Files in today's partition that trigger its compaction (closed
     /// partitions are compacted as soon as they hold two files). Default 8.
@@ -60,7 +60,7 @@ impl Default for TimeSeriesConfig {
             inventory_history_retention_days: 90,
             persist_interval_secs: 300,
             persist_max_rows: 500_000,
-            persist_max_bytes: 32 << 20,
+            persist_max_bytes: 16 << 20,
             compaction_min_files: 8,
             maintenance_interval_secs: 600,
             row_group_rows: 65_536,
