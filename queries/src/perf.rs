@@ -54,6 +54,15 @@ const POINT_COLUMNS: [&str; 9] = [
     "net_tx_bytes_per_sec",
 ];
 
+/// `micros` since the epoch as a time (saturating at the ends).
+fn micros_to_time(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or(if micros < 0 {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    })
+}
+
 /// The host timeline's points from its buckets.
 fn host_points(buckets: Buckets) -> Vec<HostPoint> {
     buckets
@@ -495,20 +504,40 @@ impl PerfQueries {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<TopRow>> {
-        let snapshot = self
-            .host
-            .snapshot(Some((since, now + chrono::Duration::days(1))));
         let m = metric.column();
         let from = since.timestamp_micros().saturating_add(1);
-        let (batches, _) = rows(
-            TABLE,
-            &self.files,
-            &snapshot,
-            None,
-            from,
-            i64::MAX,
-            &["pc_id", m],
-        )?;
+        let until = now + chrono::Duration::days(1);
+        // The last minutes are in memory (the recent rows) unless the
+        // window reaches back further than they vouch for.
+        let in_memory = self
+            .host
+            .recent_fleet_rows(micros_to_time(from), until)
+            .transpose()
+            .map_err(|e| crate::Error::Storage {
+                table: TABLE,
+                source: Box::new(e),
+            })?;
+        let snapshot = self.host.snapshot(Some((since, until)));
+        let batches: Vec<RecordBatch> = match in_memory {
+            Some(found) => found
+                .map(|b| crate::fastpath::project(TABLE, &b, &["at", "pc_id", m]))
+                .transpose()?
+                .into_iter()
+                .collect(),
+            None => {
+                let columns = ["pc_id", m];
+                rows(
+                    TABLE,
+                    &self.files,
+                    &snapshot,
+                    None,
+                    from,
+                    i64::MAX,
+                    &columns,
+                )?
+                .0
+            }
+        };
         let mut by_pc: HashMap<String, (f64, u64)> = HashMap::new();
         for batch in &batches {
             let pc = batch.column(1).as_string::<i32>();

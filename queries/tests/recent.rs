@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use kanade_queries::{PerfQueries, ProcessMetric};
+use kanade_queries::{HostMetric, PerfQueries, ProcessMetric};
 use kanade_storage::{
     HostPerfRow, ProcessPerfRow, RelationalStore, TimeSeriesConfig, TimeSeriesTable, HOST_PERF,
     PROCESS_PERF,
@@ -108,6 +108,21 @@ async fn compare(
 ) -> usize {
     let span = (now - earliest).num_seconds().max(1) as u64;
     let mut from_memory = 0;
+    // The top PCs of the last minutes: from memory when they are recent.
+    for case in 0..10 {
+        let since = earliest + Duration::seconds(rng.below(span) as i64);
+        let limit = 1 + rng.below(PCS as u64 + 1) as usize;
+        let metric = [HostMetric::CpuPct, HostMetric::DiskReadBytesPerSec][rng.below(2) as usize];
+        let until = since + Duration::minutes(5);
+        let a = q.top_pcs(metric, since, until, limit).await.unwrap();
+        let b = q.top_pcs_sql(metric, since, until, limit).await.unwrap();
+        assert_eq!(a.len(), b.len(), "top case {case}");
+        assert!(!a.is_empty(), "top case {case}: every PC has samples");
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.pc_id, y.pc_id, "top case {case}");
+            assert!(close(Some(x.value), Some(y.value)), "top case {case}");
+        }
+    }
     for case in 0..40 {
         let pc = format!("pc{}", rng.below(PCS as u64 + 1));
         let from = earliest + Duration::seconds(rng.below(span) as i64);

@@ -267,6 +267,19 @@ impl TimeSeriesTable {
         )
     }
 
+    /// Every PC's rows with `at` in `[from, to)` from memory, as
+    /// [`Self::recent_rows`] for one PC.
+    pub fn recent_fleet_rows(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Option<Result<Option<RecordBatch>>> {
+        self.recent
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .all_rows(from.timestamp_micros(), to.timestamp_micros())
+    }
+
     /// The PC's rows at its latest `at`, when the in-memory index knows
     /// them to be the latest over every row stored (always `None` for a
     /// table that does not track them). On `None`, a reader scans and

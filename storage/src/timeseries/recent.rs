@@ -132,6 +132,44 @@ impl RecentIndex {
         )
     }
 
+    /// Every PC's rows with `at` in `[from, to)` (µs) as one batch (`None`
+    /// inside when there are none), or `None` when the index cannot vouch
+    /// for every row of the window.
+    pub fn all_rows(&self, from: i64, to: i64) -> Option<Result<Option<RecordBatch>>> {
+        if from < self.complete_from.max(self.horizon) || self.keep_micros == 0 {
+            return None;
+        }
+        let mut slots: HashMap<u64, usize> = HashMap::new();
+        let mut batches: Vec<&RecordBatch> = Vec::new();
+        let mut picks = Vec::new();
+        for entries in self.pcs.values() {
+            for &(t, id, row) in entries {
+                if t < from || t >= to {
+                    continue;
+                }
+                let slot = match slots.get(&id) {
+                    Some(&s) => s,
+                    None => {
+                        // An indexed row's batch is kept while the row is.
+                        let (b, _) = self.batches.get(&id)?;
+                        batches.push(b);
+                        slots.insert(id, batches.len() - 1);
+                        batches.len() - 1
+                    }
+                };
+                picks.push((slot, row as usize));
+            }
+        }
+        if picks.is_empty() {
+            return Some(Ok(None));
+        }
+        Some(
+            interleave_record_batch(&batches, &picks)
+                .map(Some)
+                .map_err(Error::arrow(self.table)),
+        )
+    }
+
     /// Rows and batches held.
     #[cfg(test)]
     pub fn size(&self) -> (usize, usize) {
@@ -193,6 +231,13 @@ mod tests {
         // Before complete_from (stored rows the index never saw) or the
         // horizon: not vouched for.
         assert_eq!(rows(&idx, "a", t0 - 900, t0), None);
+        let all = |idx: &RecentIndex, from: i64, to: i64| {
+            idx.all_rows(from * S, to * S)
+                .map(|r| r.unwrap().map_or(0, |b| b.num_rows()))
+        };
+        assert_eq!(all(&idx, t0 - 300, t0), Some(2));
+        assert_eq!(all(&idx, t0 - 45, t0), Some(1));
+        assert_eq!(all(&idx, t0 - 900, t0), None);
         // Rows from two writes come back together.
         idx.observe(&batch(&[("a", t0 + 30), ("b", t0 + 30)]), (t0 + 30) * S);
         assert_eq!(rows(&idx, "a", t0 - 300, t0 + 60), Some(2));
