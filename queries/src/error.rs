@@ -31,4 +31,11 @@ impl Error {
     ) -> impl FnOnce(datafusion::error::DataFusionError) -> Error {
         move |source| Error::DataFusion { table, source }
     }
+
+    pub(crate) fn storage(table: &'static str) -> impl FnOnce(kanade_storage::Error) -> Error {
+        move |e| Error::Storage {
+            table,
+            source: Box::new(e),
+        }
+    }
 }

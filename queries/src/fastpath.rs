@@ -16,11 +16,11 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::compute::kernels::cmp::{eq, gt_eq, lt};
 use datafusion::arrow::compute::{and, cast, filter_record_batch};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
 };
@@ -440,10 +440,7 @@ pub(crate) fn recent(
     let Some(found) = table.recent_rows(pc_id, from, to) else {
         return Ok(None);
     };
-    let found = found.map_err(|e| Error::Storage {
-        table: name,
-        source: Box::new(e),
-    })?;
+    let found = found.map_err(crate::Error::storage(name))?;
     let mut wanted = vec!["pc_id", "at"];
     wanted.extend(columns.iter().copied());
     let batches = match found {
@@ -478,11 +475,8 @@ impl Buckets {
     /// Adds a batch whose column 1 is `at` and columns 2.. the values.
     pub fn add(&mut self, table: &'static str, b: &RecordBatch) -> Result<()> {
         let err = |e: datafusion::arrow::error::ArrowError| shape(table, e.to_string());
-        let at = cast(b.column(1), &DataType::Int64).map_err(err)?;
-        let at = at
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or_else(|| shape(table, "at is not a timestamp".into()))?;
+        let at = at_micros(table, b.column(1))?;
+        let at = at.as_primitive::<Int64Type>();
         let values: Vec<ArrayRef> = (0..self.width)
             .map(|k| cast(b.column(2 + k), &DataType::Float64))
             .collect::<std::result::Result<_, _>>()
@@ -512,12 +506,8 @@ impl Buckets {
     /// columns 2.. pairs of (sum, count) per value: exactly what the
     /// window's raw rows would have added.
     pub fn add_partial(&mut self, table: &'static str, b: &RecordBatch) -> Result<()> {
-        let err = |e: datafusion::arrow::error::ArrowError| shape(table, e.to_string());
-        let at = cast(b.column(1), &DataType::Int64).map_err(err)?;
-        let at = at
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .ok_or_else(|| shape(table, "at is not a timestamp".into()))?;
+        let at = at_micros(table, b.column(1))?;
+        let at = at.as_primitive::<Int64Type>();
         let pairs = (0..self.width)
             .map(|k| {
                 let sum = b.column(2 + 2 * k).as_any().downcast_ref::<Float64Array>();
@@ -553,6 +543,11 @@ impl Buckets {
             })
             .collect()
     }
+}
+
+/// A timestamp column as its micros since the epoch.
+pub(crate) fn at_micros(table: &'static str, at: &ArrayRef) -> Result<ArrayRef> {
+    cast(at, &DataType::Int64).map_err(|e| shape(table, e.to_string()))
 }
 
 /// `t` as micros since the epoch.

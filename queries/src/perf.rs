@@ -13,7 +13,7 @@ use datafusion::functions_aggregate::expr_fn::{avg, count, max, sum};
 use datafusion::prelude::{col, lit};
 use kanade_storage::RolledSnapshot;
 
-use crate::fastpath::{bucket_of, pc_rows, recent, rows, scan, Buckets, ReadStats};
+use crate::fastpath::{at_micros, bucket_of, pc_rows, recent, rows, scan, Buckets, ReadStats};
 use crate::metric::{Aggregate, HostMetric};
 use crate::session::{
     bucket_expr, collect, column, f64_expr, frame, lit_micros, lit_ts, opt_f64, secs_to_time,
@@ -284,7 +284,7 @@ impl PerfQueries {
         let mut parts = Vec::new();
         for &(a, b) in &plan.raw_ranges {
             let sink = |slots: &mut Vec<(bool, f64, i64, f64)>, batch: &RecordBatch| {
-                let at = cast(batch.column(0), &DataType::Int64).map_err(shape(TABLE))?;
+                let at = at_micros(TABLE, batch.column(0))?;
                 let v = cast(batch.column(1), &DataType::Float64).map_err(shape(TABLE))?;
                 let at = at.as_primitive::<Int64Type>();
                 let v = v.as_primitive::<Float64Type>();
@@ -319,7 +319,7 @@ impl PerfQueries {
         let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
         for &(a, b) in &plan.rolled_ranges {
             let sink = |slots: &mut Vec<(bool, f64, i64, f64)>, batch: &RecordBatch| {
-                let at = cast(batch.column(0), &DataType::Int64).map_err(shape(ROLLUP))?;
+                let at = at_micros(ROLLUP, batch.column(0))?;
                 let at = at.as_primitive::<Int64Type>();
                 let sum = batch.column(1).as_primitive::<Float64Type>();
                 let count = batch.column(2).as_primitive::<Int64Type>();
@@ -513,10 +513,7 @@ impl PerfQueries {
             .host
             .recent_fleet_rows(micros_to_time(from), until)
             .transpose()
-            .map_err(|e| crate::Error::Storage {
-                table: TABLE,
-                source: Box::new(e),
-            })?;
+            .map_err(crate::Error::storage(TABLE))?;
         let snapshot = self.host.snapshot(Some((since, until)));
         let batches: Vec<RecordBatch> = match in_memory {
             Some(found) => found
@@ -571,10 +568,7 @@ impl PerfQueries {
                 let hostname = self
                     .store
                     .agent(&pc_id)
-                    .map_err(|e| crate::Error::Storage {
-                        table: "agents",
-                        source: Box::new(e),
-                    })?
+                    .map_err(crate::Error::storage("agents"))?
                     .and_then(|a| a.hostname);
                 Ok(TopRow {
                     pc_id,

@@ -36,10 +36,7 @@ pub struct ScanDurations {
 /// The `agents(agent_pc_id, hostname)` table of a redb snapshot, ready to
 /// be LEFT JOINed on `pc_id = agent_pc_id`.
 pub(crate) fn agents_frame(ctx: &SessionContext, store: &RelationalStore) -> Result<DataFrame> {
-    let agents = store.agents().map_err(|e| Error::Storage {
-        table: "agents",
-        source: Box::new(e),
-    })?;
+    let agents = store.agents().map_err(crate::Error::storage("agents"))?;
     let schema = Arc::new(Schema::new(vec![
         Field::new("agent_pc_id", DataType::Utf8, false),
         Field::new("hostname", DataType::Utf8, true),
@@ -82,10 +79,7 @@ impl PerfQueries {
         let runs = self
             .store
             .run_times_finished_since(since)
-            .map_err(|e| Error::Storage {
-                table: TABLE,
-                source: Box::new(e),
-            })?;
+            .map_err(crate::Error::storage(TABLE))?;
         // Per job: (duration, order finished) of each run.
         let mut per_job: HashMap<String, Vec<(i64, usize, String)>> = HashMap::new();
         for (seq, r) in runs.into_iter().enumerate() {
@@ -128,10 +122,7 @@ impl PerfQueries {
         let runs = self
             .store
             .results_finished_since(since)
-            .map_err(|e| Error::Storage {
-                table: TABLE,
-                source: Box::new(e),
-            })?;
+            .map_err(crate::Error::storage(TABLE))?;
         let runs: Vec<(String, String, i64)> = runs
             .into_iter()
             .filter_map(|r| {
