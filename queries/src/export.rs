@@ -7,7 +7,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::prelude::{col, lit};
 
-use crate::session::{frame, lit_ts};
+use crate::session::lit_ts;
 use crate::{Error, PerfQueries, Result};
 
 /// The exportable tables.
@@ -59,13 +59,13 @@ impl PerfQueries {
         };
         let name = table.name();
         let snapshot = source.snapshot(Some((from, to)));
-        let ctx = self.session();
         let mut filter = col("at").gt_eq(lit_ts(from)).and(col("at").lt(lit_ts(to)));
         if let Some(pc) = pc_id {
             filter = filter.and(col("pc_id").eq(lit(pc)));
         }
-        let df = frame(&ctx, name, &snapshot)
-            .await?
+        let df = self
+            .engine
+            .frame(name, &snapshot)?
             .filter(filter)
             .and_then(|df| {
                 df.sort(vec![

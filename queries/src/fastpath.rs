@@ -48,21 +48,46 @@ pub struct FileCache {
 }
 
 impl FileCache {
-    fn get(&self, table: &'static str, path: &Path) -> Result<ArrowReaderMetadata> {
-        if let Some(m) = self
-            .files
+    pub(crate) fn get(&self, table: &'static str, path: &Path) -> Result<ArrowReaderMetadata> {
+        if let Some(m) = self.cached(path) {
+            return Ok(m);
+        }
+        let file = File::open(path).map_err(|e| io(table, path, e))?;
+        let meta = ArrowReaderMetadata::load(&file, Self::options())
+            .map_err(|e| shape(table, format!("{}: {e}", path.display())))?;
+        Ok(self.insert(path, meta))
+    }
+
+    /// As [`FileCache::get`], the footer and page index read through
+    /// `reader` (the session's object store for the file) on a miss.
+    pub(crate) async fn get_from_store(
+        &self,
+        table: &'static str,
+        path: &Path,
+        mut reader: crate::provider::StoreReader,
+    ) -> Result<ArrowReaderMetadata> {
+        if let Some(m) = self.cached(path) {
+            return Ok(m);
+        }
+        let meta = ArrowReaderMetadata::load_async(&mut reader, Self::options())
+            .await
+            .map_err(|e| shape(table, format!("{}: {e}", path.display())))?;
+        Ok(self.insert(path, meta))
+    }
+
+    fn cached(&self, path: &Path) -> Option<ArrowReaderMetadata> {
+        self.files
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(path)
-        {
-            return Ok(m.clone());
-        }
-        let file = File::open(path).map_err(|e| io(table, path, e))?;
-        let meta = ArrowReaderMetadata::load(
-            &file,
-            ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional),
-        )
-        .map_err(|e| shape(table, format!("{}: {e}", path.display())))?;
+            .cloned()
+    }
+
+    fn options() -> ArrowReaderOptions {
+        ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional)
+    }
+
+    fn insert(&self, path: &Path, meta: ArrowReaderMetadata) -> ArrowReaderMetadata {
         self.loads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
@@ -70,7 +95,7 @@ impl FileCache {
             files.clear();
         }
         files.insert(path.to_path_buf(), meta.clone());
-        Ok(meta)
+        meta
     }
 }
 
@@ -289,21 +314,52 @@ fn select(
 }
 
 /// The row groups of a file that can hold `pc_id` in `[from, to)`, and
-/// within them the pages whose pc_id and `at` ranges both can.
+/// within them the pages whose pc_id and `at` ranges both can, as one
+/// selection over the chosen row groups.
 fn plan_file(
     meta: &ArrowReaderMetadata,
     pc_id: Option<&str>,
     from: i64,
     to: i64,
 ) -> Option<(Vec<usize>, RowSelection)> {
+    let groups = plan_row_groups(meta, pc_id, from, to);
+    if groups.is_empty() {
+        return None;
+    }
+    let mut offset = 0;
+    let mut ranges = Vec::new();
+    for (_, rows, kept) in &groups {
+        ranges.extend(kept.iter().map(|r| offset + r.start..offset + r.end));
+        offset += rows;
+    }
+    Some((
+        groups.into_iter().map(|(rg, _, _)| rg).collect(),
+        RowSelection::from_consecutive_ranges(ranges.into_iter(), offset),
+    ))
+}
+
+/// Per row group that can hold `pc_id` (any PC when `None`) in
+/// `[from, to)` by its statistics: its index, its row count and the row
+/// ranges (within it) of the pages whose pc_id and `at` ranges both can.
+pub(crate) fn plan_row_groups(
+    meta: &ArrowReaderMetadata,
+    pc_id: Option<&str>,
+    from: i64,
+    to: i64,
+) -> Vec<(usize, usize, Vec<Range<usize>>)> {
     let md = meta.metadata();
     let schema = md.file_metadata().schema_descr();
     let col = |name: &str| (0..schema.num_columns()).find(|i| schema.column(*i).name() == name);
-    let (pc_col, at_col) = (col("pc_id")?, col("at")?);
+    let (Some(pc_col), Some(at_col)) = (col("pc_id"), col("at")) else {
+        return (0..md.num_row_groups())
+            .map(|rg| {
+                let rows = md.row_group(rg).num_rows() as usize;
+                (rg, rows, std::iter::once(0..rows).collect())
+            })
+            .collect();
+    };
     let pc = pc_id.map(str::as_bytes);
     let mut groups = Vec::new();
-    let mut ranges: Vec<Range<usize>> = Vec::new();
-    let mut offset = 0usize;
     for (rg, rgm) in md.row_groups().iter().enumerate() {
         let rows = rgm.num_rows() as usize;
         let pc_ok = match (pc, rgm.column(pc_col).statistics()) {
@@ -366,7 +422,7 @@ fn plan_file(
                 }
             }
         }
-        let before = ranges.len();
+        let mut kept = Vec::new();
         let mut i = 0;
         while i < rows {
             if keep[i] {
@@ -374,23 +430,16 @@ fn plan_file(
                 while i < rows && keep[i] {
                     i += 1;
                 }
-                ranges.push(offset + start..offset + i);
+                kept.push(start..i);
             } else {
                 i += 1;
             }
         }
-        if ranges.len() > before {
-            groups.push(rg);
-            offset += rows;
+        if !kept.is_empty() {
+            groups.push((rg, rows, kept));
         }
     }
-    if groups.is_empty() {
-        return None;
-    }
-    Some((
-        groups,
-        RowSelection::from_consecutive_ranges(ranges.into_iter(), offset),
-    ))
+    groups
 }
 
 /// The start (unix seconds) of the `step_secs` bucket holding `at_micros`,

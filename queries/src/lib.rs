@@ -2,13 +2,13 @@
 //!
 //! A query's journey: take a [`kanade_storage::Snapshot`] of the table for
 //! the query's time range (partitions outside it are never opened), expose
-//! the snapshot's head batches and Parquet files to a fresh DataFusion
-//! session as one table ([`session`]), run the plan (filters on `at` and
-//! `pc_id` reach the Parquet scan, which prunes row groups and pages with
-//! the files' statistics), and turn the Arrow result into plain structs.
-//! The session shares one runtime, so Parquet footers stay cached across
-//! queries; the snapshot is held until the result is collected, so a
-//! concurrent persist or compaction never removes a file mid-read.
+//! the snapshot's head batches and Parquet files to the long-lived
+//! DataFusion session as one table ([`provider`]: the filters' bounds on
+//! `at` and `pc_id` choose the files, row groups and pages to read from
+//! the cached footers and page indexes), run the plan, and turn the Arrow
+//! result into plain structs. Every scanned file is pinned by the plan, so
+//! a concurrent persist or compaction never removes a file mid-read. The
+//! fixed-shape questions skip the planner ([`fastpath`]).
 
 mod error;
 mod export;
@@ -17,6 +17,7 @@ pub mod inventory;
 mod metric;
 mod perf;
 mod process;
+mod provider;
 mod relational;
 mod session;
 
@@ -26,5 +27,6 @@ pub use fastpath::ReadStats;
 pub use metric::{Aggregate, HostMetric, ProcessMetric};
 pub use perf::{FleetPoint, HostPoint, TopRow};
 pub use process::{ActiveInvestigation, LatestTick, ProcessRow, Timeline, TimelinePoint};
+pub use provider::ProviderStats;
 pub use relational::ScanDurations;
 pub use session::PerfQueries;

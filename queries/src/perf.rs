@@ -16,7 +16,7 @@ use kanade_storage::RolledSnapshot;
 use crate::fastpath::{at_micros, bucket_of, pc_rows, recent, rows, scan, Buckets, ReadStats};
 use crate::metric::{Aggregate, HostMetric};
 use crate::session::{
-    bucket_expr, collect, column, f64_expr, frame, lit_micros, lit_ts, opt_f64, secs_to_time,
+    bucket_expr, collect, column, f64_expr, lit_micros, lit_ts, opt_f64, secs_to_time,
 };
 use crate::{PerfQueries, Result};
 
@@ -185,13 +185,13 @@ impl PerfQueries {
         step_secs: i64,
     ) -> Result<Vec<HostPoint>> {
         let snapshot = self.host.snapshot(Some((from, to)));
-        let ctx = self.session();
         let aggs = POINT_COLUMNS
             .iter()
             .map(|c| avg(f64_expr(c)).alias(*c))
             .collect::<Vec<_>>();
-        let df = frame(&ctx, TABLE, &snapshot)
-            .await?
+        let df = self
+            .engine
+            .frame(TABLE, &snapshot)?
             .filter(
                 col("pc_id")
                     .eq(lit(pc_id))
@@ -384,7 +384,6 @@ impl PerfQueries {
         agg: Aggregate,
         step_secs: i64,
     ) -> Result<Vec<FleetPoint>> {
-        let ctx = self.session();
         let m = metric.column();
         // Per bucket: Σ value, number of values, max.
         let mut acc: BTreeMap<i64, (f64, i64, Option<f64>)> = BTreeMap::new();
@@ -410,8 +409,9 @@ impl PerfQueries {
             let Some(within) = in_ranges(ranges) else {
                 continue;
             };
-            let df = frame(&ctx, name, snapshot)
-                .await?
+            let df = self
+                .engine
+                .frame(name, snapshot)?
                 .filter(within)
                 .and_then(|df| {
                     df.aggregate(
@@ -460,14 +460,14 @@ impl PerfQueries {
         step_secs: i64,
     ) -> Result<Vec<FleetPoint>> {
         let snapshot = self.host.snapshot(Some((from, to)));
-        let ctx = self.session();
         let value = f64_expr(metric.column());
         let agg_expr = match agg {
             Aggregate::Avg => avg(value),
             Aggregate::Max => max(value),
         };
-        let df = frame(&ctx, TABLE, &snapshot)
-            .await?
+        let df = self
+            .engine
+            .frame(TABLE, &snapshot)?
             .filter(col("at").gt_eq(lit_ts(from)).and(col("at").lt(lit_ts(to))))
             .and_then(|df| {
                 df.aggregate(
@@ -593,8 +593,9 @@ impl PerfQueries {
             .host
             .snapshot(Some((since, now + chrono::Duration::days(1))));
         let ctx = self.session();
-        let df = frame(&ctx, TABLE, &snapshot)
-            .await?
+        let df = self
+            .engine
+            .frame(TABLE, &snapshot)?
             .filter(
                 col("at")
                     .gt(lit_ts(since))

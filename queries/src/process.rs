@@ -16,9 +16,7 @@ use kanade_storage::LatestRows;
 
 use crate::fastpath::{bucket_of, pc_window, ReadStats};
 use crate::metric::ProcessMetric;
-use crate::session::{
-    bucket_expr, collect, column, f64_expr, frame, lit_ts, opt_f64, secs_to_time, ts,
-};
+use crate::session::{bucket_expr, collect, column, f64_expr, lit_ts, opt_f64, secs_to_time, ts};
 use crate::{Error, PerfQueries, Result};
 
 const TABLE: &str = "process_perf";
@@ -206,9 +204,9 @@ impl PerfQueries {
         };
         let end = latest + chrono::Duration::microseconds(1);
         let snapshot = self.process.snapshot(Some((latest, end)));
-        let ctx = self.session();
-        let df = frame(&ctx, TABLE, &snapshot)
-            .await?
+        let df = self
+            .engine
+            .frame(TABLE, &snapshot)?
             .filter(
                 col("pc_id")
                     .eq(lit(pc_id))
@@ -225,9 +223,9 @@ impl PerfQueries {
 
     async fn latest_process_at(&self, pc_id: &str) -> Result<Option<DateTime<Utc>>> {
         let snapshot = self.process.snapshot(None);
-        let ctx = self.session();
-        let df = frame(&ctx, TABLE, &snapshot)
-            .await?
+        let df = self
+            .engine
+            .frame(TABLE, &snapshot)?
             .filter(col("pc_id").eq(lit(pc_id)))
             .and_then(|df| df.aggregate(vec![], vec![max(col("at")).alias("latest")]))
             .map_err(Error::df(TABLE))?;
@@ -334,13 +332,13 @@ impl PerfQueries {
         top: usize,
     ) -> Result<Timeline> {
         let snapshot = self.process.snapshot(Some((from, to)));
-        let ctx = self.session();
         let window = col("pc_id")
             .eq(lit(pc_id))
             .and(col("at").gt_eq(lit_ts(from)))
             .and(col("at").lt(lit_ts(to)));
-        let base = frame(&ctx, TABLE, &snapshot)
-            .await?
+        let base = self
+            .engine
+            .frame(TABLE, &snapshot)?
             .filter(window)
             .map_err(Error::df(TABLE))?;
         let value = f64_expr(metric.column());
@@ -385,8 +383,9 @@ impl PerfQueries {
             .snapshot(Some((since, now + chrono::Duration::days(1))));
         let ctx = self.session();
         let agents = crate::relational::agents_frame(&ctx, &self.store)?;
-        let df = frame(&ctx, TABLE, &snapshot)
-            .await?
+        let df = self
+            .engine
+            .frame(TABLE, &snapshot)?
             .filter(col("at").gt(lit_ts(since)))
             .and_then(|df| {
                 df.aggregate(vec![col("pc_id")], vec![max(col("at")).alias("latest_at")])

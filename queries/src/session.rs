@@ -1,5 +1,6 @@
-//! The DataFusion side: one shared runtime (and so one Parquet metadata
-//! cache), a fresh session per query, and a snapshot exposed as one table.
+//! The DataFusion side: one long-lived session per query object, the
+//! parsed footers of the tables' files cached across queries, and each
+//! query's snapshot exposed as one table ([`crate::provider`]).
 
 use std::sync::Arc;
 
@@ -8,14 +9,66 @@ use datafusion::arrow::array::{Array, Float64Array, TimestampMicrosecondArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
-use datafusion::datasource::MemTable;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::prelude::{
-    cast, col, lit, DataFrame, Expr, ParquetReadOptions, SessionConfig, SessionContext,
-};
+use datafusion::prelude::{cast, col, lit, DataFrame, Expr, SessionConfig, SessionContext};
 use kanade_storage::{RelationalStore, Snapshot, TimeSeriesTable};
 
+use crate::fastpath::FileCache;
+use crate::provider::{ProviderStats, ScanCounters, SnapshotTable};
 use crate::{Error, Result};
+
+/// One session for every query, the metadata cache of the files it
+/// reads and what its scans planned.
+#[derive(Clone)]
+pub(crate) struct Engine {
+    ctx: SessionContext,
+    pub(crate) files: Arc<FileCache>,
+    scans: Arc<ScanCounters>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("session", &self.ctx.session_id())
+            .field("scans", &self.scans)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub(crate) fn new(table: &'static str) -> Result<Self> {
+        let runtime = RuntimeEnvBuilder::new()
+            .build_arc()
+            .map_err(Error::df(table))?;
+        Ok(Self {
+            ctx: session_on(&runtime),
+            files: Arc::default(),
+            scans: Arc::default(),
+        })
+    }
+
+    /// The session (cheap: it shares the engine's state).
+    pub(crate) fn session(&self) -> SessionContext {
+        self.ctx.clone()
+    }
+
+    /// The snapshot's head and files as one DataFrame of the session.
+    pub(crate) fn frame(&self, table: &'static str, snapshot: &Snapshot) -> Result<DataFrame> {
+        let provider = SnapshotTable::new(
+            table,
+            snapshot.clone(),
+            Arc::clone(&self.files),
+            Arc::clone(&self.scans),
+        );
+        self.ctx
+            .read_table(Arc::new(provider))
+            .map_err(Error::df(table))
+    }
+
+    pub(crate) fn provider_stats(&self) -> ProviderStats {
+        self.scans.read()
+    }
+}
 
 /// Answers the perf questions over the two time-series tables.
 #[derive(Debug, Clone)]
@@ -23,9 +76,10 @@ pub struct PerfQueries {
     pub(crate) host: Arc<TimeSeriesTable>,
     pub(crate) process: Arc<TimeSeriesTable>,
     pub(crate) store: RelationalStore,
-    runtime: Arc<RuntimeEnv>,
-    /// Parsed footers and page indexes of the tables' files.
-    pub(crate) files: Arc<crate::fastpath::FileCache>,
+    pub(crate) engine: Engine,
+    /// Parsed footers and page indexes of the tables' files (the
+    /// engine's, shared with the fast paths).
+    pub(crate) files: Arc<FileCache>,
 }
 
 impl PerfQueries {
@@ -36,15 +90,13 @@ impl PerfQueries {
         process: Arc<TimeSeriesTable>,
         store: RelationalStore,
     ) -> Result<Self> {
-        let runtime = RuntimeEnvBuilder::new()
-            .build_arc()
-            .map_err(Error::df("runtime"))?;
+        let engine = Engine::new("perf")?;
         Ok(Self {
             host,
             process,
             store,
-            runtime,
-            files: Arc::default(),
+            files: Arc::clone(&engine.files),
+            engine,
         })
     }
 
@@ -54,13 +106,18 @@ impl PerfQueries {
         self.files.loads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// What the table scans of the SQL paths planned so far.
+    pub fn provider_stats(&self) -> ProviderStats {
+        self.engine.provider_stats()
+    }
+
     pub(crate) fn session(&self) -> SessionContext {
-        session_on(&self.runtime)
+        self.engine.session()
     }
 }
 
-/// A session for one query on `runtime`: two partitions, filters pushed
-/// into the Parquet scan, statistics and the page index used.
+/// A session on `runtime` for small queries: two partitions, filters
+/// pushed into the Parquet scan, statistics and the page index used.
 pub(crate) fn session_on(runtime: &Arc<RuntimeEnv>) -> SessionContext {
     let mut config = SessionConfig::new()
         .with_target_partitions(2)
@@ -70,31 +127,6 @@ pub(crate) fn session_on(runtime: &Arc<RuntimeEnv>) -> SessionContext {
     opts.execution.parquet.reorder_filters = true;
     opts.execution.parquet.enable_page_index = true;
     SessionContext::new_with_config_rt(config, Arc::clone(runtime))
-}
-
-/// The snapshot's head and files as one DataFrame.
-pub(crate) async fn frame(
-    ctx: &SessionContext,
-    table: &'static str,
-    snapshot: &Snapshot,
-) -> Result<DataFrame> {
-    let schema = snapshot.schema();
-    let head = MemTable::try_new(Arc::clone(&schema), vec![snapshot.head().to_vec()])
-        .map_err(Error::df(table))?;
-    let head = ctx.read_table(Arc::new(head)).map_err(Error::df(table))?;
-    if snapshot.files().is_empty() {
-        return Ok(head);
-    }
-    let paths: Vec<String> = snapshot
-        .files()
-        .iter()
-        .map(|f| f.path().display().to_string())
-        .collect();
-    let files = ctx
-        .read_parquet(paths, ParquetReadOptions::default().schema(&schema))
-        .await
-        .map_err(Error::df(table))?;
-    head.union(files).map_err(Error::df(table))
 }
 
 /// A UTC timestamp literal comparable with the `at` column.

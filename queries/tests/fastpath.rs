@@ -61,9 +61,15 @@ fn rng_unit(what: u64, pc: usize, min: i64) -> f64 {
 
 /// Several persisted files per partition, two partitions, and a head.
 fn load(dir: &std::path::Path) -> (PerfQueries, Arc<TimeSeriesTable>, usize) {
+    load_with(dir, TimeSeriesConfig::for_tests())
+}
+
+fn load_with(
+    dir: &std::path::Path,
+    config: TimeSeriesConfig,
+) -> (PerfQueries, Arc<TimeSeriesTable>, usize) {
     let mut rng = Rng(7);
-    let table =
-        Arc::new(TimeSeriesTable::open(&HOST_PERF, dir, TimeSeriesConfig::for_tests()).unwrap());
+    let table = Arc::new(TimeSeriesTable::open(&HOST_PERF, dir, config).unwrap());
     let mut rows_total = 0;
     for chunk in 0..6 {
         let rows: Vec<HostPerfRow> = (0..PCS)
@@ -86,8 +92,33 @@ fn load(dir: &std::path::Path) -> (PerfQueries, Arc<TimeSeriesTable>, usize) {
 async fn the_fast_host_timeline_equals_sql_on_random_windows() {
     let dir = tempfile::tempdir().unwrap();
     let (q, table, _) = load(dir.path());
+    same_timelines_on_random_windows(&q, &table).await;
+}
+
+/// The production row groups (65,536 rows, pages of 1,024) after
+/// compaction: each day is one row group of several pages, and the scans
+/// select pages inside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fast_host_timeline_equals_sql_when_pages_are_selected_in_big_row_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TimeSeriesConfig {
+        row_group_rows: 65_536,
+        ..TimeSeriesConfig::for_tests()
+    };
+    let (q, table, _) = load_with(dir.path(), config);
+    same_timelines_on_random_windows(&q, &table).await;
+    table.persist().unwrap();
+    table
+        .compact(kanade_storage::PartitionDate::of(t0() + Duration::days(2)))
+        .unwrap();
     let files = table.snapshot(None).files().len();
-    assert!(files >= 5, "{files} files");
+    assert_eq!(files, 2, "one file per day");
+    same_timelines_on_random_windows(&q, &table).await;
+}
+
+async fn same_timelines_on_random_windows(q: &PerfQueries, table: &TimeSeriesTable) {
+    let files = table.snapshot(None).files().len();
+    assert!(files >= 2, "{files} files");
     let mut rng = Rng(42);
     let steps = [60, 300, 600, 3600, 7 * 60 + 13];
     let mut nonempty = 0;
@@ -286,5 +317,73 @@ async fn the_direct_top_pcs_equal_sql_on_random_windows() {
     assert!(
         mixed > 5,
         "only {mixed} rankings mixed PCs with and without a hostname"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_pc_sql_query_scans_only_the_files_and_row_groups_that_can_hold_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, table, _) = load(dir.path());
+    // Each persisted file holds 80 minutes of every PC; the first three
+    // (minutes 0–240) lie in the first day's partition.
+    let first_day = table.snapshot(Some((t0(), t0() + Duration::minutes(1))));
+    assert_eq!(first_day.files().len(), 3);
+    let before = q.provider_stats();
+    let from = t0() + Duration::minutes(170);
+    let sql = q
+        .host_timeline_sql("pc05", from, from + Duration::minutes(30), 300)
+        .await
+        .unwrap();
+    assert_eq!(sql.len(), 6, "six 5-minute buckets");
+    let s = q.provider_stats();
+    assert_eq!(s.scans - before.scans, 1, "{s:?}");
+    assert_eq!(s.files_in_snapshots - before.files_in_snapshots, 3, "{s:?}");
+    assert_eq!(s.files_scanned - before.files_scanned, 1, "{s:?}");
+    // DataFusion may split the file into two byte ranges, one reader each.
+    assert!(
+        (1..=2).contains(&(s.readers_opened - before.readers_opened)),
+        "{s:?}"
+    );
+    // 16-row groups: the file's ~900 rows make ~57; the PC's half hour
+    // (about 29 rows) lies in 2 or 3 of them, plus those where it meets
+    // its neighbours and where the window's ends cut a group.
+    let in_files = s.row_groups_in_files - before.row_groups_in_files;
+    let scanned = s.row_groups_scanned - before.row_groups_scanned;
+    assert!(in_files > 150, "{s:?}");
+    assert!(
+        (2..=6).contains(&scanned),
+        "{scanned} of {in_files} row groups"
+    );
+
+    // A PC with no rows: every file is pruned, none is opened.
+    let before = q.provider_stats();
+    let none = q
+        .host_timeline_sql("pc99", from, from + Duration::minutes(30), 300)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let s = q.provider_stats();
+    assert_eq!(s.files_scanned - before.files_scanned, 0, "{s:?}");
+    assert_eq!(s.readers_opened - before.readers_opened, 0, "{s:?}");
+
+    // The whole fleet over the same half hour still reads one file, but
+    // every PC's row groups in it.
+    let before = q.provider_stats();
+    let fleet = q
+        .fleet_series_sql(
+            kanade_queries::HostMetric::CpuPct,
+            kanade_queries::Aggregate::Avg,
+            from,
+            from + Duration::minutes(30),
+            300,
+        )
+        .await
+        .unwrap();
+    assert_eq!(fleet.len(), 6);
+    let s = q.provider_stats();
+    assert_eq!(s.files_scanned - before.files_scanned, 1, "{s:?}");
+    assert!(
+        s.row_groups_scanned - before.row_groups_scanned > 10,
+        "{s:?}"
     );
 }

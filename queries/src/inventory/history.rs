@@ -8,13 +8,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{Array, Int64Array, StringArray, TimestampMicrosecondArray};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::prelude::{col, lit, Expr, SessionContext};
+use datafusion::prelude::{col, lit, Expr};
 use kanade_storage::TimeSeriesTable;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::session::{frame, lit_ts};
+use crate::session::{lit_ts, Engine};
 use crate::{Error, Result};
 
 const TABLE: &str = "inventory_history";
@@ -112,26 +111,22 @@ impl HistoryFilter {
 #[derive(Debug, Clone)]
 pub struct HistoryQueries {
     table: Arc<TimeSeriesTable>,
-    runtime: Arc<RuntimeEnv>,
+    engine: Engine,
 }
 
 impl HistoryQueries {
     pub fn new(table: Arc<TimeSeriesTable>) -> Result<Self> {
-        let runtime = RuntimeEnvBuilder::new()
-            .build_arc()
-            .map_err(Error::df(TABLE))?;
-        Ok(Self { table, runtime })
-    }
-
-    fn session(&self) -> SessionContext {
-        crate::session::session_on(&self.runtime)
+        Ok(Self {
+            table,
+            engine: Engine::new(TABLE)?,
+        })
     }
 
     async fn batches(&self, f: &HistoryFilter, fetch: Option<usize>) -> Result<Vec<RecordBatch>> {
         let snapshot = self.table.snapshot(f.range());
-        let ctx = self.session();
-        let df = frame(&ctx, TABLE, &snapshot)
-            .await?
+        let df = self
+            .engine
+            .frame(TABLE, &snapshot)?
             .filter(f.expr())
             .and_then(|df| {
                 df.sort(vec![
