@@ -11,7 +11,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::JoinType;
 use datafusion::functions_aggregate::expr_fn::{avg, count, max, sum};
 use datafusion::prelude::{col, lit};
-use kanade_storage::RolledSnapshot;
+use kanade_storage::{RolledSnapshot, FLEET_WINDOW_SECS};
 
 use crate::fastpath::{at_micros, bucket_of, pc_rows, recent, rows, scan, Buckets, ReadStats};
 use crate::metric::{Aggregate, HostMetric};
@@ -26,6 +26,67 @@ const ROLLUP: &str = "host_perf rollup";
 /// Buckets a fleet series accumulates in a dense array (the API allows
 /// 10,000); more go through DataFusion.
 const DENSE_BUCKETS: i64 = 1 << 20;
+
+/// Per bucket of a fleet series: rows seen, Σ value, number of values,
+/// max.
+type Slot = (bool, f64, i64, f64);
+
+/// The dense buckets of a fleet series over `[from, to)`.
+struct Grid {
+    first: i64,
+    step: i64,
+    slots: Vec<Slot>,
+}
+
+impl Grid {
+    /// `None` when the buckets are too many for a dense array; inside,
+    /// `None` for an empty range.
+    fn new(from_us: i64, to_us: i64, step: i64) -> Option<Option<Self>> {
+        if from_us >= to_us {
+            return Some(None);
+        }
+        let first = bucket_of(from_us, step);
+        let n = (bucket_of(to_us - 1, step) - first) / step + 1;
+        if !(0..=DENSE_BUCKETS).contains(&n) {
+            return None;
+        }
+        Some(Some(Self {
+            first,
+            step,
+            slots: vec![(false, 0.0, 0, f64::NEG_INFINITY); n as usize],
+        }))
+    }
+
+    fn empty(&self) -> Vec<Slot> {
+        vec![(false, 0.0, 0, f64::NEG_INFINITY); self.slots.len()]
+    }
+
+    /// Adds a window (or row) at `at_micros`.
+    fn add(&mut self, at_micros: i64, seen: bool, sum: f64, count: i64, max: f64) {
+        let k = ((bucket_of(at_micros, self.step) - self.first) / self.step) as usize;
+        let s = &mut self.slots[k];
+        s.0 |= seen;
+        s.1 += sum;
+        s.2 += count;
+        s.3 = s.3.max(max);
+    }
+
+    fn points(self, agg: Aggregate) -> Vec<FleetPoint> {
+        let (first, step) = (self.first, self.step);
+        self.slots
+            .into_iter()
+            .enumerate()
+            .filter(|(_, s)| s.0)
+            .map(|(k, (_, sum, count, max))| FleetPoint {
+                at: secs_to_time(first + k as i64 * step),
+                value: match agg {
+                    Aggregate::Avg => (count > 0).then(|| sum / count as f64),
+                    Aggregate::Max => (count > 0).then_some(max),
+                },
+            })
+            .collect()
+    }
+}
 
 /// The averaged metrics of one bucket of a PC's host timeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -229,9 +290,10 @@ impl PerfQueries {
     }
 
     /// `agg` of `metric` over every PC per bucket of `[from, to)`. Whole
-    /// windows of closed days come from the coarsest rollup whose window
-    /// divides the step (Σsum / Σcount, max of maxima: the raw answer),
-    /// the rest from raw rows.
+    /// 5-minute windows of the last days come from the table's in-memory
+    /// fleet windows, whole windows of older closed days from the
+    /// coarsest rollup whose window divides the step (Σsum / Σcount, max
+    /// of maxima: the raw answer), the rest from raw rows.
     pub async fn fleet_series(
         &self,
         metric: HostMetric,
@@ -240,11 +302,60 @@ impl PerfQueries {
         to: DateTime<Utc>,
         step_secs: i64,
     ) -> Result<Vec<FleetPoint>> {
+        if let Some(points) = self.fleet_from_windows(metric, agg, from, to, step_secs)? {
+            return Ok(points);
+        }
         let plan = self.host.rolled_snapshot(from, to, step_secs);
         match self.fleet_read(&plan, metric, agg, from, to, step_secs)? {
             Some(points) => Ok(points),
             None => self.fleet_planned(plan, metric, agg, step_secs).await,
         }
+    }
+
+    /// [`Self::fleet_series`] with its whole 5-minute windows since the
+    /// table's fleet windows vouch for them taken from memory, and only
+    /// the rest (the ragged ends, anything older) read. `None` when the
+    /// step is not a multiple of the window, the buckets are too many for
+    /// a dense array, or no whole window is in memory.
+    fn fleet_from_windows(
+        &self,
+        metric: HostMetric,
+        agg: Aggregate,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step_secs: i64,
+    ) -> Result<Option<Vec<FleetPoint>>> {
+        const W: i64 = FLEET_WINDOW_SECS * 1_000_000;
+        if step_secs <= 0 || step_secs % FLEET_WINDOW_SECS != 0 {
+            return Ok(None);
+        }
+        let (from_us, to_us) = (from.timestamp_micros(), to.timestamp_micros());
+        let Some(Some(mut grid)) = Grid::new(from_us, to_us, step_secs) else {
+            return Ok(None);
+        };
+        let first_window = from_us.saturating_add(W - 1).div_euclid(W) * W;
+        let start = first_window.max(self.host.fleet_vouched_from());
+        let end = to_us.div_euclid(W) * W;
+        if start >= end {
+            return Ok(None);
+        }
+        let Some(windows) = self.host.fleet_windows(metric.column(), start, end) else {
+            return Ok(None);
+        };
+        for (at, rows, acc) in windows {
+            grid.add(at, rows > 0, acc.sum, acc.count, acc.max);
+        }
+        for (a, b) in [(from_us, start), (end, to_us)] {
+            if a < b {
+                let plan =
+                    self.host
+                        .rolled_snapshot(micros_to_time(a), micros_to_time(b), step_secs);
+                self.fleet_accumulate(&plan, metric, &mut grid)?;
+            }
+        }
+        self.fleet_from_memory
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Some(grid.points(agg)))
     }
 
     /// [`Self::fleet_series`] without the SQL planner: the metric's
@@ -260,20 +371,27 @@ impl PerfQueries {
         to: DateTime<Utc>,
         step_secs: i64,
     ) -> Result<Option<Vec<FleetPoint>>> {
-        let step = step_secs.max(1);
         let (from_us, to_us) = (from.timestamp_micros(), to.timestamp_micros());
-        if from_us >= to_us {
-            return Ok(Some(Vec::new()));
+        match Grid::new(from_us, to_us, step_secs.max(1)) {
+            None => Ok(None),
+            Some(None) => Ok(Some(Vec::new())),
+            Some(Some(mut grid)) => {
+                self.fleet_accumulate(plan, metric, &mut grid)?;
+                Ok(Some(grid.points(agg)))
+            }
         }
-        let first = bucket_of(from_us, step);
-        let n = (bucket_of(to_us - 1, step) - first) / step + 1;
-        if !(0..=DENSE_BUCKETS).contains(&n) {
-            return Ok(None);
-        }
-        // Per bucket: rows seen, Σ value, number of values, max; one set
-        // per reading thread, merged at the end.
+    }
+
+    /// Adds the plan's raw rows and rollup rows of `metric` to `grid`.
+    fn fleet_accumulate(
+        &self,
+        plan: &RolledSnapshot,
+        metric: HostMetric,
+        grid: &mut Grid,
+    ) -> Result<()> {
         let m = metric.column();
-        let empty = || vec![(false, 0.0_f64, 0_i64, f64::NEG_INFINITY); n as usize];
+        let empty = || grid.empty();
+        let (first, step) = (grid.first, grid.step);
         let slot_of = move |at: i64| ((bucket_of(at, step) - first) / step) as usize;
         let shape = |table: &'static str| {
             move |e: datafusion::arrow::error::ArrowError| crate::Error::Shape {
@@ -283,7 +401,7 @@ impl PerfQueries {
         };
         let mut parts = Vec::new();
         for &(a, b) in &plan.raw_ranges {
-            let sink = |slots: &mut Vec<(bool, f64, i64, f64)>, batch: &RecordBatch| {
+            let sink = |slots: &mut Vec<Slot>, batch: &RecordBatch| {
                 let at = at_micros(TABLE, batch.column(0))?;
                 let v = cast(batch.column(1), &DataType::Float64).map_err(shape(TABLE))?;
                 let at = at.as_primitive::<Int64Type>();
@@ -318,7 +436,7 @@ impl PerfQueries {
         let cols = [format!("{m}_sum"), format!("{m}_count"), format!("{m}_max")];
         let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
         for &(a, b) in &plan.rolled_ranges {
-            let sink = |slots: &mut Vec<(bool, f64, i64, f64)>, batch: &RecordBatch| {
+            let sink = |slots: &mut Vec<Slot>, batch: &RecordBatch| {
                 let at = at_micros(ROLLUP, batch.column(0))?;
                 let at = at.as_primitive::<Int64Type>();
                 let sum = batch.column(1).as_primitive::<Float64Type>();
@@ -350,29 +468,15 @@ impl PerfQueries {
                 .0,
             );
         }
-        let mut slots = empty();
         for part in parts {
-            for (s, p) in slots.iter_mut().zip(part) {
+            for (s, p) in grid.slots.iter_mut().zip(part) {
                 s.0 |= p.0;
                 s.1 += p.1;
                 s.2 += p.2;
                 s.3 = s.3.max(p.3);
             }
         }
-        Ok(Some(
-            slots
-                .into_iter()
-                .enumerate()
-                .filter(|(_, s)| s.0)
-                .map(|(k, (_, sum, count, max))| FleetPoint {
-                    at: secs_to_time(first + k as i64 * step),
-                    value: match agg {
-                        Aggregate::Avg => (count > 0).then(|| sum / count as f64),
-                        Aggregate::Max => (count > 0).then_some(max),
-                    },
-                })
-                .collect(),
-        ))
+        Ok(())
     }
 
     /// [`Self::fleet_series`] through DataFusion, for bucket counts too

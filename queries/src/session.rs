@@ -77,6 +77,8 @@ pub struct PerfQueries {
     pub(crate) process: Arc<TimeSeriesTable>,
     pub(crate) store: RelationalStore,
     pub(crate) engine: Engine,
+    /// Fleet series answered with the table's in-memory windows.
+    pub(crate) fleet_from_memory: Arc<std::sync::atomic::AtomicU64>,
     /// Parsed footers and page indexes of the tables' files (the
     /// engine's, shared with the fast paths).
     pub(crate) files: Arc<FileCache>,
@@ -97,6 +99,7 @@ impl PerfQueries {
             store,
             files: Arc::clone(&engine.files),
             engine,
+            fleet_from_memory: Arc::default(),
         })
     }
 
@@ -104,6 +107,13 @@ impl PerfQueries {
     /// parsed: each file once, while it stays in the cache.
     pub fn file_metadata_loads(&self) -> u64 {
         self.files.loads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many fleet series took their whole 5-minute windows from the
+    /// host table's in-memory windows.
+    pub fn fleet_answers_from_memory(&self) -> u64 {
+        self.fleet_from_memory
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// What the table scans of the SQL paths planned so far.

@@ -10,12 +10,12 @@ mod common;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use kanade_queries::{Aggregate, FleetPoint, HostMetric, PerfQueries};
+use kanade_queries::{Aggregate, HostMetric, PerfQueries};
 use kanade_storage::{
     HostPerfRow, PartitionDate, RelationalStore, TimeSeriesConfig, TimeSeriesTable, HOST_PERF,
 };
 
-use common::{close, same_host, Rng};
+use common::{same_fleet, same_host, Rng};
 
 /// Midnight of the first of the four days; the fourth is "today".
 fn day0() -> DateTime<Utc> {
@@ -90,13 +90,6 @@ fn config() -> TimeSeriesConfig {
         row_group_rows: 1_024,
         ..TimeSeriesConfig::for_tests()
     }
-}
-
-fn same_fleet(a: &[FleetPoint], b: &[FleetPoint]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| x.at == y.at && close(x.value, y.value))
 }
 
 const METRICS: [HostMetric; 4] = [

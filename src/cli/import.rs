@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use kanade_storage::{
-    AgentRecord, AuditRecord, ExecutionRecord, HostPerfRow, InventoryFactRecord,
-    InventoryHistoryRow, ObsRecord, PartitionDate, ProcessPerfRow, RelationalStore, ResultRecord,
-    TimeSeriesTable, UserRecord, HOST_PERF, INVENTORY_HISTORY, PROCESS_PERF,
+    AgentRecord, AuditRecord, ExecutionRecord, InventoryFactRecord, InventoryHistoryRow, ObsRecord,
+    PartitionDate, RelationalStore, ResultRecord, TableSpec, TimeSeriesTable, UserRecord,
+    HOST_PERF, INVENTORY_HISTORY, PROCESS_PERF,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Row};
@@ -84,7 +84,8 @@ pub struct ImportSummary {
 }
 
 /// The tables and columns a kanade-backend 0.43 database has. Columns a
-/// later migration added are optional.
+/// later migration added are optional. The perf tables are not listed:
+/// their columns are those of our own tables ([`PERF_TABLES`]).
 const REQUIRED: &[(&str, &[&str])] = &[
     (
         "agents",
@@ -157,36 +158,6 @@ const REQUIRED: &[(&str, &[&str])] = &[
             "updated_at",
         ],
     ),
-    (
-        "host_perf_samples",
-        &[
-            "pc_id",
-            "at",
-            "cpu_pct",
-            "cpu_count",
-            "mem_used_bytes",
-            "mem_total_bytes",
-            "swap_used_bytes",
-            "swap_total_bytes",
-            "disk_read_bytes_per_sec",
-            "disk_written_bytes_per_sec",
-            "net_rx_bytes_per_sec",
-            "net_tx_bytes_per_sec",
-        ],
-    ),
-    (
-        "process_perf_samples",
-        &[
-            "pc_id",
-            "at",
-            "pid",
-            "name",
-            "cpu_pct",
-            "rss_bytes",
-            "disk_read_bytes_per_sec",
-            "disk_written_bytes_per_sec",
-        ],
-    ),
 ];
 
 /// Opens `path` read-only and checks it is an intact, unlocked kanade
@@ -235,7 +206,20 @@ pub fn open_source(path: &Path) -> Result<Connection> {
             verdict.into_iter().take(3).collect::<Vec<_>>().join("; ")
         );
     }
-    for (table, columns) in REQUIRED {
+    let perf = PERF_TABLES
+        .iter()
+        .map(|(table, spec)| (*table, spec.schema()))
+        .collect::<Vec<_>>();
+    let perf = perf.iter().map(|(table, schema)| {
+        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        (*table, columns)
+    });
+    let required = REQUIRED
+        .iter()
+        .map(|(t, c)| (*t, c.to_vec()))
+        .chain(perf)
+        .collect::<Vec<_>>();
+    for (table, columns) in &required {
         let present = table_columns(&conn, table).map_err(describe)?;
         if present.is_empty() {
             bail!(
@@ -644,88 +628,11 @@ pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
 
     let today = PartitionDate::of(now);
     let storage = &config.storage;
-    let host = TimeSeriesTable::open(&HOST_PERF, &data_dir, storage.clone())?;
-    let host_keep = today.minus_days(storage.host_perf_retention_days);
-    let host_before = host.stored_rows()?;
-    let mut outcome = copy_table(
-        &conn,
-        "host_perf_samples",
-        "SELECT pc_id, at, cpu_pct, cpu_count, mem_used_bytes, mem_total_bytes, swap_used_bytes, \
-         swap_total_bytes, disk_read_bytes_per_sec, disk_written_bytes_per_sec, \
-         net_rx_bytes_per_sec, net_tx_bytes_per_sec FROM host_perf_samples",
-        PERF_BATCH,
-        |r| {
-            let at = ts(r, 1)?;
-            if PartitionDate::of(at) < host_keep {
-                return Ok(None);
-            }
-            Ok(Some(HostPerfRow {
-                pc_id: get(r, 0)?,
-                at,
-                cpu_pct: get(r, 2)?,
-                cpu_count: get(r, 3)?,
-                mem_used_bytes: get(r, 4)?,
-                mem_total_bytes: get(r, 5)?,
-                swap_used_bytes: get(r, 6)?,
-                swap_total_bytes: get(r, 7)?,
-                disk_read_bytes_per_sec: get(r, 8)?,
-                disk_written_bytes_per_sec: get(r, 9)?,
-                net_rx_bytes_per_sec: get(r, 10)?,
-                net_tx_bytes_per_sec: get(r, 11)?,
-            }))
-        },
-        |rows| {
-            let written = host.write(&HostPerfRow::to_batch(&rows)?)?;
-            if host.wants_persist() {
-                host.persist()?;
-            }
-            Ok(written.inserted as u64)
-        },
-    )?;
-    note_retention(&mut outcome, storage.host_perf_retention_days);
-    finish_table(&host)?;
-    outcome.added = host.stored_rows()?.saturating_sub(host_before);
-    outcome.report();
-    summary.tables.push(outcome);
-
-    let process = TimeSeriesTable::open(&PROCESS_PERF, &data_dir, storage.clone())?;
-    let process_keep = today.minus_days(storage.process_perf_retention_days);
-    let process_before = process.stored_rows()?;
-    let mut outcome = copy_table(
-        &conn,
-        "process_perf_samples",
-        "SELECT pc_id, at, pid, name, cpu_pct, rss_bytes, disk_read_bytes_per_sec, \
-         disk_written_bytes_per_sec FROM process_perf_samples",
-        PERF_BATCH,
-        |r| {
-            let at = ts(r, 1)?;
-            if PartitionDate::of(at) < process_keep {
-                return Ok(None);
-            }
-            Ok(Some(ProcessPerfRow {
-                pc_id: get(r, 0)?,
-                at,
-                pid: get(r, 2)?,
-                name: get(r, 3)?,
-                cpu_pct: get(r, 4)?,
-                rss_bytes: get(r, 5)?,
-                disk_read_bytes_per_sec: get(r, 6)?,
-                disk_written_bytes_per_sec: get(r, 7)?,
-            }))
-        },
-        |rows| {
-            let written = process.write(&ProcessPerfRow::to_batch(&rows)?)?;
-            if process.wants_persist() {
-                process.persist()?;
-            }
-            Ok(written.inserted as u64)
-        },
-    )?;
-    note_retention(&mut outcome, storage.process_perf_retention_days);
-    finish_table(&process)?;
-    outcome.added = process.stored_rows()?.saturating_sub(process_before);
-    outcome.report();
-    summary.tables.push(outcome);
+    for (source, spec) in PERF_TABLES {
+        summary
+            .tables
+            .push(copy_perf(&conn, source, spec, &data_dir, storage, today)?);
+    }
 
     // Inventory history, keyed by the reference's row id, so a second
     // import adds nothing. The reference's explode tables need no copy:
@@ -781,6 +688,157 @@ fn push(summary: &mut ImportSummary, outcome: TableImport) {
 }
 
 /// Rows older than retention are skipped on purpose: say so.
+/// The reference's perf tables and ours: same columns, same names.
+const PERF_TABLES: [(&str, &TableSpec); 2] = [
+    ("host_perf_samples", &HOST_PERF),
+    ("process_perf_samples", &PROCESS_PERF),
+];
+
+/// Copies the reference's `source` into our table `spec`, column by
+/// column as the spec declares them; rows older than the retention are
+/// skipped (and counted), as is a row with an unreadable value.
+fn copy_perf(
+    conn: &Connection,
+    source: &'static str,
+    spec: &'static TableSpec,
+    data_dir: &Path,
+    storage: &kanade_storage::TimeSeriesConfig,
+    today: PartitionDate,
+) -> Result<TableImport> {
+    let table = TimeSeriesTable::open(spec, data_dir, storage.clone())?;
+    let days = spec.retention(storage);
+    let keep = today.minus_days(days);
+    let before = table.stored_rows()?;
+    let schema = spec.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let at = schema.index_of("at")?;
+    let mut outcome = copy_table(
+        conn,
+        source,
+        &format!("SELECT {} FROM {source}", names.join(", ")),
+        PERF_BATCH,
+        |r| {
+            let cells = schema
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| Cell::read(r, i, f))
+                .collect::<std::result::Result<Vec<_>, String>>()?;
+            let Cell::Time(Some(t)) = cells[at] else {
+                return Err("at is NULL".into());
+            };
+            match PartitionDate::of_micros(t) {
+                None => Err(format!("at {t} µs is out of range")),
+                Some(d) if d < keep => Ok(None),
+                Some(_) => Ok(Some(cells)),
+            }
+        },
+        |rows| {
+            let written = table.write(&cells_batch(&schema, rows)?)?;
+            if table.wants_persist() {
+                table.persist()?;
+            }
+            Ok(written.inserted as u64)
+        },
+    )?;
+    note_retention(&mut outcome, days);
+    finish_table(&table)?;
+    outcome.added = table.stored_rows()?.saturating_sub(before);
+    outcome.report();
+    Ok(outcome)
+}
+
+/// One value of a reference row, typed by our column.
+enum Cell {
+    Text(Option<String>),
+    Int(Option<i64>),
+    Float(Option<f64>),
+    /// Microseconds since the epoch.
+    Time(Option<i64>),
+}
+
+impl Cell {
+    fn read(
+        row: &Row<'_>,
+        i: usize,
+        field: &kanade_storage::arrow::datatypes::Field,
+    ) -> std::result::Result<Self, String> {
+        use kanade_storage::arrow::datatypes::DataType;
+        let null = matches!(row.get_ref(i), Ok(ValueRef::Null));
+        if null && !field.is_nullable() {
+            return Err(format!("{} is NULL", field.name()));
+        }
+        let named = |e: String| format!("{}: {e}", field.name());
+        Ok(match field.data_type() {
+            DataType::Utf8 => Cell::Text(get(row, i).map_err(named)?),
+            DataType::Int64 => Cell::Int(get(row, i).map_err(named)?),
+            DataType::Float64 => Cell::Float(get(row, i).map_err(named)?),
+            DataType::Timestamp(..) => {
+                Cell::Time(opt_ts(row, i).map_err(named)?.map(|t| t.timestamp_micros()))
+            }
+            other => return Err(format!("{}: no import for {other}", field.name())),
+        })
+    }
+}
+
+/// Rows of cells as one batch of `schema`.
+fn cells_batch(
+    schema: &kanade_storage::arrow::datatypes::SchemaRef,
+    rows: Vec<Vec<Cell>>,
+) -> Result<kanade_storage::arrow::record_batch::RecordBatch> {
+    use kanade_storage::arrow::array::{
+        ArrayRef, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
+    };
+    use std::sync::Arc;
+    let columns = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| -> ArrayRef {
+            let cells = rows.iter().map(|r| &r[i]);
+            match f.data_type() {
+                kanade_storage::arrow::datatypes::DataType::Utf8 => Arc::new(
+                    cells
+                        .map(|c| match c {
+                            Cell::Text(v) => v.as_deref(),
+                            _ => None,
+                        })
+                        .collect::<StringArray>(),
+                ),
+                kanade_storage::arrow::datatypes::DataType::Int64 => Arc::new(
+                    cells
+                        .map(|c| match c {
+                            Cell::Int(v) => *v,
+                            _ => None,
+                        })
+                        .collect::<Int64Array>(),
+                ),
+                kanade_storage::arrow::datatypes::DataType::Timestamp(_, tz) => Arc::new(
+                    cells
+                        .map(|c| match c {
+                            Cell::Time(v) => *v,
+                            _ => None,
+                        })
+                        .collect::<TimestampMicrosecondArray>()
+                        .with_timezone_opt(tz.clone()),
+                ),
+                _ => Arc::new(
+                    cells
+                        .map(|c| match c {
+                            Cell::Float(v) => *v,
+                            _ => None,
+                        })
+                        .collect::<Float64Array>(),
+                ),
+            }
+        })
+        .collect::<Vec<_>>();
+    Ok(kanade_storage::arrow::record_batch::RecordBatch::try_new(
+        Arc::clone(schema),
+        columns,
+    )?)
+}
+
 fn note_retention(outcome: &mut TableImport, days: u32) {
     if outcome.skipped > 0 && outcome.first_skip.is_none() {
         outcome.first_skip = Some(format!("older than the {days}-day retention"));

@@ -2,7 +2,7 @@
 //! comparison of answers computed in different summation orders.
 #![allow(dead_code)] // each test binary uses its own part
 
-use kanade_queries::HostPoint;
+use kanade_queries::{FleetPoint, HostPoint};
 
 /// A small deterministic generator (splitmix64).
 pub struct Rng(pub u64);
@@ -49,4 +49,12 @@ pub fn same_host(a: &[HostPoint], b: &[HostPoint]) -> bool {
                 && close(x.net_rx_bytes_per_sec, y.net_rx_bytes_per_sec)
                 && close(x.net_tx_bytes_per_sec, y.net_tx_bytes_per_sec)
         })
+}
+
+/// Two fleet series with the same buckets and close values.
+pub fn same_fleet(a: &[FleetPoint], b: &[FleetPoint]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.at == y.at && close(x.value, y.value))
 }

@@ -17,6 +17,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use super::compaction::{merge, should_compact, CompactionOutcome};
 use super::config::TimeSeriesConfig;
+use super::fleet::{FleetWindows, WindowAcc};
 use super::head::HeadChunk;
 use super::latest::{LatestIndex, LatestRows};
 use super::partition::{scan, FoundFile, PartitionDate, SegmentRange};
@@ -98,6 +99,8 @@ pub struct TimeSeriesTable {
     rollups: Vec<RollupLevel>,
     /// Every PC's newest rows (`spec.recent_secs`).
     recent: RwLock<RecentIndex>,
+    /// Fleet-wide 5-minute windows (`spec.fleet_secs`).
+    fleet: RwLock<FleetWindows>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -147,9 +150,11 @@ impl TimeSeriesTable {
             None => i64::MIN,
         };
         let mut recent = RecentIndex::new(spec.name, spec.recent_secs, complete_from);
+        let mut fleet = FleetWindows::new(spec.metric_columns(), spec.fleet_secs, complete_from);
         let now = Utc::now().timestamp_micros();
         for chunk in &head {
             recent.observe(&chunk.batch, now);
+            fleet.observe(&chunk.batch, now);
         }
         let mut latest = LatestIndex::new(spec.name, !partitions.is_empty());
         if spec.tracks_latest {
@@ -184,6 +189,7 @@ impl TimeSeriesTable {
             latest: RwLock::new(latest),
             rollups,
             recent: RwLock::new(recent),
+            fleet: RwLock::new(fleet),
         })
     }
 
@@ -215,11 +221,18 @@ impl TimeSeriesTable {
             }
             return Err(e);
         }
+        let now = Utc::now().timestamp_micros();
         if self.spec.recent_secs > 0 {
             self.recent
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
-                .observe(&fresh, Utc::now().timestamp_micros());
+                .observe(&fresh, now);
+        }
+        if self.spec.fleet_secs > 0 {
+            self.fleet
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .observe(&fresh, now);
         }
         if self.spec.tracks_latest {
             // Under the writer lock, so the index sees writes in commit order.
@@ -278,6 +291,35 @@ impl TimeSeriesTable {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .all_rows(from.timestamp_micros(), to.timestamp_micros())
+    }
+
+    /// The fleet-wide 5-minute windows of `metric` starting in `[from,
+    /// to)` (µs, multiples of [`crate::FLEET_WINDOW_SECS`]) that hold rows,
+    /// from memory (see `fleet.rs`): (start µs, rows, the metric's sum,
+    /// count, min and max). `None` when the range starts before
+    /// [`Self::fleet_vouched_from`] or the metric is unknown.
+    pub fn fleet_windows(
+        &self,
+        metric: &str,
+        from: i64,
+        to: i64,
+    ) -> Option<Vec<(i64, u64, WindowAcc)>> {
+        self.fleet
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .windows(metric, from, to)
+    }
+
+    /// The first window start (µs) [`Self::fleet_windows`] answers from
+    /// (`i64::MAX` for a table that keeps none).
+    pub fn fleet_vouched_from(&self) -> i64 {
+        if self.spec.fleet_secs == 0 {
+            return i64::MAX;
+        }
+        self.fleet
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .vouched_from()
     }
 
     /// The PC's rows at its latest `at`, when the in-memory index knows

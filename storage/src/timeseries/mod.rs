@@ -1,6 +1,7 @@
 //! The time-series engine: head buffer + WAL in front of date-partitioned
 //! Parquet files, one stage a file.
 
+pub(crate) mod catalog;
 mod compaction;
 mod config;
 mod head;
@@ -15,10 +16,12 @@ mod table;
 mod wal;
 
 mod engine;
+mod fleet;
 
 pub use compaction::CompactionOutcome;
 pub use config::TimeSeriesConfig;
 pub use engine::{PersistOutcome, TableBackup, TableStats, TimeSeriesTable, WriteOutcome};
+pub use fleet::{WindowAcc, FLEET_WINDOW_SECS};
 pub use latest::LatestRows;
 pub(crate) use partition::fsync_dir;
 pub use partition::PartitionDate;

@@ -1,17 +1,18 @@
-//! The two perf tables: their Arrow schema, their key, and the row types the
-//! projectors hand in.
+//! The time-series tables: each one's columns (declared once, see
+//! [`super::catalog`]), key, retention and rollups.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
+    Array, BooleanArray, Int64Array, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
+use super::catalog::{rows, ts_type};
 use super::config::TimeSeriesConfig;
 use crate::{Error, Result};
 
@@ -37,44 +38,45 @@ pub struct TableSpec {
     /// Seconds of every PC's newest rows kept in memory (see
     /// `recent.rs`); 0 for none.
     pub(crate) recent_secs: i64,
+    /// Seconds of fleet-wide 5-minute windows kept in memory (see
+    /// `fleet.rs`); 0 for none.
+    pub(crate) fleet_secs: i64,
 }
 
 /// The time zone every `at` column carries.
 pub const UTC: &str = "UTC";
 
-fn ts_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
+rows! {
+    /// One host sample as the projector hands it to storage.
+    HostPerfRow in HOST_PERF as HOST_SCHEMA {
+        pc_id: String,
+        at: DateTime<Utc>,
+        cpu_pct: Option<f64>,
+        cpu_count: Option<i64>,
+        mem_used_bytes: Option<i64>,
+        mem_total_bytes: Option<i64>,
+        swap_used_bytes: Option<i64>,
+        swap_total_bytes: Option<i64>,
+        disk_read_bytes_per_sec: Option<f64>,
+        disk_written_bytes_per_sec: Option<f64>,
+        net_rx_bytes_per_sec: Option<f64>,
+        net_tx_bytes_per_sec: Option<f64>,
+    }
 }
 
-static HOST_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        Field::new("pc_id", DataType::Utf8, false),
-        Field::new("at", ts_type(), false),
-        Field::new("cpu_pct", DataType::Float64, true),
-        Field::new("cpu_count", DataType::Int64, true),
-        Field::new("mem_used_bytes", DataType::Int64, true),
-        Field::new("mem_total_bytes", DataType::Int64, true),
-        Field::new("swap_used_bytes", DataType::Int64, true),
-        Field::new("swap_total_bytes", DataType::Int64, true),
-        Field::new("disk_read_bytes_per_sec", DataType::Float64, true),
-        Field::new("disk_written_bytes_per_sec", DataType::Float64, true),
-        Field::new("net_rx_bytes_per_sec", DataType::Float64, true),
-        Field::new("net_tx_bytes_per_sec", DataType::Float64, true),
-    ]))
-});
-
-static PROCESS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        Field::new("pc_id", DataType::Utf8, false),
-        Field::new("at", ts_type(), false),
-        Field::new("pid", DataType::Int64, false),
-        Field::new("name", DataType::Utf8, false),
-        Field::new("cpu_pct", DataType::Float64, false),
-        Field::new("rss_bytes", DataType::Int64, false),
-        Field::new("disk_read_bytes_per_sec", DataType::Float64, true),
-        Field::new("disk_written_bytes_per_sec", DataType::Float64, true),
-    ]))
-});
+rows! {
+    /// One process of one tick as the projector hands it to storage.
+    ProcessPerfRow in PROCESS_PERF as PROCESS_SCHEMA {
+        pc_id: String,
+        at: DateTime<Utc>,
+        pid: i64,
+        name: String,
+        cpu_pct: f64,
+        rss_bytes: i64,
+        disk_read_bytes_per_sec: Option<f64>,
+        disk_written_bytes_per_sec: Option<f64>,
+    }
+}
 
 /// Host samples: one row per PC per tick, keyed by (pc_id, at).
 pub static HOST_PERF: TableSpec = TableSpec {
@@ -86,6 +88,7 @@ pub static HOST_PERF: TableSpec = TableSpec {
     rollups: &[&HOST_PERF_5M, &HOST_PERF_1H],
     window_secs: 0,
     recent_secs: RECENT_SECS,
+    fleet_secs: 8 * 86_400,
 };
 
 /// Two hours of each PC's newest host and process rows stay in memory:
@@ -105,6 +108,7 @@ pub static HOST_PERF_5M: TableSpec = TableSpec {
     rollups: &[],
     window_secs: 300,
     recent_secs: 0,
+    fleet_secs: 0,
 };
 
 /// `host_perf` per PC per hour, as [`HOST_PERF_5M`].
@@ -117,6 +121,7 @@ pub static HOST_PERF_1H: TableSpec = TableSpec {
     rollups: &[],
     window_secs: 3_600,
     recent_secs: 0,
+    fleet_secs: 0,
 };
 
 /// The metrics of a raw schema: every column but the key (and text).
@@ -157,21 +162,30 @@ pub static PROCESS_PERF: TableSpec = TableSpec {
     rollups: &[],
     window_secs: 0,
     recent_secs: RECENT_SECS,
+    fleet_secs: 0,
 };
 
-static HISTORY_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        Field::new("pc_id", DataType::Utf8, false),
-        Field::new("at", ts_type(), false),
-        Field::new("seq", DataType::Int64, false),
-        Field::new("job_id", DataType::Utf8, false),
-        Field::new("field_path", DataType::Utf8, false),
-        Field::new("identity_json", DataType::Utf8, true),
-        Field::new("change_kind", DataType::Utf8, false),
-        Field::new("before_json", DataType::Utf8, true),
-        Field::new("after_json", DataType::Utf8, true),
-    ]))
-});
+rows! {
+    /// One inventory change as the projector hands it to storage.
+    InventoryHistoryRow in INVENTORY_HISTORY as HISTORY_SCHEMA {
+        pc_id: String,
+        /// When the run that saw the change finished.
+        at: DateTime<Utc>,
+        /// The change's number within its run (unique per PC and `at`).
+        seq: i64,
+        /// The manifest id.
+        job_id: String,
+        /// The explode field or top-level key that changed.
+        field_path: String,
+        /// The element's primary key as a JSON object; `None` for a
+        /// top-level value.
+        identity_json: Option<String>,
+        /// `added`, `removed` or `changed`.
+        change_kind: String,
+        before_json: Option<String>,
+        after_json: Option<String>,
+    }
+}
 
 /// Inventory changes: one row per element added, removed or changed (or
 /// top-level value added or changed) by a PC's inventory run, keyed by
@@ -186,6 +200,7 @@ pub static INVENTORY_HISTORY: TableSpec = TableSpec {
     rollups: &[],
     window_secs: 0,
     recent_secs: 0,
+    fleet_secs: 0,
 };
 
 /// The identity of a row: a repeat of an existing key is dropped. The
@@ -240,6 +255,21 @@ impl TableSpec {
     /// The Arrow schema of the table (and of every Parquet file of it).
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(self.schema)
+    }
+
+    /// Days of partitions kept under `config`.
+    pub fn retention(&self, config: &TimeSeriesConfig) -> u32 {
+        (self.retention_days)(config)
+    }
+
+    /// The metric columns: every numeric column outside the key, in
+    /// declared order.
+    pub fn metric_columns(&self) -> Vec<&'static str> {
+        let schema: &'static Schema = self.schema;
+        rollup_metrics(schema)
+            .into_iter()
+            .filter(|c| Some(*c) != self.seq)
+            .collect()
     }
 
     /// The third key column, if any.
@@ -300,141 +330,4 @@ pub(crate) fn ts_column(batch: &RecordBatch) -> &TimestampMicrosecondArray {
         .column_by_name("at")
         .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
         .expect("schema guarantees a timestamp column")
-}
-
-fn ts_array(values: impl IntoIterator<Item = i64>) -> ArrayRef {
-    Arc::new(TimestampMicrosecondArray::from_iter_values(values).with_timezone(UTC))
-}
-
-/// One host sample as the projector hands it to storage.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HostPerfRow {
-    pub pc_id: String,
-    pub at: DateTime<Utc>,
-    pub cpu_pct: Option<f64>,
-    pub cpu_count: Option<i64>,
-    pub mem_used_bytes: Option<i64>,
-    pub mem_total_bytes: Option<i64>,
-    pub swap_used_bytes: Option<i64>,
-    pub swap_total_bytes: Option<i64>,
-    pub disk_read_bytes_per_sec: Option<f64>,
-    pub disk_written_bytes_per_sec: Option<f64>,
-    pub net_rx_bytes_per_sec: Option<f64>,
-    pub net_tx_bytes_per_sec: Option<f64>,
-}
-
-impl HostPerfRow {
-    /// The rows as one batch of the `host_perf` schema.
-    pub fn to_batch(rows: &[HostPerfRow]) -> Result<RecordBatch> {
-        let f = |g: fn(&HostPerfRow) -> Option<f64>| -> ArrayRef {
-            Arc::new(rows.iter().map(g).collect::<Float64Array>())
-        };
-        let i = |g: fn(&HostPerfRow) -> Option<i64>| -> ArrayRef {
-            Arc::new(rows.iter().map(g).collect::<Int64Array>())
-        };
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.pc_id))),
-            ts_array(rows.iter().map(|r| r.at.timestamp_micros())),
-            f(|r| r.cpu_pct),
-            i(|r| r.cpu_count),
-            i(|r| r.mem_used_bytes),
-            i(|r| r.mem_total_bytes),
-            i(|r| r.swap_used_bytes),
-            i(|r| r.swap_total_bytes),
-            f(|r| r.disk_read_bytes_per_sec),
-            f(|r| r.disk_written_bytes_per_sec),
-            f(|r| r.net_rx_bytes_per_sec),
-            f(|r| r.net_tx_bytes_per_sec),
-        ];
-        RecordBatch::try_new(HOST_PERF.schema(), columns).map_err(Error::arrow(HOST_PERF.name))
-    }
-}
-
-/// One process of one tick as the projector hands it to storage.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProcessPerfRow {
-    pub pc_id: String,
-    pub at: DateTime<Utc>,
-    pub pid: i64,
-    pub name: String,
-    pub cpu_pct: f64,
-    pub rss_bytes: i64,
-    pub disk_read_bytes_per_sec: Option<f64>,
-    pub disk_written_bytes_per_sec: Option<f64>,
-}
-
-impl ProcessPerfRow {
-    /// The rows as one batch of the `process_perf` schema.
-    pub fn to_batch(rows: &[ProcessPerfRow]) -> Result<RecordBatch> {
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.pc_id))),
-            ts_array(rows.iter().map(|r| r.at.timestamp_micros())),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.pid))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.name))),
-            Arc::new(Float64Array::from_iter_values(
-                rows.iter().map(|r| r.cpu_pct),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|r| r.rss_bytes),
-            )),
-            Arc::new(
-                rows.iter()
-                    .map(|r| r.disk_read_bytes_per_sec)
-                    .collect::<Float64Array>(),
-            ),
-            Arc::new(
-                rows.iter()
-                    .map(|r| r.disk_written_bytes_per_sec)
-                    .collect::<Float64Array>(),
-            ),
-        ];
-        RecordBatch::try_new(PROCESS_PERF.schema(), columns)
-            .map_err(Error::arrow(PROCESS_PERF.name))
-    }
-}
-
-/// One inventory change as the projector hands it to storage.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InventoryHistoryRow {
-    pub pc_id: String,
-    /// When the run that saw the change finished.
-    pub at: DateTime<Utc>,
-    /// The change's number within its run (unique per PC and `at`).
-    pub seq: i64,
-    /// The manifest id.
-    pub job_id: String,
-    /// The explode field or top-level key that changed.
-    pub field_path: String,
-    /// The element's primary key as a JSON object; `None` for a
-    /// top-level value.
-    pub identity_json: Option<String>,
-    /// `added`, `removed` or `changed`.
-    pub change_kind: String,
-    pub before_json: Option<String>,
-    pub after_json: Option<String>,
-}
-
-impl InventoryHistoryRow {
-    /// The rows as one batch of the `inventory_history` schema.
-    pub fn to_batch(rows: &[InventoryHistoryRow]) -> Result<RecordBatch> {
-        let s = |g: fn(&InventoryHistoryRow) -> &str| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(rows.iter().map(g)))
-        };
-        let o = |g: fn(&InventoryHistoryRow) -> Option<&str>| -> ArrayRef {
-            Arc::new(rows.iter().map(g).collect::<StringArray>())
-        };
-        let columns: Vec<ArrayRef> = vec![
-            s(|r| &r.pc_id),
-            ts_array(rows.iter().map(|r| r.at.timestamp_micros())),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.seq))),
-            s(|r| &r.job_id),
-            s(|r| &r.field_path),
-            o(|r| r.identity_json.as_deref()),
-            s(|r| &r.change_kind),
-            o(|r| r.before_json.as_deref()),
-            o(|r| r.after_json.as_deref()),
-        ];
-        RecordBatch::try_new(INVENTORY_HISTORY.schema(), columns)
-            .map_err(Error::arrow(INVENTORY_HISTORY.name))
-    }
 }
