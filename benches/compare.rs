@@ -474,6 +474,11 @@ struct Timings {
     host_1h: Duration,
     host_7d: Duration,
     fleet_24h: Duration,
+    /// Ours only: the same from files and rollups, without the in-memory
+    /// windows (as right after a restart).
+    fleet_24h_stored: Duration,
+    /// Ours only: fleet 24 h with from and to 17 s off the minute.
+    fleet_24h_odd: Duration,
     top5: Duration,
     latest_tick: Duration,
     proc_1h: Duration,
@@ -705,6 +710,8 @@ fn run_sqlite(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -
         host_1h,
         host_7d,
         fleet_24h,
+        fleet_24h_stored: Duration::ZERO,
+        fleet_24h_odd: Duration::ZERO,
         top5,
         latest_tick,
         proc_1h,
@@ -821,6 +828,30 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
             .unwrap();
         Answer::of(points.iter().map(|p| p.value))
     });
+    let (fleet_24h_stored, a_fleet_stored) = time(|| {
+        let points = rt
+            .block_on(q.fleet_series_stored(HostMetric::CpuPct, Aggregate::Avg, h(24), end, 300))
+            .unwrap();
+        Answer::of(points.iter().map(|p| p.value))
+    });
+    assert!(
+        a_fleet_stored.same(&a_fleet_24h),
+        "fleet 24 h: from memory {a_fleet_24h:?}, from files {a_fleet_stored:?}"
+    );
+    // The dashboard's range ends at "now", mid-minute: its first partial
+    // minute is read from a day file sorted by PC.
+    let odd = chrono::Duration::seconds(17);
+    let (fleet_24h_odd, _) = time(|| {
+        rt.block_on(q.fleet_series(
+            HostMetric::CpuPct,
+            Aggregate::Avg,
+            h(24) - odd,
+            end - odd,
+            300,
+        ))
+        .unwrap()
+        .len()
+    });
     let (top5, a_top5) = time(|| {
         let rows = rt
             .block_on(q.top_pcs(
@@ -899,6 +930,8 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
         host_1h,
         host_7d,
         fleet_24h,
+        fleet_24h_stored,
+        fleet_24h_odd,
         top5,
         latest_tick,
         proc_1h,
@@ -1113,6 +1146,20 @@ fn main() {
     ];
     for (label, name, sqlite, ours) in rows {
         r.time3(&label, sqlite, duck_time(name), ours);
+        if name == "fleet 24 h" {
+            r.time3(
+                "  the same without the in-memory windows (as after a restart)",
+                sqlite,
+                duck_time(name),
+                b.fleet_24h_stored,
+            );
+            r.line(
+                "  the same from and to 17 s off the minute (ours only)",
+                String::new(),
+                ms(b.fleet_24h_odd),
+                String::new(),
+            );
+        }
     }
     r.time("scan durations, 24 h", a.scan, b.scan);
     r.time(

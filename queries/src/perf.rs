@@ -71,6 +71,33 @@ impl Grid {
         s.3 = s.3.max(max);
     }
 
+    /// Adds every row of `batch` (its `at` and `column`).
+    fn add_rows(&mut self, batch: &RecordBatch, column: &str) -> Result<()> {
+        let shape = |message: String| crate::Error::Shape {
+            table: TABLE,
+            message,
+        };
+        let at = batch
+            .column_by_name("at")
+            .ok_or_else(|| shape("at missing".into()))?;
+        let at = at_micros(TABLE, at)?;
+        let at = at.as_primitive::<Int64Type>();
+        let v = batch
+            .column_by_name(column)
+            .ok_or_else(|| shape(format!("{column} missing")))?;
+        let v = cast(v, &DataType::Float64).map_err(|e| shape(e.to_string()))?;
+        let v = v.as_primitive::<Float64Type>();
+        for i in 0..batch.num_rows() {
+            let (sum, count, max) = if v.is_valid(i) {
+                (v.value(i), 1, v.value(i))
+            } else {
+                (0.0, 0, f64::NEG_INFINITY)
+            };
+            self.add(at.value(i), true, sum, count, max);
+        }
+        Ok(())
+    }
+
     fn points(self, agg: Aggregate) -> Vec<FleetPoint> {
         let (first, step) = (self.first, self.step);
         self.slots
@@ -305,6 +332,22 @@ impl PerfQueries {
         if let Some(points) = self.fleet_from_windows(metric, agg, from, to, step_secs)? {
             return Ok(points);
         }
+        self.fleet_series_stored(metric, agg, from, to, step_secs)
+            .await
+    }
+
+    /// [`Self::fleet_series`] from files, rollups and the head alone,
+    /// without the in-memory windows: what it reads right after a
+    /// restart (for the benchmark and tests).
+    #[doc(hidden)]
+    pub async fn fleet_series_stored(
+        &self,
+        metric: HostMetric,
+        agg: Aggregate,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step_secs: i64,
+    ) -> Result<Vec<FleetPoint>> {
         let plan = self.host.rolled_snapshot(from, to, step_secs);
         match self.fleet_read(&plan, metric, agg, from, to, step_secs)? {
             Some(points) => Ok(points),
@@ -312,7 +355,7 @@ impl PerfQueries {
         }
     }
 
-    /// [`Self::fleet_series`] with its whole 5-minute windows since the
+    /// [`Self::fleet_series`] with its whole 1-minute windows since the
     /// table's fleet windows vouch for them taken from memory, and only
     /// the rest (the ragged ends, anything older) read. `None` when the
     /// step is not a multiple of the window, the buckets are too many for
@@ -345,12 +388,23 @@ impl PerfQueries {
         for (at, rows, acc) in windows {
             grid.add(at, rows > 0, acc.sum, acc.count, acc.max);
         }
+        // The ragged ends: from the recent rows in memory when they hold
+        // them (the end of a range reaching now), else from storage.
         for (a, b) in [(from_us, start), (end, to_us)] {
-            if a < b {
-                let plan =
-                    self.host
-                        .rolled_snapshot(micros_to_time(a), micros_to_time(b), step_secs);
-                self.fleet_accumulate(&plan, metric, &mut grid)?;
+            if a >= b {
+                continue;
+            }
+            let (a, b) = (micros_to_time(a), micros_to_time(b));
+            match self.host.recent_fleet_rows(a, b) {
+                Some(rows) => {
+                    if let Some(batch) = rows.map_err(crate::Error::storage(TABLE))? {
+                        grid.add_rows(&batch, metric.column())?;
+                    }
+                }
+                None => {
+                    let plan = self.host.rolled_snapshot(a, b, step_secs);
+                    self.fleet_accumulate(&plan, metric, &mut grid)?;
+                }
             }
         }
         self.fleet_from_memory

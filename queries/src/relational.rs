@@ -150,7 +150,7 @@ impl PerfQueries {
             ],
         )
         .map_err(|e| Error::df(TABLE)(e.into()))?;
-        let ctx = self.session();
+        let ctx = self.engine.private_session();
         let table = MemTable::try_new(schema, vec![vec![batch]]).map_err(Error::df(TABLE))?;
         ctx.register_table("runs", Arc::new(table))
             .map_err(Error::df(TABLE))?;

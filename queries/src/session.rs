@@ -47,9 +47,18 @@ impl Engine {
         })
     }
 
-    /// The session (cheap: it shares the engine's state).
+    /// The session (cheap: it shares the engine's state). Its catalog is
+    /// shared by every query: read tables with `read_table`, never
+    /// register them by name (see [`Self::private_session`]).
     pub(crate) fn session(&self) -> SessionContext {
         self.ctx.clone()
+    }
+
+    /// A session of its own on the engine's runtime, for SQL text that
+    /// names a table it registers: concurrent queries would otherwise see
+    /// each other's tables.
+    pub(crate) fn private_session(&self) -> SessionContext {
+        session_on(&self.ctx.runtime_env())
     }
 
     /// The snapshot's head and files as one DataFrame of the session.

@@ -122,6 +122,7 @@ impl RelationalStore {
         users::ensure_tables(&txn)?;
         rollout::ensure_tables(&txn)?;
         build_index_once(&txn, "results_by_job", results::build_job_indexes)?;
+        build_index_once(&txn, "results_run_times", results::build_run_times)?;
         build_index_once(
             &txn,
             "executions_by_job_status",

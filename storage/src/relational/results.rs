@@ -20,6 +20,10 @@ const RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("execution_re
 const BY_STARTED: TableDefinition<(i64, &str), ()> = TableDefinition::new("results_by_started");
 /// (finished_at µs, result_id) → ().
 const BY_FINISHED: TableDefinition<(i64, &str), ()> = TableDefinition::new("results_by_finished");
+/// Finished runs of a job by finish time: (finished µs, result id) →
+/// (job id, started µs), all that scan durations read.
+const RUN_TIMES: TableDefinition<(i64, &str), (&str, i64)> =
+    TableDefinition::new("results_run_times");
 /// (exec_id, result_id) → ().
 const BY_EXEC: TableDefinition<(&str, &str), ()> = TableDefinition::new("results_by_exec");
 /// (started_at µs, result_id) → () of the rows still in flight.
@@ -101,6 +105,7 @@ pub(super) fn ensure_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(RESULTS).map_err(Error::redb_op)?;
     txn.open_table(BY_STARTED).map_err(Error::redb_op)?;
     txn.open_table(BY_FINISHED).map_err(Error::redb_op)?;
+    txn.open_table(RUN_TIMES).map_err(Error::redb_op)?;
     txn.open_table(IN_FLIGHT).map_err(Error::redb_op)?;
     txn.open_table(BY_EXEC).map_err(Error::redb_op)?;
     txn.open_table(BY_JOB_PC).map_err(Error::redb_op)?;
@@ -109,18 +114,10 @@ pub(super) fn ensure_tables(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
-/// Fills the job indexes from the rows (a database written before they
-/// existed); `true` when there was anything to index.
+/// Fills the job indexes (and the run times) from the rows (a database
+/// written before they existed); `true` when there was anything to index.
 pub(super) fn build_job_indexes(txn: &WriteTransaction) -> Result<bool> {
-    let rows: Vec<ResultRecord> = {
-        let t = txn.open_table(RESULTS).map_err(Error::redb_op)?;
-        let mut out = Vec::new();
-        for e in t.iter().map_err(Error::redb_op)? {
-            let (_, v) = e.map_err(Error::redb_op)?;
-            out.push(decode(NAME, v.value())?);
-        }
-        out
-    };
+    let rows = all_rows(txn)?;
     let mut t = Tables::open(txn)?;
     for r in &rows {
         t.index_job(r)?;
@@ -128,15 +125,46 @@ pub(super) fn build_job_indexes(txn: &WriteTransaction) -> Result<bool> {
     Ok(!rows.is_empty())
 }
 
+/// Fills the run times from the rows (a database written before they
+/// existed); `true` when there was anything to index.
+pub(super) fn build_run_times(txn: &WriteTransaction) -> Result<bool> {
+    let rows = all_rows(txn)?;
+    let mut t = Tables::open(txn)?;
+    for r in &rows {
+        t.index_run_time(r)?;
+    }
+    Ok(!rows.is_empty())
+}
+
+fn all_rows(txn: &WriteTransaction) -> Result<Vec<ResultRecord>> {
+    let t = txn.open_table(RESULTS).map_err(Error::redb_op)?;
+    let mut out = Vec::new();
+    for e in t.iter().map_err(Error::redb_op)? {
+        let (_, v) = e.map_err(Error::redb_op)?;
+        out.push(decode(NAME, v.value())?);
+    }
+    Ok(out)
+}
+
 struct Tables<'t> {
     rows: Table<'t, &'static str, &'static [u8]>,
     by_started: Table<'t, (i64, &'static str), ()>,
     by_finished: Table<'t, (i64, &'static str), ()>,
+    run_times: Table<'t, (i64, &'static str), (&'static str, i64)>,
     in_flight: Table<'t, (i64, &'static str), ()>,
     by_exec: Table<'t, (&'static str, &'static str), ()>,
     by_job_pc: Table<'t, (&'static str, &'static str, i64, &'static str), i64>,
     in_flight_by_job: Table<'t, (&'static str, &'static str, &'static str), &'static str>,
     by_job_recorded: Table<'t, (&'static str, i64, &'static str), Option<i64>>,
+}
+
+/// A time from µs since the epoch (saturating at the ends).
+fn time_of(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or(if micros < 0 {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    })
 }
 
 /// µs of a row's `recorded_at` (rows from before it existed sort by start).
@@ -150,6 +178,7 @@ impl<'t> Tables<'t> {
             rows: txn.open_table(RESULTS).map_err(Error::redb_op)?,
             by_started: txn.open_table(BY_STARTED).map_err(Error::redb_op)?,
             by_finished: txn.open_table(BY_FINISHED).map_err(Error::redb_op)?,
+            run_times: txn.open_table(RUN_TIMES).map_err(Error::redb_op)?,
             in_flight: txn.open_table(IN_FLIGHT).map_err(Error::redb_op)?,
             by_exec: txn.open_table(BY_EXEC).map_err(Error::redb_op)?,
             by_job_pc: txn.open_table(BY_JOB_PC).map_err(Error::redb_op)?,
@@ -158,8 +187,22 @@ impl<'t> Tables<'t> {
         })
     }
 
+    /// Adds a finished run of a job to the run times.
+    fn index_run_time(&mut self, r: &ResultRecord) -> Result<()> {
+        if let (Some(job), Some(f)) = (r.job_id.as_deref(), r.finished_at) {
+            self.run_times
+                .insert(
+                    (f.timestamp_micros(), r.result_id.as_str()),
+                    (job, r.started_at.timestamp_micros()),
+                )
+                .map_err(Error::redb_op)?;
+        }
+        Ok(())
+    }
+
     /// Adds `r`'s entries to the per-job indexes.
     fn index_job(&mut self, r: &ResultRecord) -> Result<()> {
+        self.index_run_time(r)?;
         let Some(job) = r.job_id.as_deref() else {
             return Ok(());
         };
@@ -200,6 +243,9 @@ impl<'t> Tables<'t> {
         if let Some(f) = r.finished_at {
             self.by_job_pc
                 .remove((job, r.pc_id.as_str(), f.timestamp_micros(), id))
+                .map_err(Error::redb_op)?;
+            self.run_times
+                .remove((f.timestamp_micros(), id))
                 .map_err(Error::redb_op)?;
         }
         self.in_flight_by_job
@@ -448,10 +494,26 @@ impl RelationalStore {
         self.finished_since(since)
     }
 
-    /// [`Self::results_finished_since`] reading only each run's id, job
-    /// and times (the output is skipped, not copied).
+    /// The runs of a job finished at or after `since`, by finish time:
+    /// each run's id, job and times, read from the run-times index alone.
     pub fn run_times_finished_since(&self, since: DateTime<Utc>) -> Result<Vec<RunTime>> {
-        self.finished_since(since)
+        let txn = self.db.begin_read().map_err(Error::redb_op)?;
+        let times = txn.open_table(RUN_TIMES).map_err(Error::redb_op)?;
+        let mut out = Vec::new();
+        for entry in times
+            .range((since.timestamp_micros(), "")..)
+            .map_err(Error::redb_op)?
+        {
+            let (k, v) = entry.map_err(Error::redb_op)?;
+            let ((finished, id), (job, started)) = (k.value(), v.value());
+            out.push(RunTime {
+                result_id: id.to_string(),
+                job_id: Some(job.to_string()),
+                started_at: time_of(started),
+                finished_at: Some(time_of(finished)),
+            });
+        }
+        Ok(out)
     }
 
     /// Rows finished at or after `since` as `T` (a view of the row).
@@ -1026,6 +1088,52 @@ mod tests {
                 .1,
             1
         );
+    }
+
+    #[test]
+    fn run_times_follow_the_rows_and_are_built_for_an_older_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6) - Duration::hours(1);
+        {
+            let store = RelationalStore::open(dir.path()).unwrap();
+            store
+                .apply_finished(
+                    &[
+                        run_of("a1", "pc-a", "inv", 0, t),
+                        run_of("b1", "pc-b", "scan", 0, t + Duration::minutes(1)),
+                    ],
+                    t,
+                    None,
+                )
+                .unwrap();
+            let runs = store.run_times_finished_since(t).unwrap();
+            assert_eq!(runs.len(), 2);
+            // Make it look like a database written before the run times.
+            let txn = store.db.begin_write().unwrap();
+            txn.delete_table(RUN_TIMES).unwrap();
+            txn.open_table(super::super::INDEX_BUILDS)
+                .unwrap()
+                .remove("results_run_times")
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = RelationalStore::open(dir.path()).unwrap();
+        let runs = store.run_times_finished_since(t).unwrap();
+        let ids: Vec<(&str, Option<&str>)> = runs
+            .iter()
+            .map(|r| (r.result_id.as_str(), r.job_id.as_deref()))
+            .collect();
+        assert_eq!(ids, [("a1", Some("inv")), ("b1", Some("scan"))]);
+        let full = store.results_finished_since(t).unwrap();
+        assert_eq!(full.len(), 2);
+        for (a, b) in runs.iter().zip(&full) {
+            assert_eq!((a.started_at, a.finished_at), (b.started_at, b.finished_at));
+        }
+        // Pruned rows leave the run times.
+        store
+            .prune_results_before(Utc::now() + Duration::hours(1), 100)
+            .unwrap();
+        assert!(store.run_times_finished_since(t).unwrap().is_empty());
     }
 
     #[test]

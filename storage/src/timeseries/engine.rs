@@ -99,7 +99,7 @@ pub struct TimeSeriesTable {
     rollups: Vec<RollupLevel>,
     /// Every PC's newest rows (`spec.recent_secs`).
     recent: RwLock<RecentIndex>,
-    /// Fleet-wide 5-minute windows (`spec.fleet_secs`).
+    /// Fleet-wide 1-minute windows (`spec.fleet_secs`).
     fleet: RwLock<FleetWindows>,
 }
 
@@ -293,7 +293,7 @@ impl TimeSeriesTable {
             .all_rows(from.timestamp_micros(), to.timestamp_micros())
     }
 
-    /// The fleet-wide 5-minute windows of `metric` starting in `[from,
+    /// The fleet-wide 1-minute windows of `metric` starting in `[from,
     /// to)` (µs, multiples of [`crate::FLEET_WINDOW_SECS`]) that hold rows,
     /// from memory (see `fleet.rs`): (start µs, rows, the metric's sum,
     /// count, min and max). `None` when the range starts before

@@ -1,6 +1,9 @@
-//! Every PC's rows summed per 5-minute window, in memory: the fleet
+//! Every PC's rows summed per 1-minute window, in memory: the fleet
 //! series (the dashboard's fleet chart) over the last days reads a few
-//! hundred windows instead of every PC's rows.
+//! thousand windows instead of every PC's rows. A minute, not five: a
+//! question's ragged ends (whatever of its range is not whole windows)
+//! must be read from rows, and across a fleet a time slice of the
+//! PC-sorted files touches a page of every PC however short it is.
 //!
 //! Per window: the rows committed, and per metric the sum, count, min and
 //! max of its values. The windows are exact over the committed rows
@@ -23,7 +26,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use super::table::ts_column;
 
 /// The window, in seconds.
-pub const FLEET_WINDOW_SECS: i64 = 300;
+pub const FLEET_WINDOW_SECS: i64 = 60;
 const WINDOW_MICROS: i64 = FLEET_WINDOW_SECS * 1_000_000;
 
 /// One metric over one window.
@@ -192,34 +195,36 @@ mod tests {
         );
         f.observe(&batch(&[("a", 9_300, Some(5.0))]), now);
         let w = f.windows("cpu_pct", 9_000 * S, 9_600 * S).unwrap();
-        assert_eq!(w.len(), 2);
-        assert_eq!((w[0].0, w[0].1), (9_000 * S, 3));
+        assert_eq!(w.len(), 3);
+        assert_eq!((w[0].0, w[0].1), (9_000 * S, 2));
         assert_eq!(
             (w[0].2.sum, w[0].2.count, w[0].2.min, w[0].2.max),
             (4.0, 2, 1.0, 3.0)
         );
-        assert_eq!((w[1].1, w[1].2.sum, w[1].2.count), (1, 5.0, 1));
+        // A window of rows without a value of the metric still counts.
+        assert_eq!((w[1].0, w[1].1, w[1].2.count), (9_240 * S, 1, 0));
+        assert_eq!((w[2].1, w[2].2.sum, w[2].2.count), (1, 5.0, 1));
         let m = f.windows("mem_used_bytes", 9_000 * S, 9_300 * S).unwrap();
-        assert_eq!((m[0].2.sum, m[0].2.count), (27_300.0, 3));
+        assert_eq!((m[0].2.sum, m[0].2.count), (18_001.0, 2));
         assert!(f.windows("no_such_metric", 9_000 * S, 9_300 * S).is_none());
     }
 
     #[test]
     fn nothing_before_the_newest_stored_row_or_the_horizon_is_vouched_for() {
-        // Files held rows up to 9_100 s at open: the window of 9_000 s may
+        // Files held rows up to 9_100 s at open: the window of 9_060 s may
         // be incomplete, the next one is not.
         let mut f = FleetWindows::new(vec!["cpu_pct"], 3_600, 9_100 * S + 1);
-        assert_eq!(f.vouched_from(), 9_300 * S);
+        assert_eq!(f.vouched_from(), 9_120 * S);
         f.observe(
-            &batch(&[("a", 9_200, Some(1.0)), ("a", 9_400, Some(2.0))]),
+            &batch(&[("a", 9_110, Some(1.0)), ("a", 9_400, Some(2.0))]),
             9_500 * S,
         );
-        assert!(f.windows("cpu_pct", 9_000 * S, 9_600 * S).is_none());
-        assert_eq!(f.windows("cpu_pct", 9_300 * S, 9_600 * S).unwrap().len(), 1);
+        assert!(f.windows("cpu_pct", 9_060 * S, 9_600 * S).is_none());
+        assert_eq!(f.windows("cpu_pct", 9_120 * S, 9_600 * S).unwrap().len(), 1);
         // An hour later the horizon has passed both.
         f.observe(&batch(&[("a", 13_500, Some(1.0))]), 13_500 * S);
         assert_eq!(f.vouched_from(), 9_900 * S);
-        assert!(f.windows("cpu_pct", 9_300 * S, 9_600 * S).is_none());
+        assert!(f.windows("cpu_pct", 9_360 * S, 9_600 * S).is_none());
         assert_eq!(
             f.windows("cpu_pct", 9_900 * S, 14_000 * S).unwrap().len(),
             1

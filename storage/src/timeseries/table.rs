@@ -38,7 +38,7 @@ pub struct TableSpec {
     /// Seconds of every PC's newest rows kept in memory (see
     /// `recent.rs`); 0 for none.
     pub(crate) recent_secs: i64,
-    /// Seconds of fleet-wide 5-minute windows kept in memory (see
+    /// Seconds of fleet-wide 1-minute windows kept in memory (see
     /// `fleet.rs`); 0 for none.
     pub(crate) fleet_secs: i64,
 }
