@@ -97,6 +97,16 @@ pub struct Metrics {
     pub nats_reconnects: Counter,
     pub scheduler_fires: Counter,
     pub scheduler_fire_failures: Counter,
+    /// The query engine's counts since start, by kind (see
+    /// [`Metrics::queries`]).
+    pub query_engine: Family<QueryLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueryLabels {
+    /// scans | files_in_snapshots | files_scanned | row_groups_in_files |
+    /// row_groups_scanned | footer_loads | fleet_from_memory
+    pub kind: &'static str,
 }
 
 impl Metrics {
@@ -123,6 +133,7 @@ impl Metrics {
             nats_reconnects: Counter::default(),
             scheduler_fires: Counter::default(),
             scheduler_fire_failures: Counter::default(),
+            query_engine: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -221,7 +232,30 @@ impl Metrics {
             "Schedule fires whose exec failed",
             m.scheduler_fire_failures.clone(),
         );
+        r.register(
+            "query_engine",
+            "Since start: SQL table scans, the files and row groups in their snapshots and those scanned, file footers parsed, fleet series answered from the in-memory windows",
+            m.query_engine.clone(),
+        );
         m
+    }
+
+    /// Sets the perf queries' counts.
+    pub fn queries(&self, q: &kanade_queries::PerfQueries) {
+        let p = q.provider_stats();
+        for (kind, v) in [
+            ("scans", p.scans),
+            ("files_in_snapshots", p.files_in_snapshots),
+            ("files_scanned", p.files_scanned),
+            ("row_groups_in_files", p.row_groups_in_files),
+            ("row_groups_scanned", p.row_groups_scanned),
+            ("footer_loads", q.file_metadata_loads()),
+            ("fleet_from_memory", q.fleet_answers_from_memory()),
+        ] {
+            self.query_engine
+                .get_or_create(&QueryLabels { kind })
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
     }
 
     /// The counter of one ingest source and outcome.

@@ -129,6 +129,16 @@ async fn metrics_count_ingest_requests_tables_and_streams() {
     assert_eq!(value(&s, "kanade_storage_files", &table), Some(0.0));
     assert_eq!(value(&s, "kanade_nats_connected", &[]), Some(1.0));
 
+    // The fleet chart of the last hour is answered from the in-memory
+    // windows, and the query engine says so.
+    let (status, body) = b.get("/api/perf/fleet?metric=cpu_pct&step=1m").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body["points"].as_array().unwrap().is_empty(), "{body}");
+    let s = scrape(&b).await;
+    let engine = |kind: &str| value(&s, "kanade_query_engine", &[("kind", kind)]);
+    assert_eq!(engine("fleet_from_memory"), Some(1.0));
+    assert_eq!(engine("files_scanned"), Some(0.0), "nothing persisted yet");
+
     // Requests by route template and status.
     assert_eq!(b.get("/api/results/nope").await.0, 404);
     assert_eq!(b.get("/api/results/r-1").await.0, 200);

@@ -68,6 +68,7 @@ pub async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError>
     for (table, s) in &stats {
         m.table(table, s);
     }
+    m.queries(&state.queries);
     for (stream, consumer, applied) in positions {
         let labels = ConsumerLabels { stream, consumer };
         m.consumer_position
