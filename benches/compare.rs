@@ -475,7 +475,7 @@ struct Timings {
     host_7d: Duration,
     fleet_24h: Duration,
     /// Ours only: the same from files and rollups, without the in-memory
-    /// windows (as right after a restart).
+    /// windows (files and rollups).
     fleet_24h_stored: Duration,
     /// Ours only: fleet 24 h with from and to 17 s off the minute.
     fleet_24h_odd: Duration,
@@ -1148,7 +1148,7 @@ fn main() {
         r.time3(&label, sqlite, duck_time(name), ours);
         if name == "fleet 24 h" {
             r.time3(
-                "  the same without the in-memory windows (as after a restart)",
+                "  the same without the in-memory windows (files and rollups)",
                 sqlite,
                 duck_time(name),
                 b.fleet_24h_stored,

@@ -337,8 +337,8 @@ impl PerfQueries {
     }
 
     /// [`Self::fleet_series`] from files, rollups and the head alone,
-    /// without the in-memory windows: what it reads right after a
-    /// restart (for the benchmark and tests).
+    /// without the in-memory windows: what it reads for days older than
+    /// they hold (for the benchmark and tests).
     #[doc(hidden)]
     pub async fn fleet_series_stored(
         &self,

@@ -150,8 +150,8 @@ impl TimeSeriesTable {
             None => i64::MIN,
         };
         let mut recent = RecentIndex::new(spec.name, spec.recent_secs, complete_from);
-        let mut fleet = FleetWindows::new(spec.metric_columns(), spec.fleet_secs, complete_from);
         let now = Utc::now().timestamp_micros();
+        let mut fleet = fleet_windows_from_files(spec, &partitions, now, complete_from);
         for chunk in &head {
             recent.observe(&chunk.batch, now);
             fleet.observe(&chunk.batch, now);
@@ -940,6 +940,60 @@ fn recent_keys(
 }
 
 /// The newest `at` (µs) of `files`, from their footers' statistics.
+/// The fleet windows of a table being opened, filled from the stored
+/// rows within their horizon so they answer at once; if a file cannot be
+/// read, empty windows that vouch only for rows after `complete_from`.
+fn fleet_windows_from_files(
+    spec: &'static TableSpec,
+    partitions: &BTreeMap<PartitionDate, Vec<Arc<PersistedFile>>>,
+    now: i64,
+    complete_from: i64,
+) -> FleetWindows {
+    let metrics = spec.metric_columns();
+    if spec.fleet_secs == 0 {
+        return FleetWindows::new(metrics, 0, complete_from);
+    }
+    let mut fleet = FleetWindows::new(metrics.clone(), spec.fleet_secs, i64::MIN);
+    let horizon = now.saturating_sub(spec.fleet_secs.saturating_mul(1_000_000));
+    let mut read = |f: &PersistedFile| -> Result<()> {
+        use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        use datafusion::parquet::arrow::ProjectionMask;
+        let file = std::fs::File::open(&f.path).map_err(Error::io(&f.path))?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(Error::parquet(&f.path))?;
+        let mask = ProjectionMask::columns(
+            builder.parquet_schema(),
+            std::iter::once("at").chain(metrics.iter().copied()),
+        );
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(8_192)
+            .build()
+            .map_err(Error::parquet(&f.path))?;
+        for b in reader {
+            fleet.observe(&b.map_err(Error::arrow(spec.name))?, now);
+        }
+        Ok(())
+    };
+    for (date, files) in partitions {
+        if date.next().start_micros() <= horizon {
+            continue;
+        }
+        for f in files {
+            if let Err(e) = read(f) {
+                tracing::warn!(
+                    table = spec.name,
+                    path = %f.path.display(),
+                    error = %e,
+                    "fleet windows start empty: a file could not be read"
+                );
+                return FleetWindows::new(spec.metric_columns(), spec.fleet_secs, complete_from);
+            }
+        }
+    }
+    fleet
+}
+
 fn newest_at(files: &[Arc<PersistedFile>]) -> Result<i64> {
     use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
     use datafusion::parquet::file::statistics::Statistics;

@@ -10,11 +10,13 @@
 //! (every write is deduplicated before it is observed), so AVG =
 //! Σsum / Σcount over any whole windows is the raw answer.
 //!
-//! Invariant (as for `recent.rs`): every committed row with
-//! `at >= complete_from` and `at >=` the horizon is counted. Rows already
-//! in Parquet files at open are not, so `complete_from` starts just after
-//! the newest `at` of those files; a window starting before
-//! [`FleetWindows::vouched_from`] is not answered from here.
+//! Invariant: every committed row with `at >= complete_from` and `at >=`
+//! the horizon is counted; a window starting before
+//! [`FleetWindows::vouched_from`] is not answered from here. The table
+//! fills the windows from its files' rows within the horizon when it
+//! opens (then `complete_from` is unbounded); should a file be
+//! unreadable, it starts them empty with `complete_from` just after the
+//! newest stored `at`, as `recent.rs` does.
 
 use std::collections::BTreeMap;
 
