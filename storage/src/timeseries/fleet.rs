@@ -155,27 +155,17 @@ fn window_of(t: i64) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use chrono::DateTime;
-
     use super::*;
+    use crate::timeseries::test_util::host_row;
     use crate::HostPerfRow;
 
     fn batch(rows: &[(&str, i64, Option<f64>)]) -> RecordBatch {
         let rows: Vec<HostPerfRow> = rows
             .iter()
             .map(|(pc, secs, cpu)| HostPerfRow {
-                pc_id: (*pc).into(),
-                at: DateTime::from_timestamp(*secs, 0).unwrap(),
                 cpu_pct: *cpu,
-                cpu_count: None,
                 mem_used_bytes: Some(*secs),
-                mem_total_bytes: None,
-                swap_used_bytes: None,
-                swap_total_bytes: None,
-                disk_read_bytes_per_sec: None,
-                disk_written_bytes_per_sec: None,
-                net_rx_bytes_per_sec: None,
-                net_tx_bytes_per_sec: None,
+                ..host_row(pc, *secs)
             })
             .collect();
         HostPerfRow::to_batch(&rows).unwrap()

@@ -179,27 +179,18 @@ impl RecentIndex {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{DateTime, TimeZone, Utc};
+    use chrono::{TimeZone, Utc};
 
     use super::RecentIndex;
+    use crate::timeseries::test_util::host_row;
     use crate::HostPerfRow;
 
     fn batch(rows: &[(&str, i64)]) -> datafusion::arrow::record_batch::RecordBatch {
         let rows: Vec<HostPerfRow> = rows
             .iter()
             .map(|(pc, secs)| HostPerfRow {
-                pc_id: (*pc).into(),
-                at: DateTime::<Utc>::from_timestamp(*secs, 0).unwrap(),
                 cpu_pct: Some(*secs as f64),
-                cpu_count: None,
-                mem_used_bytes: None,
-                mem_total_bytes: None,
-                swap_used_bytes: None,
-                swap_total_bytes: None,
-                disk_read_bytes_per_sec: None,
-                disk_written_bytes_per_sec: None,
-                net_rx_bytes_per_sec: None,
-                net_tx_bytes_per_sec: None,
+                ..host_row(pc, *secs)
             })
             .collect();
         HostPerfRow::to_batch(&rows).unwrap()
