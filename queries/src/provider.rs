@@ -191,8 +191,7 @@ impl Bounds {
         let Some(t) = micros(v) else { return };
         match op {
             Operator::GtEq | Operator::Gt => self.from = self.from.max(t),
-            Operator::Lt => self.to = self.to.min(t.saturating_add(1)),
-            Operator::LtEq => self.to = self.to.min(t.saturating_add(1)),
+            Operator::Lt | Operator::LtEq => self.to = self.to.min(t.saturating_add(1)),
             Operator::Eq => {
                 self.from = self.from.max(t);
                 self.to = self.to.min(t.saturating_add(1));

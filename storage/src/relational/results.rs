@@ -158,15 +158,6 @@ struct Tables<'t> {
     by_job_recorded: Table<'t, (&'static str, i64, &'static str), Option<i64>>,
 }
 
-/// A time from µs since the epoch (saturating at the ends).
-fn time_of(micros: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(micros).unwrap_or(if micros < 0 {
-        DateTime::<Utc>::MIN_UTC
-    } else {
-        DateTime::<Utc>::MAX_UTC
-    })
-}
-
 /// µs of a row's `recorded_at` (rows from before it existed sort by start).
 fn recorded_micros(r: &ResultRecord) -> i64 {
     r.recorded_at.unwrap_or(r.started_at).timestamp_micros()
@@ -509,8 +500,8 @@ impl RelationalStore {
             out.push(RunTime {
                 result_id: id.to_string(),
                 job_id: Some(job.to_string()),
-                started_at: time_of(started),
-                finished_at: Some(time_of(finished)),
+                started_at: micros_to_utc(started),
+                finished_at: Some(micros_to_utc(finished)),
             });
         }
         Ok(out)
