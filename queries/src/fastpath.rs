@@ -449,32 +449,6 @@ pub(crate) fn bucket_of(at_micros: i64, step_secs: i64) -> i64 {
     (secs / step_secs) * step_secs
 }
 
-/// One PC's rows of `table` in `[from, to)` with `columns` (after pc_id
-/// and at), from a snapshot taken now.
-pub(crate) fn pc_window(
-    name: &'static str,
-    table: &kanade_storage::TimeSeriesTable,
-    cache: &FileCache,
-    pc_id: &str,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    columns: &[&str],
-) -> Result<(Vec<RecordBatch>, ReadStats)> {
-    if let Some(found) = recent(name, table, pc_id, from, to, columns)? {
-        return Ok(found);
-    }
-    let snapshot = table.snapshot(Some((from, to)));
-    pc_rows(
-        name,
-        cache,
-        &snapshot,
-        pc_id,
-        micros(from),
-        micros(to),
-        columns,
-    )
-}
-
 /// One PC's rows of `[from, to)` (pc_id, at, `columns`) from the table's
 /// in-memory recent rows, when they hold the whole window (no file read:
 /// `ReadStats` all zero); `None` otherwise.
@@ -597,9 +571,4 @@ impl Buckets {
 /// A timestamp column as its micros since the epoch.
 pub(crate) fn at_micros(table: &'static str, at: &ArrayRef) -> Result<ArrayRef> {
     cast(at, &DataType::Int64).map_err(|e| shape(table, e.to_string()))
-}
-
-/// `t` as micros since the epoch.
-pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
-    t.timestamp_micros()
 }

@@ -4,22 +4,27 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::array::{
     Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
 };
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::JoinType;
 use datafusion::functions_aggregate::expr_fn::{count, max, sum};
 use datafusion::prelude::{col, lit};
 use kanade_storage::LatestRows;
 
-use crate::fastpath::{bucket_of, pc_window, ReadStats};
+use crate::fastpath::{bucket_of, pc_rows, recent, ReadStats};
 use crate::metric::ProcessMetric;
 use crate::session::{bucket_expr, collect, column, f64_expr, lit_ts, opt_f64, secs_to_time, ts};
 use crate::{Error, PerfQueries, Result};
 
 const TABLE: &str = "process_perf";
+
+/// Errors of a rollup read name the rollup tables together.
+const ROLLUP: &str = "process_perf rollup";
 
 /// Label of the series that collects every process outside the top-N.
 pub const OTHER: &str = "other";
@@ -83,6 +88,81 @@ struct Cell {
     name: String,
     sum: f64,
     count: i64,
+}
+
+/// Per (bucket, name) sums and counts of one metric, the names borrowed
+/// from the batches read (no allocation per row).
+struct Cells<'a> {
+    step: i64,
+    acc: HashMap<(i64, &'a str), (f64, i64)>,
+}
+
+impl<'a> Cells<'a> {
+    fn new(step_secs: i64) -> Self {
+        Self {
+            step: step_secs.max(1),
+            acc: HashMap::new(),
+        }
+    }
+
+    fn cell(&mut self, at_micros: i64, name: &'a str) -> &mut (f64, i64) {
+        self.acc
+            .entry((bucket_of(at_micros, self.step), name))
+            .or_insert((0.0, 0))
+    }
+
+    /// Adds raw rows: (pc_id, at, name, metric) with the metric's non-null
+    /// values; `name` is the batch's name column as text.
+    fn add_rows(&mut self, b: &RecordBatch, name: &'a StringArray) -> Result<()> {
+        let at = column::<TimestampMicrosecondArray>(TABLE, b, "at")?;
+        let value = cast(b.column(3), &DataType::Float64).map_err(|e| Error::Shape {
+            table: TABLE,
+            message: e.to_string(),
+        })?;
+        let value = value.as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            if value.is_valid(i) {
+                let c = self.cell(at.value(i), name.value(i));
+                c.0 += value.value(i);
+                c.1 += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds rollup rows: (pc_id, at = the window's start, name, Σ, count),
+    /// exactly what the window's raw rows of that name would have added.
+    fn add_partial(&mut self, b: &RecordBatch, name: &'a StringArray) -> Result<()> {
+        let at = column::<TimestampMicrosecondArray>(ROLLUP, b, "at")?;
+        let sum = b.column(3).as_any().downcast_ref::<Float64Array>();
+        let count = b.column(4).as_any().downcast_ref::<Int64Array>();
+        let (Some(sum), Some(count)) = (sum, count) else {
+            return Err(Error::Shape {
+                table: ROLLUP,
+                message: "rollup columns are not (sum, count)".into(),
+            });
+        };
+        for i in 0..b.num_rows() {
+            if count.value(i) > 0 {
+                let c = self.cell(at.value(i), name.value(i));
+                c.0 += sum.value(i);
+                c.1 += count.value(i);
+            }
+        }
+        Ok(())
+    }
+
+    fn into_cells(self) -> Vec<Cell> {
+        self.acc
+            .into_iter()
+            .map(|((bucket, name), (sum, count))| Cell {
+                bucket,
+                name: name.to_string(),
+                sum,
+                count,
+            })
+            .collect()
+    }
 }
 
 /// Running sum and count: an AVG that can be merged.
@@ -256,7 +336,11 @@ impl PerfQueries {
             .0)
     }
 
-    /// [`Self::process_timeline`] with what it read.
+    /// [`Self::process_timeline`] with what it read. A window within the
+    /// table's recent rows reads only memory; otherwise the whole windows
+    /// of closed days come from the coarsest per-name rollup whose window
+    /// divides the step (Σsum / Σcount: the raw answer) and the rest from
+    /// raw rows.
     pub fn process_timeline_read(
         &self,
         pc_id: &str,
@@ -266,57 +350,48 @@ impl PerfQueries {
         step_secs: i64,
         top: usize,
     ) -> Result<(Timeline, ReadStats)> {
-        let columns = ["name", metric.column()];
-        let (batches, stats) =
-            pc_window(TABLE, &self.process, &self.files, pc_id, from, to, &columns)?;
-        let step = step_secs.max(1);
-        // Names are borrowed from the batches: no allocation per row.
-        let names = batches
-            .iter()
-            .map(|b| crate::session::text_column(TABLE, b, "name"))
-            .collect::<Result<Vec<_>>>()?;
-        let values = batches
-            .iter()
-            .map(|b| {
-                datafusion::arrow::compute::cast(b.column(3), &DataType::Float64).map_err(|e| {
-                    Error::Shape {
-                        table: TABLE,
-                        message: e.to_string(),
-                    }
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let mut acc: HashMap<(i64, &str), (f64, i64)> = HashMap::new();
-        for ((b, name), value) in batches.iter().zip(&names).zip(&values) {
-            let at = column::<TimestampMicrosecondArray>(TABLE, b, "at")?;
-            let value = value
-                .as_any()
-                .downcast_ref::<Float64Array>()
-                .ok_or_else(|| Error::Shape {
-                    table: TABLE,
-                    message: "metric is not numeric".into(),
-                })?;
-            for i in 0..b.num_rows() {
-                if value.is_null(i) {
-                    continue;
+        let value = metric.column();
+        let columns = ["name", value];
+        let (raw, rolled, stats) = match recent(TABLE, &self.process, pc_id, from, to, &columns)? {
+            Some((batches, stats)) => (batches, Vec::new(), stats),
+            None => {
+                let plan = self.process.rolled_snapshot(from, to, step_secs);
+                let mut stats = ReadStats::default();
+                let mut raw = Vec::new();
+                for &(a, b) in &plan.raw_ranges {
+                    let (batches, read) =
+                        pc_rows(TABLE, &self.files, &plan.raw, pc_id, a, b, &columns)?;
+                    stats += read;
+                    raw.extend(batches);
                 }
-                let e = acc
-                    .entry((bucket_of(at.value(i), step), name.value(i)))
-                    .or_insert((0.0, 0));
-                e.0 += value.value(i);
-                e.1 += 1;
+                let (sum, count) = (format!("{value}_sum"), format!("{value}_count"));
+                let partial = ["name", sum.as_str(), count.as_str()];
+                let mut rolled = Vec::new();
+                for &(a, b) in &plan.rolled_ranges {
+                    let (batches, mut read) =
+                        pc_rows(ROLLUP, &self.files, &plan.rollup, pc_id, a, b, &partial)?;
+                    read.rollup_rows = batches.iter().map(|b| b.num_rows()).sum();
+                    stats += read;
+                    rolled.extend(batches);
+                }
+                (raw, rolled, stats)
             }
+        };
+        let names = |table, batches: &[RecordBatch]| -> Result<Vec<StringArray>> {
+            batches
+                .iter()
+                .map(|b| crate::session::text_column(table, b, "name"))
+                .collect()
+        };
+        let (raw_names, rolled_names) = (names(TABLE, &raw)?, names(ROLLUP, &rolled)?);
+        let mut cells = Cells::new(step_secs);
+        for (b, name) in raw.iter().zip(&raw_names) {
+            cells.add_rows(b, name)?;
         }
-        let cells = acc
-            .into_iter()
-            .map(|((bucket, name), (sum, count))| Cell {
-                bucket,
-                name: name.to_string(),
-                sum,
-                count,
-            })
-            .collect();
-        Ok((stack_cells(cells, top), stats))
+        for (b, name) in rolled.iter().zip(&rolled_names) {
+            cells.add_partial(b, name)?;
+        }
+        Ok((stack_cells(cells.into_cells(), top), stats))
     }
 
     /// The same question as [`Self::process_timeline`] through DataFusion

@@ -14,7 +14,7 @@ use kanade_storage::{
     PROCESS_PERF,
 };
 
-use common::{close, same_host, Rng};
+use common::{close, same_host, same_timeline, Rng};
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 1, 20, 0, 0).unwrap()
@@ -240,18 +240,8 @@ async fn the_fast_process_timeline_equals_sql_on_random_windows() {
             .await
             .unwrap();
         let why = format!("case {case}: {pc} {metric:?} [{from}, {to}) @ {step}s top {top}");
-        assert_eq!(fast.names, sql.names, "{why}");
-        assert_eq!(fast.points.len(), sql.points.len(), "{why}");
-        for (a, b) in fast.points.iter().zip(&sql.points) {
-            assert_eq!(a.at, b.at, "{why}");
-            let mut keys: Vec<&String> = a.values.keys().collect();
-            keys.sort();
-            let mut other: Vec<&String> = b.values.keys().collect();
-            other.sort();
-            assert_eq!(keys, other, "{why}");
-            for k in keys {
-                assert!(close(Some(a.values[k]), Some(b.values[k])), "{why}: {k}");
-            }
+        if let Err(e) = same_timeline(&fast, &sql) {
+            panic!("{why}: {e}");
         }
         if !fast.points.is_empty() {
             nonempty += 1;

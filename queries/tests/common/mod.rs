@@ -2,7 +2,7 @@
 //! comparison of answers computed in different summation orders.
 #![allow(dead_code)] // each test binary uses its own part
 
-use kanade_queries::{FleetPoint, HostPoint};
+use kanade_queries::{FleetPoint, HostPoint, Timeline};
 
 /// A small deterministic generator (splitmix64).
 pub struct Rng(pub u64);
@@ -57,4 +57,31 @@ pub fn same_fleet(a: &[FleetPoint], b: &[FleetPoint]) -> bool {
         && a.iter()
             .zip(b)
             .all(|(x, y)| x.at == y.at && close(x.value, y.value))
+}
+
+/// Two stacked process timelines: the same names in the same order, the
+/// same buckets, each with the same series and close values; `Err` says
+/// where they differ.
+pub fn same_timeline(a: &Timeline, b: &Timeline) -> Result<(), String> {
+    if a.names != b.names {
+        return Err(format!("names {:?} vs {:?}", a.names, b.names));
+    }
+    if a.points.len() != b.points.len() {
+        return Err(format!("{} vs {} points", a.points.len(), b.points.len()));
+    }
+    for (x, y) in a.points.iter().zip(&b.points) {
+        let mut keys: Vec<&String> = x.values.keys().collect();
+        keys.sort();
+        let mut other: Vec<&String> = y.values.keys().collect();
+        other.sort();
+        if x.at != y.at || keys != other {
+            return Err(format!("{} {keys:?} vs {} {other:?}", x.at, y.at));
+        }
+        for k in keys {
+            if !close(Some(x.values[k]), Some(y.values[k])) {
+                return Err(format!("{} {k}: {} vs {}", x.at, x.values[k], y.values[k]));
+            }
+        }
+    }
+    Ok(())
 }

@@ -22,6 +22,12 @@ pub struct TimeSeriesConfig {
     pub host_perf_1h_retention_days: u32,
     /// Days of `process_perf` partitions kept. Default 7.
     pub process_perf_retention_days: u32,
+    /// Days of `process_perf_5m` partitions (the 5-minute rollup of
+    /// `process_perf`, per process name) kept. Default 30.
+    pub process_perf_5m_retention_days: u32,
+    /// Days of `process_perf_1h` partitions (the hourly rollup per
+    /// process name) kept. Default 90.
+    pub process_perf_1h_retention_days: u32,
     /// Days of `inventory_history` partitions kept. Default 90.
     pub inventory_history_retention_days: u32,
     /// Seconds between persists of the head buffer to Parquet. Default 300.
@@ -57,6 +63,8 @@ impl Default for TimeSeriesConfig {
             host_perf_5m_retention_days: 90,
             host_perf_1h_retention_days: 400,
             process_perf_retention_days: 7,
+            process_perf_5m_retention_days: 30,
+            process_perf_1h_retention_days: 90,
             inventory_history_retention_days: 90,
             persist_interval_secs: 300,
             persist_max_rows: 500_000,
@@ -98,6 +106,12 @@ impl TimeSeriesConfig {
         }
         if self.process_perf_retention_days == 0 {
             return bad("storage.process_perf_retention_days must be at least 1");
+        }
+        if self.process_perf_5m_retention_days == 0 {
+            return bad("storage.process_perf_5m_retention_days must be at least 1");
+        }
+        if self.process_perf_1h_retention_days == 0 {
+            return bad("storage.process_perf_1h_retention_days must be at least 1");
         }
         if self.inventory_history_retention_days == 0 {
             return bad("storage.inventory_history_retention_days must be at least 1");

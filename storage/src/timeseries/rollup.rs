@@ -1,6 +1,7 @@
 //! Rollups: a raw table's closed partitions summarised per PC per window
-//! (5 minutes, 1 hour) with sum, count, min and max of every metric, so a
-//! long range reads a few rows per PC-hour instead of every sample.
+//! (5 minutes, 1 hour), and per process name for the process table, with
+//! sum, count, min and max of every metric, so a long range reads a few
+//! rows per PC-hour instead of every sample.
 //!
 //! A rollup file of day `d` is derived from exactly one raw file: the
 //! day's compacted file, whose segment range it carries in its name. It
@@ -11,7 +12,7 @@
 //! partition, the rollup is all there is and answers alone. Rollups keep
 //! their own, longer retention.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -30,7 +31,7 @@ use super::partition::{scan, PartitionDate};
 use super::persist::FileWriter;
 use super::read::{PersistedFile, Snapshot};
 use super::retention::RetentionPolicy;
-use super::table::{rollup_metrics, string_column, ts_column, TableSpec, UTC};
+use super::table::{string_column, ts_column, TableSpec, UTC};
 use crate::{Error, Result};
 
 /// Rows read from the raw file, and rows per written rollup batch.
@@ -129,29 +130,39 @@ pub struct RollupOutcome {
     pub table: &'static str,
     pub date: PartitionDate,
     pub input_rows: usize,
+    /// Rows written: one per PC per window (per group value, for a
+    /// rollup with a group column).
     pub windows: usize,
 }
 
 /// The accumulation of one rollup level while the raw file streams by:
-/// the open window, and the finished windows waiting to be written.
+/// the open window (per group value, when the level has a group column),
+/// and the finished rows waiting to be written.
 struct Level<'a> {
     level: &'a RollupLevel,
     window: i64,
+    width: usize,
     /// (pc_id, window start µs) of the open window.
     key: Option<(String, i64)>,
+    /// The open window's group values ("" without a group column), each
+    /// with its slot in the accumulators below.
+    slots: HashMap<String, usize>,
+    /// Per slot and metric (index `slot * width + metric`): sum, count,
+    /// min and max of the non-null values.
     sums: Vec<f64>,
     counts: Vec<i64>,
     mins: Vec<Option<f64>>,
     maxs: Vec<Option<f64>>,
     out_pc: StringBuilder,
     out_at: Vec<i64>,
+    out_group: StringBuilder,
     /// Per metric: sum, count, min, max columns of the pending rows.
     out_sum: Vec<Vec<f64>>,
     out_count: Vec<Vec<i64>>,
     out_min: Vec<Vec<Option<f64>>>,
     out_max: Vec<Vec<Option<f64>>>,
     writer: FileWriter,
-    windows: usize,
+    rows: usize,
 }
 
 impl<'a> Level<'a> {
@@ -159,24 +170,35 @@ impl<'a> Level<'a> {
         Self {
             level,
             window: level.spec.window_secs * MICROS,
+            width,
             key: None,
-            sums: vec![0.0; width],
-            counts: vec![0; width],
-            mins: vec![None; width],
-            maxs: vec![None; width],
+            slots: HashMap::new(),
+            sums: Vec::new(),
+            counts: Vec::new(),
+            mins: Vec::new(),
+            maxs: Vec::new(),
             out_pc: StringBuilder::new(),
             out_at: Vec::new(),
+            out_group: StringBuilder::new(),
             out_sum: vec![Vec::new(); width],
             out_count: vec![Vec::new(); width],
             out_min: vec![Vec::new(); width],
             out_max: vec![Vec::new(); width],
             writer,
-            windows: 0,
+            rows: 0,
         }
     }
 
-    /// Adds row `i` (of pc `pc` at `at` µs) with the metric values.
-    fn add(&mut self, pc: &str, at: i64, values: &[&Float64Array], i: usize) -> Result<()> {
+    /// Adds row `i` (of pc `pc` at `at` µs, group value `group`) with the
+    /// metric values.
+    fn add(
+        &mut self,
+        pc: &str,
+        at: i64,
+        group: &str,
+        values: &[&Float64Array],
+        i: usize,
+    ) -> Result<()> {
         let start = at.div_euclid(self.window) * self.window;
         let same = self
             .key
@@ -186,32 +208,56 @@ impl<'a> Level<'a> {
             self.close()?;
             self.key = Some((pc.to_string(), start));
         }
+        let slot = match self.slots.get(group) {
+            Some(&s) => s,
+            None => {
+                let s = self.slots.len();
+                self.slots.insert(group.to_string(), s);
+                let n = (s + 1) * self.width;
+                self.sums.resize(n, 0.0);
+                self.counts.resize(n, 0);
+                self.mins.resize(n, None);
+                self.maxs.resize(n, None);
+                s
+            }
+        };
         for (k, v) in values.iter().enumerate() {
             if v.is_valid(i) {
-                let x = v.value(i);
-                self.sums[k] += x;
-                self.counts[k] += 1;
-                self.mins[k] = Some(self.mins[k].map_or(x, |m| m.min(x)));
-                self.maxs[k] = Some(self.maxs[k].map_or(x, |m| m.max(x)));
+                let (x, j) = (v.value(i), slot * self.width + k);
+                self.sums[j] += x;
+                self.counts[j] += 1;
+                self.mins[j] = Some(self.mins[j].map_or(x, |m| m.min(x)));
+                self.maxs[j] = Some(self.maxs[j].map_or(x, |m| m.max(x)));
             }
         }
         Ok(())
     }
 
-    /// Ends the open window (if any) and flushes full batches.
+    /// Ends the open window (if any), one row per group value in the
+    /// values' order, and flushes full batches.
     fn close(&mut self) -> Result<()> {
         let Some((pc, start)) = self.key.take() else {
             return Ok(());
         };
-        self.out_pc.append_value(&pc);
-        self.out_at.push(start);
-        for k in 0..self.sums.len() {
-            self.out_sum[k].push(std::mem::take(&mut self.sums[k]));
-            self.out_count[k].push(std::mem::take(&mut self.counts[k]));
-            self.out_min[k].push(self.mins[k].take());
-            self.out_max[k].push(self.maxs[k].take());
+        let mut groups: Vec<(String, usize)> = self.slots.drain().collect();
+        groups.sort_unstable();
+        for (group, slot) in groups {
+            self.out_pc.append_value(&pc);
+            self.out_at.push(start);
+            self.out_group.append_value(group);
+            for k in 0..self.width {
+                let j = slot * self.width + k;
+                self.out_sum[k].push(self.sums[j]);
+                self.out_count[k].push(self.counts[j]);
+                self.out_min[k].push(self.mins[j]);
+                self.out_max[k].push(self.maxs[j]);
+            }
+            self.rows += 1;
         }
-        self.windows += 1;
+        self.sums.clear();
+        self.counts.clear();
+        self.mins.clear();
+        self.maxs.clear();
         if self.out_at.len() >= BATCH {
             self.flush()?;
         }
@@ -230,7 +276,11 @@ impl<'a> Level<'a> {
                     .with_timezone(UTC),
             ),
         ];
-        for k in 0..self.sums.len() {
+        let group = self.out_group.finish();
+        if spec.group.is_some() {
+            columns.push(Arc::new(group));
+        }
+        for k in 0..self.width {
             columns.push(Arc::new(Float64Array::from(std::mem::take(
                 &mut self.out_sum[k],
             ))));
@@ -260,13 +310,15 @@ pub(crate) fn build(
     levels: &[&RollupLevel],
     source: &PersistedFile,
 ) -> Result<(Vec<PersistedFile>, Vec<RollupOutcome>)> {
-    let raw_schema = raw.schema();
-    let metrics = rollup_metrics(&raw_schema);
+    let metrics = raw.metric_columns();
+    // Every level of a table groups by the same column (or none).
+    let group = levels.first().and_then(|l| l.spec.group);
     let path = &source.path;
     let file = File::open(path).map_err(Error::io(path))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(Error::parquet(path))?;
     let input_rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
     let mut wanted = vec!["pc_id", "at"];
+    wanted.extend(group);
     wanted.extend(metrics.iter().copied());
     let mask = ProjectionMask::columns(builder.parquet_schema(), wanted.iter().copied());
     let reader = builder
@@ -285,6 +337,7 @@ pub(crate) fn build(
         let batch = batch.map_err(Error::arrow(raw.name))?;
         let pc = string_column(&batch, "pc_id");
         let at = ts_column(&batch);
+        let groups = group.map(|g| string_column(&batch, g));
         let values: Vec<ArrayRef> = metrics
             .iter()
             .map(|m| {
@@ -299,8 +352,9 @@ pub(crate) fn build(
             .filter_map(|a| a.as_any().downcast_ref::<Float64Array>())
             .collect();
         for i in 0..batch.num_rows() {
+            let g = groups.map_or("", |g| g.value(i));
             for level in &mut acc {
-                level.add(pc.value(i), at.value(i), &values, i)?;
+                level.add(pc.value(i), at.value(i), g, &values, i)?;
             }
         }
     }
@@ -313,7 +367,7 @@ pub(crate) fn build(
             table: level.level.spec.name,
             date: source.date,
             input_rows,
-            windows: level.windows,
+            windows: level.rows,
         });
         files.push(level.writer.finish()?);
     }

@@ -35,6 +35,10 @@ pub struct TableSpec {
     pub(crate) rollups: &'static [&'static TableSpec],
     /// For a rollup table: the seconds of one window (0 for raw tables).
     pub window_secs: i64,
+    /// For a rollup table: the raw table's text column its rows are also
+    /// grouped by, after the PC and the window (`name`: one row per
+    /// process name); `None` for one row per PC per window.
+    pub group: Option<&'static str>,
     /// Seconds of every PC's newest rows kept in memory (see
     /// `recent.rs`); 0 for none.
     pub(crate) recent_secs: i64,
@@ -87,6 +91,7 @@ pub static HOST_PERF: TableSpec = TableSpec {
     retention_days: |c| c.host_perf_retention_days,
     rollups: &[&HOST_PERF_5M, &HOST_PERF_1H],
     window_secs: 0,
+    group: None,
     recent_secs: RECENT_SECS,
     fleet_secs: 8 * 86_400,
 };
@@ -95,7 +100,8 @@ pub static HOST_PERF: TableSpec = TableSpec {
 /// the last hour, the view operators open most, reads no file.
 const RECENT_SECS: i64 = 7_200;
 
-static HOST_ROLLUP_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| rollup_schema(&HOST_SCHEMA));
+static HOST_ROLLUP_SCHEMA: LazyLock<SchemaRef> =
+    LazyLock::new(|| rollup_schema(&HOST_SCHEMA, None, None));
 
 /// `host_perf` per PC per 5-minute window: sum, count, min and max of
 /// every metric, keyed by (pc_id, at = the window's start).
@@ -107,6 +113,7 @@ pub static HOST_PERF_5M: TableSpec = TableSpec {
     retention_days: |c| c.host_perf_5m_retention_days,
     rollups: &[],
     window_secs: 300,
+    group: None,
     recent_secs: 0,
     fleet_secs: 0,
 };
@@ -120,12 +127,13 @@ pub static HOST_PERF_1H: TableSpec = TableSpec {
     retention_days: |c| c.host_perf_1h_retention_days,
     rollups: &[],
     window_secs: 3_600,
+    group: None,
     recent_secs: 0,
     fleet_secs: 0,
 };
 
-/// The metrics of a raw schema: every column but the key (and text).
-pub fn rollup_metrics(raw: &Schema) -> Vec<&str> {
+/// The numeric columns of a schema outside pc_id and at.
+fn numeric_columns(raw: &Schema) -> Vec<&str> {
     raw.fields()
         .iter()
         .filter(|f| !matches!(f.name().as_str(), "pc_id" | "at"))
@@ -134,16 +142,19 @@ pub fn rollup_metrics(raw: &Schema) -> Vec<&str> {
         .collect()
 }
 
-/// The columns of a rollup of `raw`: pc_id, at (the window's start), and
-/// per metric `<m>_sum`, `<m>_count`, `<m>_min`, `<m>_max` (min and max
-/// null when the window holds no value of the metric). AVG over any set
-/// of windows is Σsum / Σcount, exact.
-fn rollup_schema(raw: &Schema) -> SchemaRef {
+/// The columns of a rollup of `raw` (whose third key column is `seq`):
+/// pc_id, at (the window's start), the `group` column if any, and per
+/// metric `<m>_sum`, `<m>_count`, `<m>_min`, `<m>_max` (min and max null
+/// when the window holds no value of the metric). AVG over any set of
+/// windows is Σsum / Σcount, exact.
+fn rollup_schema(raw: &Schema, seq: Option<&str>, group: Option<&str>) -> SchemaRef {
     let mut fields = vec![
         Field::new("pc_id", DataType::Utf8, false),
         Field::new("at", ts_type(), false),
     ];
-    for m in rollup_metrics(raw) {
+    fields.extend(group.map(|g| Field::new(g, DataType::Utf8, false)));
+    let metrics = numeric_columns(raw).into_iter().filter(|c| Some(*c) != seq);
+    for m in metrics {
         fields.push(Field::new(format!("{m}_sum"), DataType::Float64, false));
         fields.push(Field::new(format!("{m}_count"), DataType::Int64, false));
         fields.push(Field::new(format!("{m}_min"), DataType::Float64, true));
@@ -159,9 +170,43 @@ pub static PROCESS_PERF: TableSpec = TableSpec {
     seq: Some("pid"),
     tracks_latest: true,
     retention_days: |c| c.process_perf_retention_days,
-    rollups: &[],
+    rollups: &[&PROCESS_PERF_5M, &PROCESS_PERF_1H],
     window_secs: 0,
+    group: None,
     recent_secs: RECENT_SECS,
+    fleet_secs: 0,
+};
+
+static PROCESS_ROLLUP_SCHEMA: LazyLock<SchemaRef> =
+    LazyLock::new(|| rollup_schema(&PROCESS_SCHEMA, Some("pid"), Some("name")));
+
+/// `process_perf` per PC per process name per 5-minute window: sum,
+/// count, min and max of every metric over the rows of that name (every
+/// pid of it), keyed by (pc_id, at = the window's start, name).
+pub static PROCESS_PERF_5M: TableSpec = TableSpec {
+    name: "process_perf_5m",
+    schema: &PROCESS_ROLLUP_SCHEMA,
+    seq: None,
+    tracks_latest: false,
+    retention_days: |c| c.process_perf_5m_retention_days,
+    rollups: &[],
+    window_secs: 300,
+    group: Some("name"),
+    recent_secs: 0,
+    fleet_secs: 0,
+};
+
+/// `process_perf` per PC per process name per hour, as [`PROCESS_PERF_5M`].
+pub static PROCESS_PERF_1H: TableSpec = TableSpec {
+    name: "process_perf_1h",
+    schema: &PROCESS_ROLLUP_SCHEMA,
+    seq: None,
+    tracks_latest: false,
+    retention_days: |c| c.process_perf_1h_retention_days,
+    rollups: &[],
+    window_secs: 3_600,
+    group: Some("name"),
+    recent_secs: 0,
     fleet_secs: 0,
 };
 
@@ -199,6 +244,7 @@ pub static INVENTORY_HISTORY: TableSpec = TableSpec {
     retention_days: |c| c.inventory_history_retention_days,
     rollups: &[],
     window_secs: 0,
+    group: None,
     recent_secs: 0,
     fleet_secs: 0,
 };
@@ -266,7 +312,7 @@ impl TableSpec {
     /// declared order.
     pub fn metric_columns(&self) -> Vec<&'static str> {
         let schema: &'static Schema = self.schema;
-        rollup_metrics(schema)
+        numeric_columns(schema)
             .into_iter()
             .filter(|c| Some(*c) != self.seq)
             .collect()
