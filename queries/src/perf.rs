@@ -240,12 +240,14 @@ impl PerfQueries {
         }
         let plan = self.host.rolled_snapshot(from, to, step_secs);
         let mut stats = ReadStats::default();
-        for &(a, b) in &plan.raw_ranges {
-            let (batches, read) =
-                pc_rows(TABLE, &self.files, &plan.raw, pc_id, a, b, &POINT_COLUMNS)?;
-            stats += read;
-            for b in &batches {
-                buckets.add(TABLE, b)?;
+        for (snapshot, ranges) in plan.raw_reads() {
+            for &(a, b) in ranges {
+                let (batches, read) =
+                    pc_rows(TABLE, &self.files, snapshot, pc_id, a, b, &POINT_COLUMNS)?;
+                stats += read;
+                for b in &batches {
+                    buckets.add(TABLE, b)?;
+                }
             }
         }
         let sums = rollup_pairs();
@@ -454,7 +456,11 @@ impl PerfQueries {
             }
         };
         let mut parts = Vec::new();
-        for &(a, b) in &plan.raw_ranges {
+        let raw_reads = plan.raw_reads();
+        let raw_reads = raw_reads
+            .iter()
+            .flat_map(|(snapshot, ranges)| ranges.iter().map(move |r| (*snapshot, *r)));
+        for (snapshot, range) in raw_reads {
             let sink = |slots: &mut Vec<Slot>, batch: &RecordBatch| {
                 let at = at_micros(TABLE, batch.column(0))?;
                 let v = cast(batch.column(1), &DataType::Float64).map_err(shape(TABLE))?;
@@ -472,20 +478,7 @@ impl PerfQueries {
                 }
                 Ok(())
             };
-            let range = (a, b);
-            parts.extend(
-                scan(
-                    TABLE,
-                    &self.files,
-                    &plan.raw,
-                    None,
-                    range,
-                    &[m],
-                    empty,
-                    sink,
-                )?
-                .0,
-            );
+            parts.extend(scan(TABLE, &self.files, snapshot, None, range, &[m], empty, sink)?.0);
         }
         let cols = [format!("{m}_sum"), format!("{m}_count"), format!("{m}_max")];
         let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
@@ -545,13 +538,10 @@ impl PerfQueries {
         let m = metric.column();
         // Per bucket: Σ value, number of values, max.
         let mut acc: BTreeMap<i64, (f64, i64, Option<f64>)> = BTreeMap::new();
+        let raw_aggs = || [sum(f64_expr(m)), count(col(m)), max(f64_expr(m))];
         let parts = [
-            (
-                TABLE,
-                &plan.raw,
-                &plan.raw_ranges,
-                [sum(f64_expr(m)), count(col(m)), max(f64_expr(m))],
-            ),
+            (TABLE, &plan.raw, &plan.raw_ranges, raw_aggs()),
+            (TABLE, &plan.unseen, &plan.rolled_ranges, raw_aggs()),
             (
                 ROLLUP,
                 &plan.rollup,

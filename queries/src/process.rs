@@ -358,11 +358,13 @@ impl PerfQueries {
                 let plan = self.process.rolled_snapshot(from, to, step_secs);
                 let mut stats = ReadStats::default();
                 let mut raw = Vec::new();
-                for &(a, b) in &plan.raw_ranges {
-                    let (batches, read) =
-                        pc_rows(TABLE, &self.files, &plan.raw, pc_id, a, b, &columns)?;
-                    stats += read;
-                    raw.extend(batches);
+                for (snapshot, ranges) in plan.raw_reads() {
+                    for &(a, b) in ranges {
+                        let (batches, read) =
+                            pc_rows(TABLE, &self.files, snapshot, pc_id, a, b, &columns)?;
+                        stats += read;
+                        raw.extend(batches);
+                    }
                 }
                 let (sum, count) = (format!("{value}_sum"), format!("{value}_count"));
                 let partial = ["name", sum.as_str(), count.as_str()];

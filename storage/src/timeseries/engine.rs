@@ -513,9 +513,11 @@ impl TimeSeriesTable {
     /// A consistent view of `[from, to)` for a question bucketed by
     /// `step_secs`: the coarsest rollup whose window divides the step
     /// answers the whole windows of every day it is current for (see
-    /// `rollup.rs`), the rest (the range's ragged ends, today, days with
-    /// late samples not yet rolled up) is read raw. The answer is the raw
-    /// answer either way; with no rollup that fits, everything is raw.
+    /// `rollup.rs`), together with the rows of those windows it has not
+    /// seen (the day's newer files and the head); the rest (the range's
+    /// ragged ends, days whose rollup is missing or stale) is read raw.
+    /// The answer is the raw answer either way; with no rollup that
+    /// fits, everything is raw.
     pub fn rolled_snapshot(
         &self,
         from: DateTime<Utc>,
@@ -532,6 +534,7 @@ impl TimeSeriesTable {
         let mut rolled_files = Vec::new();
         let mut rolled_ranges = Vec::new();
         let mut covered = Vec::new();
+        let mut unseen_files = Vec::new();
         if let (Some(level), true) = (level, from < to) {
             let window = level.spec.window_secs * 1_000_000;
             let floor = |t: i64| t.div_euclid(window) * window;
@@ -548,9 +551,11 @@ impl TimeSeriesTable {
                 let end = date.next().start_micros();
                 let raw = state.partitions.get(date).map_or(&[][..], Vec::as_slice);
                 let retired = raw.is_empty();
-                let current = raw.len() == 1 && raw[0].range == file.range;
+                let current = raw.iter().any(|f| f.range == file.range);
+                // A retired day counts windows whole, so rows of it still
+                // in the head (which would not) send it to the raw read.
                 let head_rows = state.head.iter().any(|c| c.overlaps(start, end));
-                if !(retired || current) || head_rows {
+                if !(current || (retired && !head_rows)) {
                     continue;
                 }
                 let (a, b) = (from.max(start), to.min(end));
@@ -567,6 +572,7 @@ impl TimeSeriesTable {
                 rolled_ranges.push((lo, hi));
                 covered.push(if retired { (a, b) } else { (lo, hi) });
                 rolled_files.push(Arc::clone(file));
+                unseen_files.extend(raw.iter().filter(|f| f.range != file.range).cloned());
             }
         }
         let raw_ranges = complement(from, to, &covered);
@@ -576,6 +582,19 @@ impl TimeSeriesTable {
             raw_ranges.iter().any(|(a, b)| *a < end && *b > start)
         };
         let raw = self.snapshot_of(&state, from, to, touches);
+        let unseen = Snapshot {
+            schema: self.spec.schema(),
+            head: match (rolled_ranges.first(), rolled_ranges.last()) {
+                (Some(&(lo, _)), Some(&(_, hi))) => state
+                    .head
+                    .iter()
+                    .filter(|c| c.overlaps(lo, hi))
+                    .map(|c| c.batch.clone())
+                    .collect(),
+                _ => Vec::new(),
+            },
+            files: unseen_files,
+        };
         let (rollup_schema, window_secs) = match (level, rolled_files.is_empty()) {
             (Some(l), false) => (l.spec.schema(), l.spec.window_secs),
             _ => (self.spec.schema(), 0),
@@ -583,6 +602,7 @@ impl TimeSeriesTable {
         RolledSnapshot {
             raw,
             raw_ranges,
+            unseen,
             rollup: Snapshot {
                 schema: rollup_schema,
                 head: Vec::new(),
@@ -763,22 +783,23 @@ impl TimeSeriesTable {
         Ok((file, outcome))
     }
 
-    /// Builds the rollups of every closed partition (compacted into one
-    /// file) whose rollup is missing or derived from an older file. Runs
-    /// under the maintenance lock, after compaction.
+    /// Builds the rollups of every partition held in one file (a closed
+    /// day once compacted; today after its first persist and after each
+    /// compaction) whose rollup is missing or derived from an older file.
+    /// Runs under the maintenance lock, after compaction.
     fn roll_up(&self, today: PartitionDate) -> Result<Vec<RollupOutcome>> {
         if self.rollups.is_empty() {
             return Ok(Vec::new());
         }
-        let closed: Vec<Arc<PersistedFile>> = self
+        let single: Vec<Arc<PersistedFile>> = self
             .state_ref()
             .partitions
-            .iter()
-            .filter(|(d, files)| **d < today && files.len() == 1)
-            .map(|(_, files)| Arc::clone(&files[0]))
+            .values()
+            .filter(|files| files.len() == 1)
+            .map(|files| Arc::clone(&files[0]))
             .collect();
         let mut outcomes = Vec::new();
-        for source in closed {
+        for source in single {
             outcomes.extend(self.roll_up_file(&source, today)?);
         }
         Ok(outcomes)

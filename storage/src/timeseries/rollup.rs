@@ -4,13 +4,15 @@
 //! rows per PC-hour instead of every sample.
 //!
 //! A rollup file of day `d` is derived from exactly one raw file: the
-//! day's compacted file, whose segment range it carries in its name. It
-//! answers for `d` while the raw partition still holds that one file (a
-//! late sample adds a second file, then compaction makes a new one, so
-//! the day is read raw until its rollup is rebuilt from the new file) and
-//! the head holds no row of `d`; once retention has dropped the raw
-//! partition, the rollup is all there is and answers alone. Rollups keep
-//! their own, longer retention.
+//! day's only file when it was built (a closed day once compacted, today
+//! after each compaction), whose segment range it carries in its name.
+//! It answers for the rows of that file while the partition still holds
+//! it: the rows it has not seen (later files of `d`, and the head) are
+//! read raw over the same windows and added, so the sum is the raw
+//! answer. When compaction replaces the file, the day is read raw until
+//! its rollup is rebuilt from the new one. Once retention has dropped
+//! the raw partition, the rollup is all there is and answers alone.
+//! Rollups keep their own, longer retention.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -382,12 +384,28 @@ pub struct RolledSnapshot {
     pub raw: Snapshot,
     /// `[from, to)` (µs) parts to read from `raw`, in order, disjoint.
     pub raw_ranges: Vec<(i64, i64)>,
+    /// The raw rows the rollup files have not seen in their days (the
+    /// days' newer files and the head), read over `rolled_ranges`.
+    pub unseen: Snapshot,
     /// The rollup's files for the parts it answers (empty when none).
     pub rollup: Snapshot,
     /// The rollup's window, seconds (0 when no rollup answers).
     pub window_secs: i64,
     /// Window-start (µs) ranges to read from `rollup`, in order.
     pub rolled_ranges: Vec<(i64, i64)>,
+}
+
+impl RolledSnapshot {
+    /// Every raw read the answer needs, each a snapshot and the ranges
+    /// (µs, half-open) to read of it: the raw parts, then the rows of the
+    /// rolled windows their rollup has not seen. Their sum with the
+    /// rollup rows over `rolled_ranges` is the raw answer.
+    pub fn raw_reads(&self) -> [(&Snapshot, &[(i64, i64)]); 2] {
+        [
+            (&self.raw, &self.raw_ranges),
+            (&self.unseen, &self.rolled_ranges),
+        ]
+    }
 }
 
 /// `[from, to)` minus the sorted, disjoint `covered` ranges.

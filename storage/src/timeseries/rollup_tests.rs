@@ -99,19 +99,15 @@ fn a_window_holds_sum_count_min_and_max_of_its_samples() {
     three_days(&table);
     let today = PartitionDate::of(at(12, 12, 0, 0));
     table.compact(today).unwrap();
-    // Closed days only: today is still being written.
-    assert_eq!(
-        days_of(&table, "host_perf_5m"),
-        ["2026-11-10", "2026-11-11"]
-    );
-    assert_eq!(
-        days_of(&table, "host_perf_1h"),
-        ["2026-11-10", "2026-11-11"]
-    );
+    // Every day held in one file, today too (the rows it gets later are
+    // read raw beside it).
+    let days = ["2026-11-10", "2026-11-11", "2026-11-12"];
+    assert_eq!(days_of(&table, "host_perf_5m"), days);
+    assert_eq!(days_of(&table, "host_perf_1h"), days);
 
     let hourly = rollup_rows(&table, "host_perf_1h");
-    // 2 PCs × 24 hours × 2 days.
-    assert_eq!(hourly.num_rows(), 96);
+    // 2 PCs × 24 hours × 3 days.
+    assert_eq!(hourly.num_rows(), 144);
     let col = |n: &str| hourly.column_by_name(n).unwrap().clone();
     let pc = col("pc_id");
     let pc = pc.as_any().downcast_ref::<StringArray>().unwrap();
@@ -144,22 +140,18 @@ fn a_window_holds_sum_count_min_and_max_of_its_samples() {
     assert_eq!(swap_count.value(0), 0);
     assert!(f(&col("swap_used_bytes_max")).is_null(0));
 
-    // 5-minute windows: 2 PCs × 288 × 2 days; a 5-minute window of pc-a
+    // 5-minute windows: 2 PCs × 288 × 3 days; a 5-minute window of pc-a
     // holds 2 or 3 samples (every 2 minutes).
     let fine = rollup_rows(&table, "host_perf_5m");
-    assert_eq!(fine.num_rows(), 2 * 288 * 2);
+    assert_eq!(fine.num_rows(), 2 * 288 * 3);
     let counts = fine.column_by_name("mem_used_bytes_count").unwrap();
     let counts = counts.as_any().downcast_ref::<Int64Array>().unwrap();
     let total: i64 = counts.iter().flatten().sum();
-    assert_eq!(
-        total,
-        2 * 720 * 2,
-        "every sample of the closed days counted once"
-    );
+    assert_eq!(total, 2 * 720 * 3, "every sample counted once");
 }
 
 #[test]
-fn late_samples_send_their_day_back_to_raw_until_it_is_rolled_up_again() {
+fn late_samples_are_read_raw_beside_their_days_rollup_until_it_is_rolled_up_again() {
     let dir = tempfile::tempdir().unwrap();
     let table = open(dir.path(), TimeSeriesConfig::for_tests());
     three_days(&table);
@@ -170,23 +162,15 @@ fn late_samples_send_their_day_back_to_raw_until_it_is_rolled_up_again() {
     let mut plan = table.rolled_snapshot(from, to, 3_600);
     assert_eq!(plan.window_secs, 3_600);
     let us = |t: DateTime<Utc>| t.timestamp_micros();
-    // Whole hours of the two closed days from the rollup; the ragged
-    // start and today from raw rows.
-    assert_eq!(
-        plan.rolled_ranges,
-        vec![(us(at(10, 7, 0, 0)), us(at(12, 0, 0, 0)))]
-    );
-    assert_eq!(
-        plan.raw_ranges,
-        vec![
-            (us(from), us(at(10, 7, 0, 0))),
-            (us(at(12, 0, 0, 0)), us(to))
-        ]
-    );
-    assert_eq!(plan.rollup.files().len(), 2);
-    // The raw side opens only the partitions it reads: Nov 10 (the ragged
-    // start) and today.
-    assert_eq!(plan.raw.files().len(), 2);
+    // Whole hours of every day from the rollup (today's too: it is one
+    // file); the ragged start from raw rows.
+    assert_eq!(plan.rolled_ranges, vec![(us(at(10, 7, 0, 0)), us(to))]);
+    assert_eq!(plan.raw_ranges, vec![(us(from), us(at(10, 7, 0, 0)))]);
+    assert_eq!(plan.rollup.files().len(), 3);
+    // The raw side opens only the partition it reads: Nov 10 (the ragged
+    // start); the rollups have seen every row of their days.
+    assert_eq!(plan.raw.files().len(), 1);
+    assert_eq!(plan.unseen.files().len() + plan.unseen.head_rows(), 0);
 
     // A step no rollup divides is all raw.
     plan = table.rolled_snapshot(from, to, 420);
@@ -195,27 +179,22 @@ fn late_samples_send_their_day_back_to_raw_until_it_is_rolled_up_again() {
     // A 10-minute step reads the 5-minute rollup.
     assert_eq!(table.rolled_snapshot(from, to, 600).window_secs, 300);
 
-    // A late sample for Nov 11: in the head, the day is read raw.
+    // A late sample for Nov 11 in the head: the rollup still answers its
+    // day, and the sample is read raw over the rolled windows.
     write(&table, &[row("pc-a", at(11, 9, 0, 30), Some(1.0), 1)]);
     plan = table.rolled_snapshot(from, to, 3_600);
-    assert_eq!(
-        plan.rolled_ranges,
-        vec![(us(at(10, 7, 0, 0)), us(at(11, 0, 0, 0)))]
-    );
-    assert_eq!(
-        plan.raw_ranges,
-        vec![
-            (us(from), us(at(10, 7, 0, 0))),
-            (us(at(11, 0, 0, 0)), us(to))
-        ]
-    );
-    // Persisted: two files for Nov 11, still raw.
+    assert_eq!(plan.rolled_ranges, vec![(us(at(10, 7, 0, 0)), us(to))]);
+    assert_eq!(plan.unseen.head_rows(), 1);
+    assert_eq!(plan.unseen.files().len(), 0);
+    // Persisted as a second file of Nov 11: that file is read raw.
     table.persist().unwrap();
-    assert_eq!(
-        table.rolled_snapshot(from, to, 3_600).rolled_ranges,
-        vec![(us(at(10, 7, 0, 0)), us(at(11, 0, 0, 0)))]
-    );
-    // Compacted: rolled up again from the new file, with the late sample.
+    plan = table.rolled_snapshot(from, to, 3_600);
+    assert_eq!(plan.rolled_ranges, vec![(us(at(10, 7, 0, 0)), us(to))]);
+    assert_eq!(plan.unseen.head_rows(), 0);
+    assert_eq!(plan.unseen.files().len(), 1);
+    // Compacted: the day's old file is gone, so until its rollup is
+    // rebuilt the day would be raw; the same pass rebuilds it from the new
+    // file, late sample included, and nothing is left unseen.
     let before: Vec<_> = table.rollup_files()[1]
         .1
         .iter()
@@ -224,24 +203,23 @@ fn late_samples_send_their_day_back_to_raw_until_it_is_rolled_up_again() {
     drop(plan);
     table.compact(today).unwrap();
     let plan = table.rolled_snapshot(from, to, 3_600);
-    assert_eq!(
-        plan.rolled_ranges,
-        vec![(us(at(10, 7, 0, 0)), us(at(12, 0, 0, 0)))]
-    );
-    assert_eq!(plan.rollup.files().len(), 2);
+    assert_eq!(plan.rolled_ranges, vec![(us(at(10, 7, 0, 0)), us(to))]);
+    assert_eq!(plan.rollup.files().len(), 3);
+    assert_eq!(plan.unseen.files().len() + plan.unseen.head_rows(), 0);
     let after: Vec<_> = table.rollup_files()[1]
         .1
         .iter()
         .map(|f| f.path().to_path_buf())
         .collect();
-    assert_eq!(before.len(), 2);
-    assert_eq!(after.len(), 2);
+    assert_eq!(before.len(), 3);
+    assert_eq!(after.len(), 3);
     assert_ne!(before[1], after[1], "Nov 11's rollup was rebuilt");
+    assert_eq!(before[2], after[2], "today's was current");
     assert!(!before[1].exists(), "the superseded rollup file is deleted");
     let hourly = rollup_rows(&table, "host_perf_1h");
     let counts = hourly.column_by_name("mem_used_bytes_count").unwrap();
     let counts = counts.as_any().downcast_ref::<Int64Array>().unwrap();
-    assert_eq!(counts.iter().flatten().sum::<i64>(), 2 * 720 * 2 + 1);
+    assert_eq!(counts.iter().flatten().sum::<i64>(), 2 * 720 * 3 + 1);
 }
 
 #[test]
@@ -259,10 +237,8 @@ fn rollups_outlive_raw_retention_and_survive_restart_and_backup() {
     // Raw keeps Nov 11 and 12; both rollups keep Nov 10 too.
     assert_eq!(table.drop_expired(today).unwrap().len(), 1);
     assert_eq!(table.partitions().len(), 2);
-    assert_eq!(
-        days_of(&table, "host_perf_1h"),
-        ["2026-11-10", "2026-11-11"]
-    );
+    let days = ["2026-11-10", "2026-11-11", "2026-11-12"];
+    assert_eq!(days_of(&table, "host_perf_1h"), days);
 
     // Nov 10 has no raw rows left: its rollup answers alone, a window
     // overlapping the range counting whole.
@@ -274,11 +250,11 @@ fn rollups_outlive_raw_retention_and_survive_restart_and_backup() {
 
     // A day later the 5-minute rollup of Nov 10 expires, the hourly stays.
     table.drop_expired(today.next()).unwrap();
-    assert_eq!(days_of(&table, "host_perf_5m"), ["2026-11-11"]);
     assert_eq!(
-        days_of(&table, "host_perf_1h"),
-        ["2026-11-10", "2026-11-11"]
+        days_of(&table, "host_perf_5m"),
+        ["2026-11-11", "2026-11-12"]
     );
+    assert_eq!(days_of(&table, "host_perf_1h"), days);
     assert_eq!(table.rolled_snapshot(from, to, 300).rolled_ranges, vec![]);
 
     // A backup carries the rollups; opening it (or reopening the table)
@@ -288,11 +264,11 @@ fn rollups_outlive_raw_retention_and_survive_restart_and_backup() {
     drop(table);
     for root in [dir.path(), dest.path()] {
         let reopened = open(root, config.clone());
+        assert_eq!(days_of(&reopened, "host_perf_1h"), days);
         assert_eq!(
-            days_of(&reopened, "host_perf_1h"),
-            ["2026-11-10", "2026-11-11"]
+            days_of(&reopened, "host_perf_5m"),
+            ["2026-11-11", "2026-11-12"]
         );
-        assert_eq!(days_of(&reopened, "host_perf_5m"), ["2026-11-11"]);
         let plan = reopened.rolled_snapshot(from, to, 3_600);
         assert_eq!(plan.rolled_ranges, vec![(us(at(10, 6, 0, 0)), us(to))]);
     }
