@@ -206,6 +206,25 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// Logs the current and peak RSS (MiB) at a stage of the run: where the
+/// peak of the README's row is reached.
+fn note_rss(stage: &str) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(f64::NAN, |k| k / 1024.0)
+    };
+    eprintln!(
+        "RSS {stage}: now {:.0} MiB, peak {:.0} MiB",
+        kib("VmRSS:"),
+        kib("VmHWM:")
+    );
+}
+
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
@@ -750,9 +769,11 @@ fn ingest_ours(
     let p = Instant::now();
     table.persist().unwrap();
     persisting += p.elapsed();
+    note_rss(&format!("after {} writes and persists", table.spec().name));
     let c = Instant::now();
     table.compact(PartitionDate::of(end)).unwrap();
     let compacting = c.elapsed();
+    note_rss(&format!("after {} compaction and rollups", table.spec().name));
     eprintln!(
         "{} ingest: write (dedup + WAL fsync + head) {:.2?}, persist {:.2?}, compaction and rollups {:.2?}, batch generation and the rest {:.2?}",
         table.spec().name,
@@ -766,6 +787,7 @@ fn ingest_ours(
 
 fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> Timings {
     reset_peak_rss();
+    note_rss("at the start of ours");
     // Retention one day shorter than the data: the oldest day is the one
     // the retention row drops.
     let config = TimeSeriesConfig {
@@ -900,6 +922,7 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
         );
     }
 
+    note_rss("after ours' queries");
     // DuckDB reads files only: persist the head first (after our own
     // queries were timed, so they still ran against head + files).
     host.persist().unwrap();
