@@ -184,11 +184,21 @@ check('dashboard: health, fleet charts, top PCs, investigations, failures', asyn
   assertEq(failed, [FIX.failed_result], 'recent failed results');
   await page.screenshot({ path: join(SHOTS, 'dashboard.png'), fullPage: true });
   // Range picker: 1h is a deep link that survives reload.
+  const fleetAsks = [];
+  page.on('request', (r) => {
+    if (r.url().includes('/api/perf/fleet')) fleetAsks.push(new URL(r.url()).searchParams);
+  });
   await page.click('button:text-is("1h")');
   await page.waitForURL((u) => u.searchParams.get('range') === '1h');
   await page.reload();
   await page.waitForSelector('button[aria-pressed=true]:text-is("1h")');
   await page.waitForSelector('#fleet-cpu canvas');
+  // A preset's charts start on a step boundary (a whole first bucket).
+  assert(fleetAsks.length >= 2, `fleet series asked: ${fleetAsks.length}`);
+  for (const q of fleetAsks) {
+    assertEq(q.get('step'), '60s', 'the 1h preset steps by the minute');
+    assertEq(Date.parse(q.get('from')) % 60_000, 0, `from ${q.get('from')} on a minute`);
+  }
   // Keyboard: the first Tab reaches the skip link, which moves focus to the page.
   await page.keyboard.press('Tab');
   assertEq(await page.evaluate(() => document.activeElement.className), 'skip', 'first Tab stop');

@@ -31,8 +31,12 @@ export function resolveRange(query, fallback = '24h') {
   }
   const preset = PRESETS.find((p) => p.key === query.get('range')) || PRESETS.find((p) => p.key === fallback);
   const t = new Date();
-  const f = new Date(t.getTime() - preset.seconds * 1000);
-  return { from: f, to: t, span: preset.seconds, step: stepFor(preset.seconds), preset: preset.key };
+  const step = stepFor(preset.seconds);
+  // A preset starts on a step boundary: the first bucket is whole (not a
+  // sliver of its samples), and whole minutes answer from memory.
+  const stepMs = step * 1000;
+  const f = new Date(Math.floor((t.getTime() - preset.seconds * 1000) / stepMs) * stepMs);
+  return { from: f, to: t, span: preset.seconds, step, preset: preset.key };
 }
 
 /** Query parameters for an API call over `range`. */
