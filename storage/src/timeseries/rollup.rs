@@ -147,8 +147,11 @@ struct Level<'a> {
     /// (pc_id, window start µs) of the open window.
     key: Option<(String, i64)>,
     /// The open window's group values ("" without a group column), each
-    /// with its slot in the accumulators below.
+    /// with its slot in the accumulators below, and the values by slot.
     slots: HashMap<String, usize>,
+    groups: Vec<String>,
+    /// The slot of the previous row.
+    last: usize,
     /// Per slot and metric (index `slot * width + metric`): sum, count,
     /// min and max of the non-null values.
     sums: Vec<f64>,
@@ -175,6 +178,8 @@ impl<'a> Level<'a> {
             width,
             key: None,
             slots: HashMap::new(),
+            groups: Vec::new(),
+            last: 0,
             sums: Vec::new(),
             counts: Vec::new(),
             mins: Vec::new(),
@@ -210,19 +215,7 @@ impl<'a> Level<'a> {
             self.close()?;
             self.key = Some((pc.to_string(), start));
         }
-        let slot = match self.slots.get(group) {
-            Some(&s) => s,
-            None => {
-                let s = self.slots.len();
-                self.slots.insert(group.to_string(), s);
-                let n = (s + 1) * self.width;
-                self.sums.resize(n, 0.0);
-                self.counts.resize(n, 0);
-                self.mins.resize(n, None);
-                self.maxs.resize(n, None);
-                s
-            }
-        };
+        let slot = self.slot_of(group);
         for (k, v) in values.iter().enumerate() {
             if v.is_valid(i) {
                 let (x, j) = (v.value(i), slot * self.width + k);
@@ -235,13 +228,49 @@ impl<'a> Level<'a> {
         Ok(())
     }
 
+    /// The open window's slot of `group`, made if new. The rows of a
+    /// window repeat their groups in the same order every tick (a PC's
+    /// processes by pid), so the previous row's slot or the next one is
+    /// nearly always it and the map is the fallback.
+    fn slot_of(&mut self, group: &str) -> usize {
+        for s in [self.last, self.last + 1] {
+            if self.groups.get(s).is_some_and(|g| g == group) {
+                self.last = s;
+                return s;
+            }
+        }
+        let s = match self.slots.get(group) {
+            Some(&s) => s,
+            None => {
+                let s = self.groups.len();
+                self.slots.insert(group.to_string(), s);
+                self.groups.push(group.to_string());
+                let n = (s + 1) * self.width;
+                self.sums.resize(n, 0.0);
+                self.counts.resize(n, 0);
+                self.mins.resize(n, None);
+                self.maxs.resize(n, None);
+                s
+            }
+        };
+        self.last = s;
+        s
+    }
+
     /// Ends the open window (if any), one row per group value in the
     /// values' order, and flushes full batches.
     fn close(&mut self) -> Result<()> {
         let Some((pc, start)) = self.key.take() else {
             return Ok(());
         };
-        let mut groups: Vec<(String, usize)> = self.slots.drain().collect();
+        self.slots.clear();
+        self.last = 0;
+        let mut groups: Vec<(String, usize)> = self
+            .groups
+            .drain(..)
+            .enumerate()
+            .map(|(slot, g)| (g, slot))
+            .collect();
         groups.sort_unstable();
         for (group, slot) in groups {
             self.out_pc.append_value(&pc);
