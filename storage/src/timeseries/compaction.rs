@@ -123,26 +123,16 @@ impl Cursor {
     }
 }
 
-/// The WAL segments of the file merged from `inputs`.
-pub fn merged_range(inputs: &[Arc<PersistedFile>]) -> SegmentRange {
-    SegmentRange {
-        first: inputs.iter().map(|f| f.range.first).min().unwrap_or(0),
-        last: inputs.iter().map(|f| f.range.last).max().unwrap_or(0),
-    }
-}
-
 /// Merges `inputs` (one partition's files, each sorted and deduplicated)
 /// into one new file, streaming: a k-way merge on (pc_id, at[, seq]) in
-/// which a key's copy from the oldest file wins. Each output batch is also
-/// handed to `on_batch` once written (the rollups are built from it). The
-/// inputs stay on disk; the caller swaps them out.
+/// which a key's copy from the oldest file wins. The inputs stay on disk;
+/// the caller swaps them out.
 pub fn merge(
     spec: &TableSpec,
     config: &TimeSeriesConfig,
     root: &Path,
     date: PartitionDate,
     inputs: &[Arc<PersistedFile>],
-    on_batch: &mut dyn FnMut(&RecordBatch) -> Result<()>,
 ) -> Result<(PersistedFile, CompactionOutcome)> {
     let mut ordered: Vec<&Arc<PersistedFile>> = inputs.iter().collect();
     ordered.sort_by_key(|f| f.range);
@@ -153,7 +143,11 @@ pub fn merge(
         cursors.push(c);
         input_rows += rows;
     }
-    let mut out = FileWriter::create(spec, config, root, date, merged_range(inputs))?;
+    let range = SegmentRange {
+        first: ordered.iter().map(|f| f.range.first).min().unwrap_or(0),
+        last: ordered.iter().map(|f| f.range.last).max().unwrap_or(0),
+    };
+    let mut out = FileWriter::create(spec, config, root, date, range)?;
     let mut output_rows = 0;
     // Rows picked for the next output batch: (input, row of its batch).
     let mut picks: Vec<(usize, usize)> = Vec::with_capacity(MERGE_BATCH);
@@ -186,13 +180,13 @@ pub fn merge(
         // The output is flushed before any input batch it points into is
         // replaced, and whenever it is full.
         if exhausted || picks.len() >= MERGE_BATCH {
-            output_rows += flush(spec, &cursors, &mut picks, &mut out, on_batch)?;
+            output_rows += flush(spec, &cursors, &mut picks, &mut out)?;
         }
         if exhausted {
             cursors[i].advance(spec)?;
         }
     }
-    output_rows += flush(spec, &cursors, &mut picks, &mut out, on_batch)?;
+    output_rows += flush(spec, &cursors, &mut picks, &mut out)?;
     let file = out.finish()?;
     let outcome = CompactionOutcome {
         date,
@@ -209,7 +203,6 @@ fn flush(
     cursors: &[Cursor],
     picks: &mut Vec<(usize, usize)>,
     out: &mut FileWriter,
-    on_batch: &mut dyn FnMut(&RecordBatch) -> Result<()>,
 ) -> Result<usize> {
     if picks.is_empty() {
         return Ok(0);
@@ -221,7 +214,6 @@ fn flush(
         .collect();
     let merged = interleave_record_batch(&batches, picks).map_err(Error::arrow(spec.name))?;
     out.write(&merged)?;
-    on_batch(&merged)?;
     let n = picks.len();
     picks.clear();
     Ok(n)

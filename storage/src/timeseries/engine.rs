@@ -15,7 +15,7 @@ use datafusion::arrow::array::{Int64Array, StringArray, TimestampMicrosecondArra
 use datafusion::arrow::compute::{concat_batches, interleave_record_batch};
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::compaction::{merge, merged_range, should_compact, CompactionOutcome};
+use super::compaction::{merge, should_compact, CompactionOutcome};
 use super::config::TimeSeriesConfig;
 use super::fleet::{FleetWindows, WindowAcc};
 use super::head::HeadChunk;
@@ -25,9 +25,7 @@ use super::persist::{read_key_columns, split_by_date, FileWriter};
 use super::read::{PersistedFile, Snapshot};
 use super::recent::RecentIndex;
 use super::retention::RetentionPolicy;
-use super::rollup::{
-    self, coalesce, complement, RolledSnapshot, RollupLevel, RollupOutcome, Rollups,
-};
+use super::rollup::{self, coalesce, complement, RolledSnapshot, RollupLevel, RollupOutcome};
 use super::table::{string_column, ts_column, KeySet, TableSpec};
 use super::wal::{check_schema, Wal};
 use crate::{Error, Result};
@@ -759,44 +757,20 @@ impl TimeSeriesTable {
             .collect();
         let mut outcomes = Vec::new();
         for (date, inputs) in candidates {
-            outcomes.push(self.compact_date(date, &inputs, today)?.1);
+            outcomes.push(self.compact_date(date, &inputs)?.1);
         }
         self.roll_up(today)?;
         Ok(outcomes)
     }
 
     /// Merges `inputs` (files of partition `date`) into one file and
-    /// swaps it in, building the day's rollups from the merged rows as
-    /// they are written (no second read of the file). Under the
-    /// maintenance lock.
+    /// swaps it in. Under the maintenance lock.
     fn compact_date(
         &self,
         date: PartitionDate,
         inputs: &[Arc<PersistedFile>],
-        today: PartitionDate,
     ) -> Result<(Arc<PersistedFile>, CompactionOutcome)> {
-        let range = merged_range(inputs);
-        let levels = self.stale_rollups(date, range, today);
-        let mut rollups = if levels.is_empty() {
-            None
-        } else {
-            Some(Rollups::start(
-                self.spec,
-                &self.config,
-                &levels,
-                date,
-                range,
-            )?)
-        };
-        let mut on_batch = |b: &RecordBatch| rollups.as_mut().map_or(Ok(()), |r| r.add(b));
-        let (file, outcome) = merge(
-            self.spec,
-            &self.config,
-            &self.root,
-            date,
-            inputs,
-            &mut on_batch,
-        )?;
+        let (file, outcome) = merge(self.spec, &self.config, &self.root, date, inputs)?;
         let file = Arc::new(file);
         let mut state = self.state_mut();
         let files = state.partitions.entry(date).or_default();
@@ -806,12 +780,6 @@ impl TimeSeriesTable {
             input.mark_obsolete();
         }
         tracing::info!(table = self.spec.name, %date, files = outcome.input_files, rows = outcome.output_rows, "compacted partition");
-        // The raw file is in place first: should the rollups fail, the
-        // day is read raw and the next pass builds them again.
-        if let Some(r) = rollups {
-            let (files, done) = r.finish()?;
-            self.install_rollups(&levels, files, &done);
-        }
         Ok((file, outcome))
     }
 
@@ -844,43 +812,23 @@ impl TimeSeriesTable {
         source: &PersistedFile,
         today: PartitionDate,
     ) -> Result<Vec<RollupOutcome>> {
-        let stale = self.stale_rollups(source.date, source.range, today);
+        let stale: Vec<&RollupLevel> = self
+            .rollups
+            .iter()
+            .filter(|l| !l.retention.is_expired(source.date, today))
+            .filter(|l| l.file(source.date).is_none_or(|f| f.range != source.range))
+            .collect();
         if stale.is_empty() {
             return Ok(Vec::new());
         }
         let (files, done) = rollup::build(self.spec, &self.config, &stale, source)?;
-        self.install_rollups(&stale, files, &done);
-        Ok(done)
-    }
-
-    /// The rollup levels that keep `date` on `today` and hold no file of
-    /// it built from the raw file of segments `range`.
-    fn stale_rollups(
-        &self,
-        date: PartitionDate,
-        range: SegmentRange,
-        today: PartitionDate,
-    ) -> Vec<&RollupLevel> {
-        self.rollups
-            .iter()
-            .filter(|l| !l.retention.is_expired(date, today))
-            .filter(|l| l.file(date).is_none_or(|f| f.range != range))
-            .collect()
-    }
-
-    /// Puts each level's new file in place of its previous one.
-    fn install_rollups(
-        &self,
-        levels: &[&RollupLevel],
-        files: Vec<PersistedFile>,
-        done: &[RollupOutcome],
-    ) {
-        for (level, file) in levels.iter().zip(files) {
+        for (level, file) in stale.iter().zip(files) {
             level.install(file);
         }
-        for o in done {
+        for o in &done {
             tracing::info!(table = o.table, date = %o.date, rows = o.input_rows, windows = o.windows, "rolled up partition");
         }
+        Ok(done)
     }
 
     /// Removes every partition past retention on `today`; returns the
@@ -903,7 +851,7 @@ impl TimeSeriesTable {
                 let source = match files.as_slice() {
                     [] => continue,
                     [one] => Arc::clone(one),
-                    _ => self.compact_date(date, &files, today)?.0,
+                    _ => self.compact_date(date, &files)?.0,
                 };
                 self.roll_up_file(&source, today)?;
             }

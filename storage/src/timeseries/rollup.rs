@@ -29,7 +29,7 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::arrow::ProjectionMask;
 
 use super::config::TimeSeriesConfig;
-use super::partition::{scan, PartitionDate, SegmentRange};
+use super::partition::{scan, PartitionDate};
 use super::persist::FileWriter;
 use super::read::{PersistedFile, Snapshot};
 use super::retention::RetentionPolicy;
@@ -331,72 +331,52 @@ impl<'a> Level<'a> {
     }
 }
 
-/// The rollups of one raw file being built as its rows stream by (sorted
-/// by pc_id then at), every level at once: one output batch per level in
-/// memory. Fed either by reading the file back ([`build`]) or by the
-/// compaction that writes it, batch by batch.
-pub(crate) struct Rollups<'a> {
+/// Summarises the raw file `source` (of partition `date`, sorted by
+/// pc_id then at) into a new file of every level in `levels`, in one
+/// streaming pass: one raw batch and at most one output batch per level
+/// in memory.
+pub(crate) fn build(
     raw: &'static TableSpec,
-    date: PartitionDate,
-    metrics: Vec<&'static str>,
-    /// The column every level of the table groups by, if any.
-    group: Option<&'static str>,
-    levels: Vec<Level<'a>>,
-    input_rows: usize,
-}
-
-impl<'a> Rollups<'a> {
-    /// Starts a new file of every level in `levels` for the raw file of
-    /// partition `date` holding WAL segments `range`.
-    pub fn start(
-        raw: &'static TableSpec,
-        config: &TimeSeriesConfig,
-        levels: &[&'a RollupLevel],
-        date: PartitionDate,
-        range: SegmentRange,
-    ) -> Result<Self> {
-        let metrics = raw.metric_columns();
-        let levels = levels
-            .iter()
-            .map(|l| {
-                let w = FileWriter::create(l.spec, config, &l.root, date, range)?;
-                Ok(Level::new(l, metrics.len(), w))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            raw,
-            date,
-            group: levels.first().and_then(|l| l.level.spec.group),
-            metrics,
-            levels,
-            input_rows: 0,
+    config: &TimeSeriesConfig,
+    levels: &[&RollupLevel],
+    source: &PersistedFile,
+) -> Result<(Vec<PersistedFile>, Vec<RollupOutcome>)> {
+    let metrics = raw.metric_columns();
+    // Every level of a table groups by the same column (or none).
+    let group = levels.first().and_then(|l| l.spec.group);
+    let path = &source.path;
+    let file = File::open(path).map_err(Error::io(path))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(Error::parquet(path))?;
+    let input_rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
+    let mut wanted = vec!["pc_id", "at"];
+    wanted.extend(group);
+    wanted.extend(metrics.iter().copied());
+    let mask = ProjectionMask::columns(builder.parquet_schema(), wanted.iter().copied());
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(BATCH)
+        .build()
+        .map_err(Error::parquet(path))?;
+    let mut acc = levels
+        .iter()
+        .map(|l| {
+            let w = FileWriter::create(l.spec, config, &l.root, source.date, source.range)?;
+            Ok(Level::new(l, metrics.len(), w))
         })
-    }
-
-    /// The raw columns a batch must hold.
-    fn columns(&self) -> Vec<&'static str> {
-        let mut wanted = vec!["pc_id", "at"];
-        wanted.extend(self.group);
-        wanted.extend(self.metrics.iter().copied());
-        wanted
-    }
-
-    /// Adds the next rows of the raw file (any batch holding
-    /// [`Self::columns`]).
-    pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
-        let name = self.raw.name;
-        let column = |c: &str| {
-            batch
-                .column_by_name(c)
-                .ok_or_else(|| Error::InvalidConfig(format!("{name}: {c} missing")))
-        };
-        let pc = string_column(batch, "pc_id");
-        let at = ts_column(batch);
-        let groups = self.group.map(|g| string_column(batch, g));
-        let values: Vec<ArrayRef> = self
-            .metrics
+        .collect::<Result<Vec<_>>>()?;
+    for batch in reader {
+        let batch = batch.map_err(Error::arrow(raw.name))?;
+        let pc = string_column(&batch, "pc_id");
+        let at = ts_column(&batch);
+        let groups = group.map(|g| string_column(&batch, g));
+        let values: Vec<ArrayRef> = metrics
             .iter()
-            .map(|m| cast(column(m)?, &DataType::Float64).map_err(Error::arrow(name)))
+            .map(|m| {
+                let c = batch
+                    .column_by_name(m)
+                    .ok_or_else(|| Error::InvalidConfig(format!("{}: {m} missing", raw.name)))?;
+                cast(c, &DataType::Float64).map_err(Error::arrow(raw.name))
+            })
             .collect::<Result<_>>()?;
         let values: Vec<&Float64Array> = values
             .iter()
@@ -404,55 +384,25 @@ impl<'a> Rollups<'a> {
             .collect();
         for i in 0..batch.num_rows() {
             let g = groups.map_or("", |g| g.value(i));
-            for level in &mut self.levels {
+            for level in &mut acc {
                 level.add(pc.value(i), at.value(i), g, &values, i)?;
             }
         }
-        self.input_rows += batch.num_rows();
-        Ok(())
     }
-
-    /// Closes every level's file (fsynced and in place).
-    pub fn finish(self) -> Result<(Vec<PersistedFile>, Vec<RollupOutcome>)> {
-        let mut files = Vec::with_capacity(self.levels.len());
-        let mut outcomes = Vec::with_capacity(self.levels.len());
-        for mut level in self.levels {
-            level.close()?;
-            level.flush()?;
-            outcomes.push(RollupOutcome {
-                table: level.level.spec.name,
-                date: self.date,
-                input_rows: self.input_rows,
-                windows: level.rows,
-            });
-            files.push(level.writer.finish()?);
-        }
-        Ok((files, outcomes))
+    let mut files = Vec::with_capacity(acc.len());
+    let mut outcomes = Vec::with_capacity(acc.len());
+    for mut level in acc {
+        level.close()?;
+        level.flush()?;
+        outcomes.push(RollupOutcome {
+            table: level.level.spec.name,
+            date: source.date,
+            input_rows,
+            windows: level.rows,
+        });
+        files.push(level.writer.finish()?);
     }
-}
-
-/// Summarises the raw file `source` into a new file of every level in
-/// `levels`, reading it back in one streaming pass.
-pub(crate) fn build(
-    raw: &'static TableSpec,
-    config: &TimeSeriesConfig,
-    levels: &[&RollupLevel],
-    source: &PersistedFile,
-) -> Result<(Vec<PersistedFile>, Vec<RollupOutcome>)> {
-    let mut rollups = Rollups::start(raw, config, levels, source.date, source.range)?;
-    let path = &source.path;
-    let file = File::open(path).map_err(Error::io(path))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(Error::parquet(path))?;
-    let mask = ProjectionMask::columns(builder.parquet_schema(), rollups.columns());
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(BATCH)
-        .build()
-        .map_err(Error::parquet(path))?;
-    for batch in reader {
-        rollups.add(&batch.map_err(Error::arrow(raw.name))?)?;
-    }
-    rollups.finish()
+    Ok((files, outcomes))
 }
 
 /// A consistent view of a range for a bucketed question: which parts a
