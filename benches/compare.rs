@@ -773,7 +773,10 @@ fn ingest_ours(
     let c = Instant::now();
     table.compact(PartitionDate::of(end)).unwrap();
     let compacting = c.elapsed();
-    note_rss(&format!("after {} compaction and rollups", table.spec().name));
+    note_rss(&format!(
+        "after {} compaction and rollups",
+        table.spec().name
+    ));
     eprintln!(
         "{} ingest: write (dedup + WAL fsync + head) {:.2?}, persist {:.2?}, compaction and rollups {:.2?}, batch generation and the rest {:.2?}",
         table.spec().name,

@@ -223,6 +223,42 @@ fn late_samples_are_read_raw_beside_their_days_rollup_until_it_is_rolled_up_agai
 }
 
 #[test]
+fn today_between_compactions_is_rolled_up_from_its_biggest_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TimeSeriesConfig {
+        compaction_min_files: 8,
+        ..TimeSeriesConfig::for_tests()
+    };
+    let table = open(dir.path(), config);
+    three_days(&table);
+    // A few more of today's samples, persisted as a second, smaller file
+    // before any maintenance pass: today holds two files, no rollup.
+    write(&table, &[row("pc-c", at(12, 23, 0, 0), Some(5.0), 1)]);
+    table.persist().unwrap();
+    let today = PartitionDate::of(at(12, 23, 30, 0));
+    table.compact(today).unwrap();
+    assert_eq!(table.snapshot(None).files().len(), 4, "today not compacted");
+    let us = |t: DateTime<Utc>| t.timestamp_micros();
+    let (from, to) = (at(12, 0, 0, 0), at(13, 0, 0, 0));
+    let plan = table.rolled_snapshot(from, to, 3_600);
+    assert_eq!(plan.rolled_ranges, vec![(us(from), us(to))]);
+    assert!(plan.raw_ranges.is_empty());
+    assert_eq!(plan.unseen.files().len(), 1, "the small file is read raw");
+    let hourly = rollup_rows(&table, "host_perf_1h");
+    let counts = hourly.column_by_name("mem_used_bytes_count").unwrap();
+    let counts = counts.as_any().downcast_ref::<Int64Array>().unwrap();
+    assert_eq!(
+        counts.iter().flatten().sum::<i64>(),
+        2 * 720 * 3,
+        "today's rollup holds the big file's rows, not the late one"
+    );
+    // A second pass leaves it: one of today's files has its rollup.
+    let before = table.rollup_files()[1].1[2].path().to_path_buf();
+    table.compact(today).unwrap();
+    assert_eq!(table.rollup_files()[1].1[2].path(), before);
+}
+
+#[test]
 fn rollups_outlive_raw_retention_and_survive_restart_and_backup() {
     let dir = tempfile::tempdir().unwrap();
     let config = TimeSeriesConfig {
