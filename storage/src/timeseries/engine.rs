@@ -6,7 +6,7 @@
 //! the instant a snapshot is taken or a stage swaps its result in, so
 //! readers never wait for I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -683,20 +683,14 @@ impl TimeSeriesTable {
     }
 
     /// Writes the chunks' rows as one sorted file per partition, in
-    /// slices: the rows are ordered by a permutation over the chunks (12
-    /// bytes a row: the PC's rank, chunk and row) and copied out
-    /// [`PERSIST_SLICE`] rows at a time, so a persist holds the head plus
-    /// one slice, not copies of the head.
+    /// slices: the rows are ordered by a permutation over the chunks (8
+    /// bytes a row) and copied out [`PERSIST_SLICE`] rows at a time, so a
+    /// persist holds the head plus one slice, not copies of the head.
     fn write_chunks(&self, chunks: &[HeadChunk], sealed: u64) -> Result<Vec<PersistedFile>> {
-        let keys: Vec<KeyColumns<'_>> = chunks
-            .iter()
-            .map(|c| KeyColumns::of(self.spec, &c.batch))
-            .collect();
-        let ranks = pc_ranks(&keys);
-        let mut by_date: BTreeMap<PartitionDate, (u64, Vec<RowOrder>)> = BTreeMap::new();
-        for (c, (chunk, ranks)) in chunks.iter().zip(&ranks).enumerate() {
+        let mut by_date: BTreeMap<PartitionDate, (u64, Vec<(u32, u32)>)> = BTreeMap::new();
+        for (c, chunk) in chunks.iter().enumerate() {
             let at = ts_column(&chunk.batch);
-            for (i, &rank) in ranks.iter().enumerate() {
+            for i in 0..chunk.batch.num_rows() {
                 let micros = at.value(i);
                 let date = PartitionDate::of_micros(micros).ok_or(Error::TimestampOutOfRange {
                     table: self.spec.name,
@@ -704,21 +698,21 @@ impl TimeSeriesTable {
                 })?;
                 let (first, rows) = by_date.entry(date).or_insert((chunk.segment, Vec::new()));
                 *first = (*first).min(chunk.segment);
-                rows.push((rank, c as u32, i as u32));
+                rows.push((c as u32, i as u32));
             }
         }
-        drop(ranks);
+        let keys: Vec<KeyColumns<'_>> = chunks
+            .iter()
+            .map(|c| KeyColumns::of(self.spec, &c.batch))
+            .collect();
         let batches: Vec<&RecordBatch> = chunks.iter().map(|c| &c.batch).collect();
         let mut written = Vec::with_capacity(by_date.len());
         for (date, (first, mut rows)) in by_date {
-            // The PC's rank orders as its id does, so most comparisons end
-            // on an integer; rows of equal key keep their commit order
-            // (chunk, then row).
-            rows.sort_unstable_by(|a, b| {
-                let (ka, kb) = (&keys[a.1 as usize], &keys[b.1 as usize]);
-                a.0.cmp(&b.0)
-                    .then_with(|| ka.at_seq(a.2).cmp(&kb.at_seq(b.2)))
-                    .then_with(|| (a.1, a.2).cmp(&(b.1, b.2)))
+            // Stable: rows of equal key keep their commit order.
+            rows.sort_by(|a, b| {
+                keys[a.0 as usize]
+                    .key(a.1)
+                    .cmp(&keys[b.0 as usize].key(b.1))
             });
             let range = SegmentRange {
                 first,
@@ -728,7 +722,7 @@ impl TimeSeriesTable {
             let mut picks = Vec::with_capacity(PERSIST_SLICE);
             for slice in rows.chunks(PERSIST_SLICE) {
                 picks.clear();
-                picks.extend(slice.iter().map(|&(_, c, i)| (c as usize, i as usize)));
+                picks.extend(slice.iter().map(|&(c, i)| (c as usize, i as usize)));
                 let batch = interleave_record_batch(&batches, &picks)
                     .map_err(Error::arrow(self.spec.name))?;
                 w.write(&batch)?;
@@ -917,9 +911,6 @@ impl TimeSeriesTable {
     }
 }
 
-/// A head row in the persist order: its PC's rank, chunk and row.
-type RowOrder = (u32, u32, u32);
-
 /// Rows copied out of the head per write of a persist.
 const PERSIST_SLICE: usize = 8_192;
 
@@ -943,48 +934,14 @@ impl<'a> KeyColumns<'a> {
         }
     }
 
-    /// The key after the PC: (at, sequence or 0).
-    fn at_seq(&self, i: u32) -> (i64, i64) {
+    fn key(&self, i: u32) -> (&'a str, i64, i64) {
         let i = i as usize;
-        (self.at.value(i), self.seq.map_or(0, |s| s.value(i)))
+        (
+            self.pc.value(i),
+            self.at.value(i),
+            self.seq.map_or(0, |s| s.value(i)),
+        )
     }
-}
-
-/// Per chunk and row, the rank of the row's PC id among the chunks' ids
-/// (ranks order as the ids do): one hash per row, then integer compares.
-fn pc_ranks(keys: &[KeyColumns<'_>]) -> Vec<Vec<u32>> {
-    let mut ids: HashMap<&str, u32> = HashMap::new();
-    let mut first_seen: Vec<Vec<u32>> = Vec::with_capacity(keys.len());
-    for k in keys {
-        let mut last: Option<(&str, u32)> = None;
-        let chunk = (0..datafusion::arrow::array::Array::len(k.pc))
-            .map(|i| {
-                let pc = k.pc.value(i);
-                let id = match last {
-                    Some((p, id)) if p == pc => id,
-                    _ => {
-                        let n = ids.len() as u32;
-                        *ids.entry(pc).or_insert(n)
-                    }
-                };
-                last = Some((pc, id));
-                id
-            })
-            .collect();
-        first_seen.push(chunk);
-    }
-    let mut sorted: Vec<(&str, u32)> = ids.into_iter().collect();
-    sorted.sort_unstable();
-    let mut rank = vec![0u32; sorted.len()];
-    for (r, (_, id)) in sorted.iter().enumerate() {
-        rank[*id as usize] = r as u32;
-    }
-    for chunk in &mut first_seen {
-        for id in chunk.iter_mut() {
-            *id = rank[*id as usize];
-        }
-    }
-    first_seen
 }
 
 /// Oldest `at` (µs) whose key is remembered after a persist.
