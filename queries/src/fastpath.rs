@@ -449,6 +449,44 @@ pub(crate) fn bucket_of(at_micros: i64, step_secs: i64) -> i64 {
     (secs / step_secs) * step_secs
 }
 
+/// Splits one PC's window at the table's in-memory recent rows: the rows
+/// of `[split, to)` come from memory (returned), `[from, split)` is left
+/// to storage. `split` is on a `step_secs` boundary at or after the
+/// point from which memory holds every row, so the stored part ends on
+/// whole buckets (and rollup windows): `split == from` when memory holds
+/// the whole window, `split == to` when it holds none of it.
+pub(crate) fn recent_split(
+    name: &'static str,
+    table: &kanade_storage::TimeSeriesTable,
+    pc_id: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    step_secs: i64,
+    columns: &[&str],
+) -> Result<(Vec<RecordBatch>, DateTime<Utc>)> {
+    let Some(vouched) = table.recent_from() else {
+        return Ok((Vec::new(), to));
+    };
+    let (f, t) = (from.timestamp_micros(), to.timestamp_micros());
+    let split = if vouched <= f {
+        f
+    } else {
+        let step = step_secs.max(1).saturating_mul(1_000_000);
+        vouched.saturating_add(step - 1).div_euclid(step) * step
+    };
+    if split >= t {
+        return Ok((Vec::new(), to));
+    }
+    let Some(split) = DateTime::<Utc>::from_timestamp_micros(split) else {
+        return Ok((Vec::new(), to));
+    };
+    // `None`: the horizon moved past `split` meanwhile; storage answers.
+    Ok(match recent(name, table, pc_id, split, to, columns)? {
+        Some((batches, _)) => (batches, split),
+        None => (Vec::new(), to),
+    })
+}
+
 /// One PC's rows of `[from, to)` (pc_id, at, `columns`) from the table's
 /// in-memory recent rows, when they hold the whole window (no file read:
 /// `ReadStats` all zero); `None` otherwise.

@@ -13,7 +13,9 @@ use datafusion::functions_aggregate::expr_fn::{avg, count, max, sum};
 use datafusion::prelude::{col, lit};
 use kanade_storage::{RolledSnapshot, FLEET_WINDOW_SECS};
 
-use crate::fastpath::{at_micros, bucket_of, pc_rows, recent, rows, scan, Buckets, ReadStats};
+use crate::fastpath::{
+    at_micros, bucket_of, pc_rows, recent_split, rows, scan, Buckets, ReadStats,
+};
 use crate::metric::{Aggregate, HostMetric};
 use crate::session::{
     bucket_expr, collect, column, f64_expr, lit_micros, lit_ts, opt_f64, secs_to_time,
@@ -231,14 +233,26 @@ impl PerfQueries {
         step_secs: i64,
     ) -> Result<(Vec<HostPoint>, ReadStats)> {
         let mut buckets = Buckets::new(step_secs, POINT_COLUMNS.len());
-        if let Some((batches, stats)) = recent(TABLE, &self.host, pc_id, from, to, &POINT_COLUMNS)?
-        {
-            for b in &batches {
-                buckets.add(TABLE, b)?;
-            }
+        let (tail, split) = recent_split(
+            TABLE,
+            &self.host,
+            pc_id,
+            from,
+            to,
+            step_secs,
+            &POINT_COLUMNS,
+        )?;
+        for b in &tail {
+            buckets.add(TABLE, b)?;
+        }
+        if split <= from {
+            let stats = ReadStats {
+                recent: true,
+                ..ReadStats::default()
+            };
             return Ok((host_points(buckets), stats));
         }
-        let plan = self.host.rolled_snapshot(from, to, step_secs);
+        let plan = self.host.rolled_snapshot(from, split, step_secs);
         let mut stats = ReadStats::default();
         for (snapshot, ranges) in plan.raw_reads() {
             for &(a, b) in ranges {

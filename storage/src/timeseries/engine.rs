@@ -280,6 +280,16 @@ impl TimeSeriesTable {
         )
     }
 
+    /// The earliest `at` (µs) from which [`Self::recent_rows`] holds
+    /// every row of a PC (the horizon moves forward as rows commit);
+    /// `None` when the table keeps no recent rows.
+    pub fn recent_from(&self) -> Option<i64> {
+        self.recent
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .vouched_from()
+    }
+
     /// Every PC's rows with `at` in `[from, to)` from memory, as
     /// [`Self::recent_rows`] for one PC.
     pub fn recent_fleet_rows(

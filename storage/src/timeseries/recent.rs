@@ -89,6 +89,12 @@ impl RecentIndex {
         self.batches.retain(|_, (_, newest)| *newest >= horizon);
     }
 
+    /// The earliest `at` (µs) from which every committed row is indexed;
+    /// `None` when the table keeps no recent rows.
+    pub fn vouched_from(&self) -> Option<i64> {
+        (self.keep_micros > 0).then(|| self.complete_from.max(self.horizon))
+    }
+
     /// The PC's rows with `at` in `[from, to)` (µs) as one batch (`None`
     /// inside when it has none), or `None` when the index cannot vouch
     /// for every row of the window.
