@@ -449,13 +449,62 @@ pub(crate) fn bucket_of(at_micros: i64, step_secs: i64) -> i64 {
     (secs / step_secs) * step_secs
 }
 
+/// What [`pc_window`] read: raw rows, rollup rows and the read's stats.
+pub(crate) struct PcWindow {
+    pub raw: Vec<RecordBatch>,
+    pub rolled: Vec<RecordBatch>,
+    pub stats: ReadStats,
+}
+
+/// One PC's rows of `[from, to)` for a question bucketed by `step_secs`:
+/// raw rows (pc_id, at, `columns`) and rollup rows (pc_id, at,
+/// `rolled_columns`) whose sum per bucket is the raw answer. The part
+/// inside the recent rows comes from memory, the whole windows of the
+/// rest from the coarsest fitting rollup, everything else from storage.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pc_window(
+    (name, rollup): (&'static str, &'static str),
+    table: &kanade_storage::TimeSeriesTable,
+    cache: &FileCache,
+    pc_id: &str,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    step_secs: i64,
+    columns: &[&str],
+    rolled_columns: &[&str],
+) -> Result<PcWindow> {
+    let (mut raw, split) = recent_split(name, table, pc_id, from, to, step_secs, columns)?;
+    let mut stats = ReadStats::default();
+    if split <= from {
+        stats.recent = true;
+        let rolled = Vec::new();
+        return Ok(PcWindow { raw, rolled, stats });
+    }
+    let plan = table.rolled_snapshot(from, split, step_secs);
+    for (snapshot, ranges) in plan.raw_reads() {
+        for &(a, b) in ranges {
+            let (batches, read) = pc_rows(name, cache, snapshot, pc_id, a, b, columns)?;
+            stats += read;
+            raw.extend(batches);
+        }
+    }
+    let mut rolled = Vec::new();
+    for &(a, b) in &plan.rolled_ranges {
+        let (batches, mut read) =
+            pc_rows(rollup, cache, &plan.rollup, pc_id, a, b, rolled_columns)?;
+        read.rollup_rows = batches.iter().map(|b| b.num_rows()).sum();
+        stats += read;
+        rolled.extend(batches);
+    }
+    Ok(PcWindow { raw, rolled, stats })
+}
+
 /// Splits one PC's window at the table's in-memory recent rows: the rows
 /// of `[split, to)` come from memory (returned), `[from, split)` is left
 /// to storage. `split` is on a `step_secs` boundary at or after the
 /// point from which memory holds every row, so the stored part ends on
 /// whole buckets (and rollup windows): `split == from` when memory holds
 /// the whole window, `split == to` when it holds none of it.
-pub(crate) fn recent_split(
+fn recent_split(
     name: &'static str,
     table: &kanade_storage::TimeSeriesTable,
     pc_id: &str,

@@ -13,9 +13,7 @@ use datafusion::functions_aggregate::expr_fn::{avg, count, max, sum};
 use datafusion::prelude::{col, lit};
 use kanade_storage::{RolledSnapshot, FLEET_WINDOW_SECS};
 
-use crate::fastpath::{
-    at_micros, bucket_of, pc_rows, recent_split, rows, scan, Buckets, ReadStats,
-};
+use crate::fastpath::{at_micros, bucket_of, pc_window, rows, scan, Buckets, ReadStats};
 use crate::metric::{Aggregate, HostMetric};
 use crate::session::{
     bucket_expr, collect, column, f64_expr, lit_micros, lit_ts, opt_f64, secs_to_time,
@@ -232,49 +230,26 @@ impl PerfQueries {
         to: DateTime<Utc>,
         step_secs: i64,
     ) -> Result<(Vec<HostPoint>, ReadStats)> {
-        let mut buckets = Buckets::new(step_secs, POINT_COLUMNS.len());
-        let (tail, split) = recent_split(
-            TABLE,
-            &self.host,
-            pc_id,
-            from,
-            to,
-            step_secs,
-            &POINT_COLUMNS,
-        )?;
-        for b in &tail {
-            buckets.add(TABLE, b)?;
-        }
-        if split <= from {
-            let stats = ReadStats {
-                recent: true,
-                ..ReadStats::default()
-            };
-            return Ok((host_points(buckets), stats));
-        }
-        let plan = self.host.rolled_snapshot(from, split, step_secs);
-        let mut stats = ReadStats::default();
-        for (snapshot, ranges) in plan.raw_reads() {
-            for &(a, b) in ranges {
-                let (batches, read) =
-                    pc_rows(TABLE, &self.files, snapshot, pc_id, a, b, &POINT_COLUMNS)?;
-                stats += read;
-                for b in &batches {
-                    buckets.add(TABLE, b)?;
-                }
-            }
-        }
         let sums = rollup_pairs();
         let sums: Vec<&str> = sums.iter().map(String::as_str).collect();
-        for &(a, b) in &plan.rolled_ranges {
-            let (batches, mut read) =
-                pc_rows(ROLLUP, &self.files, &plan.rollup, pc_id, a, b, &sums)?;
-            read.rollup_rows = batches.iter().map(|b| b.num_rows()).sum();
-            stats += read;
-            for b in &batches {
-                buckets.add_partial(ROLLUP, b)?;
-            }
+        let window = pc_window(
+            (TABLE, ROLLUP),
+            &self.host,
+            &self.files,
+            pc_id,
+            (from, to),
+            step_secs,
+            &POINT_COLUMNS,
+            &sums,
+        )?;
+        let mut buckets = Buckets::new(step_secs, POINT_COLUMNS.len());
+        for b in &window.raw {
+            buckets.add(TABLE, b)?;
         }
+        for b in &window.rolled {
+            buckets.add_partial(ROLLUP, b)?;
+        }
+        let stats = window.stats;
         Ok((host_points(buckets), stats))
     }
 

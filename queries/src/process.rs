@@ -16,7 +16,7 @@ use datafusion::functions_aggregate::expr_fn::{count, max, sum};
 use datafusion::prelude::{col, lit};
 use kanade_storage::LatestRows;
 
-use crate::fastpath::{bucket_of, pc_rows, recent_split, ReadStats};
+use crate::fastpath::{bucket_of, pc_window, ReadStats};
 use crate::metric::ProcessMetric;
 use crate::session::{bucket_expr, collect, column, f64_expr, lit_ts, opt_f64, secs_to_time, ts};
 use crate::{Error, PerfQueries, Result};
@@ -352,38 +352,18 @@ impl PerfQueries {
     ) -> Result<(Timeline, ReadStats)> {
         let value = metric.column();
         let columns = ["name", value];
-        let (tail, split) =
-            recent_split(TABLE, &self.process, pc_id, from, to, step_secs, &columns)?;
-        let (raw, rolled, stats) = if split <= from {
-            let stats = ReadStats {
-                recent: true,
-                ..ReadStats::default()
-            };
-            (tail, Vec::new(), stats)
-        } else {
-            let plan = self.process.rolled_snapshot(from, split, step_secs);
-            let mut stats = ReadStats::default();
-            let mut raw = tail;
-            for (snapshot, ranges) in plan.raw_reads() {
-                for &(a, b) in ranges {
-                    let (batches, read) =
-                        pc_rows(TABLE, &self.files, snapshot, pc_id, a, b, &columns)?;
-                    stats += read;
-                    raw.extend(batches);
-                }
-            }
-            let (sum, count) = (format!("{value}_sum"), format!("{value}_count"));
-            let partial = ["name", sum.as_str(), count.as_str()];
-            let mut rolled = Vec::new();
-            for &(a, b) in &plan.rolled_ranges {
-                let (batches, mut read) =
-                    pc_rows(ROLLUP, &self.files, &plan.rollup, pc_id, a, b, &partial)?;
-                read.rollup_rows = batches.iter().map(|b| b.num_rows()).sum();
-                stats += read;
-                rolled.extend(batches);
-            }
-            (raw, rolled, stats)
-        };
+        let (sum, count) = (format!("{value}_sum"), format!("{value}_count"));
+        let window = pc_window(
+            (TABLE, ROLLUP),
+            &self.process,
+            &self.files,
+            pc_id,
+            (from, to),
+            step_secs,
+            &columns,
+            &["name", sum.as_str(), count.as_str()],
+        )?;
+        let (raw, rolled, stats) = (window.raw, window.rolled, window.stats);
         let names = |table, batches: &[RecordBatch]| -> Result<Vec<StringArray>> {
             batches
                 .iter()
