@@ -546,24 +546,7 @@ fn sqlite_insert_host(c: &mut Connection, s: &Scale, start: DateTime<Utc>) -> Du
     t.elapsed()
 }
 
-fn run_sqlite(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> Timings {
-    reset_peak_rss();
-    let path = dir.join("backend.db");
-    let mut c = Connection::open(&path).unwrap();
-    c.execute_batch(SQLITE_SCHEMA).unwrap();
-    {
-        let tx = c.transaction().unwrap();
-        for i in 0..s.pcs {
-            tx.execute(
-                "INSERT INTO agents (pc_id, hostname, last_heartbeat) VALUES (?1, ?2, ?3)",
-                params![pc_name(i), format!("host-{i}"), ts(end)],
-            )
-            .unwrap();
-        }
-        tx.commit().unwrap();
-    }
-    let ingest_host = sqlite_insert_host(&mut c, s, start);
-
+fn sqlite_insert_process(c: &mut Connection, s: &Scale, start: DateTime<Utc>) -> Duration {
     let t = Instant::now();
     for batch in process_batches(s, start) {
         let tx = c.transaction().unwrap();
@@ -587,7 +570,28 @@ fn run_sqlite(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -
         }
         tx.commit().unwrap();
     }
-    let ingest_process = t.elapsed();
+    t.elapsed()
+}
+
+fn run_sqlite(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> Timings {
+    reset_peak_rss();
+    let path = dir.join("backend.db");
+    let mut c = Connection::open(&path).unwrap();
+    c.execute_batch(SQLITE_SCHEMA).unwrap();
+    {
+        let tx = c.transaction().unwrap();
+        for i in 0..s.pcs {
+            tx.execute(
+                "INSERT INTO agents (pc_id, hostname, last_heartbeat) VALUES (?1, ?2, ?3)",
+                params![pc_name(i), format!("host-{i}"), ts(end)],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let ingest_host = sqlite_insert_host(&mut c, s, start);
+
+    let ingest_process = sqlite_insert_process(&mut c, s, start);
     {
         let tx = c.transaction().unwrap();
         for r in results(s, end) {
@@ -786,6 +790,39 @@ fn ingest_ours(
         t.elapsed().saturating_sub(writing + persisting + compacting)
     );
     t.elapsed()
+}
+
+/// Process ingest alone: the SQLite design's (when `sqlite`) and ours.
+fn run_process_ingest(
+    s: &Scale,
+    dir: &Path,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    sqlite: bool,
+) {
+    let rows = (s.days * 86_400 / STEP_SECS) as f64 * (s.process_pcs * s.processes) as f64;
+    let rate = |d: Duration| rows / d.as_secs_f64().max(1e-9);
+    let theirs = sqlite.then(|| {
+        let mut c = Connection::open(dir.join("backend.db")).unwrap();
+        c.execute_batch(SQLITE_SCHEMA).unwrap();
+        let d = sqlite_insert_process(&mut c, s, start);
+        eprintln!("SQLite design: process_perf {:.0} rows/s", rate(d));
+        d
+    });
+    let config = TimeSeriesConfig {
+        process_perf_retention_days: (s.days - 1) as u32,
+        ..TimeSeriesConfig::default()
+    };
+    let process = TimeSeriesTable::open(&PROCESS_PERF, &dir.join("ours"), config).unwrap();
+    let ours = ingest_ours(
+        &process,
+        &mut process_batches(s, start).map(|b| ProcessPerfRow::to_batch(&b).unwrap()),
+        end,
+    );
+    eprintln!("ours: process_perf {:.0} rows/s", rate(ours));
+    if let Some(d) = theirs {
+        eprintln!("ratio {:.1}×", d.as_secs_f64() / ours.as_secs_f64());
+    }
 }
 
 fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> Timings {
@@ -1022,6 +1059,16 @@ fn main() {
         .is_some_and(|o| o == "inventory");
     if only_inventory {
         run_inventory(scale, work.path());
+        return;
+    }
+    // `--only process-ingest` loads process_perf alone into both designs
+    // (`--only process-ingest-ours`: ours alone, e.g. under `perf record`).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1));
+    if let Some(o) = only.filter(|o| o.starts_with("process-ingest")) {
+        run_process_ingest(scale, work.path(), start, end, o == "process-ingest");
         return;
     }
     let host_rows = (scale.days * 86_400 / STEP_SECS) as f64 * scale.pcs as f64;

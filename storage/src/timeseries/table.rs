@@ -1,7 +1,7 @@
 //! The time-series tables: each one's columns (declared once, see
 //! [`super::catalog`]), key, retention and rollups.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Utc};
@@ -249,51 +249,88 @@ pub static INVENTORY_HISTORY: TableSpec = TableSpec {
     fleet_secs: 0,
 };
 
-/// The identity of a row: a repeat of an existing key is dropped. The
-/// PC is a number from [`KeySet`]'s interner, so a key is 24 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct RowKey {
-    pc: u32,
-    at_micros: i64,
-    seq: i64,
-}
-
 /// The keys of recent rows (the head's and those persisted within the
-/// dedup window), with PC ids interned: a fleet has thousands of PCs but
-/// the set holds a million keys.
+/// dedup window): a repeat of a known key is dropped. Per PC (ids
+/// interned), the (at µs, sequence) pairs in ascending order. Samples
+/// arrive nearly in time order, so a new key is almost always appended
+/// at the back of its PC's run, and forgetting old keys pops the front:
+/// 16 bytes per key, no hashing per row but the PC's, and a fleet's
+/// million keys in contiguous memory instead of a hash table.
 #[derive(Debug, Default)]
 pub(crate) struct KeySet {
     pcs: HashMap<String, u32>,
-    keys: HashSet<RowKey>,
+    runs: Vec<VecDeque<(i64, i64)>>,
+    /// The PC of the previous call: a batch holds a PC's rows together.
+    last: Option<(String, u32)>,
 }
 
 impl KeySet {
-    fn key(&mut self, (pc, at_micros, seq): (&str, i64, i64)) -> RowKey {
-        let pc = match self.pcs.get(pc) {
-            Some(&n) => n,
-            None => {
-                let n = self.pcs.len() as u32;
-                self.pcs.insert(pc.to_string(), n);
+    fn run(&mut self, pc: &str) -> &mut VecDeque<(i64, i64)> {
+        let n = match &self.last {
+            Some((name, n)) if name == pc => *n,
+            _ => {
+                let n = match self.pcs.get(pc) {
+                    Some(&n) => n,
+                    None => {
+                        let n = self.runs.len() as u32;
+                        self.pcs.insert(pc.to_string(), n);
+                        self.runs.push(VecDeque::new());
+                        n
+                    }
+                };
+                match &mut self.last {
+                    Some((name, id)) => {
+                        name.clear();
+                        name.push_str(pc);
+                        *id = n;
+                    }
+                    None => self.last = Some((pc.to_string(), n)),
+                }
                 n
             }
         };
-        RowKey { pc, at_micros, seq }
+        &mut self.runs[n as usize]
     }
 
     /// Adds the key; false when it was already known.
-    pub fn insert(&mut self, key: (&str, i64, i64)) -> bool {
-        let k = self.key(key);
-        self.keys.insert(k)
+    pub fn insert(&mut self, (pc, at_micros, seq): (&str, i64, i64)) -> bool {
+        let key = (at_micros, seq);
+        let run = self.run(pc);
+        if run.back().is_none_or(|last| *last < key) {
+            run.push_back(key);
+            return true;
+        }
+        match run.binary_search(&key) {
+            Ok(_) => false,
+            Err(at) => {
+                run.insert(at, key);
+                true
+            }
+        }
     }
 
-    pub fn remove(&mut self, key: (&str, i64, i64)) {
-        let k = self.key(key);
-        self.keys.remove(&k);
+    pub fn remove(&mut self, (pc, at_micros, seq): (&str, i64, i64)) {
+        let run = self.run(pc);
+        if let Ok(at) = run.binary_search(&(at_micros, seq)) {
+            run.remove(at);
+        }
     }
 
     /// Forgets the keys older than `horizon` (µs).
     pub fn retain_since(&mut self, horizon: i64) {
-        self.keys.retain(|k| k.at_micros >= horizon);
+        for run in &mut self.runs {
+            let old = run.partition_point(|(at, _)| *at < horizon);
+            run.drain(..old);
+            if run.capacity() > 2 * run.len().max(64) {
+                run.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Keys held.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.runs.iter().map(VecDeque::len).sum()
     }
 }
 
@@ -376,4 +413,44 @@ pub(crate) fn ts_column(batch: &RecordBatch) -> &TimestampMicrosecondArray {
         .column_by_name("at")
         .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())
         .expect("schema guarantees a timestamp column")
+}
+
+#[cfg(test)]
+mod key_set_tests {
+    use super::KeySet;
+
+    #[test]
+    fn keys_out_of_order_repeats_removal_and_forgetting() {
+        let mut k = KeySet::default();
+        // In order, out of order within a PC, two PCs interleaved.
+        assert!(k.insert(("a", 10, 0)));
+        assert!(k.insert(("a", 30, 0)));
+        assert!(k.insert(("b", 20, 0)));
+        assert!(k.insert(("a", 20, 5)));
+        assert!(k.insert(("a", 20, 1)));
+        assert!(k.insert(("a", 5, 0)));
+        assert_eq!(k.len(), 6);
+        // Every repeat is refused, wherever it sits in its run.
+        for key in [
+            ("a", 5, 0),
+            ("a", 10, 0),
+            ("a", 20, 1),
+            ("a", 20, 5),
+            ("a", 30, 0),
+            ("b", 20, 0),
+        ] {
+            assert!(!k.insert(key), "{key:?} is known");
+        }
+        assert!(k.insert(("b", 10, 0)), "another PC's key is not a repeat");
+        assert_eq!(k.len(), 7);
+        k.remove(("a", 20, 1));
+        k.remove(("a", 99, 0));
+        assert_eq!(k.len(), 6);
+        assert!(k.insert(("a", 20, 1)), "a removed key may come again");
+        k.retain_since(20);
+        assert_eq!(k.len(), 4, "a's 5 and 10, b's 10 forgotten");
+        assert!(k.insert(("a", 10, 0)));
+        assert!(!k.insert(("a", 20, 5)));
+        assert!(!k.insert(("b", 20, 0)));
+    }
 }
