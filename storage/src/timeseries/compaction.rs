@@ -15,7 +15,7 @@ use datafusion::parquet::arrow::arrow_reader::{
 
 use super::config::TimeSeriesConfig;
 use super::partition::{PartitionDate, SegmentRange};
-use super::persist::FileWriter;
+use super::persist::{FileKind, FileWriter};
 use super::read::PersistedFile;
 use super::table::{string_column, ts_column, TableSpec};
 use crate::{Error, Result};
@@ -29,14 +29,21 @@ pub struct CompactionOutcome {
     pub output_rows: usize,
 }
 
-/// Whether a partition holding `files` files should be compacted now.
+/// Whether a partition holding `files` should be compacted now: a closed
+/// day with two files or more, or with one file still fresh from a
+/// persist (encoded cheaply, see `FileKind`); today once it holds
+/// `compaction_min_files`.
 pub fn should_compact(
     config: &TimeSeriesConfig,
     date: PartitionDate,
     today: PartitionDate,
-    files: usize,
+    files: &[Arc<PersistedFile>],
 ) -> bool {
-    files >= 2 && (date < today || files >= config.compaction_min_files)
+    match files {
+        [] => false,
+        [one] => date < today && one.fresh,
+        many => date < today || many.len() >= config.compaction_min_files,
+    }
 }
 
 /// Rows read from each input at a time, and rows per written batch: the
@@ -147,7 +154,7 @@ pub fn merge(
         first: ordered.iter().map(|f| f.range.first).min().unwrap_or(0),
         last: ordered.iter().map(|f| f.range.last).max().unwrap_or(0),
     };
-    let mut out = FileWriter::create(spec, config, root, date, range)?;
+    let mut out = FileWriter::create(spec, config, root, date, range, FileKind::Final)?;
     let mut output_rows = 0;
     // Rows picked for the next output batch: (input, row of its batch).
     let mut picks: Vec<(usize, usize)> = Vec::with_capacity(MERGE_BATCH);

@@ -21,7 +21,7 @@ use super::fleet::{FleetWindows, WindowAcc};
 use super::head::HeadChunk;
 use super::latest::{LatestIndex, LatestRows};
 use super::partition::{scan, FoundFile, PartitionDate, SegmentRange};
-use super::persist::{read_key_columns, split_by_date, FileWriter};
+use super::persist::{read_key_columns, split_by_date, FileKind, FileWriter};
 use super::read::{PersistedFile, Snapshot};
 use super::recent::RecentIndex;
 use super::retention::RetentionPolicy;
@@ -728,7 +728,14 @@ impl TimeSeriesTable {
                 first,
                 last: sealed,
             };
-            let mut w = FileWriter::create(self.spec, &self.config, &self.root, date, range)?;
+            let mut w = FileWriter::create(
+                self.spec,
+                &self.config,
+                &self.root,
+                date,
+                range,
+                FileKind::Fresh,
+            )?;
             let mut picks = Vec::with_capacity(PERSIST_SLICE);
             for slice in rows.chunks(PERSIST_SLICE) {
                 picks.clear();
@@ -762,7 +769,7 @@ impl TimeSeriesTable {
             .state_ref()
             .partitions
             .iter()
-            .filter(|(d, f)| should_compact(&self.config, **d, today, f.len()))
+            .filter(|(d, f)| should_compact(&self.config, **d, today, f))
             .map(|(d, f)| (*d, f.clone()))
             .collect();
         let mut outcomes = Vec::new();
@@ -1080,7 +1087,12 @@ fn load_partitions(
     for (date, files) in by_date {
         let mut kept = Vec::new();
         for f in &files {
-            if files.iter().any(|o| o.range.covers(f.range)) {
+            // A lone fresh file's compaction keeps its range: the output
+            // supersedes it just the same.
+            let superseded = |o: &FoundFile| {
+                o.range.covers(f.range) || (o.range == f.range && f.fresh && !o.fresh)
+            };
+            if files.iter().any(superseded) {
                 tracing::warn!(path = %f.path.display(), "removing file superseded by a compaction");
                 std::fs::remove_file(&f.path).map_err(Error::io(&f.path))?;
             } else {
@@ -1089,6 +1101,7 @@ fn load_partitions(
                     date,
                     f.range,
                     f.bytes,
+                    f.fresh,
                 )));
             }
         }

@@ -88,20 +88,30 @@ impl SegmentRange {
         self != other && self.first <= other.first && other.last <= self.last
     }
 
-    pub fn file_name(self) -> String {
-        format!("{:020}-{:020}.parquet", self.first, self.last)
+    /// The name of a file of this range: `<first>-<last>.parquet`, or
+    /// `<first>-<last>.fresh.parquet` for a persist's file.
+    pub fn file_name(self, fresh: bool) -> String {
+        let marker = if fresh { FRESH_MARKER } else { "" };
+        format!("{:020}-{:020}{marker}.parquet", self.first, self.last)
     }
 
-    fn try_from_file_name(name: &str) -> Option<Self> {
+    /// The range and freshness a file name says.
+    fn try_from_file_name(name: &str) -> Option<(Self, bool)> {
         let stem = name.strip_suffix(".parquet")?;
+        let (stem, fresh) = match stem.strip_suffix(FRESH_MARKER) {
+            Some(s) => (s, true),
+            None => (stem, false),
+        };
         let (a, b) = stem.split_once('-')?;
         let range = Self {
             first: a.parse().ok()?,
             last: b.parse().ok()?,
         };
-        (range.first <= range.last).then_some(range)
+        (range.first <= range.last).then_some((range, fresh))
     }
 }
+
+const FRESH_MARKER: &str = ".fresh";
 
 /// A Parquet file found on disk.
 #[derive(Debug, Clone)]
@@ -110,6 +120,8 @@ pub struct FoundFile {
     pub range: SegmentRange,
     pub path: PathBuf,
     pub bytes: u64,
+    /// Written by a persist (see `FileKind::Fresh`).
+    pub fresh: bool,
 }
 
 /// Suffix of files being written; never read, removed on start-up.
@@ -151,7 +163,7 @@ fn scan_partition(dir: &Path, date: PartitionDate, found: &mut Vec<FoundFile>) -
             fs::remove_file(&path).map_err(Error::io(&path))?;
             continue;
         }
-        let Some(range) = SegmentRange::try_from_file_name(&name) else {
+        let Some((range, fresh)) = SegmentRange::try_from_file_name(&name) else {
             continue;
         };
         let bytes = entry.metadata().map_err(Error::io(&path))?.len();
@@ -160,6 +172,7 @@ fn scan_partition(dir: &Path, date: PartitionDate, found: &mut Vec<FoundFile>) -
             range,
             path,
             bytes,
+            fresh,
         });
     }
     Ok(())

@@ -18,16 +18,25 @@ pub struct PersistedFile {
     pub(crate) date: PartitionDate,
     pub(crate) range: SegmentRange,
     pub(crate) bytes: u64,
+    /// Written by a persist, not yet by a compaction.
+    pub(crate) fresh: bool,
     obsolete: AtomicBool,
 }
 
 impl PersistedFile {
-    pub(crate) fn new(path: PathBuf, date: PartitionDate, range: SegmentRange, bytes: u64) -> Self {
+    pub(crate) fn new(
+        path: PathBuf,
+        date: PartitionDate,
+        range: SegmentRange,
+        bytes: u64,
+        fresh: bool,
+    ) -> Self {
         Self {
             path,
             date,
             range,
             bytes,
+            fresh,
             obsolete: AtomicBool::new(false),
         }
     }

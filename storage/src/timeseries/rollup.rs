@@ -30,7 +30,7 @@ use datafusion::parquet::arrow::ProjectionMask;
 
 use super::config::TimeSeriesConfig;
 use super::partition::{scan, PartitionDate};
-use super::persist::FileWriter;
+use super::persist::{FileKind, FileWriter};
 use super::read::{PersistedFile, Snapshot};
 use super::retention::RetentionPolicy;
 use super::table::{string_column, ts_column, TableSpec, UTC};
@@ -63,7 +63,9 @@ impl RollupLevel {
         std::fs::create_dir_all(&root).map_err(Error::io(&root))?;
         let mut files: BTreeMap<PartitionDate, Arc<PersistedFile>> = BTreeMap::new();
         for f in scan(&root)? {
-            let found = Arc::new(PersistedFile::new(f.path, f.date, f.range, f.bytes));
+            let found = Arc::new(PersistedFile::new(
+                f.path, f.date, f.range, f.bytes, f.fresh,
+            ));
             let older = match files.get(&f.date) {
                 Some(kept) if kept.range.last >= found.range.last => found,
                 _ => match files.insert(f.date, found) {
@@ -360,7 +362,14 @@ pub(crate) fn build(
     let mut acc = levels
         .iter()
         .map(|l| {
-            let w = FileWriter::create(l.spec, config, &l.root, source.date, source.range)?;
+            let w = FileWriter::create(
+                l.spec,
+                config,
+                &l.root,
+                source.date,
+                source.range,
+                FileKind::Final,
+            )?;
             Ok(Level::new(l, metrics.len(), w))
         })
         .collect::<Result<Vec<_>>>()?;

@@ -372,32 +372,128 @@ fn snapshot_prunes_partitions_by_time_range() {
     assert!(none.files().is_empty() && none.head().is_empty());
 }
 
-#[test]
-fn parquet_files_carry_zstd_statistics_and_page_index() {
+/// The encodings of every column chunk of a file's first row group, and
+/// its compression, by column name.
+fn chunk_encodings(
+    path: &Path,
+) -> Vec<(
+    String,
+    datafusion::parquet::basic::Compression,
+    Vec<datafusion::parquet::basic::Encoding>,
+)> {
     use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
-    let dir = tempfile::tempdir().unwrap();
-    let table = open(dir.path());
-    let rows: Vec<_> = (0..40)
-        .map(|i| host(&format!("pc{i:02}"), t(1, 0), 1.0))
-        .collect();
-    write(&table, &rows);
-    table.persist().unwrap();
-    let file = table.snapshot(None).files()[0].path().to_path_buf();
-    let reader = SerializedFileReader::new(std::fs::File::open(&file).unwrap()).unwrap();
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
     let meta = reader.metadata();
     assert!(meta.num_row_groups() >= 2, "row groups of for_tests size");
     let rg = meta.row_group(0);
-    assert!(rg.column(0).statistics().is_some());
-    assert!(matches!(
-        rg.column(0).compression(),
-        datafusion::parquet::basic::Compression::ZSTD(_)
-    ));
+    assert!(rg.column(0).statistics().is_some(), "statistics written");
     assert!(
         rg.column(0).column_index_offset().is_some(),
         "page index written"
     );
-    assert!(rg.sorting_columns().is_some());
+    assert!(rg.sorting_columns().is_some(), "sort order declared");
+    rg.columns()
+        .iter()
+        .map(|c| {
+            (
+                c.column_path().string(),
+                c.compression(),
+                c.encodings().collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_persist_writes_a_cheap_fresh_file_and_compaction_a_compact_one() {
+    use datafusion::parquet::basic::{Compression, Encoding};
+    let dir = tempfile::tempdir().unwrap();
+    let table = open(dir.path());
+    let rows: Vec<_> = (0..40)
+        .map(|i| host(&format!("pc{i:02}"), t(1, 0), f64::from(i)))
+        .collect();
+    write(&table, &rows);
+    table.persist().unwrap();
+    let before = rows_of(&table);
+    assert_eq!(before.len(), 40);
+    let files = table.snapshot(None).files().to_vec();
+    assert_eq!(files.len(), 1);
+    let fresh = files[0].path().to_path_buf();
+    drop(files);
+    assert!(
+        fresh.to_string_lossy().ends_with(".fresh.parquet"),
+        "{fresh:?}"
+    );
+    let chunks = chunk_encodings(&fresh);
+    assert_eq!(chunks.len(), HOST_PERF.schema().fields().len());
+    for (col, compression, encodings) in &chunks {
+        assert_eq!(*compression, Compression::LZ4_RAW, "{col}");
+        if col != "pc_id" {
+            assert!(
+                !encodings.contains(&Encoding::RLE_DICTIONARY),
+                "{col}: {encodings:?}"
+            );
+        }
+    }
+    // Today keeps it; once the day is closed, its lone fresh file is
+    // compacted into the table's final encoding.
+    assert!(table
+        .compact(PartitionDate::of(t(1, 0)))
+        .unwrap()
+        .is_empty());
+    let out = table.compact(PartitionDate::of(t(2, 0))).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].input_files, 1);
+    let files = table.snapshot(None).files().to_vec();
+    assert_eq!(files.len(), 1);
+    let last = files[0].path().to_path_buf();
+    assert!(!last.to_string_lossy().contains(".fresh"), "{last:?}");
+    assert!(!fresh.exists(), "the fresh file is gone");
+    let chunks = chunk_encodings(&last);
+    assert_eq!(chunks.len(), HOST_PERF.schema().fields().len());
+    for (col, compression, encodings) in &chunks {
+        assert!(matches!(compression, Compression::ZSTD(_)), "{col}");
+        if col == "cpu_pct" {
+            assert!(
+                encodings.contains(&Encoding::BYTE_STREAM_SPLIT),
+                "{encodings:?}"
+            );
+        }
+    }
+    assert_eq!(rows_of(&table), before);
+    // A final file is not compacted again.
+    assert!(table
+        .compact(PartitionDate::of(t(3, 0)))
+        .unwrap()
+        .is_empty());
     let _ = Array::len(&Float64Array::from(vec![1.0]));
+}
+
+#[test]
+fn a_lone_fresh_file_left_beside_its_compaction_is_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("host_perf/date=2026-11-01");
+    {
+        let table = open(dir.path());
+        write(&table, &[host("a", t(1, 0), 1.0), host("b", t(1, 0), 2.0)]);
+        table.persist().unwrap();
+        let fresh = table.snapshot(None).files()[0].path().to_path_buf();
+        let bytes = std::fs::read(&fresh).unwrap();
+        assert_eq!(table.compact(PartitionDate::of(t(2, 0))).unwrap().len(), 1);
+        drop(table);
+        // The crash hit after the compaction's rename, before the input's
+        // deletion: both files have the same segment range.
+        std::fs::write(&fresh, bytes).unwrap();
+    }
+    assert_eq!(std::fs::read_dir(&part).unwrap().count(), 2);
+    let table = open(dir.path());
+    let left: Vec<_> = std::fs::read_dir(&part)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(!left[0].contains(".fresh"), "{left:?}");
+    assert_eq!(rows_of(&table).len(), 2, "no row counted twice");
 }
 
 #[test]
