@@ -757,43 +757,26 @@ fn run_sqlite(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -
 /// The projectors' path: a batch per write, persist at the head limit
 /// (the maintenance loop does it), then the close-of-day compaction
 /// (which also rolls up the closed days). Returns the time it all took.
-/// Loads `batches` as the backend does: the projector's writes on this
-/// thread, the persist pass of the maintenance runner on another (it
-/// persists a head as soon as it is full; the runner looks every second,
-/// this loop every 2 ms, since the bench writes far faster than a fleet),
-/// then a final persist and the compaction with its rollups.
+/// Loads `batches`: writes, a persist whenever the head is full, a final
+/// persist, then the compaction with its rollups; one thread, each stage
+/// timed.
 fn ingest_ours(
     table: &TimeSeriesTable,
     batches: &mut dyn Iterator<Item = kanade_storage::arrow::record_batch::RecordBatch>,
     end: DateTime<Utc>,
 ) -> Duration {
     let t = Instant::now();
-    let writes_done = std::sync::atomic::AtomicBool::new(false);
-    let (writing, (mut persisting, persists)) = std::thread::scope(|scope| {
-        let persister = scope.spawn(|| {
-            let (mut busy, mut n) = (Duration::ZERO, 0);
-            while !writes_done.load(std::sync::atomic::Ordering::Acquire) {
-                if table.wants_persist() {
-                    let p = Instant::now();
-                    table.persist().unwrap();
-                    busy += p.elapsed();
-                    n += 1;
-                } else {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            }
-            (busy, n)
-        });
-        let mut writing = Duration::ZERO;
-        for b in batches {
-            let w = Instant::now();
-            table.write(&b).unwrap();
-            writing += w.elapsed();
+    let (mut writing, mut persisting) = (Duration::ZERO, Duration::ZERO);
+    for b in batches {
+        let w = Instant::now();
+        table.write(&b).unwrap();
+        writing += w.elapsed();
+        if table.wants_persist() {
+            let p = Instant::now();
+            table.persist().unwrap();
+            persisting += p.elapsed();
         }
-        writes_done.store(true, std::sync::atomic::Ordering::Release);
-        (writing, persister.join().unwrap())
-    });
-    let loaded = t.elapsed();
+    }
     let p = Instant::now();
     table.persist().unwrap();
     persisting += p.elapsed();
@@ -806,13 +789,12 @@ fn ingest_ours(
         table.spec().name
     ));
     eprintln!(
-        "{} ingest: writes and {} persists side by side {:.2?} (write: dedup + WAL fsync + head {:.2?}; persist {:.2?}), then compaction and rollups {:.2?}",
+        "{} ingest: write (dedup + WAL fsync + head) {:.2?}, persist {:.2?}, compaction and rollups {:.2?}, batch generation and the rest {:.2?}",
         table.spec().name,
-        persists + 1,
-        loaded,
         writing,
         persisting,
         compacting,
+        t.elapsed().saturating_sub(writing + persisting + compacting)
     );
     t.elapsed()
 }
