@@ -59,6 +59,16 @@ const QUICK: Scale = Scale {
 /// a host message is one row, a process message one PC's tick of
 /// [`Scale::processes`] rows. The SQLite design commits the same rows
 /// per transaction (the reference commits every message on its own).
+impl Scale {
+    fn host_rows(&self) -> f64 {
+        (self.days * 86_400 / STEP_SECS) as f64 * self.pcs as f64
+    }
+
+    fn process_rows(&self) -> f64 {
+        (self.days * 86_400 / STEP_SECS) as f64 * (self.process_pcs * self.processes) as f64
+    }
+}
+
 const BATCH_MESSAGES: usize = kanade_backend::ingest::FLUSH_MAX_MESSAGES;
 const STEP_SECS: i64 = 60;
 
@@ -756,10 +766,8 @@ fn run_sqlite(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -
 
 /// The projectors' path: a batch per write, persist at the head limit
 /// (the maintenance loop does it), then the close-of-day compaction
-/// (which also rolls up the closed days). Returns the time it all took.
-/// Loads `batches`: writes, a persist whenever the head is full, a final
-/// persist, then the compaction with its rollups; one thread, each stage
-/// timed.
+/// (which also rolls up the closed days); one thread, each stage timed.
+/// Returns the time it all took.
 fn ingest_ours(
     table: &TimeSeriesTable,
     batches: &mut dyn Iterator<Item = kanade_storage::arrow::record_batch::RecordBatch>,
@@ -807,7 +815,7 @@ fn run_process_ingest(
     end: DateTime<Utc>,
     sqlite: bool,
 ) {
-    let rows = (s.days * 86_400 / STEP_SECS) as f64 * (s.process_pcs * s.processes) as f64;
+    let rows = s.process_rows();
     let rate = |d: Duration| rows / d.as_secs_f64().max(1e-9);
     let theirs = sqlite.then(|| {
         let mut c = Connection::open(dir.join("backend.db")).unwrap();
@@ -1058,29 +1066,26 @@ fn main() {
         .duration_trunc(chrono::Duration::minutes(1))
         .unwrap();
     let start = end - chrono::Duration::days(scale.days);
-    // `--only inventory` skips the perf tables (the inventory rows alone).
-    let only_inventory = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-        .is_some_and(|o| o == "inventory");
-    if only_inventory {
-        run_inventory(scale, work.path());
-        return;
-    }
-    // `--only process-ingest` loads process_perf alone into both designs
-    // (`--only process-ingest-ours`: ours alone, e.g. under `perf record`).
+    // `--only inventory` skips the perf tables (the inventory rows alone);
+    // `--only process-ingest` loads process_perf alone into both designs,
+    // `--only process-ingest-ours` into ours alone (e.g. under `perf`).
     let only = args
         .iter()
         .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1));
-    if let Some(o) = only.filter(|o| o.starts_with("process-ingest")) {
-        run_process_ingest(scale, work.path(), start, end, o == "process-ingest");
-        return;
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
+    match only {
+        Some("inventory") => return run_inventory(scale, work.path()),
+        Some("process-ingest") => return run_process_ingest(scale, work.path(), start, end, true),
+        Some("process-ingest-ours") => {
+            return run_process_ingest(scale, work.path(), start, end, false)
+        }
+        Some(other) => {
+            panic!("--only {other}: expected inventory, process-ingest or process-ingest-ours")
+        }
+        None => {}
     }
-    let host_rows = (scale.days * 86_400 / STEP_SECS) as f64 * scale.pcs as f64;
-    let process_rows =
-        (scale.days * 86_400 / STEP_SECS) as f64 * (scale.process_pcs * scale.processes) as f64;
+    let (host_rows, process_rows) = (scale.host_rows(), scale.process_rows());
     eprintln!(
         "{} scale: {host_rows} host rows, {process_rows} process rows; SQLite design first",
         scale.name

@@ -13,7 +13,7 @@ use rusqlite::Connection;
 
 use super::{
     duckdb_side, ingest_ours, pc_name, peak_rss_mib, reset_peak_rss, sqlite_insert_host, time, ts,
-    Answer, Report, Scale, SQLITE_SCHEMA, STEP_SECS,
+    Answer, Report, Scale, SQLITE_SCHEMA,
 };
 
 const DAYS: i64 = 30;
@@ -33,7 +33,7 @@ pub fn run(scale: &Scale, dir: &Path, end: DateTime<Utc>) {
         month_pcs: scale.month_pcs,
     };
     let start = end - chrono::Duration::days(DAYS);
-    let rows = (DAYS * 86_400 / STEP_SECS) as f64 * s.pcs as f64;
+    let rows = s.host_rows();
     let pc = pc_name(s.pcs / 2);
     let from = start;
     eprintln!(
