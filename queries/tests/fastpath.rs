@@ -64,12 +64,22 @@ fn load(dir: &std::path::Path) -> (PerfQueries, Arc<TimeSeriesTable>, usize) {
     load_with(dir, TimeSeriesConfig::for_tests())
 }
 
+/// The tests' settings: they persist when they mean to, so no threshold
+/// and no hard cap.
+fn driven(config: TimeSeriesConfig) -> TimeSeriesConfig {
+    TimeSeriesConfig {
+        persist_max_rows: usize::MAX,
+        persist_max_bytes: usize::MAX,
+        ..config
+    }
+}
+
 fn load_with(
     dir: &std::path::Path,
     config: TimeSeriesConfig,
 ) -> (PerfQueries, Arc<TimeSeriesTable>, usize) {
     let mut rng = Rng(7);
-    let table = Arc::new(TimeSeriesTable::open(&HOST_PERF, dir, config).unwrap());
+    let table = Arc::new(TimeSeriesTable::open(&HOST_PERF, dir, driven(config)).unwrap());
     let mut rows_total = 0;
     for chunk in 0..6 {
         let rows: Vec<HostPerfRow> = (0..PCS)
@@ -174,8 +184,9 @@ async fn a_one_pc_hour_opens_only_the_row_groups_that_can_hold_it() {
 /// share a name, values at agent precision.
 fn load_processes(dir: &std::path::Path) -> PerfQueries {
     let mut rng = Rng(11);
-    let table =
-        Arc::new(TimeSeriesTable::open(&PROCESS_PERF, dir, TimeSeriesConfig::for_tests()).unwrap());
+    let table = Arc::new(
+        TimeSeriesTable::open(&PROCESS_PERF, dir, driven(TimeSeriesConfig::for_tests())).unwrap(),
+    );
     let names = [
         "chrome", "chrome", "svchost", "teams", "defender", "explorer", "zoom", "java",
     ];

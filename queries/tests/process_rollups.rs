@@ -99,6 +99,9 @@ fn load(dir: &std::path::Path, config: TimeSeriesConfig) -> (PerfQueries, Arc<Ti
 fn config() -> TimeSeriesConfig {
     TimeSeriesConfig {
         row_group_rows: 1_024,
+        // The test persists when it means to: no threshold, no hard cap.
+        persist_max_rows: usize::MAX,
+        persist_max_bytes: usize::MAX,
         ..TimeSeriesConfig::for_tests()
     }
 }

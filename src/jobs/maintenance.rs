@@ -10,8 +10,11 @@ use kanade_storage::TimeSeriesConfig;
 use super::Runner;
 use crate::tables::Tables;
 
-/// How often the persist pass looks at the heads.
-const PERSIST_CHECK: Duration = Duration::from_secs(1);
+/// How often the persist pass looks at the heads: a head that reaches a
+/// threshold is persisted within this, beside the writes (a write that
+/// finds it at twice the threshold persists inline instead). The look is
+/// a sum over the head's chunks.
+pub const PERSIST_CHECK: Duration = Duration::from_millis(100);
 
 /// Registers the persist and the compaction/retention passes.
 pub fn register(runner: &mut Runner, tables: &Tables, config: &TimeSeriesConfig) {

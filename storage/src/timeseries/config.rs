@@ -33,11 +33,14 @@ pub struct TimeSeriesConfig {
     /// Seconds between persists of the head buffer to Parquet. Default 300.
     pub persist_interval_secs: u64,
     /// Rows in the head buffer that trigger a persist before the interval
-    /// is up. Default 500,000.
+    /// is up. Default 500,000. A write that leaves twice this many in the
+    /// head persists inline (the head's hard cap).
     pub persist_max_rows: usize,
     /// Bytes of Arrow memory in the head (per table) that trigger a
-    /// persist, whichever of this and `persist_max_rows` comes first: the
-    /// head's memory cap. Default 16,777,216 (16 MiB).
+    /// persist, whichever of this and `persist_max_rows` comes first.
+    /// Default 16,777,216 (16 MiB). Twice this is the head's hard cap: a
+    /// write that leaves more persists inline, so the head stays bounded
+    /// when the persist pass falls behind.
     pub persist_max_bytes: usize,
     /// Files in today's partition that trigger its compaction (closed
     /// partitions are compacted as soon as they hold two files). Default 8.

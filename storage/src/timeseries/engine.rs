@@ -1,10 +1,16 @@
 //! `TimeSeriesTable`: one table's WAL, head and partition files, and the
 //! orchestration of write, persist, compaction and retention.
 //!
-//! Locking: `writer` serialises appends (dedup keys + WAL); `maintenance`
-//! serialises persist / compaction / retention; `state` is held only for
-//! the instant a snapshot is taken or a stage swaps its result in, so
-//! readers never wait for I/O.
+//! Locking: `writer` serialises appends (dedup keys + WAL); `persisting`
+//! serialises persists, `compacting` compaction, rollups and retention, so
+//! a persist (which is what bounds the head) never waits for a long
+//! compaction; `state` is held only for the instant a snapshot is taken or
+//! a stage swaps its result in, so readers never wait for I/O. Lock order:
+//! `compacting`, `persisting`, `writer`, `state`.
+//!
+//! The head has a hard cap of [`HEAD_HARD_CAP`] times the persist
+//! thresholds: a write that leaves it above that persists inline, so the
+//! head stays bounded however far the persist pass falls behind.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -92,7 +98,8 @@ pub struct TimeSeriesTable {
     retention: RetentionPolicy,
     state: RwLock<TableState>,
     writer: Mutex<Writer>,
-    maintenance: Mutex<()>,
+    persisting: Mutex<()>,
+    compacting: Mutex<()>,
     /// Each PC's latest rows, for tables whose spec tracks them.
     latest: RwLock<LatestIndex>,
     /// The table's rollups (`spec.rollups`), finest first.
@@ -185,7 +192,8 @@ impl TimeSeriesTable {
             retention,
             state: RwLock::new(TableState { head, partitions }),
             writer: Mutex::new(Writer { wal, keys }),
-            maintenance: Mutex::new(()),
+            persisting: Mutex::new(()),
+            compacting: Mutex::new(()),
             latest: RwLock::new(latest),
             rollups,
             recent: RwLock::new(recent),
@@ -205,7 +213,22 @@ impl TimeSeriesTable {
     /// Commits `batch` (of this table's schema): rows whose key is already
     /// known are dropped, the rest are fsynced to the WAL and then visible
     /// to every new snapshot. Blocking (fsync): call off the async runtime.
+    /// A write that leaves the head above its hard cap persists it before
+    /// returning (see the module doc).
     pub fn write(&self, batch: &RecordBatch) -> Result<WriteOutcome> {
+        let outcome = self.append(batch)?;
+        if outcome.inserted > 0 && self.head_over(HEAD_HARD_CAP) {
+            // The rows are committed whatever the persist does: a failure
+            // is the persist pass's to retry, not the writer's.
+            if let Err(e) = self.persist_if(|t| t.head_over(HEAD_HARD_CAP)) {
+                tracing::error!(table = self.spec.name, error = %e, "inline persist of a full head failed");
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Dedup, WAL append and head push, under the writer lock.
+    fn append(&self, batch: &RecordBatch) -> Result<WriteOutcome> {
         let mut writer = lock(&self.writer);
         let fresh = self.spec.retain_new(batch, &mut writer.keys)?;
         let outcome = WriteOutcome {
@@ -377,13 +400,14 @@ impl TimeSeriesTable {
 
     /// Copies the table as it is now into the data directory `dest`: the
     /// write-ahead log and the list of files are taken together under the
-    /// writer and the maintenance lock (no append, persist or compaction
+    /// writer, persist and compaction locks (no append, persist or compaction
     /// in between, so every row is in exactly one of them), then the
     /// files, pinned by the snapshot, are hard-
     /// linked (copied across file systems). Writes go on meanwhile; only
     /// persist and compaction wait. Opening `dest` gives the same rows.
     pub fn backup_to(&self, dest: &Path) -> Result<TableBackup> {
-        let _maintenance = lock(&self.maintenance);
+        let _compacting = lock(&self.compacting);
+        let _persisting = lock(&self.persisting);
         let (snapshot, wal_bytes) = {
             let writer = lock(&self.writer);
             let wal_bytes = writer.wal.copy_to(&dest.join("wal").join(self.spec.name))?;
@@ -638,19 +662,35 @@ impl TimeSeriesTable {
 
     /// Whether the head has reached its persist threshold (rows or bytes).
     pub fn wants_persist(&self) -> bool {
+        self.head_over(1)
+    }
+
+    /// Whether the head holds `factor` times a persist threshold.
+    fn head_over(&self, factor: usize) -> bool {
         let state = self.state_ref();
         let (rows, bytes) = state
             .head
             .iter()
             .fold((0, 0), |(r, b), c| (r + c.batch.num_rows(), b + c.bytes));
-        rows >= self.config.persist_max_rows || bytes >= self.config.persist_max_bytes
+        rows >= self.config.persist_max_rows.saturating_mul(factor)
+            || bytes >= self.config.persist_max_bytes.saturating_mul(factor)
     }
 
     /// Writes every row in the head to Parquet (one file per partition),
     /// swaps them in and deletes the WAL segments they came from. Rows
-    /// written meanwhile stay in the head for the next persist.
+    /// written meanwhile stay in the head for the next persist. Runs
+    /// beside a compaction; waits only for another persist.
     pub fn persist(&self) -> Result<PersistOutcome> {
-        let _maintenance = lock(&self.maintenance);
+        self.persist_if(|_| true)
+    }
+
+    /// [`Self::persist`] if `still`, asked once the persist lock is held
+    /// (a persist that ran meanwhile may have emptied the head).
+    fn persist_if(&self, still: impl Fn(&Self) -> bool) -> Result<PersistOutcome> {
+        let _persisting = lock(&self.persisting);
+        if !still(self) {
+            return Ok(PersistOutcome::default());
+        }
         let sealed = {
             let mut writer = lock(&self.writer);
             if self.state_ref().head.is_empty() {
@@ -762,9 +802,17 @@ impl TimeSeriesTable {
     }
 
     /// Compacts every partition that qualifies (closed partitions with two
-    /// or more files, today's with `compaction_min_files` or more).
+    /// or more files, today's with `compaction_min_files` or more). A head
+    /// holding rows of a closed day (its last hours, late samples) is
+    /// persisted first, so the day is merged once with all its rows rather
+    /// than again when they land as one more file.
     pub fn compact(&self, today: PartitionDate) -> Result<Vec<CompactionOutcome>> {
-        let _maintenance = lock(&self.maintenance);
+        let _compacting = lock(&self.compacting);
+        let today_from = today.start_micros();
+        let holds_closed = |t: &Self| t.state_ref().head.iter().any(|c| c.min_at < today_from);
+        if holds_closed(self) {
+            self.persist_if(holds_closed)?;
+        }
         let candidates: Vec<(PartitionDate, Vec<Arc<PersistedFile>>)> = self
             .state_ref()
             .partitions
@@ -781,7 +829,8 @@ impl TimeSeriesTable {
     }
 
     /// Merges `inputs` (files of partition `date`) into one file and
-    /// swaps it in. Under the maintenance lock.
+    /// swaps it in, keeping files a persist added meanwhile. Under the
+    /// compaction lock.
     fn compact_date(
         &self,
         date: PartitionDate,
@@ -805,7 +854,7 @@ impl TimeSeriesTable {
     /// missing or derived from an older file; and of today between
     /// compactions, when none of its files has its rollup yet, from its
     /// biggest file (the others are read raw beside it). Runs under the
-    /// maintenance lock, after compaction.
+    /// compaction lock, after compaction.
     fn roll_up(&self, today: PartitionDate) -> Result<Vec<RollupOutcome>> {
         if self.rollups.is_empty() {
             return Ok(Vec::new());
@@ -866,7 +915,7 @@ impl TimeSeriesTable {
     /// dropped dates. Files are deleted at once unless a running query
     /// still holds them, in which case they go when it finishes.
     pub fn drop_expired(&self, today: PartitionDate) -> Result<Vec<PartitionDate>> {
-        let _maintenance = lock(&self.maintenance);
+        let _compacting = lock(&self.compacting);
         // A day about to go is rolled up first if it never was (a
         // partition left with several files, a data directory from before
         // rollups): its rollups outlive it.
@@ -927,6 +976,10 @@ impl TimeSeriesTable {
         self.state.write().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// The head's hard cap, in multiples of the persist thresholds
+/// (`persist_max_rows`, `persist_max_bytes`).
+pub const HEAD_HARD_CAP: usize = 2;
 
 /// Rows copied out of the head per write of a persist.
 const PERSIST_SLICE: usize = 8_192;

@@ -672,11 +672,11 @@ fn inventory_history_keeps_its_own_ninety_days() {
 }
 
 #[test]
-fn a_persist_writes_large_heads_sorted_in_slices_and_the_head_has_a_memory_cap() {
+fn a_persist_writes_large_heads_sorted_in_slices() {
     let dir = tempfile::tempdir().unwrap();
     let config = TimeSeriesConfig {
         persist_max_rows: 1_000_000,
-        persist_max_bytes: 1 << 20,
+        persist_max_bytes: 1 << 30,
         row_group_rows: 4_096,
         ..TimeSeriesConfig::for_tests()
     };
@@ -684,7 +684,6 @@ fn a_persist_writes_large_heads_sorted_in_slices_and_the_head_has_a_memory_cap()
     // 12 chunks of 3,000 rows, PCs and minutes interleaved across chunks,
     // 48 hours from 10:00 (three days): 36,000 rows, 12,000 a day, so a
     // day is written in two slices.
-    let mut capped_at = None;
     for chunk in 0..12u32 {
         let rows: Vec<HostPerfRow> = (0..3_000u32)
             .map(|i| {
@@ -700,13 +699,8 @@ fn a_persist_writes_large_heads_sorted_in_slices_and_the_head_has_a_memory_cap()
             })
             .collect();
         write(&table, &rows);
-        if capped_at.is_none() && table.wants_persist() {
-            capped_at = Some(table.stats().unwrap().head_bytes);
-        }
     }
-    let capped_at = capped_at.expect("the byte cap asks for a persist before the row cap");
-    assert!(capped_at >= 1 << 20, "{capped_at}");
-    assert!(table.head_rows() < 1_000_000);
+    assert_eq!(table.head_rows(), 36_000);
     let out = table.persist().unwrap();
     assert_eq!(out.rows, 36_000);
     assert_eq!(out.files.len(), 3, "one file per day");
@@ -727,4 +721,129 @@ fn a_persist_writes_large_heads_sorted_in_slices_and_the_head_has_a_memory_cap()
     }
     assert_eq!(total, 36_000);
     assert_eq!(rows_of(&table).len(), 36_000);
+}
+
+/// 300 rows of one PC a minute apart from `start` minutes past t(10, 0).
+fn minutes(start: u32) -> Vec<HostPerfRow> {
+    (start..start + 300)
+        .map(|m| {
+            host(
+                "pc1",
+                t(10, 0) + Duration::minutes(i64::from(m)),
+                f64::from(m),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_write_persists_inline_once_the_head_holds_twice_its_thresholds() {
+    // Rows: the threshold is 1,000, so the cap is 2,000; 20 writes of 300
+    // rows and no persist pass: the 7th and 14th writes persist inline.
+    let dir = tempfile::tempdir().unwrap();
+    let config = TimeSeriesConfig {
+        persist_max_rows: 1_000,
+        persist_max_bytes: 1 << 30,
+        ..TimeSeriesConfig::for_tests()
+    };
+    let table = TimeSeriesTable::open(&HOST_PERF, dir.path(), config).unwrap();
+    let mut heads = Vec::new();
+    for w in 0..20 {
+        write(&table, &minutes(w * 300));
+        heads.push(table.head_rows());
+    }
+    assert_eq!(heads.len(), 20);
+    assert_eq!(heads.iter().max(), Some(&1_800), "{heads:?}");
+    assert_eq!(heads[6], 0, "the write that reached 2,100 rows persisted");
+    assert_eq!(heads[13], 0);
+    assert_eq!(table.head_rows(), 1_800);
+    let stored = table.snapshot(None).files().len();
+    assert!(stored >= 2, "two inline persists wrote files: {stored}");
+    assert_eq!(table.stored_rows().unwrap(), 6_000);
+    assert_eq!(rows_of(&table).len(), 6_000);
+
+    // Bytes: the threshold is three writes' worth, so the sixth write
+    // persists inline.
+    let dir = tempfile::tempdir().unwrap();
+    let one = HostPerfRow::to_batch(&minutes(0))
+        .unwrap()
+        .get_array_memory_size();
+    let config = TimeSeriesConfig {
+        persist_max_rows: 1_000_000,
+        persist_max_bytes: 3 * one,
+        ..TimeSeriesConfig::for_tests()
+    };
+    let table = TimeSeriesTable::open(&HOST_PERF, dir.path(), config).unwrap();
+    let mut heads = Vec::new();
+    for w in 0..8 {
+        write(&table, &minutes(w * 300));
+        heads.push(table.head_rows());
+    }
+    assert_eq!(heads, [300, 600, 900, 1_200, 1_500, 0, 300, 600]);
+    assert_eq!(table.stored_rows().unwrap(), 2_400);
+}
+
+#[test]
+fn persists_beside_a_compaction_keep_every_row_once() {
+    // Compaction holds its own lock: a persist in the middle of it adds a
+    // file to the partition being compacted, and the swap keeps it.
+    let dir = tempfile::tempdir().unwrap();
+    let table = std::sync::Arc::new(open(dir.path()));
+    let today = PartitionDate::of(t(20, 0));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let compactions = std::thread::scope(|s| {
+        let compactor = s.spawn(|| {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += table.compact(today).unwrap().len();
+            }
+            n
+        });
+        for w in 0..40 {
+            // Days 10 to 18, closed partitions every pass compacts.
+            write(&table, &minutes(w * 300));
+            table.persist().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        compactor.join().unwrap()
+    });
+    assert!(compactions > 0, "the compactor ran");
+    let written = 300 * 40;
+    assert_eq!(rows_of(&table).len(), written);
+    assert_eq!(table.stored_rows().unwrap(), written as u64);
+    table.compact(today).unwrap();
+    drop(table);
+    let reopened = open(dir.path());
+    assert_eq!(rows_of(&reopened).len(), written);
+}
+
+#[test]
+fn compaction_persists_a_head_holding_rows_of_a_closed_day_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TimeSeriesConfig {
+        persist_max_rows: 100_000,
+        ..TimeSeriesConfig::for_tests()
+    };
+    let table = TimeSeriesTable::open(&HOST_PERF, dir.path(), config).unwrap();
+    // Day 10: two persisted files, then its last rows still in the head
+    // beside one row of today (day 11).
+    write(&table, &minutes(0)[..100]);
+    table.persist().unwrap();
+    write(&table, &minutes(100)[..100]);
+    table.persist().unwrap();
+    write(&table, &minutes(200)[..50]);
+    let today_row = host("pc1", t(11, 0) + Duration::hours(16), 1.0);
+    write(&table, std::slice::from_ref(&today_row));
+    assert_eq!(table.head_rows(), 51);
+    let today = PartitionDate::of(today_row.at);
+    let done = table.compact(today).unwrap();
+    assert_eq!(done.len(), 1, "day 10 compacted once");
+    assert_eq!(
+        done[0].output_rows, 250,
+        "with the rows that were in the head"
+    );
+    assert_eq!(table.head_rows(), 0);
+    let day10 = table.snapshot(Some((t(10, 0), t(10, 0) + Duration::hours(14))));
+    assert_eq!(day10.files().len(), 1);
+    assert_eq!(rows_of(&table).len(), 251);
 }
