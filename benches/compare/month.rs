@@ -75,12 +75,7 @@ pub fn run(scale: &Scale, dir: &Path, end: DateTime<Utc>) {
     let host = Arc::new(TimeSeriesTable::open(&HOST_PERF, &ours_dir, config.clone()).unwrap());
     let process =
         Arc::new(TimeSeriesTable::open(&PROCESS_PERF, &ours_dir, config.clone()).unwrap());
-    let ours_ingest = ingest_ours(
-        &host,
-        &mut super::host_batches(&s, start)
-            .map(|b| kanade_storage::HostPerfRow::to_batch(&b).unwrap()),
-        end,
-    );
+    let ours_ingest = ingest_ours(&host, &mut super::host_writes(&s, start), end);
     let store = RelationalStore::open(&ours_dir).unwrap();
     let q = PerfQueries::new(Arc::clone(&host), process, store).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
