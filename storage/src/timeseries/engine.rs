@@ -723,6 +723,8 @@ impl TimeSeriesTable {
         }
         lock(&self.writer).wal.remove_through(sealed)?;
         self.forget_old_keys();
+        drop(chunks);
+        release_freed_memory();
         tracing::debug!(
             table = self.spec.name,
             rows = outcome.rows,
@@ -825,6 +827,7 @@ impl TimeSeriesTable {
             outcomes.push(self.compact_date(date, &inputs)?.1);
         }
         self.roll_up(today)?;
+        release_freed_memory();
         Ok(outcomes)
     }
 
@@ -974,6 +977,19 @@ impl TimeSeriesTable {
 
     fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, TableState> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Hands memory freed by a persist or compaction back to the system.
+/// glibc's malloc keeps freed chunks of its arenas, and with persist and
+/// compaction freeing on other threads than the writes it kept about as
+/// much again as the heap held (full-scale benchmark: heap peak 103 MB,
+/// RSS 201 MiB).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -108,6 +108,12 @@ fn writer_properties(
             DataType::Utf8 => continue,
             _ if kind == FileKind::Fresh => Encoding::PLAIN,
             _ if spec.name == "process_perf" && field.name() != "at" => continue,
+            // A rollup's integers (window starts, counts) repeat: its
+            // dictionaries hold a day's windows and a handful of counts.
+            // Delta encoders would also each reserve 1 MiB per row group
+            // (parquet's bit writer), which made a host day's two rollups
+            // 20 MiB of the compaction pass's peak heap.
+            DataType::Int64 | DataType::Timestamp(..) if spec.window_secs > 0 => continue,
             DataType::Float64 => Encoding::BYTE_STREAM_SPLIT,
             _ => Encoding::DELTA_BINARY_PACKED,
         };
