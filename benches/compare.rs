@@ -809,7 +809,7 @@ fn ingest_ours(
         let persist_pass = s.spawn(|| {
             let mut busy = Duration::ZERO;
             while !done.load(Ordering::Acquire) {
-                if table.wants_persist() {
+                if std::env::var("NOPERSIST").is_err() && table.wants_persist() {
                     let p = Instant::now();
                     table.persist().unwrap();
                     busy += p.elapsed();
@@ -824,7 +824,7 @@ fn ingest_ours(
             let mut today = None;
             while !done.load(Ordering::Acquire) {
                 let now = PartitionDate::of_micros(newest.load(Ordering::Acquire));
-                if now.is_some() && now != today {
+                if std::env::var("NOCOMPACT").is_err() && now.is_some() && now != today {
                     if let (Some(_), Some(day)) = (today, now) {
                         let c = Instant::now();
                         passes += table.compact(day).unwrap().len();
@@ -1122,7 +1122,8 @@ fn main() {
     let start = end - chrono::Duration::days(scale.days);
     // `--only inventory` skips the perf tables (the inventory rows alone);
     // `--only process-ingest` loads process_perf alone into both designs,
-    // `--only process-ingest-ours` into ours alone (e.g. under `perf`).
+    // `--only process-ingest-ours` into ours alone (e.g. under `perf`);
+    // `--only ours` runs our side of the main table alone (its memory).
     let only = args
         .iter()
         .position(|a| a == "--only")
@@ -1134,9 +1135,17 @@ fn main() {
         Some("process-ingest-ours") => {
             return run_process_ingest(scale, work.path(), start, end, false)
         }
-        Some(other) => {
-            panic!("--only {other}: expected inventory, process-ingest or process-ingest-ours")
+        Some("ours") => {
+            let t = run_ours(scale, work.path(), start, end);
+            eprintln!("ours alone: peak RSS {:?} MiB", t.peak_rss);
+            if keep {
+                eprintln!("kept: {}", work.keep().display());
+            }
+            return;
         }
+        Some(other) => panic!(
+            "--only {other}: expected inventory, process-ingest, process-ingest-ours or ours"
+        ),
         None => {}
     }
     let (host_rows, process_rows) = (scale.host_rows(), scale.process_rows());
