@@ -130,16 +130,26 @@ impl Cursor {
     }
 }
 
+/// The WAL segments a merge of `inputs` covers (its file's name).
+pub fn merged_range(inputs: &[Arc<PersistedFile>]) -> SegmentRange {
+    SegmentRange {
+        first: inputs.iter().map(|f| f.range.first).min().unwrap_or(0),
+        last: inputs.iter().map(|f| f.range.last).max().unwrap_or(0),
+    }
+}
+
 /// Merges `inputs` (one partition's files, each sorted and deduplicated)
 /// into one new file, streaming: a k-way merge on (pc_id, at[, seq]) in
-/// which a key's copy from the oldest file wins. The inputs stay on disk;
-/// the caller swaps them out.
+/// which a key's copy from the oldest file wins. Every batch written is
+/// also handed to `sink` (the day's rollups), in order. The inputs stay
+/// on disk; the caller swaps them out.
 pub fn merge(
     spec: &TableSpec,
     config: &TimeSeriesConfig,
     root: &Path,
     date: PartitionDate,
     inputs: &[Arc<PersistedFile>],
+    sink: &mut dyn FnMut(&RecordBatch) -> Result<()>,
 ) -> Result<(PersistedFile, CompactionOutcome)> {
     let mut ordered: Vec<&Arc<PersistedFile>> = inputs.iter().collect();
     ordered.sort_by_key(|f| f.range);
@@ -150,10 +160,7 @@ pub fn merge(
         cursors.push(c);
         input_rows += rows;
     }
-    let range = SegmentRange {
-        first: ordered.iter().map(|f| f.range.first).min().unwrap_or(0),
-        last: ordered.iter().map(|f| f.range.last).max().unwrap_or(0),
-    };
+    let range = merged_range(inputs);
     let mut out = FileWriter::create(spec, config, root, date, range, FileKind::Final)?;
     let mut output_rows = 0;
     // Rows picked for the next output batch: (input, row of its batch).
@@ -187,13 +194,13 @@ pub fn merge(
         // The output is flushed before any input batch it points into is
         // replaced, and whenever it is full.
         if exhausted || picks.len() >= MERGE_BATCH {
-            output_rows += flush(spec, &cursors, &mut picks, &mut out)?;
+            output_rows += flush(spec, &cursors, &mut picks, &mut out, sink)?;
         }
         if exhausted {
             cursors[i].advance(spec)?;
         }
     }
-    output_rows += flush(spec, &cursors, &mut picks, &mut out)?;
+    output_rows += flush(spec, &cursors, &mut picks, &mut out, sink)?;
     let file = out.finish()?;
     let outcome = CompactionOutcome {
         date,
@@ -204,12 +211,14 @@ pub fn merge(
     Ok((file, outcome))
 }
 
-/// Writes the picked rows as one batch; returns how many.
+/// Writes the picked rows as one batch (and hands it to `sink`); returns
+/// how many.
 fn flush(
     spec: &TableSpec,
     cursors: &[Cursor],
     picks: &mut Vec<(usize, usize)>,
     out: &mut FileWriter,
+    sink: &mut dyn FnMut(&RecordBatch) -> Result<()>,
 ) -> Result<usize> {
     if picks.is_empty() {
         return Ok(0);
@@ -221,6 +230,7 @@ fn flush(
         .collect();
     let merged = interleave_record_batch(&batches, picks).map_err(Error::arrow(spec.name))?;
     out.write(&merged)?;
+    sink(&merged)?;
     let n = picks.len();
     picks.clear();
     Ok(n)

@@ -21,7 +21,7 @@ use datafusion::arrow::array::{Int64Array, StringArray, TimestampMicrosecondArra
 use datafusion::arrow::compute::{concat_batches, interleave_record_batch};
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::compaction::{merge, should_compact, CompactionOutcome};
+use super::compaction::{merge, merged_range, should_compact, CompactionOutcome};
 use super::config::TimeSeriesConfig;
 use super::fleet::{FleetWindows, WindowAcc};
 use super::head::HeadChunk;
@@ -31,7 +31,9 @@ use super::persist::{read_key_columns, split_by_date, FileKind, FileWriter};
 use super::read::{PersistedFile, Snapshot};
 use super::recent::RecentIndex;
 use super::retention::RetentionPolicy;
-use super::rollup::{self, coalesce, complement, RolledSnapshot, RollupLevel, RollupOutcome};
+use super::rollup::{
+    self, coalesce, complement, RolledSnapshot, RollupBuilder, RollupLevel, RollupOutcome,
+};
 use super::table::{string_column, ts_column, KeySet, TableSpec};
 use super::wal::{check_schema, Wal};
 use crate::{Error, Result};
@@ -824,7 +826,7 @@ impl TimeSeriesTable {
             .collect();
         let mut outcomes = Vec::new();
         for (date, inputs) in candidates {
-            outcomes.push(self.compact_date(date, &inputs)?.1);
+            outcomes.push(self.compact_date(date, &inputs, today)?.1);
         }
         self.roll_up(today)?;
         release_freed_memory();
@@ -832,14 +834,39 @@ impl TimeSeriesTable {
     }
 
     /// Merges `inputs` (files of partition `date`) into one file and
-    /// swaps it in, keeping files a persist added meanwhile. Under the
-    /// compaction lock.
+    /// swaps it in, keeping files a persist added meanwhile; the day's
+    /// rollups (those retention still keeps on `today`) are built from
+    /// the merged rows as they are written and installed after the swap.
+    /// Under the compaction lock.
     fn compact_date(
         &self,
         date: PartitionDate,
         inputs: &[Arc<PersistedFile>],
+        today: PartitionDate,
     ) -> Result<(Arc<PersistedFile>, CompactionOutcome)> {
-        let (file, outcome) = merge(self.spec, &self.config, &self.root, date, inputs)?;
+        // A rollup of the same segments is of the same rows (a lone fresh
+        // file rolled up while it was today's): it stays, and a new one
+        // would take its file name.
+        let range = merged_range(inputs);
+        let levels: Vec<&RollupLevel> = self
+            .rollups
+            .iter()
+            .filter(|l| !l.retention.is_expired(date, today))
+            .filter(|l| l.file(date).is_none_or(|f| f.range != range))
+            .collect();
+        let mut rollups = match levels.as_slice() {
+            [] => None,
+            some => Some(RollupBuilder::new(
+                self.spec,
+                &self.config,
+                some,
+                date,
+                range,
+            )?),
+        };
+        let mut sink = |b: &RecordBatch| rollups.as_mut().map_or(Ok(()), |r| r.push(b));
+        let (file, outcome) = merge(self.spec, &self.config, &self.root, date, inputs, &mut sink)?;
+        let built = rollups.map(RollupBuilder::finish).transpose()?;
         let file = Arc::new(file);
         let mut state = self.state_mut();
         let files = state.partitions.entry(date).or_default();
@@ -848,7 +875,11 @@ impl TimeSeriesTable {
         for input in inputs {
             input.mark_obsolete();
         }
+        drop(state);
         tracing::info!(table = self.spec.name, %date, files = outcome.input_files, rows = outcome.output_rows, "compacted partition");
+        if let Some((files, done)) = built {
+            install_rollups(&levels, files, &done);
+        }
         Ok((file, outcome))
     }
 
@@ -905,12 +936,7 @@ impl TimeSeriesTable {
             return Ok(Vec::new());
         }
         let (files, done) = rollup::build(self.spec, &self.config, &stale, source)?;
-        for (level, file) in stale.iter().zip(files) {
-            level.install(file);
-        }
-        for o in &done {
-            tracing::info!(table = o.table, date = %o.date, rows = o.input_rows, windows = o.windows, "rolled up partition");
-        }
+        install_rollups(&stale, files, &done);
         Ok(done)
     }
 
@@ -934,7 +960,7 @@ impl TimeSeriesTable {
                 let source = match files.as_slice() {
                     [] => continue,
                     [one] => Arc::clone(one),
-                    _ => self.compact_date(date, &files)?.0,
+                    _ => self.compact_date(date, &files, today)?.0,
                 };
                 self.roll_up_file(&source, today)?;
             }
@@ -977,6 +1003,16 @@ impl TimeSeriesTable {
 
     fn state_mut(&self) -> std::sync::RwLockWriteGuard<'_, TableState> {
         self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Puts each level's new file in place (`files` in `levels`' order).
+fn install_rollups(levels: &[&RollupLevel], files: Vec<PersistedFile>, done: &[RollupOutcome]) {
+    for (level, file) in levels.iter().zip(files) {
+        level.install(file);
+    }
+    for o in done {
+        tracing::info!(table = o.table, date = %o.date, rows = o.input_rows, windows = o.windows, "rolled up partition");
     }
 }
 

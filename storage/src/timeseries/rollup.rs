@@ -29,7 +29,7 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::arrow::ProjectionMask;
 
 use super::config::TimeSeriesConfig;
-use super::partition::{scan, PartitionDate};
+use super::partition::{scan, PartitionDate, SegmentRange};
 use super::persist::{FileKind, FileWriter};
 use super::read::{PersistedFile, Snapshot};
 use super::retention::RetentionPolicy;
@@ -343,42 +343,80 @@ pub(crate) fn build(
     levels: &[&RollupLevel],
     source: &PersistedFile,
 ) -> Result<(Vec<PersistedFile>, Vec<RollupOutcome>)> {
-    let metrics = raw.metric_columns();
-    // Every level of a table groups by the same column (or none).
-    let group = levels.first().and_then(|l| l.spec.group);
+    let mut builder = RollupBuilder::new(raw, config, levels, source.date, source.range)?;
     let path = &source.path;
     let file = File::open(path).map_err(Error::io(path))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(Error::parquet(path))?;
-    let input_rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
-    let mut wanted = vec!["pc_id", "at"];
-    wanted.extend(group);
-    wanted.extend(metrics.iter().copied());
-    let mask = ProjectionMask::columns(builder.parquet_schema(), wanted.iter().copied());
-    let reader = builder
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(Error::parquet(path))?;
+    let mask = ProjectionMask::columns(reader.parquet_schema(), builder.columns());
+    let reader = reader
         .with_projection(mask)
         .with_batch_size(BATCH)
         .build()
         .map_err(Error::parquet(path))?;
-    let mut acc = levels
-        .iter()
-        .map(|l| {
-            let w = FileWriter::create(
-                l.spec,
-                config,
-                &l.root,
-                source.date,
-                source.range,
-                FileKind::Final,
-            )?;
-            Ok(Level::new(l, metrics.len(), w))
-        })
-        .collect::<Result<Vec<_>>>()?;
     for batch in reader {
-        let batch = batch.map_err(Error::arrow(raw.name))?;
-        let pc = string_column(&batch, "pc_id");
-        let at = ts_column(&batch);
-        let groups = group.map(|g| string_column(&batch, g));
-        let values: Vec<ArrayRef> = metrics
+        builder.push(&batch.map_err(Error::arrow(raw.name))?)?;
+    }
+    builder.finish()
+}
+
+/// The rollups of one raw file, built while its rows go by in key order
+/// (pc_id, at): read back from the file ([`build`]), or as a compaction
+/// writes them, which spares decoding the file it has just encoded.
+pub(crate) struct RollupBuilder<'a> {
+    raw: &'static TableSpec,
+    metrics: Vec<&'static str>,
+    /// Every level of a table groups by the same column (or none).
+    group: Option<&'static str>,
+    levels: Vec<Level<'a>>,
+    date: PartitionDate,
+    input_rows: usize,
+}
+
+impl<'a> RollupBuilder<'a> {
+    /// Starts a file of every level in `levels` for the raw file of
+    /// partition `date` covering WAL segments `range`.
+    pub fn new(
+        raw: &'static TableSpec,
+        config: &TimeSeriesConfig,
+        levels: &[&'a RollupLevel],
+        date: PartitionDate,
+        range: SegmentRange,
+    ) -> Result<Self> {
+        let metrics = raw.metric_columns();
+        let levels = levels
+            .iter()
+            .map(|l| {
+                let w = FileWriter::create(l.spec, config, &l.root, date, range, FileKind::Final)?;
+                Ok(Level::new(l, metrics.len(), w))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            raw,
+            group: levels.first().and_then(|l| l.level.spec.group),
+            metrics,
+            levels,
+            date,
+            input_rows: 0,
+        })
+    }
+
+    /// The raw columns a rollup reads.
+    pub fn columns(&self) -> Vec<&'static str> {
+        let mut wanted = vec!["pc_id", "at"];
+        wanted.extend(self.group);
+        wanted.extend(self.metrics.iter().copied());
+        wanted
+    }
+
+    /// Adds the rows of `batch` (raw rows holding at least
+    /// [`Self::columns`], after every row already pushed in key order).
+    pub fn push(&mut self, batch: &RecordBatch) -> Result<()> {
+        let raw = self.raw;
+        let pc = string_column(batch, "pc_id");
+        let at = ts_column(batch);
+        let groups = self.group.map(|g| string_column(batch, g));
+        let values: Vec<ArrayRef> = self
+            .metrics
             .iter()
             .map(|m| {
                 let c = batch
@@ -393,25 +431,31 @@ pub(crate) fn build(
             .collect();
         for i in 0..batch.num_rows() {
             let g = groups.map_or("", |g| g.value(i));
-            for level in &mut acc {
+            for level in &mut self.levels {
                 level.add(pc.value(i), at.value(i), g, &values, i)?;
             }
         }
+        self.input_rows += batch.num_rows();
+        Ok(())
     }
-    let mut files = Vec::with_capacity(acc.len());
-    let mut outcomes = Vec::with_capacity(acc.len());
-    for mut level in acc {
-        level.close()?;
-        level.flush()?;
-        outcomes.push(RollupOutcome {
-            table: level.level.spec.name,
-            date: source.date,
-            input_rows,
-            windows: level.rows,
-        });
-        files.push(level.writer.finish()?);
+
+    /// Closes the open windows and finishes every level's file.
+    pub fn finish(self) -> Result<(Vec<PersistedFile>, Vec<RollupOutcome>)> {
+        let mut files = Vec::with_capacity(self.levels.len());
+        let mut outcomes = Vec::with_capacity(self.levels.len());
+        for mut level in self.levels {
+            level.close()?;
+            level.flush()?;
+            outcomes.push(RollupOutcome {
+                table: level.level.spec.name,
+                date: self.date,
+                input_rows: self.input_rows,
+                windows: level.rows,
+            });
+            files.push(level.writer.finish()?);
+        }
+        Ok((files, outcomes))
     }
-    Ok((files, outcomes))
 }
 
 /// A consistent view of a range for a bucketed question: which parts a

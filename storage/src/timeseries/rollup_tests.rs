@@ -334,3 +334,30 @@ fn a_day_that_expires_before_it_was_rolled_up_is_rolled_up_on_its_way_out() {
     let counts = counts.as_any().downcast_ref::<Int64Array>().unwrap();
     assert_eq!(counts.iter().flatten().sum::<i64>(), 2 * 720 + 1);
 }
+
+#[test]
+fn a_lone_fresh_file_rolled_up_as_today_keeps_its_rollup_when_compacted_after_midnight() {
+    // Today's only file is rolled up as it is; after midnight the closed
+    // day's lone fresh file is compacted into a final file of the same
+    // segments. Its rollup (same name) must stay on disk and answer.
+    let dir = tempfile::tempdir().unwrap();
+    let table = open(dir.path(), TimeSeriesConfig::for_tests());
+    let rows: Vec<HostPerfRow> = (0..60)
+        .map(|i| row("pc-a", at(10, 8, 0, 0) + Duration::minutes(i), Some(1.0), i))
+        .collect();
+    write(&table, &rows);
+    table.persist().unwrap();
+    let today = PartitionDate::of(at(10, 12, 0, 0));
+    assert!(table.compact(today).unwrap().is_empty());
+    assert_eq!(days_of(&table, "host_perf_5m"), ["2026-11-10"]);
+    let done = table.compact(PartitionDate::of(at(11, 0, 5, 0))).unwrap();
+    assert_eq!(done.len(), 1, "the lone fresh file is compacted");
+    for (name, files) in table.rollup_files() {
+        assert_eq!(files.len(), 1, "{name}");
+        for f in files {
+            assert!(f.path().exists(), "{name}: {} is gone", f.path().display());
+        }
+    }
+    assert_eq!(rollup_rows(&table, "host_perf_5m").num_rows(), 12);
+    assert_eq!(rollup_rows(&table, "host_perf_1h").num_rows(), 1);
+}
