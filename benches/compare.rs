@@ -1137,7 +1137,10 @@ fn main() {
         }
         Some("ours") => {
             let t = run_ours(scale, work.path(), start, end);
-            eprintln!("ours alone: peak RSS {:?} MiB", t.peak_rss);
+            eprintln!(
+                "ours alone: peak RSS {:?} MiB; host 1 h {:.2?}, 7 d {:.2?}; fleet 24 h stored {:.2?}; process 1 h {:.2?}, 24 h {:.2?}, 7 d {:.2?}",
+                t.peak_rss, t.host_1h, t.host_7d, t.fleet_24h_stored, t.proc_1h, t.proc_24h, t.proc_7d
+            );
             if keep {
                 eprintln!("kept: {}", work.keep().display());
             }
