@@ -188,26 +188,35 @@ fn process_batches(
     })
 }
 
-/// The host rows as our writes: a batch each, with its newest `at`.
+/// Batches of rows as our writes: an Arrow batch each, with its newest
+/// `at` (the data's clock, which the compaction pass follows).
+fn as_writes<'a, R: 'a>(
+    batches: impl Iterator<Item = Vec<R>> + 'a,
+    at: fn(&R) -> DateTime<Utc>,
+    to_batch: fn(&[R]) -> kanade_storage::Result<RecordBatch>,
+) -> impl Iterator<Item = (RecordBatch, DateTime<Utc>)> + 'a {
+    batches.map(move |b| {
+        let newest = b.iter().map(at).max().expect("batches are not empty");
+        (to_batch(&b).unwrap(), newest)
+    })
+}
+
 fn host_writes(
     s: &Scale,
     start: DateTime<Utc>,
 ) -> impl Iterator<Item = (RecordBatch, DateTime<Utc>)> + '_ {
-    host_batches(s, start).map(|b| {
-        let newest = b.iter().map(|r| r.at).max().expect("batches are not empty");
-        (HostPerfRow::to_batch(&b).unwrap(), newest)
-    })
+    as_writes(host_batches(s, start), |r| r.at, HostPerfRow::to_batch)
 }
 
-/// The process rows as our writes (see [`host_writes`]).
 fn process_writes(
     s: &Scale,
     start: DateTime<Utc>,
 ) -> impl Iterator<Item = (RecordBatch, DateTime<Utc>)> + '_ {
-    process_batches(s, start).map(|b| {
-        let newest = b.iter().map(|r| r.at).max().expect("batches are not empty");
-        (ProcessPerfRow::to_batch(&b).unwrap(), newest)
-    })
+    as_writes(
+        process_batches(s, start),
+        |r| r.at,
+        ProcessPerfRow::to_batch,
+    )
 }
 
 fn results(s: &Scale, end: DateTime<Utc>) -> Vec<FinishedRun> {
