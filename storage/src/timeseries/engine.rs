@@ -844,16 +844,8 @@ impl TimeSeriesTable {
         inputs: &[Arc<PersistedFile>],
         today: PartitionDate,
     ) -> Result<(Arc<PersistedFile>, CompactionOutcome)> {
-        // A rollup of the same segments is of the same rows (a lone fresh
-        // file rolled up while it was today's): it stays, and a new one
-        // would take its file name.
         let range = merged_range(inputs);
-        let levels: Vec<&RollupLevel> = self
-            .rollups
-            .iter()
-            .filter(|l| !l.retention.is_expired(date, today))
-            .filter(|l| l.file(date).is_none_or(|f| f.range != range))
-            .collect();
+        let levels = self.stale_rollups(date, range, today);
         let mut rollups = match levels.as_slice() {
             [] => None,
             some => Some(RollupBuilder::new(
@@ -926,18 +918,32 @@ impl TimeSeriesTable {
         source: &PersistedFile,
         today: PartitionDate,
     ) -> Result<Vec<RollupOutcome>> {
-        let stale: Vec<&RollupLevel> = self
-            .rollups
-            .iter()
-            .filter(|l| !l.retention.is_expired(source.date, today))
-            .filter(|l| l.file(source.date).is_none_or(|f| f.range != source.range))
-            .collect();
+        let stale = self.stale_rollups(source.date, source.range, today);
         if stale.is_empty() {
             return Ok(Vec::new());
         }
         let (files, done) = rollup::build(self.spec, &self.config, &stale, source)?;
         install_rollups(&stale, files, &done);
         Ok(done)
+    }
+
+    /// The rollups that want a new file of `date` built from the raw file
+    /// covering segments `range`: those retention keeps on `today` whose
+    /// file of that day is missing or from other segments. A rollup of the
+    /// same segments is of the same rows (a lone fresh file rolled up
+    /// while it was today's, then compacted) and stays: a new one would
+    /// take its file name.
+    fn stale_rollups(
+        &self,
+        date: PartitionDate,
+        range: SegmentRange,
+        today: PartitionDate,
+    ) -> Vec<&RollupLevel> {
+        self.rollups
+            .iter()
+            .filter(|l| !l.retention.is_expired(date, today))
+            .filter(|l| l.file(date).is_none_or(|f| f.range != range))
+            .collect()
     }
 
     /// Removes every partition past retention on `today`; returns the
