@@ -433,7 +433,7 @@ impl TimeSeriesTable {
             })
             .collect();
         for level in &self.rollups {
-            copies.extend(level.read().values().map(|f| {
+            copies.extend(level.read().values().flatten().map(|f| {
                 (
                     Arc::clone(f),
                     level.root.as_path(),
@@ -582,16 +582,26 @@ impl TimeSeriesTable {
                 .iter()
                 .filter(|(d, _)| first_day.is_none_or(|f| **d >= f))
                 .filter(|(d, _)| last_day.is_none_or(|l| **d <= l));
-            for (date, file) in days {
+            for (date, rollups) in days {
                 let start = date.start_micros();
                 let end = date.next().start_micros();
                 let raw = state.partitions.get(date).map_or(&[][..], Vec::as_slice);
                 let retired = raw.is_empty();
-                let current = raw.iter().any(|f| f.range == file.range);
+                let rolled = |f: &PersistedFile| rollups.iter().any(|r| r.range == f.range);
+                // A raw file answers through its rollup; a retired day
+                // through all its rollups.
+                let seen: Vec<&Arc<PersistedFile>> = if retired {
+                    rollups.iter().collect()
+                } else {
+                    rollups
+                        .iter()
+                        .filter(|r| raw.iter().any(|f| f.range == r.range))
+                        .collect()
+                };
                 // A retired day counts windows whole, so rows of it still
                 // in the head (which would not) send it to the raw read.
                 let head_rows = state.head.iter().any(|c| c.overlaps(start, end));
-                if !(current || (retired && !head_rows)) {
+                if seen.is_empty() || (retired && head_rows) {
                     continue;
                 }
                 let (a, b) = (from.max(start), to.min(end));
@@ -607,8 +617,8 @@ impl TimeSeriesTable {
                 }
                 rolled_ranges.push((lo, hi));
                 covered.push(if retired { (a, b) } else { (lo, hi) });
-                rolled_files.push(Arc::clone(file));
-                unseen_files.extend(raw.iter().filter(|f| f.range != file.range).cloned());
+                rolled_files.extend(seen.into_iter().cloned());
+                unseen_files.extend(raw.iter().filter(|f| !rolled(f)).cloned());
             }
         }
         let raw_ranges = complement(from, to, &covered);
@@ -653,7 +663,7 @@ impl TimeSeriesTable {
     pub fn rollup_files(&self) -> Vec<(&'static str, Vec<Arc<PersistedFile>>)> {
         self.rollups
             .iter()
-            .map(|l| (l.spec.name, l.read().values().cloned().collect()))
+            .map(|l| (l.spec.name, l.read().values().flatten().cloned().collect()))
             .collect()
     }
 
@@ -875,12 +885,10 @@ impl TimeSeriesTable {
         Ok((file, outcome))
     }
 
-    /// Builds the rollups of every partition held in one file (a closed
-    /// day once compacted; today after each compaction) whose rollup is
-    /// missing or derived from an older file; and of today between
-    /// compactions, when none of its files has its rollup yet, from its
-    /// biggest file (the others are read raw beside it). Runs under the
-    /// compaction lock, after compaction.
+    /// Rolls up every raw file that lacks a rollup retention still keeps
+    /// (the files persists wrote since the last pass, a data directory
+    /// from before rollups), each on its own. Runs under the compaction
+    /// lock, after compaction.
     fn roll_up(&self, today: PartitionDate) -> Result<Vec<RollupOutcome>> {
         if self.rollups.is_empty() {
             return Ok(Vec::new());
@@ -888,20 +896,10 @@ impl TimeSeriesTable {
         let sources: Vec<Arc<PersistedFile>> = self
             .state_ref()
             .partitions
-            .iter()
-            .filter_map(|(date, files)| match files.as_slice() {
-                [one] => Some(Arc::clone(one)),
-                many => {
-                    let has_rollup = |l: &RollupLevel| {
-                        l.file(*date)
-                            .is_some_and(|r| many.iter().any(|f| f.range == r.range))
-                    };
-                    if self.rollups.iter().all(has_rollup) {
-                        return None;
-                    }
-                    many.iter().max_by_key(|f| f.bytes).cloned()
-                }
-            })
+            .values()
+            .flatten()
+            .filter(|f| !self.stale_rollups(f.date, f.range, today).is_empty())
+            .cloned()
             .collect();
         let mut outcomes = Vec::new();
         for source in sources {
@@ -927,12 +925,11 @@ impl TimeSeriesTable {
         Ok(done)
     }
 
-    /// The rollups that want a new file of `date` built from the raw file
-    /// covering segments `range`: those retention keeps on `today` whose
-    /// file of that day is missing or from other segments. A rollup of the
-    /// same segments is of the same rows (a lone fresh file rolled up
-    /// while it was today's, then compacted) and stays: a new one would
-    /// take its file name.
+    /// The rollups that want a file of `date` built from the raw file
+    /// covering segments `range`: those retention keeps on `today` without
+    /// one of that range. A rollup of the same segments is of the same
+    /// rows (a lone fresh file rolled up, then compacted) and stays: a new
+    /// one would take its file name.
     fn stale_rollups(
         &self,
         date: PartitionDate,
@@ -942,7 +939,7 @@ impl TimeSeriesTable {
         self.rollups
             .iter()
             .filter(|l| !l.retention.is_expired(date, today))
-            .filter(|l| l.file(date).is_none_or(|f| f.range != range))
+            .filter(|l| !l.has(date, range))
             .collect()
     }
 

@@ -3,15 +3,15 @@
 //! sum, count, min and max of every metric, so a long range reads a few
 //! rows per PC-hour instead of every sample.
 //!
-//! A rollup file of day `d` is derived from exactly one raw file: the
-//! day's only file when it was built (a closed day once compacted, today
-//! after each compaction), whose segment range it carries in its name.
-//! It answers for the rows of that file while the partition still holds
-//! it: the rows it has not seen (later files of `d`, and the head) are
-//! read raw over the same windows and added, so the sum is the raw
-//! answer. When compaction replaces the file, the day is read raw until
-//! its rollup is rebuilt from the new one. Once retention has dropped
-//! the raw partition, the rollup is all there is and answers alone.
+//! A rollup file is derived from exactly one raw file, whose segment
+//! range it carries in its name: each file a persist writes is rolled up
+//! on its own, and a compaction rolls its output up as it writes it,
+//! replacing the rollups of its inputs. A raw file with a rollup of its
+//! range is answered by that rollup; the raw rows no rollup has seen
+//! (files not rolled up yet, the head) are read raw over the same
+//! windows and added, so the sum is the raw answer. Once retention has
+//! dropped the raw partition, the day's rollup files are all there is
+//! and answer alone.
 //! Rollups keep their own, longer retention.
 
 use std::collections::{BTreeMap, HashMap};
@@ -41,19 +41,20 @@ const BATCH: usize = 8_192;
 
 const MICROS: i64 = 1_000_000;
 
-/// One rollup table of a raw table: at most one file per partition.
+/// One rollup table of a raw table: per partition, the rollup files of
+/// its raw files (disjoint segment ranges).
 #[derive(Debug)]
 pub(crate) struct RollupLevel {
     pub spec: &'static TableSpec,
     pub root: PathBuf,
     pub retention: RetentionPolicy,
-    pub files: RwLock<BTreeMap<PartitionDate, Arc<PersistedFile>>>,
+    pub files: RwLock<BTreeMap<PartitionDate, Vec<Arc<PersistedFile>>>>,
 }
 
 impl RollupLevel {
-    /// Opens the rollup `spec` under `data_dir`, keeping per partition the
-    /// file derived from the newest raw file (a newer one covers the
-    /// segments of any it replaced) and deleting the others.
+    /// Opens the rollup `spec` under `data_dir`, deleting every file whose
+    /// range another file of its partition covers (the rollups of a
+    /// compaction's inputs, left by a stop before it removed them).
     pub fn open(
         spec: &'static TableSpec,
         data_dir: &Path,
@@ -61,20 +62,26 @@ impl RollupLevel {
     ) -> Result<Self> {
         let root = data_dir.join(spec.name);
         std::fs::create_dir_all(&root).map_err(Error::io(&root))?;
-        let mut files: BTreeMap<PartitionDate, Arc<PersistedFile>> = BTreeMap::new();
+        let mut by_date: BTreeMap<PartitionDate, Vec<Arc<PersistedFile>>> = BTreeMap::new();
         for f in scan(&root)? {
-            let found = Arc::new(PersistedFile::new(
-                f.path, f.date, f.range, f.bytes, f.fresh,
-            ));
-            let older = match files.get(&f.date) {
-                Some(kept) if kept.range.last >= found.range.last => found,
-                _ => match files.insert(f.date, found) {
-                    Some(replaced) => replaced,
-                    None => continue,
-                },
-            };
-            tracing::warn!(path = %older.path.display(), "removing a superseded rollup file");
-            older.mark_obsolete();
+            by_date
+                .entry(f.date)
+                .or_default()
+                .push(Arc::new(PersistedFile::new(
+                    f.path, f.date, f.range, f.bytes, f.fresh,
+                )));
+        }
+        for files in by_date.values_mut() {
+            let ranges: Vec<SegmentRange> = files.iter().map(|f| f.range).collect();
+            files.retain(|f| {
+                let superseded = ranges.iter().any(|r| r.covers(f.range));
+                if superseded {
+                    tracing::warn!(path = %f.path.display(), "removing a superseded rollup file");
+                    f.mark_obsolete();
+                }
+                !superseded
+            });
+            files.sort_by_key(|f| f.range);
         }
         Ok(Self {
             spec,
@@ -82,32 +89,43 @@ impl RollupLevel {
             retention: RetentionPolicy {
                 days: (spec.retention_days)(config),
             },
-            files: RwLock::new(files),
+            files: RwLock::new(by_date),
         })
     }
 
-    pub fn file(&self, date: PartitionDate) -> Option<Arc<PersistedFile>> {
-        self.read().get(&date).cloned()
+    /// Whether the partition holds a rollup of the raw file of `range`.
+    pub fn has(&self, date: PartitionDate, range: SegmentRange) -> bool {
+        self.read()
+            .get(&date)
+            .is_some_and(|files| files.iter().any(|f| f.range == range))
     }
 
     pub fn read(
         &self,
-    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<PartitionDate, Arc<PersistedFile>>> {
+    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<PartitionDate, Vec<Arc<PersistedFile>>>> {
         self.files.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn write(
         &self,
-    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<PartitionDate, Arc<PersistedFile>>> {
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<PartitionDate, Vec<Arc<PersistedFile>>>> {
         self.files.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Puts `file` in place of the partition's previous one.
+    /// Adds `file`, in place of the partition's rollups of the raw files
+    /// it was merged from (those whose range its range covers).
     pub fn install(&self, file: PersistedFile) {
-        let date = file.date;
-        if let Some(old) = self.write().insert(date, Arc::new(file)) {
-            old.mark_obsolete();
-        }
+        let mut all = self.write();
+        let files = all.entry(file.date).or_default();
+        files.retain(|f| {
+            let replaced = file.range.covers(f.range);
+            if replaced {
+                f.mark_obsolete();
+            }
+            !replaced
+        });
+        files.push(Arc::new(file));
+        files.sort_by_key(|f| f.range);
     }
 
     /// Drops the partitions past this rollup's retention on `today`.
@@ -119,10 +137,10 @@ impl RollupLevel {
             .filter(|d| self.retention.is_expired(*d, today))
             .collect();
         for d in &expired {
-            if let Some(f) = files.remove(d) {
+            for f in files.remove(d).into_iter().flatten() {
                 f.mark_obsolete();
-                tracing::info!(table = self.spec.name, date = %d, "dropped expired partition");
             }
+            tracing::info!(table = self.spec.name, date = %d, "dropped expired partition");
         }
         expired
     }

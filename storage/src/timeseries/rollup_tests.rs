@@ -4,6 +4,7 @@
 //! backups.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use datafusion::arrow::array::{Array, Float64Array, Int64Array, StringArray};
@@ -223,39 +224,89 @@ fn late_samples_are_read_raw_beside_their_days_rollup_until_it_is_rolled_up_agai
 }
 
 #[test]
-fn today_between_compactions_is_rolled_up_from_its_biggest_file() {
+fn every_file_of_today_is_rolled_up_on_its_own_until_compaction_merges_them() {
     let dir = tempfile::tempdir().unwrap();
     let config = TimeSeriesConfig {
-        compaction_min_files: 8,
+        compaction_min_files: 3,
         ..TimeSeriesConfig::for_tests()
     };
-    let table = open(dir.path(), config);
+    let table = open(dir.path(), config.clone());
     three_days(&table);
     // A few more of today's samples, persisted as a second, smaller file
     // before any maintenance pass: today holds two files, no rollup.
     write(&table, &[row("pc-c", at(12, 23, 0, 0), Some(5.0), 1)]);
     table.persist().unwrap();
     let today = PartitionDate::of(at(12, 23, 30, 0));
-    table.compact(today).unwrap();
-    assert_eq!(table.snapshot(None).files().len(), 4, "today not compacted");
     let us = |t: DateTime<Utc>| t.timestamp_micros();
     let (from, to) = (at(12, 0, 0, 0), at(13, 0, 0, 0));
+    // Before the pass, today is all raw.
+    let plan = table.rolled_snapshot(from, to, 3_600);
+    assert_eq!(plan.raw_ranges, vec![(us(from), us(to))]);
+    drop(plan);
+    table.compact(today).unwrap();
+    assert_eq!(table.snapshot(None).files().len(), 4, "today not compacted");
     let plan = table.rolled_snapshot(from, to, 3_600);
     assert_eq!(plan.rolled_ranges, vec![(us(from), us(to))]);
     assert!(plan.raw_ranges.is_empty());
-    assert_eq!(plan.unseen.files().len(), 1, "the small file is read raw");
-    let hourly = rollup_rows(&table, "host_perf_1h");
-    let counts = hourly.column_by_name("mem_used_bytes_count").unwrap();
-    let counts = counts.as_any().downcast_ref::<Int64Array>().unwrap();
-    assert_eq!(
-        counts.iter().flatten().sum::<i64>(),
-        2 * 720 * 3,
-        "today's rollup holds the big file's rows, not the late one"
-    );
-    // A second pass leaves it: one of today's files has its rollup.
-    let before = table.rollup_files()[1].1[2].path().to_path_buf();
+    assert_eq!(plan.rollup.files().len(), 2, "one rollup per file of today");
+    assert_eq!(plan.unseen.files().len() + plan.unseen.head_rows(), 0);
+    drop(plan);
+    let count = |table: &TimeSeriesTable| {
+        let hourly = rollup_rows(table, "host_perf_1h");
+        let counts = hourly.column_by_name("mem_used_bytes_count").unwrap();
+        let counts = counts.as_any().downcast_ref::<Int64Array>().unwrap();
+        counts.iter().flatten().sum::<i64>()
+    };
+    assert_eq!(count(&table), 2 * 720 * 3 + 1, "every row rolled up once");
+    // A second pass leaves them.
+    let before = table.rollup_files()[1].1.clone();
+    assert_eq!(before.len(), 4);
     table.compact(today).unwrap();
-    assert_eq!(table.rollup_files()[1].1[2].path(), before);
+    let same = table.rollup_files()[1].1.clone();
+    assert!(before.iter().zip(&same).all(|(a, b)| Arc::ptr_eq(a, b)));
+    assert_eq!(same.len(), 4);
+
+    // A third file reaches compaction_min_files: today is merged, and its
+    // three rollups give way to the merged file's.
+    write(&table, &[row("pc-c", at(12, 23, 10, 0), Some(6.0), 1)]);
+    table.persist().unwrap();
+    assert_eq!(table.compact(today).unwrap().len(), 1);
+    let merged = table.rollup_files()[1].1.clone();
+    assert_eq!(merged.len(), 3, "one rollup a day");
+    // Replaced files go once no reader holds them.
+    let replaced: Vec<_> = before[2..].iter().map(|f| f.path().to_path_buf()).collect();
+    assert_eq!(replaced.len(), 2);
+    drop((before, same));
+    for p in &replaced {
+        assert!(!p.exists(), "{} replaced", p.display());
+    }
+    assert_eq!(count(&table), 2 * 720 * 3 + 2);
+    let plan = table.rolled_snapshot(from, to, 3_600);
+    assert_eq!(plan.rollup.files().len(), 1);
+    assert_eq!(plan.unseen.files().len() + plan.unseen.head_rows(), 0);
+    drop(plan);
+    drop(merged);
+
+    // A rollup of a compaction's input left beside the merged one (a stop
+    // between the swap and the removal) is deleted on open, not counted.
+    let hourly_root = dir.path().join("host_perf_1h");
+    let today_dir = std::fs::read_dir(&hourly_root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("2026-11-12"))
+        .unwrap();
+    let kept: Vec<_> = std::fs::read_dir(&today_dir).unwrap().flatten().collect();
+    assert_eq!(kept.len(), 1);
+    let name = kept[0].file_name().to_string_lossy().to_string();
+    let (first, rest) = name.split_once('-').unwrap();
+    let inner = today_dir.join(format!("{first}-{first}.parquet"));
+    std::fs::copy(kept[0].path(), &inner).unwrap();
+    assert!(rest.starts_with(char::is_numeric));
+    drop(table);
+    let reopened = open(dir.path(), config);
+    assert!(!inner.exists(), "the covered rollup is removed");
+    assert_eq!(count(&reopened), 2 * 720 * 3 + 2);
 }
 
 #[test]
