@@ -945,6 +945,17 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
     store.apply_finished(&results(s, end), end, None).unwrap();
     let bytes_host = dir_bytes(&dir.join("host_perf"));
     let bytes_process = dir_bytes(&dir.join("process_perf"));
+    for rollup in [
+        "host_perf_5m",
+        "host_perf_1h",
+        "process_perf_5m",
+        "process_perf_1h",
+    ] {
+        eprintln!(
+            "{rollup}: {:.1} MB",
+            dir_bytes(&dir.join(rollup)) as f64 / 1e6
+        );
+    }
 
     let q = PerfQueries::new(Arc::clone(&host), Arc::clone(&process), store).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -1024,18 +1035,53 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
         let stats = rt.block_on(q.scan_durations(h(24))).unwrap();
         Answer::of(stats.iter().map(|s| Some(s.count as f64)))
     });
-    // For profiling the fixed per-query cost: `BENCH_QUERY_LOOP=n` repeats
-    // the one-PC 1 h timeline n times here (perf record around it).
+    // For profiling one question: `BENCH_QUERY_LOOP=n` repeats it n times
+    // here (perf record around it); `BENCH_QUERY` picks it: host-1h (the
+    // default), host-7d, process-24h or fleet-stored.
     if let Some(n) = std::env::var("BENCH_QUERY_LOOP")
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
     {
+        let which = std::env::var("BENCH_QUERY").unwrap_or_else(|_| "host-1h".into());
+        match which.as_str() {
+            "host-7d" => {
+                let (_, read) = q
+                    .host_timeline_read(&pc, h(24 * s.days), end, 3600)
+                    .unwrap();
+                eprintln!("host-7d reads {read:?}");
+            }
+            "process-24h" => {
+                let (_, read) = q
+                    .process_timeline_read(&ppc, ProcessMetric::CpuPct, h(24), end, 300, 5)
+                    .unwrap();
+                eprintln!("process-24h reads {read:?}");
+            }
+            _ => {}
+        }
+        eprintln!("looping {which} {n} times");
         let t = Instant::now();
         for _ in 0..n {
-            rt.block_on(q.host_timeline(&pc, h(1), end, 300)).unwrap();
+            match which.as_str() {
+                "host-1h" => drop(host_tl(1, 300)),
+                "host-7d" => drop(host_tl(24 * s.days, 3600)),
+                "process-24h" => drop(tl(24, 300)),
+                "fleet-stored" => drop(
+                    rt.block_on(q.fleet_series_stored(
+                        HostMetric::CpuPct,
+                        Aggregate::Avg,
+                        h(24),
+                        end,
+                        300,
+                    ))
+                    .unwrap(),
+                ),
+                other => panic!(
+                    "BENCH_QUERY={other}: expected host-1h, host-7d, process-24h or fleet-stored"
+                ),
+            }
         }
         eprintln!(
-            "{n} host timelines 1 h: {:.2} ms each",
+            "{n} × {which}: {:.3} ms each",
             t.elapsed().as_secs_f64() * 1e3 / f64::from(n)
         );
     }
