@@ -461,6 +461,19 @@ fn a_persist_writes_a_cheap_fresh_file_and_compaction_a_compact_one() {
         }
     }
     assert_eq!(rows_of(&table), before);
+    // Rollup files are LZ4 too: a one-PC read opens a column chunk per
+    // file and column, and a zstd chunk costs two fresh zstd contexts.
+    let rollups = table.rollup_files();
+    assert_eq!(rollups.len(), 2, "5 min and 1 h");
+    for (name, files) in &rollups {
+        assert_eq!(files.len(), 1, "{name}");
+        let chunks = chunk_encodings(files[0].path());
+        assert!(chunks.len() > 4, "{name}: {chunks:?}");
+        for (col, compression, _) in &chunks {
+            assert_eq!(*compression, Compression::LZ4_RAW, "{name}.{col}");
+        }
+    }
+    drop(rollups);
     // A final file is not compacted again.
     assert!(table
         .compact(PartitionDate::of(t(3, 0)))
