@@ -898,7 +898,6 @@ impl TimeSeriesTable {
             .partitions
             .values()
             .flatten()
-            .filter(|f| !self.stale_rollups(f.date, f.range, today).is_empty())
             .cloned()
             .collect();
         let mut outcomes = Vec::new();
@@ -909,8 +908,8 @@ impl TimeSeriesTable {
     }
 
     /// Rolls `source` (one file of its partition) up into every rollup
-    /// whose file of that day is missing or from another file, and not
-    /// yet expired.
+    /// that lacks a file of its range and keeps its day (nothing when
+    /// none does).
     fn roll_up_file(
         &self,
         source: &PersistedFile,
