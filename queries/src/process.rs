@@ -1,7 +1,9 @@
 //! Process perf questions: a PC's latest tick, its stacked per-process
 //! timeline, and which PCs are under investigation right now.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+use foldhash::HashMap as FastMap;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::AsArray;
@@ -82,33 +84,43 @@ fn process_rows(batch: &RecordBatch) -> Result<Vec<ProcessRow>> {
         .collect())
 }
 
-/// The partial aggregate of one name in one bucket (non-null values only).
-struct Cell {
-    bucket: i64,
-    name: String,
-    sum: f64,
-    count: i64,
-}
-
-/// Per (bucket, name) sums and counts of one metric, the names borrowed
-/// from the batches read (no allocation per row).
+/// Per (bucket, name) sums and counts of one metric (non-null values
+/// only), the names borrowed from the batches read. Each name is hashed
+/// as text once per row to its number, and the cells are keyed by
+/// (bucket, number): a PC's day is one short-string lookup and one
+/// integer-keyed update per row.
 struct Cells<'a> {
     step: i64,
-    acc: HashMap<(i64, &'a str), (f64, i64)>,
+    ids: FastMap<&'a str, u32>,
+    names: Vec<&'a str>,
+    acc: FastMap<(i64, u32), Mean>,
 }
 
 impl<'a> Cells<'a> {
     fn new(step_secs: i64) -> Self {
         Self {
             step: step_secs.max(1),
-            acc: HashMap::new(),
+            ids: FastMap::default(),
+            names: Vec::new(),
+            acc: FastMap::default(),
         }
     }
 
-    fn cell(&mut self, at_micros: i64, name: &'a str) -> &mut (f64, i64) {
+    /// Adds `sum` over `count` values of `name` to the bucket of `at_micros`.
+    fn add(&mut self, at_micros: i64, name: &'a str, sum: f64, count: i64) {
+        let id = match self.ids.get(name) {
+            Some(id) => *id,
+            None => {
+                let id = self.names.len() as u32;
+                self.ids.insert(name, id);
+                self.names.push(name);
+                id
+            }
+        };
         self.acc
-            .entry((bucket_of(at_micros, self.step), name))
-            .or_insert((0.0, 0))
+            .entry((bucket_of(at_micros, self.step), id))
+            .or_default()
+            .add(sum, count);
     }
 
     /// Adds raw rows: (pc_id, at, name, metric) with the metric's non-null
@@ -122,9 +134,7 @@ impl<'a> Cells<'a> {
         let value = value.as_primitive::<Float64Type>();
         for i in 0..b.num_rows() {
             if value.is_valid(i) {
-                let c = self.cell(at.value(i), name.value(i));
-                c.0 += value.value(i);
-                c.1 += 1;
+                self.add(at.value(i), name.value(i), value.value(i), 1);
             }
         }
         Ok(())
@@ -144,24 +154,65 @@ impl<'a> Cells<'a> {
         };
         for i in 0..b.num_rows() {
             if count.value(i) > 0 {
-                let c = self.cell(at.value(i), name.value(i));
-                c.0 += sum.value(i);
-                c.1 += count.value(i);
+                self.add(at.value(i), name.value(i), sum.value(i), count.value(i));
             }
         }
         Ok(())
     }
 
-    fn into_cells(self) -> Vec<Cell> {
-        self.acc
+    /// Ranks names by their AVG over the window (ties by name), keeps the
+    /// `top` ones as series and averages every other row of a bucket into
+    /// `other`.
+    fn stack(self, top: usize) -> Timeline {
+        let mut total = vec![Mean::default(); self.names.len()];
+        for (&(_, id), m) in &self.acc {
+            total[id as usize].add(m.sum, m.count);
+        }
+        let mut ranked: Vec<usize> = (0..self.names.len()).collect();
+        ranked.sort_by(|&a, &b| {
+            total[b]
+                .value()
+                .total_cmp(&total[a].value())
+                .then_with(|| self.names[a].cmp(self.names[b]))
+        });
+        ranked.truncate(top);
+        let mut names: Vec<String> = ranked.iter().map(|&i| self.names[i].to_string()).collect();
+        // Each name's series: its rank among the top ones, else `other`
+        // (the slot after them, or a top process that is itself named
+        // `other`).
+        let other = names.iter().position(|n| n == OTHER);
+        let other_slot = other.unwrap_or(names.len());
+        let mut slot = vec![other_slot; self.names.len()];
+        for (rank, &i) in ranked.iter().enumerate() {
+            slot[i] = rank;
+        }
+        let width = names.len() + 1;
+        let mut buckets: BTreeMap<i64, Vec<Mean>> = BTreeMap::new();
+        for ((bucket, id), m) in self.acc {
+            buckets
+                .entry(bucket)
+                .or_insert_with(|| vec![Mean::default(); width])[slot[id as usize]]
+                .add(m.sum, m.count);
+        }
+        // `other` joins the names when some bucket has it.
+        let has_other = other.is_none() && buckets.values().any(|s| s[other_slot].count > 0);
+        let label = |k: usize| names.get(k).map_or(OTHER, String::as_str);
+        let points = buckets
             .into_iter()
-            .map(|((bucket, name), (sum, count))| Cell {
-                bucket,
-                name: name.to_string(),
-                sum,
-                count,
+            .map(|(bucket, series)| TimelinePoint {
+                at: secs_to_time(bucket),
+                values: series
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(_, m)| m.count > 0)
+                    .map(|(k, m)| (label(k).to_string(), m.value()))
+                    .collect(),
             })
-            .collect()
+            .collect();
+        if has_other {
+            names.push(OTHER.to_string());
+        }
+        Timeline { names, points }
     }
 }
 
@@ -181,56 +232,6 @@ impl Mean {
     fn value(self) -> f64 {
         self.sum / self.count as f64
     }
-}
-
-/// Ranks names by their AVG over the window (ties by name), keeps the
-/// `top` ones as series and averages every other row of a bucket into
-/// `other`.
-fn stack_cells(cells: Vec<Cell>, top: usize) -> Timeline {
-    let mut per_name: HashMap<&str, Mean> = HashMap::new();
-    for c in &cells {
-        per_name.entry(&c.name).or_default().add(c.sum, c.count);
-    }
-    let mut ranked: Vec<(&str, f64)> = per_name.iter().map(|(n, m)| (*n, m.value())).collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-    let mut names: Vec<String> = ranked
-        .iter()
-        .take(top)
-        .map(|(n, _)| n.to_string())
-        .collect();
-
-    let mut buckets: std::collections::BTreeMap<i64, HashMap<&str, Mean>> = Default::default();
-    for c in &cells {
-        let series = if names.contains(&c.name) {
-            c.name.as_str()
-        } else {
-            OTHER
-        };
-        buckets
-            .entry(c.bucket)
-            .or_default()
-            .entry(series)
-            .or_default()
-            .add(c.sum, c.count);
-    }
-    // `other` joins the names when some bucket has it (and a process of
-    // that name is not already one of the top ones).
-    let has_other = !names.iter().any(|n| n == OTHER)
-        && buckets.values().any(|series| series.contains_key(OTHER));
-    let points = buckets
-        .into_iter()
-        .map(|(bucket, series)| TimelinePoint {
-            at: secs_to_time(bucket),
-            values: series
-                .into_iter()
-                .map(|(name, m)| (name.to_string(), m.value()))
-                .collect(),
-        })
-        .collect();
-    if has_other {
-        names.push(OTHER.to_string());
-    }
-    Timeline { names, points }
 }
 
 /// A PC that published process samples recently.
@@ -378,7 +379,7 @@ impl PerfQueries {
         for (b, name) in rolled.iter().zip(&rolled_names) {
             cells.add_partial(b, name)?;
         }
-        Ok((stack_cells(cells.into_cells(), top), stats))
+        Ok((cells.stack(top), stats))
     }
 
     /// The same question as [`Self::process_timeline`] through DataFusion
@@ -413,25 +414,22 @@ impl PerfQueries {
                 vec![sum(value.clone()).alias("s"), count(value).alias("n")],
             )
             .map_err(Error::df(TABLE))?;
-        let mut cells = Vec::new();
-        for batch in collect(TABLE, grouped).await? {
-            let bucket = column::<Int64Array>(TABLE, &batch, "bucket")?;
-            let name = column::<StringArray>(TABLE, &batch, "name")?;
-            let s = column::<Float64Array>(TABLE, &batch, "s")?;
-            let n = column::<Int64Array>(TABLE, &batch, "n")?;
+        let batches = collect(TABLE, grouped).await?;
+        drop(snapshot);
+        let mut cells = Cells::new(step_secs);
+        for batch in &batches {
+            let bucket = column::<Int64Array>(TABLE, batch, "bucket")?;
+            let name = column::<StringArray>(TABLE, batch, "name")?;
+            let s = column::<Float64Array>(TABLE, batch, "s")?;
+            let n = column::<Int64Array>(TABLE, batch, "n")?;
             for i in 0..batch.num_rows() {
                 if n.value(i) > 0 {
-                    cells.push(Cell {
-                        bucket: bucket.value(i),
-                        name: name.value(i).to_string(),
-                        sum: s.value(i),
-                        count: n.value(i),
-                    });
+                    let at_micros = bucket.value(i).saturating_mul(1_000_000);
+                    cells.add(at_micros, name.value(i), s.value(i), n.value(i));
                 }
             }
         }
-        drop(snapshot);
-        Ok(stack_cells(cells, top))
+        Ok(cells.stack(top))
     }
 
     /// PCs with process samples newer than `since`, newest first.
