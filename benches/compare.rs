@@ -945,15 +945,17 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
     store.apply_finished(&results(s, end), end, None).unwrap();
     let bytes_host = dir_bytes(&dir.join("host_perf"));
     let bytes_process = dir_bytes(&dir.join("process_perf"));
-    for rollup in [
+    for table in [
+        "host_perf",
+        "process_perf",
         "host_perf_5m",
         "host_perf_1h",
         "process_perf_5m",
         "process_perf_1h",
     ] {
         eprintln!(
-            "{rollup}: {:.1} MB",
-            dir_bytes(&dir.join(rollup)) as f64 / 1e6
+            "{table}: {:.1} MB",
+            dir_bytes(&dir.join(table)) as f64 / 1e6
         );
     }
 

@@ -99,10 +99,12 @@ fn writer_properties(
     // which made a one-PC hour cost a millisecond. Timestamps and integers
     // go delta-encoded, floats byte-stream-split (their exponent bytes
     // compress well apart from the mantissas).
-    // Process samples keep dictionaries on their numbers: per-process
-    // values repeat (CPU in tenths of a percent, idle processes at the
-    // same RSS), and the full-scale bench measured 4.7 B/row with them
-    // against 7.3 B without.
+    // Process samples too: with an agent's values (CPU an f32 widened,
+    // rates full-mantissa) their dictionaries saved nothing (full-scale
+    // process_perf 144.2 MB with them, 145.5 MB without) and cost every
+    // one-PC read that touches a row group its numbers' whole dictionary
+    // page, zstd-decompressed: the 24-hour process timeline spent 28 % of
+    // its time there for one ragged minute of yesterday.
     // A fresh file (see `FileKind`) keeps the string dictionaries (cheap,
     // and they keep it small) and writes numbers plain: measured on the
     // full-scale process load, persist 5.8-7.4 s -> 3.7-4.3 s and the
@@ -112,7 +114,6 @@ fn writer_properties(
         let encoding = match field.data_type() {
             DataType::Utf8 => continue,
             _ if kind == FileKind::Fresh => Encoding::PLAIN,
-            _ if spec.name == "process_perf" && field.name() != "at" => continue,
             // A rollup's integers (window starts, counts) go plain: they
             // are under 1 % of its bytes however encoded (host_perf_5m: 1.3
             // of 175 MB), plain decodes fastest (dictionaries slowed every

@@ -372,6 +372,36 @@ fn snapshot_prunes_partitions_by_time_range() {
     assert!(none.files().is_empty() && none.head().is_empty());
 }
 
+#[test]
+fn a_compacted_process_file_keeps_dictionaries_for_its_texts_only() {
+    use datafusion::parquet::basic::Encoding;
+    let dir = tempfile::tempdir().unwrap();
+    let table =
+        TimeSeriesTable::open(&PROCESS_PERF, dir.path(), TimeSeriesConfig::for_tests()).unwrap();
+    for minute in 0..4 {
+        table
+            .write(&tick("a", t(1, minute), &[1, 2, 3, 4, 5, 6, 7, 8]))
+            .unwrap();
+        table.persist().unwrap();
+    }
+    let out = table.compact(PartitionDate::of(t(2, 0))).unwrap();
+    assert_eq!(out.len(), 1);
+    let files = table.snapshot(None).files().to_vec();
+    assert_eq!(files.len(), 1);
+    let chunks = chunk_encodings(files[0].path());
+    assert_eq!(chunks.len(), PROCESS_PERF.schema().fields().len());
+    for (col, _, encodings) in &chunks {
+        let dictionary = encodings.contains(&Encoding::RLE_DICTIONARY);
+        assert_eq!(
+            dictionary,
+            col == "pc_id" || col == "name",
+            "{col}: {encodings:?}"
+        );
+    }
+    let cpu = chunks.iter().find(|(c, ..)| c == "cpu_pct").unwrap();
+    assert!(cpu.2.contains(&Encoding::BYTE_STREAM_SPLIT), "{:?}", cpu.2);
+}
+
 /// The encodings of every column chunk of a file's first row group, and
 /// its compression, by column name.
 fn chunk_encodings(
