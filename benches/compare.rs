@@ -979,18 +979,19 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
     };
     let (host_1h, a_host_1h) = time(|| host_tl(1, 300));
     let (host_7d, a_host_7d) = time(|| host_tl(24 * s.days, 3600));
-    let (fleet_24h, a_fleet_24h) = time(|| {
-        let points = rt
-            .block_on(q.fleet_series(HostMetric::CpuPct, Aggregate::Avg, h(24), end, 300))
-            .unwrap();
-        Answer::of(points.iter().map(|p| p.value))
-    });
-    let (fleet_24h_stored, a_fleet_stored) = time(|| {
-        let points = rt
-            .block_on(q.fleet_series_stored(HostMetric::CpuPct, Aggregate::Avg, h(24), end, 300))
-            .unwrap();
-        Answer::of(points.iter().map(|p| p.value))
-    });
+    // Fleet avg cpu @ 5 m over [from, to): from the in-memory windows
+    // where they hold it, or (`stored`) from files and rollups alone.
+    let fleet = |stored: bool, from: DateTime<Utc>, to: DateTime<Utc>| {
+        let (m, agg) = (HostMetric::CpuPct, Aggregate::Avg);
+        let points = if stored {
+            rt.block_on(q.fleet_series_stored(m, agg, from, to, 300))
+        } else {
+            rt.block_on(q.fleet_series(m, agg, from, to, 300))
+        };
+        Answer::of(points.unwrap().iter().map(|p| p.value))
+    };
+    let (fleet_24h, a_fleet_24h) = time(|| fleet(false, h(24), end));
+    let (fleet_24h_stored, a_fleet_stored) = time(|| fleet(true, h(24), end));
     assert!(
         a_fleet_stored.same(&a_fleet_24h),
         "fleet 24 h: from memory {a_fleet_24h:?}, from files {a_fleet_stored:?}"
@@ -1000,24 +1001,12 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
     // file, sorted by PC (every page of it). The same day on the grid:
     let grid_end = end.duration_trunc(chrono::Duration::minutes(5)).unwrap();
     let grid = (grid_end - chrono::Duration::hours(24), grid_end);
-    let (fleet_24h_stored_grid, a_fleet_grid) = time(|| {
-        let points = rt
-            .block_on(q.fleet_series_stored(
-                HostMetric::CpuPct,
-                Aggregate::Avg,
-                grid.0,
-                grid.1,
-                300,
-            ))
-            .unwrap();
-        Answer::of(points.iter().map(|p| p.value))
-    });
-    let a_fleet_grid_memory = {
-        let points = rt
-            .block_on(q.fleet_series(HostMetric::CpuPct, Aggregate::Avg, grid.0, grid.1, 300))
-            .unwrap();
-        Answer::of(points.iter().map(|p| p.value))
-    };
+    let (fleet_24h_stored_grid, a_fleet_grid) = time(|| fleet(true, grid.0, grid.1));
+    let a_fleet_grid_memory = fleet(false, grid.0, grid.1);
+    assert_eq!(
+        a_fleet_grid.rows, 288,
+        "fleet 24 h on the grid: one point per 5 minutes"
+    );
     assert!(
         a_fleet_grid.same(&a_fleet_grid_memory),
         "fleet 24 h on the grid: from memory {a_fleet_grid_memory:?}, from files {a_fleet_grid:?}"
