@@ -954,6 +954,7 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
         "process_perf",
         "host_perf_5m",
         "host_perf_1h",
+        "host_perf_fleet_1m",
         "process_perf_5m",
         "process_perf_1h",
     ] {

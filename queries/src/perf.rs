@@ -339,11 +339,50 @@ impl PerfQueries {
         to: DateTime<Utc>,
         step_secs: i64,
     ) -> Result<Vec<FleetPoint>> {
-        let plan = self.host.rolled_snapshot(from, to, step_secs);
-        match self.fleet_read(&plan, metric, agg, from, to, step_secs)? {
-            Some(points) => Ok(points),
-            None => self.fleet_planned(plan, metric, agg, step_secs).await,
+        let (from_us, to_us) = (from.timestamp_micros(), to.timestamp_micros());
+        match Grid::new(from_us, to_us, step_secs.max(1)) {
+            None => {
+                let plan = self.host.rolled_snapshot(from, to, step_secs);
+                self.fleet_planned(plan, metric, agg, step_secs).await
+            }
+            Some(None) => Ok(Vec::new()),
+            Some(Some(mut grid)) => {
+                self.fleet_stored(metric, from, to, step_secs, &mut grid)?;
+                Ok(grid.points(agg))
+            }
         }
+    }
+
+    /// Adds the fleet's rows of `metric` in `[from, to)` to `grid` from
+    /// storage: the fleet-wide rollup's windows (one row per minute for
+    /// the whole fleet) wherever it answers, and the rest (the ragged
+    /// ends, days it does not hold) planned again per PC.
+    fn fleet_stored(
+        &self,
+        metric: HostMetric,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step_secs: i64,
+        grid: &mut Grid,
+    ) -> Result<()> {
+        let fleet = self.host.rolled_fleet_snapshot(from, to, step_secs);
+        if fleet.window_secs == 0 {
+            let plan = self.host.rolled_snapshot(from, to, step_secs);
+            return self.fleet_accumulate(&plan, metric, grid);
+        }
+        let rest = fleet.raw_ranges.clone();
+        let rolled = RolledSnapshot {
+            raw_ranges: Vec::new(),
+            ..fleet
+        };
+        self.fleet_accumulate(&rolled, metric, grid)?;
+        for (a, b) in rest {
+            let plan = self
+                .host
+                .rolled_snapshot(micros_to_time(a), micros_to_time(b), step_secs);
+            self.fleet_accumulate(&plan, metric, grid)?;
+        }
+        Ok(())
     }
 
     /// [`Self::fleet_series`] with its whole 1-minute windows since the
@@ -392,39 +431,12 @@ impl PerfQueries {
                         grid.add_rows(&batch, metric.column())?;
                     }
                 }
-                None => {
-                    let plan = self.host.rolled_snapshot(a, b, step_secs);
-                    self.fleet_accumulate(&plan, metric, &mut grid)?;
-                }
+                None => self.fleet_stored(metric, a, b, step_secs, &mut grid)?,
             }
         }
         self.fleet_from_memory
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Some(grid.points(agg)))
-    }
-
-    /// [`Self::fleet_series`] without the SQL planner: the metric's
-    /// column (and the rollup's sum, count and max) read with Arrow
-    /// kernels into one slot per bucket. `None` when the buckets are too
-    /// many for a dense array.
-    fn fleet_read(
-        &self,
-        plan: &RolledSnapshot,
-        metric: HostMetric,
-        agg: Aggregate,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-        step_secs: i64,
-    ) -> Result<Option<Vec<FleetPoint>>> {
-        let (from_us, to_us) = (from.timestamp_micros(), to.timestamp_micros());
-        match Grid::new(from_us, to_us, step_secs.max(1)) {
-            None => Ok(None),
-            Some(None) => Ok(Some(Vec::new())),
-            Some(Some(mut grid)) => {
-                self.fleet_accumulate(plan, metric, &mut grid)?;
-                Ok(Some(grid.points(agg)))
-            }
-        }
     }
 
     /// Adds the plan's raw rows and rollup rows of `metric` to `grid`.
@@ -516,7 +528,7 @@ impl PerfQueries {
     }
 
     /// [`Self::fleet_series`] through DataFusion, for bucket counts too
-    /// large for [`Self::fleet_read`].
+    /// large for the dense array of [`Self::fleet_stored`].
     async fn fleet_planned(
         &self,
         plan: RolledSnapshot,

@@ -103,13 +103,16 @@ const METRICS: [HostMetric; 4] = [
 ];
 
 /// `cases` random questions, each asked of the rollup-aware paths and of
-/// raw SQL; returns how many read rollup rows.
+/// raw SQL; returns how many read rollup rows, and how many fleet
+/// questions the fleet-wide rollup answered in part.
 async fn compare(
     q: &PerfQueries,
+    table: &TimeSeriesTable,
     rng: &mut Rng,
     cases: usize,
     around: Option<DateTime<Utc>>,
-) -> usize {
+) -> (usize, usize) {
+    let mut fleet_rolled = 0;
     let steps = [60, 300, 600, 900, 3_600, 7_200, 86_400, 7 * 60];
     let mut rolled = 0;
     let mut nonempty = 0;
@@ -138,6 +141,10 @@ async fn compare(
         let metric = METRICS[rng.below(METRICS.len() as u64) as usize];
         for agg in [Aggregate::Avg, Aggregate::Max] {
             let fleet = q.fleet_series(metric, agg, from, to, step).await.unwrap();
+            let stored = q
+                .fleet_series_stored(metric, agg, from, to, step)
+                .await
+                .unwrap();
             let sql = q
                 .fleet_series_sql(metric, agg, from, to, step)
                 .await
@@ -146,13 +153,24 @@ async fn compare(
                 same_fleet(&fleet, &sql),
                 "{why} {metric:?} {agg:?}\nrolled {fleet:?}\nraw    {sql:?}"
             );
+            assert!(
+                same_fleet(&stored, &sql),
+                "{why} {metric:?} {agg:?}\nstored {stored:?}\nraw    {sql:?}"
+            );
+        }
+        if !table
+            .rolled_fleet_snapshot(from, to, step)
+            .rolled_ranges
+            .is_empty()
+        {
+            fleet_rolled += 1;
         }
     }
     assert!(
         nonempty * 2 > cases,
         "only {nonempty} of {cases} windows held rows"
     );
-    rolled
+    (rolled, fleet_rolled)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,8 +178,12 @@ async fn rollups_answer_as_raw_rows_do_on_random_windows_and_after_late_samples(
     let dir = tempfile::tempdir().unwrap();
     let (q, table) = load(dir.path(), config());
     let mut rng = Rng(42);
-    let rolled = compare(&q, &mut rng, 100, None).await;
+    let (rolled, fleet) = compare(&q, &table, &mut rng, 100, None).await;
     assert!(rolled >= 25, "only {rolled} of 100 questions read a rollup");
+    assert!(
+        fleet >= 25,
+        "only {fleet} of 100 fleet questions read its rollup"
+    );
 
     // Late samples for day 1 (one of them a new maximum): in the head,
     // persisted as a second file, then compacted and rolled up again.
@@ -191,7 +213,7 @@ async fn rollups_answer_as_raw_rows_do_on_random_windows_and_after_late_samples(
         "{:?}",
         points[9]
     );
-    compare(&q, &mut rng, 30, Some(late_at)).await;
+    compare(&q, &table, &mut rng, 30, Some(late_at)).await;
     table.persist().unwrap();
     let (persisted, stats) = day1(&q);
     assert_eq!(stats.rollup_rows, 24, "{stats:?}");
@@ -200,13 +222,17 @@ async fn rollups_answer_as_raw_rows_do_on_random_windows_and_after_late_samples(
         "the rollup's and the late sample's: {stats:?}"
     );
     assert!(same_host(&persisted, &points));
-    compare(&q, &mut rng, 30, Some(late_at)).await;
+    compare(&q, &table, &mut rng, 30, Some(late_at)).await;
     table.compact(today()).unwrap();
     let (again, stats) = day1(&q);
     assert_eq!(stats.rollup_rows, 24, "rolled up again: one row per hour");
     assert!(same_host(&again, &points));
-    let rolled = compare(&q, &mut rng, 30, Some(late_at)).await;
+    let (rolled, fleet) = compare(&q, &table, &mut rng, 30, Some(late_at)).await;
     assert!(rolled >= 5, "only {rolled} of 30 questions read a rollup");
+    assert!(
+        fleet >= 5,
+        "only {fleet} of 30 fleet questions read its rollup"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,5 +313,53 @@ async fn rollups_answer_for_days_whose_raw_rows_are_gone() {
             .await
             .unwrap();
         assert!(same_fleet(&now, fleet), "{why} {metric:?}");
+        let stored = q
+            .fleet_series_stored(*metric, Aggregate::Avg, *from, *to, *step)
+            .await
+            .unwrap();
+        assert!(same_fleet(&stored, fleet), "{why} {metric:?}");
+        assert!(
+            !table
+                .rolled_fleet_snapshot(*from, *to, *step)
+                .rolled_ranges
+                .is_empty(),
+            "{why}: the fleet-wide rollup answers"
+        );
     }
+
+    // A data directory from before the fleet-wide rollup: day 0 has only
+    // the per-PC rollups, which answer its fleet questions instead.
+    drop((q, table));
+    let fleet_day0 = dir
+        .path()
+        .join("host_perf_fleet_1m")
+        .join(format!("date={}", day0().format("%Y-%m-%d")));
+    assert!(fleet_day0.is_dir(), "{}", fleet_day0.display());
+    std::fs::remove_dir_all(&fleet_day0).unwrap();
+    let table = Arc::new(
+        TimeSeriesTable::open(
+            &HOST_PERF,
+            dir.path(),
+            TimeSeriesConfig {
+                host_perf_retention_days: 2,
+                ..config()
+            },
+        )
+        .unwrap(),
+    );
+    let store = RelationalStore::open(dir.path()).unwrap();
+    let q = PerfQueries::new(Arc::clone(&table), Arc::clone(&table), store).unwrap();
+    let mut asked = 0;
+    for ((pc, from, to, step, metric), (_, fleet)) in questions.iter().zip(&before) {
+        let why = format!("{pc} [{from}, {to}) @ {step}s");
+        let plan = table.rolled_fleet_snapshot(*from, *to, *step);
+        assert!(plan.rolled_ranges.is_empty(), "{why}: {plan:?}");
+        let stored = q
+            .fleet_series_stored(*metric, Aggregate::Avg, *from, *to, *step)
+            .await
+            .unwrap();
+        assert!(same_fleet(&stored, fleet), "{why} {metric:?}");
+        asked += 1;
+    }
+    assert_eq!(asked, 40);
 }

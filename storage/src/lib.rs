@@ -47,8 +47,8 @@ pub use timeseries::{
     CompactionOutcome, HostPerfRow, InventoryHistoryRow, LatestRows, PartitionDate, PersistOutcome,
     PersistedFile, ProcessPerfRow, RolledSnapshot, RollupOutcome, Snapshot, TableBackup, TableSpec,
     TableStats, TimeSeriesConfig, TimeSeriesTable, WindowAcc, WriteOutcome, FLEET_WINDOW_SECS,
-    HOST_PERF, HOST_PERF_1H, HOST_PERF_5M, INVENTORY_HISTORY, PROCESS_PERF, PROCESS_PERF_1H,
-    PROCESS_PERF_5M,
+    HOST_PERF, HOST_PERF_1H, HOST_PERF_5M, HOST_PERF_FLEET_1M, INVENTORY_HISTORY, PROCESS_PERF,
+    PROCESS_PERF_1H, PROCESS_PERF_5M,
 };
 
 /// FNV-1a of `bytes`: a hash that is the same on every machine, version

@@ -104,7 +104,8 @@ pub struct TimeSeriesTable {
     compacting: Mutex<()>,
     /// Each PC's latest rows, for tables whose spec tracks them.
     latest: RwLock<LatestIndex>,
-    /// The table's rollups (`spec.rollups`), finest first.
+    /// The table's rollups (`spec.rollups`): per PC finest first, then
+    /// the fleet-wide ones.
     rollups: Vec<RollupLevel>,
     /// Every PC's newest rows (`spec.recent_secs`).
     recent: RwLock<RecentIndex>,
@@ -554,19 +555,45 @@ impl TimeSeriesTable {
     /// ragged ends, days whose rollup is missing or stale) is read raw.
     /// The answer is the raw answer either way; with no rollup that
     /// fits, everything is raw.
+    /// Only per-PC rollups answer: the plan of a question about one PC
+    /// (or one that must see each PC's rows).
     pub fn rolled_snapshot(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         step_secs: i64,
     ) -> RolledSnapshot {
+        self.rolled_snapshot_of(from, to, step_secs, false)
+    }
+
+    /// [`Self::rolled_snapshot`] for a question over every PC together
+    /// (a fleet series): only the fleet-wide rollups answer, their
+    /// windows summing every PC's rows. Days they do not hold (a data
+    /// directory from before them, past their retention) are left to
+    /// `raw_ranges`, which a caller may plan again per PC.
+    pub fn rolled_fleet_snapshot(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step_secs: i64,
+    ) -> RolledSnapshot {
+        self.rolled_snapshot_of(from, to, step_secs, true)
+    }
+
+    fn rolled_snapshot_of(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        step_secs: i64,
+        fleet: bool,
+    ) -> RolledSnapshot {
         let (from, to) = (from.timestamp_micros(), to.timestamp_micros());
         let state = self.state_ref();
-        let level = self
-            .rollups
-            .iter()
-            .rev()
-            .find(|l| step_secs >= l.spec.window_secs && step_secs % l.spec.window_secs == 0);
+        let level = self.rollups.iter().rev().find(|l| {
+            l.spec.fleet == fleet
+                && step_secs >= l.spec.window_secs
+                && step_secs % l.spec.window_secs == 0
+        });
         let mut rolled_files = Vec::new();
         let mut rolled_ranges = Vec::new();
         let mut covered = Vec::new();

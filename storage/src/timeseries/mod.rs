@@ -29,7 +29,8 @@ pub use read::{PersistedFile, Snapshot};
 pub use rollup::{RolledSnapshot, RollupOutcome};
 pub use table::{
     HostPerfRow, InventoryHistoryRow, ProcessPerfRow, TableSpec, HOST_PERF, HOST_PERF_1H,
-    HOST_PERF_5M, INVENTORY_HISTORY, PROCESS_PERF, PROCESS_PERF_1H, PROCESS_PERF_5M,
+    HOST_PERF_5M, HOST_PERF_FLEET_1M, INVENTORY_HISTORY, PROCESS_PERF, PROCESS_PERF_1H,
+    PROCESS_PERF_5M,
 };
 
 #[cfg(test)]

@@ -13,6 +13,10 @@
 //! dropped the raw partition, the day's rollup files are all there is
 //! and answer alone.
 //! Rollups keep their own, longer retention.
+//!
+//! A fleet-wide level (`TableSpec::fleet`) sums every PC's rows of a
+//! window into one row (pc_id ""): the same machinery, read only by
+//! fleet-wide questions.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -153,7 +157,7 @@ pub struct RollupOutcome {
     pub date: PartitionDate,
     pub input_rows: usize,
     /// Rows written: one per PC per window (per group value, for a
-    /// rollup with a group column).
+    /// rollup with a group column; one per window for a fleet-wide one).
     pub windows: usize,
 }
 
@@ -172,6 +176,11 @@ struct Level<'a> {
     groups: Vec<String>,
     /// The slot of the previous row.
     last: usize,
+    /// A fleet-wide level's windows: every window of the file stays open
+    /// until the end, since the rows come PC by PC; per slot its start
+    /// (µs), and the slot of each start.
+    starts: Vec<i64>,
+    start_slots: HashMap<i64, usize>,
     /// Per slot and metric (index `slot * width + metric`): sum, count,
     /// min and max of the non-null values.
     sums: Vec<f64>,
@@ -200,6 +209,8 @@ impl<'a> Level<'a> {
             slots: HashMap::new(),
             groups: Vec::new(),
             last: 0,
+            starts: Vec::new(),
+            start_slots: HashMap::new(),
             sums: Vec::new(),
             counts: Vec::new(),
             mins: Vec::new(),
@@ -227,15 +238,19 @@ impl<'a> Level<'a> {
         i: usize,
     ) -> Result<()> {
         let start = at.div_euclid(self.window) * self.window;
-        let same = self
-            .key
-            .as_ref()
-            .is_some_and(|(p, w)| *w == start && p == pc);
-        if !same {
-            self.close()?;
-            self.key = Some((pc.to_string(), start));
-        }
-        let slot = self.slot_of(group);
+        let slot = if self.level.spec.fleet {
+            self.fleet_slot(start)
+        } else {
+            let same = self
+                .key
+                .as_ref()
+                .is_some_and(|(p, w)| *w == start && p == pc);
+            if !same {
+                self.close()?;
+                self.key = Some((pc.to_string(), start));
+            }
+            self.slot_of(group)
+        };
         for (k, v) in values.iter().enumerate() {
             if v.is_valid(i) {
                 let (x, j) = (v.value(i), slot * self.width + k);
@@ -246,6 +261,39 @@ impl<'a> Level<'a> {
             }
         }
         Ok(())
+    }
+
+    /// A fleet-wide level's slot of the window starting at `start`, made
+    /// if new. A PC's rows come in time order, so the previous row's
+    /// window or the next one is nearly always it.
+    fn fleet_slot(&mut self, start: i64) -> usize {
+        for s in [self.last, self.last + 1] {
+            if self.starts.get(s) == Some(&start) {
+                self.last = s;
+                return s;
+            }
+        }
+        let s = match self.start_slots.get(&start) {
+            Some(&s) => s,
+            None => {
+                let s = self.starts.len();
+                self.start_slots.insert(start, s);
+                self.starts.push(start);
+                self.grow(s + 1);
+                s
+            }
+        };
+        self.last = s;
+        s
+    }
+
+    /// Room in the accumulators for `slots` slots.
+    fn grow(&mut self, slots: usize) {
+        let n = slots * self.width;
+        self.sums.resize(n, 0.0);
+        self.counts.resize(n, 0);
+        self.mins.resize(n, None);
+        self.maxs.resize(n, None);
     }
 
     /// The open window's slot of `group`, made if new. The rows of a
@@ -265,11 +313,7 @@ impl<'a> Level<'a> {
                 let s = self.groups.len();
                 self.slots.insert(group.to_string(), s);
                 self.groups.push(group.to_string());
-                let n = (s + 1) * self.width;
-                self.sums.resize(n, 0.0);
-                self.counts.resize(n, 0);
-                self.mins.resize(n, None);
-                self.maxs.resize(n, None);
+                self.grow(s + 1);
                 s
             }
         };
@@ -280,30 +324,35 @@ impl<'a> Level<'a> {
     /// Ends the open window (if any), one row per group value in the
     /// values' order, and flushes full batches.
     fn close(&mut self) -> Result<()> {
-        let Some((pc, start)) = self.key.take() else {
-            return Ok(());
-        };
-        self.slots.clear();
         self.last = 0;
-        let mut groups: Vec<(String, usize)> = self
-            .groups
-            .drain(..)
-            .enumerate()
-            .map(|(slot, g)| (g, slot))
-            .collect();
-        groups.sort_unstable();
-        for (group, slot) in groups {
-            self.out_pc.append_value(&pc);
-            self.out_at.push(start);
-            self.out_group.append_value(group);
-            for k in 0..self.width {
-                let j = slot * self.width + k;
-                self.out_sum[k].push(self.sums[j]);
-                self.out_count[k].push(self.counts[j]);
-                self.out_min[k].push(self.mins[j]);
-                self.out_max[k].push(self.maxs[j]);
+        if self.level.spec.fleet {
+            // Every window of the file, in time order, under pc_id "".
+            self.start_slots.clear();
+            let mut starts: Vec<(i64, usize)> = self
+                .starts
+                .drain(..)
+                .enumerate()
+                .map(|(slot, start)| (start, slot))
+                .collect();
+            starts.sort_unstable();
+            for (start, slot) in starts {
+                self.emit("", start, "", slot);
             }
-            self.rows += 1;
+        } else {
+            let Some((pc, start)) = self.key.take() else {
+                return Ok(());
+            };
+            self.slots.clear();
+            let mut groups: Vec<(String, usize)> = self
+                .groups
+                .drain(..)
+                .enumerate()
+                .map(|(slot, g)| (g, slot))
+                .collect();
+            groups.sort_unstable();
+            for (group, slot) in groups {
+                self.emit(&pc, start, &group, slot);
+            }
         }
         self.sums.clear();
         self.counts.clear();
@@ -313,6 +362,21 @@ impl<'a> Level<'a> {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Adds the row of `slot`'s accumulators to the pending rows.
+    fn emit(&mut self, pc: &str, start: i64, group: &str, slot: usize) {
+        self.out_pc.append_value(pc);
+        self.out_at.push(start);
+        self.out_group.append_value(group);
+        for k in 0..self.width {
+            let j = slot * self.width + k;
+            self.out_sum[k].push(self.sums[j]);
+            self.out_count[k].push(self.counts[j]);
+            self.out_min[k].push(self.mins[j]);
+            self.out_max[k].push(self.maxs[j]);
+        }
+        self.rows += 1;
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -404,6 +468,12 @@ impl<'a> RollupBuilder<'a> {
         let levels = levels
             .iter()
             .map(|l| {
+                if l.spec.fleet && l.spec.group.is_some() {
+                    return Err(Error::InvalidConfig(format!(
+                        "{}: a fleet-wide rollup groups by its window alone",
+                        l.spec.name
+                    )));
+                }
                 let w = FileWriter::create(l.spec, config, &l.root, date, range, FileKind::Final)?;
                 Ok(Level::new(l, metrics.len(), w))
             })

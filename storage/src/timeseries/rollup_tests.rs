@@ -72,11 +72,10 @@ fn rollup_rows(
         .into_iter()
         .find(|(n, _)| *n == name)
         .unwrap();
-    let spec = if name == "host_perf_5m" {
-        &HOST_PERF_5M
-    } else {
-        &HOST_PERF_1H
-    };
+    let spec = [&HOST_PERF_5M, &HOST_PERF_1H, &HOST_PERF_FLEET_1M]
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap();
     let batches: Vec<_> = files
         .iter()
         .map(|f| read_file(spec, f.path()).unwrap())
@@ -149,6 +148,105 @@ fn a_window_holds_sum_count_min_and_max_of_its_samples() {
     let counts = counts.as_any().downcast_ref::<Int64Array>().unwrap();
     let total: i64 = counts.iter().flatten().sum();
     assert_eq!(total, 2 * 720 * 3, "every sample counted once");
+}
+
+#[test]
+fn a_fleet_window_sums_every_pcs_samples_of_its_minute_and_only_fleet_questions_read_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = open(dir.path(), TimeSeriesConfig::for_tests());
+    let written = three_days(&table);
+    table.compact(PartitionDate::of(at(12, 12, 0, 0))).unwrap();
+    let days = ["2026-11-10", "2026-11-11", "2026-11-12"];
+    assert_eq!(days_of(&table, "host_perf_fleet_1m"), days);
+
+    // pc-a samples at :00 of every even minute, pc-b 30 s later: one row
+    // per even minute (odd minutes hold no sample, so no row), 720 a day.
+    let fleet = rollup_rows(&table, "host_perf_fleet_1m");
+    assert_eq!(fleet.num_rows(), 720 * 3);
+    let col = |n: &str| fleet.column_by_name(n).unwrap().clone();
+    let pc = col("pc_id");
+    let pc = pc.as_any().downcast_ref::<StringArray>().unwrap();
+    assert_eq!(
+        pc.iter().flatten().filter(|p| p.is_empty()).count(),
+        720 * 3
+    );
+    let at_col = col("at");
+    let starts = at_col
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::TimestampMicrosecondArray>()
+        .unwrap();
+    let f = |n: &str| {
+        col(n)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+            .clone()
+    };
+    let i = |n: &str| {
+        col(n)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap()
+            .clone()
+    };
+    let (mem_sum, mem_count) = (f("mem_used_bytes_sum"), i("mem_used_bytes_count"));
+    let (cpu_sum, cpu_count) = (f("cpu_pct_sum"), i("cpu_pct_count"));
+    let (cpu_min, cpu_max) = (f("cpu_pct_min"), f("cpu_pct_max"));
+    let mut checked = 0;
+    for day in 0..3 {
+        for k in 0..720 {
+            let r = day * 720 + k;
+            let start = at(10 + day as u32, 0, 0, 0) + Duration::minutes(2 * k as i64);
+            assert_eq!(starts.value(r), start.timestamp_micros(), "row {r}");
+            // Both PCs' samples of the minute, in one row.
+            assert_eq!(mem_count.value(r), 2, "row {r}");
+            assert_eq!(mem_sum.value(r), (1_000 + k as i64 + 7) as f64, "row {r}");
+            let a = (k % 7 != 0).then_some(f64::from(k as u32 % 100) + 0.25);
+            let values: Vec<f64> = a.into_iter().chain([50.0]).collect();
+            assert_eq!(cpu_count.value(r), values.len() as i64, "row {r}");
+            assert_eq!(cpu_sum.value(r), values.iter().sum::<f64>(), "row {r}");
+            assert_eq!(
+                cpu_min.value(r),
+                values.iter().copied().fold(f64::MAX, f64::min)
+            );
+            assert_eq!(
+                cpu_max.value(r),
+                values.iter().copied().fold(f64::MIN, f64::max)
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, written / 2, "a row per pair of samples");
+
+    // A fleet question at a whole-minute step reads it; a PC's question
+    // never does, whatever its step.
+    let (from, to) = (at(10, 0, 0, 0), at(12, 0, 0, 0));
+    for step in [60, 300, 3_600] {
+        let plan = table.rolled_fleet_snapshot(from, to, step);
+        assert_eq!(plan.window_secs, 60, "@ {step}s");
+        assert_eq!(
+            plan.rolled_ranges,
+            vec![(from.timestamp_micros(), to.timestamp_micros())]
+        );
+        assert!(
+            plan.raw_ranges.is_empty(),
+            "@ {step}s: {:?}",
+            plan.raw_ranges
+        );
+        assert_eq!(plan.rollup.files().len(), 2, "a file per closed day");
+    }
+    assert_eq!(table.rolled_snapshot(from, to, 60).window_secs, 0);
+    assert_eq!(table.rolled_snapshot(from, to, 300).window_secs, 300);
+    assert_eq!(table.rolled_snapshot(from, to, 3_600).window_secs, 3_600);
+    // Off the minute the ragged ends are left raw (for a PC plan).
+    let plan = table.rolled_fleet_snapshot(from + Duration::seconds(30), to, 60);
+    let f_us = from.timestamp_micros();
+    assert_eq!(
+        plan.raw_ranges,
+        vec![(f_us + 30_000_000, f_us + 60_000_000)]
+    );
+    // A step that is not a whole number of minutes: no fleet rollup.
+    assert_eq!(table.rolled_fleet_snapshot(from, to, 90).window_secs, 0);
 }
 
 #[test]

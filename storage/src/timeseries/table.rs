@@ -30,11 +30,15 @@ pub struct TableSpec {
     pub(crate) tracks_latest: bool,
     /// Days of partitions kept, from the `[storage]` settings.
     pub(crate) retention_days: fn(&TimeSeriesConfig) -> u32,
-    /// The coarser tables derived from this one (see `rollup.rs`),
-    /// finest first.
+    /// The coarser tables derived from this one (see `rollup.rs`): the
+    /// per-PC levels finest first, then the fleet-wide ones.
     pub(crate) rollups: &'static [&'static TableSpec],
     /// For a rollup table: the seconds of one window (0 for raw tables).
     pub window_secs: i64,
+    /// For a rollup table: whether a row summarises every PC's rows of
+    /// its window (pc_id "") instead of one PC's. Only a fleet-wide
+    /// question reads such a level; a PC's question never does.
+    pub fleet: bool,
     /// For a rollup table: the raw table's text column its rows are also
     /// grouped by, after the PC and the window (`name`: one row per
     /// process name); `None` for one row per PC per window.
@@ -89,8 +93,9 @@ pub static HOST_PERF: TableSpec = TableSpec {
     seq: None,
     tracks_latest: false,
     retention_days: |c| c.host_perf_retention_days,
-    rollups: &[&HOST_PERF_5M, &HOST_PERF_1H],
+    rollups: &[&HOST_PERF_5M, &HOST_PERF_1H, &HOST_PERF_FLEET_1M],
     window_secs: 0,
+    fleet: false,
     group: None,
     recent_secs: RECENT_SECS,
     fleet_secs: 8 * 86_400,
@@ -113,6 +118,7 @@ pub static HOST_PERF_5M: TableSpec = TableSpec {
     retention_days: |c| c.host_perf_5m_retention_days,
     rollups: &[],
     window_secs: 300,
+    fleet: false,
     group: None,
     recent_secs: 0,
     fleet_secs: 0,
@@ -127,6 +133,26 @@ pub static HOST_PERF_1H: TableSpec = TableSpec {
     retention_days: |c| c.host_perf_1h_retention_days,
     rollups: &[],
     window_secs: 3_600,
+    fleet: false,
+    group: None,
+    recent_secs: 0,
+    fleet_secs: 0,
+};
+
+/// `host_perf` over every PC per minute: sum, count, min and max of
+/// every metric across the fleet, keyed by (pc_id = "", at = the
+/// window's start). About 1,440 rows a day whatever the fleet's size, so
+/// a fleet chart of any whole-minute range, or of a month, reads that
+/// instead of a row per PC. Kept as long as the hourly rollup.
+pub static HOST_PERF_FLEET_1M: TableSpec = TableSpec {
+    name: "host_perf_fleet_1m",
+    schema: &HOST_ROLLUP_SCHEMA,
+    seq: None,
+    tracks_latest: false,
+    retention_days: |c| c.host_perf_1h_retention_days,
+    rollups: &[],
+    window_secs: 60,
+    fleet: true,
     group: None,
     recent_secs: 0,
     fleet_secs: 0,
@@ -172,6 +198,7 @@ pub static PROCESS_PERF: TableSpec = TableSpec {
     retention_days: |c| c.process_perf_retention_days,
     rollups: &[&PROCESS_PERF_5M, &PROCESS_PERF_1H],
     window_secs: 0,
+    fleet: false,
     group: None,
     recent_secs: RECENT_SECS,
     fleet_secs: 0,
@@ -191,6 +218,7 @@ pub static PROCESS_PERF_5M: TableSpec = TableSpec {
     retention_days: |c| c.process_perf_5m_retention_days,
     rollups: &[],
     window_secs: 300,
+    fleet: false,
     group: Some("name"),
     recent_secs: 0,
     fleet_secs: 0,
@@ -205,6 +233,7 @@ pub static PROCESS_PERF_1H: TableSpec = TableSpec {
     retention_days: |c| c.process_perf_1h_retention_days,
     rollups: &[],
     window_secs: 3_600,
+    fleet: false,
     group: Some("name"),
     recent_secs: 0,
     fleet_secs: 0,
@@ -244,6 +273,7 @@ pub static INVENTORY_HISTORY: TableSpec = TableSpec {
     retention_days: |c| c.inventory_history_retention_days,
     rollups: &[],
     window_secs: 0,
+    fleet: false,
     group: None,
     recent_secs: 0,
     fleet_secs: 0,
