@@ -12,7 +12,7 @@
 //! thresholds: a write that leaves it above that persists inline, so the
 //! head stays bounded however far the persist pass falls behind.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -796,15 +796,22 @@ impl TimeSeriesTable {
             .iter()
             .map(|c| KeyColumns::of(self.spec, &c.batch))
             .collect();
+        let ranks = pc_ranks(&keys);
         let batches: Vec<&RecordBatch> = chunks.iter().map(|c| &c.batch).collect();
         let mut written = Vec::with_capacity(by_date.len());
+        let mut order: Vec<(u32, i64, i64, u32, u32)> = Vec::new();
         for (date, (first, mut rows)) in by_date {
-            // Stable: rows of equal key keep their commit order.
-            rows.sort_by(|a, b| {
-                keys[a.0 as usize]
-                    .key(a.1)
-                    .cmp(&keys[b.0 as usize].key(b.1))
-            });
+            // By key, then commit order (chunk, row): rows of equal key
+            // keep it. The PC compares as its rank among the head's PCs,
+            // so the sort compares integers, never text.
+            order.clear();
+            order.extend(rows.iter().map(|&(c, i)| {
+                let (_, at, seq) = keys[c as usize].key(i);
+                (ranks[c as usize][i as usize], at, seq, c, i)
+            }));
+            order.sort_unstable();
+            rows.clear();
+            rows.extend(order.iter().map(|&(.., c, i)| (c, i)));
             let range = SegmentRange {
                 first,
                 last: sealed,
@@ -1093,6 +1100,46 @@ impl<'a> KeyColumns<'a> {
             self.seq.map_or(0, |s| s.value(i)),
         )
     }
+}
+
+/// Per chunk and row, the rank of the row's pc_id among every pc_id of
+/// `chunks` in text order. A chunk holds a PC's rows together, so the
+/// previous row's PC is nearly always the row's.
+fn pc_ranks(chunks: &[KeyColumns<'_>]) -> Vec<Vec<u32>> {
+    let mut ids: HashMap<&str, u32> = HashMap::new();
+    let mut names: Vec<&str> = Vec::new();
+    let by_id: Vec<Vec<u32>> = chunks
+        .iter()
+        .map(|k| {
+            let mut last: Option<(&str, u32)> = None;
+            (0..datafusion::arrow::array::Array::len(k.pc))
+                .map(|i| {
+                    let pc = k.pc.value(i);
+                    match last {
+                        Some((p, id)) if p == pc => id,
+                        _ => {
+                            let id = *ids.entry(pc).or_insert_with(|| {
+                                names.push(pc);
+                                names.len() as u32 - 1
+                            });
+                            last = Some((pc, id));
+                            id
+                        }
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let mut sorted: Vec<u32> = (0..names.len() as u32).collect();
+    sorted.sort_unstable_by_key(|&id| names[id as usize]);
+    let mut rank = vec![0; names.len()];
+    for (r, id) in sorted.into_iter().enumerate() {
+        rank[id as usize] = r as u32;
+    }
+    by_id
+        .into_iter()
+        .map(|ids| ids.into_iter().map(|id| rank[id as usize]).collect())
+        .collect()
 }
 
 /// Oldest `at` (µs) whose key is remembered after a persist.

@@ -43,6 +43,9 @@ use crate::{Error, Result};
 /// Rows read from the raw file, and rows per written rollup batch.
 const BATCH: usize = 8_192;
 
+/// A group value without a slot in the open window.
+const NO_SLOT: u32 = u32::MAX;
+
 const MICROS: i64 = 1_000_000;
 
 /// One rollup table of a raw table: per partition, the rollup files of
@@ -168,12 +171,20 @@ struct Level<'a> {
     level: &'a RollupLevel,
     window: i64,
     width: usize,
-    /// (pc_id, window start µs) of the open window.
-    key: Option<(String, i64)>,
-    /// The open window's group values ("" without a group column), each
-    /// with its slot in the accumulators below, and the values by slot.
-    slots: HashMap<String, usize>,
-    groups: Vec<String>,
+    /// pc_id and window start (µs) of the open window, if any.
+    key_pc: String,
+    key_start: Option<i64>,
+    /// The group values ("" without a group column) seen in the file, by
+    /// number, and the number of each: a window's values are the same
+    /// few again and again, so none is copied per window.
+    names: Vec<String>,
+    ids: HashMap<String, u32>,
+    /// The open window's slot in the accumulators below of each number
+    /// (`NO_SLOT` if none), and the number of each slot.
+    slot_of_id: Vec<u32>,
+    slot_ids: Vec<u32>,
+    /// The slots in output order (reused).
+    order: Vec<usize>,
     /// The slot of the previous row.
     last: usize,
     /// A fleet-wide level's windows: every window of the file stays open
@@ -205,9 +216,13 @@ impl<'a> Level<'a> {
             level,
             window: level.spec.window_secs * MICROS,
             width,
-            key: None,
-            slots: HashMap::new(),
-            groups: Vec::new(),
+            key_pc: String::new(),
+            key_start: None,
+            names: Vec::new(),
+            ids: HashMap::new(),
+            slot_of_id: Vec::new(),
+            slot_ids: Vec::new(),
+            order: Vec::new(),
             last: 0,
             starts: Vec::new(),
             start_slots: HashMap::new(),
@@ -241,13 +256,11 @@ impl<'a> Level<'a> {
         let slot = if self.level.spec.fleet {
             self.fleet_slot(start)
         } else {
-            let same = self
-                .key
-                .as_ref()
-                .is_some_and(|(p, w)| *w == start && p == pc);
-            if !same {
+            if self.key_start != Some(start) || self.key_pc != pc {
                 self.close()?;
-                self.key = Some((pc.to_string(), start));
+                self.key_pc.clear();
+                self.key_pc.push_str(pc);
+                self.key_start = Some(start);
             }
             self.slot_of(group)
         };
@@ -302,20 +315,31 @@ impl<'a> Level<'a> {
     /// nearly always it and the map is the fallback.
     fn slot_of(&mut self, group: &str) -> usize {
         for s in [self.last, self.last + 1] {
-            if self.groups.get(s).is_some_and(|g| g == group) {
+            let id = self.slot_ids.get(s).map(|&id| id as usize);
+            if id.is_some_and(|id| self.names[id] == group) {
                 self.last = s;
                 return s;
             }
         }
-        let s = match self.slots.get(group) {
-            Some(&s) => s,
+        let id = match self.ids.get(group) {
+            Some(&id) => id as usize,
             None => {
-                let s = self.groups.len();
-                self.slots.insert(group.to_string(), s);
-                self.groups.push(group.to_string());
+                let id = self.names.len();
+                self.ids.insert(group.to_string(), id as u32);
+                self.names.push(group.to_string());
+                self.slot_of_id.push(NO_SLOT);
+                id
+            }
+        };
+        let s = match self.slot_of_id[id] {
+            NO_SLOT => {
+                let s = self.slot_ids.len();
+                self.slot_ids.push(id as u32);
+                self.slot_of_id[id] = s as u32;
                 self.grow(s + 1);
                 s
             }
+            s => s as usize,
         };
         self.last = s;
         s
@@ -339,20 +363,25 @@ impl<'a> Level<'a> {
                 self.emit("", start, "", slot);
             }
         } else {
-            let Some((pc, start)) = self.key.take() else {
+            let Some(start) = self.key_start.take() else {
                 return Ok(());
             };
-            self.slots.clear();
-            let mut groups: Vec<(String, usize)> = self
-                .groups
-                .drain(..)
-                .enumerate()
-                .map(|(slot, g)| (g, slot))
-                .collect();
-            groups.sort_unstable();
-            for (group, slot) in groups {
-                self.emit(&pc, start, &group, slot);
+            // Moved out (not copied) while the rows are emitted.
+            let pc = std::mem::take(&mut self.key_pc);
+            let names = std::mem::take(&mut self.names);
+            let mut order = std::mem::take(&mut self.order);
+            order.clear();
+            order.extend(0..self.slot_ids.len());
+            let name = |slot: usize| names[self.slot_ids[slot] as usize].as_str();
+            order.sort_unstable_by(|&a, &b| name(a).cmp(name(b)));
+            for &slot in &order {
+                let group = &names[self.slot_ids[slot] as usize];
+                self.emit(&pc, start, group, slot);
             }
+            for id in self.slot_ids.drain(..) {
+                self.slot_of_id[id as usize] = NO_SLOT;
+            }
+            (self.key_pc, self.names, self.order) = (pc, names, order);
         }
         self.sums.clear();
         self.counts.clear();
