@@ -778,37 +778,62 @@ impl TimeSeriesTable {
     /// bytes a row) and copied out [`PERSIST_SLICE`] rows at a time, so a
     /// persist holds the head plus one slice, not copies of the head.
     fn write_chunks(&self, chunks: &[HeadChunk], sealed: u64) -> Result<Vec<PersistedFile>> {
-        let mut by_date: BTreeMap<PartitionDate, (u64, Vec<(u32, u32)>)> = BTreeMap::new();
-        for (c, chunk) in chunks.iter().enumerate() {
-            let at = ts_column(&chunk.batch);
-            for i in 0..chunk.batch.num_rows() {
-                let micros = at.value(i);
-                let date = PartitionDate::of_micros(micros).ok_or(Error::TimestampOutOfRange {
-                    table: self.spec.name,
-                    micros,
-                })?;
-                let (first, rows) = by_date.entry(date).or_insert((chunk.segment, Vec::new()));
-                *first = (*first).min(chunk.segment);
-                rows.push((c as u32, i as u32));
-            }
-        }
         let keys: Vec<KeyColumns<'_>> = chunks
             .iter()
             .map(|c| KeyColumns::of(self.spec, &c.batch))
             .collect();
         let ranks = pc_ranks(&keys);
+        let pcs = ranks.iter().flatten().max().map_or(0, |&r| r as usize + 1);
+        // A counting sort by (day, PC) in commit order: the rows of each
+        // day's file by PC, each PC's in the order they came. One pass
+        // counts, the second places each row at its PC's next slot.
+        let mut days: Vec<Day> = Vec::new();
+        let mut last = 0;
+        for (chunk, ranks) in chunks.iter().zip(&ranks) {
+            let at = ts_column(&chunk.batch);
+            for (i, &rank) in ranks.iter().enumerate() {
+                let d = Day::find(&mut days, &mut last, at.value(i), pcs, self.spec.name)?;
+                let day = &mut days[d];
+                day.first = day.first.min(chunk.segment);
+                day.next[rank as usize] += 1;
+            }
+        }
+        for day in &mut days {
+            let mut start = 0;
+            for n in &mut day.next {
+                (*n, start) = (start, start + *n);
+            }
+            day.rows = vec![(0, 0); start];
+        }
+        for (c, (chunk, ranks)) in chunks.iter().zip(&ranks).enumerate() {
+            let at = ts_column(&chunk.batch);
+            for (i, &rank) in ranks.iter().enumerate() {
+                let d = Day::find(&mut days, &mut last, at.value(i), pcs, self.spec.name)?;
+                let day = &mut days[d];
+                let slot = &mut day.next[rank as usize];
+                day.rows[*slot] = (c as u32, i as u32);
+                *slot += 1;
+            }
+        }
+        drop(ranks);
+        days.sort_by_key(|d| d.date);
         let batches: Vec<&RecordBatch> = chunks.iter().map(|c| &c.batch).collect();
-        let mut written = Vec::with_capacity(by_date.len());
-        for (date, (first, mut rows)) in by_date {
-            // By key, then commit order (chunk, row): rows of equal key
-            // keep it. The PC compares as its rank among the head's PCs,
-            // so the sort compares integers, never text, and sorts the
-            // row references in place (a copy of the keys would be 32
-            // bytes a row: 32 MiB for a full process head).
-            rows.sort_unstable_by_key(|&(c, i)| {
-                let (_, at, seq) = keys[c as usize].key(i);
-                (ranks[c as usize][i as usize], at, seq, c, i)
-            });
+        let mut written = Vec::with_capacity(days.len());
+        for Day {
+            date,
+            first,
+            next: ends,
+            mut rows,
+            ..
+        } in days
+        {
+            // Each PC's rows (`next` now holds where each ends) by time
+            // and sequence, then commit order: rows of equal key keep it.
+            let mut from = 0;
+            for end in ends {
+                order_by_time(&mut rows[from..end], &keys);
+                from = end;
+            }
             let range = SegmentRange {
                 first,
                 last: sealed,
@@ -1088,15 +1113,6 @@ impl<'a> KeyColumns<'a> {
             }),
         }
     }
-
-    fn key(&self, i: u32) -> (&'a str, i64, i64) {
-        let i = i as usize;
-        (
-            self.pc.value(i),
-            self.at.value(i),
-            self.seq.map_or(0, |s| s.value(i)),
-        )
-    }
 }
 
 /// Per chunk and row, the rank of the row's pc_id among every pc_id of
@@ -1137,6 +1153,74 @@ fn pc_ranks(chunks: &[KeyColumns<'_>]) -> Vec<Vec<u32>> {
         .into_iter()
         .map(|ids| ids.into_iter().map(|id| rank[id as usize]).collect())
         .collect()
+}
+
+/// One partition's share of a persist: its first WAL segment, and its
+/// rows as (chunk, row) grouped by PC rank (`next`: per rank, the next
+/// free slot once counted).
+struct Day {
+    day: i64,
+    date: PartitionDate,
+    first: u64,
+    next: Vec<usize>,
+    rows: Vec<(u32, u32)>,
+}
+
+impl Day {
+    const MICROS: i64 = 86_400 * 1_000_000;
+
+    /// The index in `days` of the day of `micros`, added if new; `last`
+    /// (the previous row's) is tried first.
+    fn find(
+        days: &mut Vec<Day>,
+        last: &mut usize,
+        micros: i64,
+        pcs: usize,
+        table: &'static str,
+    ) -> Result<usize> {
+        let day = micros.div_euclid(Self::MICROS);
+        if days.get(*last).is_some_and(|d| d.day == day) {
+            return Ok(*last);
+        }
+        *last = match days.iter().position(|d| d.day == day) {
+            Some(i) => i,
+            None => {
+                let date = PartitionDate::of_micros(micros)
+                    .ok_or(Error::TimestampOutOfRange { table, micros })?;
+                days.push(Day {
+                    day,
+                    date,
+                    first: u64::MAX,
+                    next: vec![0; pcs],
+                    rows: Vec::new(),
+                });
+                days.len() - 1
+            }
+        };
+        Ok(*last)
+    }
+}
+
+/// Orders one PC's rows (in commit order) by (at, seq, commit order). A
+/// PC's ticks come in time order, each tick's rows together, so sorting
+/// each run of equal `at` by its sequence nearly always orders them all;
+/// anything else (late samples) is sorted whole.
+fn order_by_time(rows: &mut [(u32, u32)], keys: &[KeyColumns<'_>]) {
+    let at = |&(c, i): &(u32, u32)| keys[c as usize].at.value(i as usize);
+    let seq = |&(c, i): &(u32, u32)| keys[c as usize].seq.map_or(0, |s| s.value(i as usize));
+    let mut from = 0;
+    while from < rows.len() {
+        let t = at(&rows[from]);
+        let end = from + rows[from..].iter().take_while(|r| at(r) == t).count();
+        if end - from > 1 {
+            rows[from..end].sort_unstable_by_key(|r| (seq(r), *r));
+        }
+        from = end;
+    }
+    let key = |r: &(u32, u32)| (at(r), seq(r), *r);
+    if !rows.windows(2).all(|w| key(&w[0]) <= key(&w[1])) {
+        rows.sort_unstable_by_key(key);
+    }
 }
 
 /// Oldest `at` (µs) whose key is remembered after a persist.

@@ -896,3 +896,67 @@ fn compaction_persists_a_head_holding_rows_of_a_closed_day_first() {
     assert_eq!(day10.files().len(), 1);
     assert_eq!(rows_of(&table).len(), 251);
 }
+
+#[test]
+fn a_persist_orders_each_pcs_rows_by_time_and_pid_whatever_order_they_came_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TimeSeriesConfig {
+        persist_max_rows: 1_000_000,
+        persist_max_bytes: 1 << 30,
+        ..TimeSeriesConfig::for_tests()
+    };
+    let table = TimeSeriesTable::open(&PROCESS_PERF, dir.path(), config).unwrap();
+    // Three PCs tick every minute from 23:50 on Nov 2 into Nov 3, each
+    // tick's pids in another order; one write per minute, the PCs in
+    // another order each time; pc-b's 23:55 tick comes late, after
+    // 00:05, and pc-c skips a minute.
+    let orders: [&[i64]; 3] = [&[30, 10, 20], &[10, 20, 30], &[20, 30, 10, 5]];
+    let start = Utc.with_ymd_and_hms(2026, 11, 2, 23, 50, 0).unwrap();
+    let late = start + Duration::minutes(5);
+    let mut sent = 0;
+    for m in 0..20u32 {
+        let at = start + Duration::minutes(i64::from(m));
+        let mut pcs = vec!["pc-c", "pc-a", "pc-b"];
+        pcs.rotate_left(m as usize % 3);
+        for pc in pcs {
+            if (pc == "pc-b" && at == late) || (pc == "pc-c" && m == 7) {
+                continue;
+            }
+            let pids = orders[(m as usize + pc.len()) % 3];
+            table.write(&tick(pc, at, pids)).unwrap();
+            sent += pids.len();
+        }
+        if m == 15 {
+            table.write(&tick("pc-b", late, &[40, 2])).unwrap();
+            sent += 2;
+        }
+    }
+    let out = table.persist().unwrap();
+    assert_eq!(out.rows, sent);
+    assert_eq!(out.files.len(), 2, "one file per day");
+    let mut total = 0;
+    for f in &out.files {
+        let b = read_file(&PROCESS_PERF, f).unwrap();
+        total += b.num_rows();
+        let pc = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        let at = super::table::ts_column(&b);
+        let pid = b.column_by_name("pid").unwrap();
+        let pid = pid
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Int64Array>()
+            .unwrap();
+        let cpu = b.column_by_name("cpu_pct").unwrap();
+        let cpu = cpu.as_any().downcast_ref::<Float64Array>().unwrap();
+        let keys: Vec<(&str, i64, i64)> = (0..b.num_rows())
+            .map(|i| (pc.value(i), at.value(i), pid.value(i)))
+            .collect();
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "{} sorted by (pc_id, at, pid): {keys:?}",
+            f.display()
+        );
+        // Each row kept its own values (the tick fixture's cpu is its pid).
+        assert!((0..b.num_rows()).all(|i| cpu.value(i) == pid.value(i) as f64));
+    }
+    assert_eq!(total, sent);
+}
