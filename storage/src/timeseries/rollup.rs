@@ -242,28 +242,27 @@ impl<'a> Level<'a> {
         }
     }
 
-    /// Adds row `i` (of pc `pc` at `at` µs, group value `group`) with the
-    /// metric values.
-    fn add(
-        &mut self,
-        pc: &str,
-        at: i64,
-        group: &str,
-        values: &[&Float64Array],
-        i: usize,
-    ) -> Result<()> {
+    /// The accumulators' slot of the row of pc `pc` at `at` µs (a raw
+    /// sample's time or a finer window's start) and group value `group`,
+    /// ending the open window first when the row starts another.
+    fn slot(&mut self, pc: &str, at: i64, group: &str) -> usize {
         let start = at.div_euclid(self.window) * self.window;
-        let slot = if self.level.spec.fleet {
-            self.fleet_slot(start)
-        } else {
-            if self.key_start != Some(start) || self.key_pc != pc {
-                self.close()?;
-                self.key_pc.clear();
-                self.key_pc.push_str(pc);
-                self.key_start = Some(start);
-            }
-            self.slot_of(group)
-        };
+        if self.level.spec.fleet {
+            return self.fleet_slot(start);
+        }
+        if self.key_start != Some(start) || self.key_pc != pc {
+            self.close();
+            self.key_pc.clear();
+            self.key_pc.push_str(pc);
+            self.key_start = Some(start);
+        }
+        self.slot_of(group)
+    }
+
+    /// Adds raw row `i` (of pc `pc` at `at` µs, group value `group`) with
+    /// the metric values.
+    fn add(&mut self, pc: &str, at: i64, group: &str, values: &[&Float64Array], i: usize) {
+        let slot = self.slot(pc, at, group);
         for (k, v) in values.iter().enumerate() {
             if v.is_valid(i) {
                 let (x, j) = (v.value(i), slot * self.width + k);
@@ -271,6 +270,63 @@ impl<'a> Level<'a> {
                 self.counts[j] += 1;
                 self.mins[j] = Some(self.mins[j].map_or(x, |m| m.min(x)));
                 self.maxs[j] = Some(self.maxs[j].map_or(x, |m| m.max(x)));
+            }
+        }
+    }
+
+    /// Adds the rows of `batch`, windows of a finer level of the same
+    /// group (`metrics` in order), each into the window holding its start:
+    /// sums and counts add up, min and max of the windows' min and max,
+    /// so the result is that of the raw rows.
+    fn add_rolled(&mut self, batch: &RecordBatch, metrics: &[&str]) -> Result<()> {
+        let spec = self.level.spec;
+        let pc = string_column(batch, "pc_id");
+        let at = ts_column(batch);
+        let groups = spec.group.map(|g| string_column(batch, g));
+        let column = |name: String| {
+            batch
+                .column_by_name(&name)
+                .ok_or_else(|| Error::InvalidConfig(format!("{}: {name} missing", spec.name)))
+        };
+        let floats = |name: String| -> Result<Float64Array> {
+            Ok(column(name)?
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .expect("rollup schema: Float64 sums, mins and maxs")
+                .clone())
+        };
+        let mut parts = Vec::with_capacity(metrics.len());
+        for m in metrics {
+            let count = column(format!("{m}_count"))?
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .expect("rollup schema: Int64 counts")
+                .clone();
+            parts.push((
+                floats(format!("{m}_sum"))?,
+                count,
+                floats(format!("{m}_min"))?,
+                floats(format!("{m}_max"))?,
+            ));
+        }
+        for i in 0..batch.num_rows() {
+            let g = groups.map_or("", |g| g.value(i));
+            let slot = self.slot(pc.value(i), at.value(i), g);
+            for (k, (sum, count, min, max)) in parts.iter().enumerate() {
+                if count.value(i) == 0 {
+                    continue;
+                }
+                let j = slot * self.width + k;
+                self.sums[j] += sum.value(i);
+                self.counts[j] += count.value(i);
+                if min.is_valid(i) {
+                    let x = min.value(i);
+                    self.mins[j] = Some(self.mins[j].map_or(x, |m| m.min(x)));
+                }
+                if max.is_valid(i) {
+                    let x = max.value(i);
+                    self.maxs[j] = Some(self.maxs[j].map_or(x, |m| m.max(x)));
+                }
             }
         }
         Ok(())
@@ -345,9 +401,9 @@ impl<'a> Level<'a> {
         s
     }
 
-    /// Ends the open window (if any), one row per group value in the
-    /// values' order, and flushes full batches.
-    fn close(&mut self) -> Result<()> {
+    /// Ends the open window (if any): one pending row per group value,
+    /// in the values' order.
+    fn close(&mut self) {
         self.last = 0;
         if self.level.spec.fleet {
             // Every window of the file, in time order, under pc_id "".
@@ -364,7 +420,7 @@ impl<'a> Level<'a> {
             }
         } else {
             let Some(start) = self.key_start.take() else {
-                return Ok(());
+                return;
             };
             // Moved out (not copied) while the rows are emitted.
             let pc = std::mem::take(&mut self.key_pc);
@@ -387,10 +443,6 @@ impl<'a> Level<'a> {
         self.counts.clear();
         self.mins.clear();
         self.maxs.clear();
-        if self.out_at.len() >= BATCH {
-            self.flush()?;
-        }
-        Ok(())
     }
 
     /// Adds the row of `slot`'s accumulators to the pending rows.
@@ -408,9 +460,11 @@ impl<'a> Level<'a> {
         self.rows += 1;
     }
 
-    fn flush(&mut self) -> Result<()> {
+    /// Writes the pending rows as one batch, and returns it (none when
+    /// nothing was pending).
+    fn flush(&mut self) -> Result<Option<RecordBatch>> {
         if self.out_at.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let spec = self.level.spec;
         let mut columns: Vec<ArrayRef> = vec![
@@ -440,7 +494,8 @@ impl<'a> Level<'a> {
         }
         let batch =
             RecordBatch::try_new(spec.schema(), columns).map_err(Error::arrow(spec.name))?;
-        self.writer.write(&batch)
+        self.writer.write(&batch)?;
+        Ok(Some(batch))
     }
 }
 
@@ -472,13 +527,22 @@ pub(crate) fn build(
 
 /// The rollups of one raw file, built while its rows go by in key order
 /// (pc_id, at): read back from the file ([`build`]), or as a compaction
-/// writes them, which spares decoding the file it has just encoded.
+/// writes them, which spares decoding the file it has just encoded. A
+/// level whose window is a multiple of a finer level's (same group) is
+/// built from that level's rows rather than the raw ones: an hour from
+/// twelve 5-minute windows instead of every sample.
 pub(crate) struct RollupBuilder<'a> {
     raw: &'static TableSpec,
     metrics: Vec<&'static str>,
     /// Every level of a table groups by the same column (or none).
     group: Option<&'static str>,
     levels: Vec<Level<'a>>,
+    /// Per level, the finer level whose rows it is built from, if any.
+    sources: Vec<Option<usize>>,
+    /// The levels fed the raw rows (those no finer level feeds), and
+    /// every level finest first.
+    from_raw: Vec<usize>,
+    finest_first: Vec<usize>,
     date: PartitionDate,
     input_rows: usize,
 }
@@ -494,6 +558,8 @@ impl<'a> RollupBuilder<'a> {
         range: SegmentRange,
     ) -> Result<Self> {
         let metrics = raw.metric_columns();
+        let specs: Vec<&'static TableSpec> = levels.iter().map(|l| l.spec).collect();
+        let sources = sources(&specs);
         let levels = levels
             .iter()
             .map(|l| {
@@ -507,11 +573,19 @@ impl<'a> RollupBuilder<'a> {
                 Ok(Level::new(l, metrics.len(), w))
             })
             .collect::<Result<Vec<_>>>()?;
+        let from_raw = (0..levels.len())
+            .filter(|&j| sources[j].is_none())
+            .collect();
+        let mut finest_first: Vec<usize> = (0..levels.len()).collect();
+        finest_first.sort_by_key(|&i| specs[i].window_secs);
         Ok(Self {
             raw,
             group: levels.first().and_then(|l| l.level.spec.group),
             metrics,
             levels,
+            sources,
+            from_raw,
+            finest_first,
             date,
             input_rows: 0,
         })
@@ -548,21 +622,44 @@ impl<'a> RollupBuilder<'a> {
             .collect();
         for i in 0..batch.num_rows() {
             let g = groups.map_or("", |g| g.value(i));
-            for level in &mut self.levels {
-                level.add(pc.value(i), at.value(i), g, &values, i)?;
+            for &l in &self.from_raw {
+                self.levels[l].add(pc.value(i), at.value(i), g, &values, i);
             }
         }
         self.input_rows += batch.num_rows();
+        for k in 0..self.finest_first.len() {
+            self.drain(self.finest_first[k], BATCH)?;
+        }
+        Ok(())
+    }
+
+    /// Writes level `i`'s pending rows if there are `at_least` of them
+    /// (and any), and hands them to the levels built from them.
+    fn drain(&mut self, i: usize, at_least: usize) -> Result<()> {
+        if self.levels[i].out_at.len() < at_least {
+            return Ok(());
+        }
+        let Some(batch) = self.levels[i].flush()? else {
+            return Ok(());
+        };
+        for j in 0..self.levels.len() {
+            if self.sources[j] == Some(i) {
+                self.levels[j].add_rolled(&batch, &self.metrics)?;
+            }
+        }
         Ok(())
     }
 
     /// Closes the open windows and finishes every level's file.
-    pub fn finish(self) -> Result<(Vec<PersistedFile>, Vec<RollupOutcome>)> {
+    pub fn finish(mut self) -> Result<(Vec<PersistedFile>, Vec<RollupOutcome>)> {
+        for k in 0..self.finest_first.len() {
+            let i = self.finest_first[k];
+            self.levels[i].close();
+            self.drain(i, 0)?;
+        }
         let mut files = Vec::with_capacity(self.levels.len());
         let mut outcomes = Vec::with_capacity(self.levels.len());
-        for mut level in self.levels {
-            level.close()?;
-            level.flush()?;
+        for level in self.levels {
             outcomes.push(RollupOutcome {
                 table: level.level.spec.name,
                 date: self.date,
@@ -573,6 +670,24 @@ impl<'a> RollupBuilder<'a> {
         }
         Ok((files, outcomes))
     }
+}
+
+/// Per level of `specs`, the level whose rows it is built from: the
+/// coarsest finer one of the same group whose window divides its own
+/// (none for a fleet-wide level, or when no such level is built along).
+fn sources(specs: &[&'static TableSpec]) -> Vec<Option<usize>> {
+    let source = |coarse: &&TableSpec| {
+        specs
+            .iter()
+            .enumerate()
+            .filter(|(_, fine)| !fine.fleet && !coarse.fleet && fine.group == coarse.group)
+            .filter(|(_, fine)| {
+                fine.window_secs < coarse.window_secs && coarse.window_secs % fine.window_secs == 0
+            })
+            .max_by_key(|(_, fine)| fine.window_secs)
+            .map(|(i, _)| i)
+    };
+    specs.iter().map(source).collect()
 }
 
 /// A consistent view of a range for a bucketed question: which parts a
@@ -638,7 +753,29 @@ pub(crate) fn coalesce(ranges: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{coalesce, complement};
+    use super::super::table::{
+        HOST_PERF_1H, HOST_PERF_5M, HOST_PERF_FLEET_1M, PROCESS_PERF_1H, PROCESS_PERF_5M,
+    };
+    use super::{coalesce, complement, sources};
+
+    #[test]
+    fn an_hour_is_built_from_the_five_minute_windows_built_along() {
+        assert_eq!(
+            sources(&[&HOST_PERF_5M, &HOST_PERF_1H, &HOST_PERF_FLEET_1M]),
+            vec![None, Some(0), None],
+            "the fleet minute from raw rows, the hour from 5 minutes"
+        );
+        assert_eq!(
+            sources(&[&HOST_PERF_FLEET_1M, &HOST_PERF_1H]),
+            vec![None, None],
+            "not from the fleet-wide minute"
+        );
+        assert_eq!(sources(&[&HOST_PERF_1H]), vec![None]);
+        assert_eq!(
+            sources(&[&PROCESS_PERF_1H, &PROCESS_PERF_5M]),
+            vec![Some(1), None]
+        );
+    }
 
     #[test]
     fn touching_ranges_join() {

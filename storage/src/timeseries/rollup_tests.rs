@@ -510,3 +510,127 @@ fn a_lone_fresh_file_rolled_up_as_today_keeps_its_rollup_when_compacted_after_mi
     assert_eq!(rollup_rows(&table, "host_perf_5m").num_rows(), 12);
     assert_eq!(rollup_rows(&table, "host_perf_1h").num_rows(), 1);
 }
+
+/// The one file of `table`, rolled up into `levels` (specs of its
+/// rollups) under `dir`; the rows of each level's file, in `levels`' order.
+fn roll_up_into(
+    table: &TimeSeriesTable,
+    dir: &Path,
+    levels: &[&'static TableSpec],
+) -> Vec<datafusion::arrow::record_batch::RecordBatch> {
+    let config = TimeSeriesConfig::for_tests();
+    let snapshot = table.snapshot(None);
+    let [source] = snapshot.files() else {
+        panic!("{} files", snapshot.files().len());
+    };
+    let opened: Vec<super::rollup::RollupLevel> = levels
+        .iter()
+        .map(|s| super::rollup::RollupLevel::open(s, dir, &config).unwrap())
+        .collect();
+    let refs: Vec<&super::rollup::RollupLevel> = opened.iter().collect();
+    let (files, done) = super::rollup::build(table.spec(), &config, &refs, source).unwrap();
+    assert_eq!(done.len(), levels.len());
+    levels
+        .iter()
+        .zip(&files)
+        .map(|(s, f)| read_file(s, f.path()).unwrap())
+        .collect()
+}
+
+/// Two rollup batches of the same windows: keys, counts, min and max
+/// equal, sums up to the rounding of another summation order.
+fn assert_same_windows(
+    a: &datafusion::arrow::record_batch::RecordBatch,
+    b: &datafusion::arrow::record_batch::RecordBatch,
+) {
+    assert_eq!(a.schema(), b.schema());
+    assert_eq!(a.num_rows(), b.num_rows());
+    assert!(a.num_rows() > 0);
+    let mut sums = 0;
+    for (i, field) in a.schema().fields().iter().enumerate() {
+        let (x, y) = (a.column(i), b.column(i));
+        if field.name().ends_with("_sum") {
+            let x = x.as_any().downcast_ref::<Float64Array>().unwrap();
+            let y = y.as_any().downcast_ref::<Float64Array>().unwrap();
+            for r in 0..x.len() {
+                let (p, q) = (x.value(r), y.value(r));
+                assert!(
+                    (p - q).abs() <= 1e-12 * p.abs().max(q.abs()).max(1.0),
+                    "{} row {r}: {p} vs {q}",
+                    field.name()
+                );
+            }
+            sums += 1;
+        } else {
+            assert_eq!(x, y, "{}", field.name());
+        }
+    }
+    assert!(sums >= 4, "{sums} sum columns");
+}
+
+#[test]
+fn an_hour_built_from_its_five_minute_windows_equals_the_hour_built_from_raw_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TimeSeriesConfig::for_tests();
+    // Hosts: full-mantissa values, nulls here and there, samples off the
+    // minute, one PC reporting only some hours.
+    let host = open(&dir.path().join("host"), config.clone());
+    let rows: Vec<HostPerfRow> = (0..1_440i64)
+        .flat_map(|i| {
+            let t = at(10, 0, 0, 7) + Duration::seconds(60 * i);
+            let cpu = (i % 11 != 0).then_some((i as f64 * 0.37).sin().abs() * 100.0);
+            let mut a = row("pc-a", t, cpu, 1_000 + i * i);
+            a.disk_read_bytes_per_sec = Some(i as f64 / 3.7);
+            let b = row(
+                "pc-b",
+                t + Duration::seconds(13),
+                Some(1.0 / (i + 1) as f64),
+                9,
+            );
+            std::iter::once(a).chain(((i / 60) % 3 == 0).then_some(b))
+        })
+        .collect();
+    write(&host, &rows);
+    host.persist().unwrap();
+    let alone = roll_up_into(&host, &dir.path().join("a"), &[&HOST_PERF_1H]);
+    let cascaded = roll_up_into(
+        &host,
+        &dir.path().join("b"),
+        &[&HOST_PERF_5M, &HOST_PERF_1H, &HOST_PERF_FLEET_1M],
+    );
+    assert_same_windows(&alone[0], &cascaded[1]);
+    assert_eq!(alone[0].num_rows(), 24 + 8);
+
+    // Processes: windows per name, two pids of one name adding up.
+    let process =
+        TimeSeriesTable::open(&PROCESS_PERF, &dir.path().join("process"), config).unwrap();
+    let rows: Vec<ProcessPerfRow> = (0..720i64)
+        .flat_map(|i| {
+            let t = at(10, 0, 0, 0) + Duration::seconds(120 * i + i % 5);
+            [(1, "svc"), (2, "svc"), (3, "db"), (4 + i % 2, "agent")].map(|(pid, name)| {
+                ProcessPerfRow {
+                    pc_id: "pc-a".into(),
+                    at: t,
+                    pid,
+                    name: name.into(),
+                    cpu_pct: (i as f64 * 0.11 + pid as f64).cos().abs() * 10.0,
+                    rss_bytes: 1 << (10 + pid),
+                    disk_read_bytes_per_sec: (pid != 3).then_some(i as f64 / 7.3),
+                    disk_written_bytes_per_sec: None,
+                }
+            })
+        })
+        .collect();
+    process
+        .write(&ProcessPerfRow::to_batch(&rows).unwrap())
+        .unwrap();
+    process.persist().unwrap();
+    let alone = roll_up_into(&process, &dir.path().join("c"), &[&PROCESS_PERF_1H]);
+    let cascaded = roll_up_into(
+        &process,
+        &dir.path().join("d"),
+        &[&PROCESS_PERF_5M, &PROCESS_PERF_1H],
+    );
+    assert_same_windows(&alone[0], &cascaded[1]);
+    assert_eq!(alone[0].num_rows(), 24 * 3, "one row per hour per name");
+}
