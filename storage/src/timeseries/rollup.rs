@@ -265,13 +265,19 @@ impl<'a> Level<'a> {
         let slot = self.slot(pc, at, group);
         for (k, v) in values.iter().enumerate() {
             if v.is_valid(i) {
-                let (x, j) = (v.value(i), slot * self.width + k);
-                self.sums[j] += x;
-                self.counts[j] += 1;
-                self.mins[j] = Some(self.mins[j].map_or(x, |m| m.min(x)));
-                self.maxs[j] = Some(self.maxs[j].map_or(x, |m| m.max(x)));
+                let x = v.value(i);
+                self.accumulate(slot * self.width + k, x, 1, x, x);
             }
         }
+    }
+
+    /// Adds values of one metric (their sum, count, min and max) to
+    /// accumulator `j`.
+    fn accumulate(&mut self, j: usize, sum: f64, count: i64, min: f64, max: f64) {
+        self.sums[j] += sum;
+        self.counts[j] += count;
+        self.mins[j] = Some(self.mins[j].map_or(min, |m| m.min(min)));
+        self.maxs[j] = Some(self.maxs[j].map_or(max, |m| m.max(max)));
     }
 
     /// Adds the rows of `batch`, windows of a finer level of the same
@@ -313,19 +319,11 @@ impl<'a> Level<'a> {
             let g = groups.map_or("", |g| g.value(i));
             let slot = self.slot(pc.value(i), at.value(i), g);
             for (k, (sum, count, min, max)) in parts.iter().enumerate() {
-                if count.value(i) == 0 {
-                    continue;
-                }
-                let j = slot * self.width + k;
-                self.sums[j] += sum.value(i);
-                self.counts[j] += count.value(i);
-                if min.is_valid(i) {
-                    let x = min.value(i);
-                    self.mins[j] = Some(self.mins[j].map_or(x, |m| m.min(x)));
-                }
-                if max.is_valid(i) {
-                    let x = max.value(i);
-                    self.maxs[j] = Some(self.maxs[j].map_or(x, |m| m.max(x)));
+                // A window without a value of the metric: count 0, min
+                // and max null.
+                if count.value(i) > 0 {
+                    let j = slot * self.width + k;
+                    self.accumulate(j, sum.value(i), count.value(i), min.value(i), max.value(i));
                 }
             }
         }
@@ -539,9 +537,7 @@ pub(crate) struct RollupBuilder<'a> {
     levels: Vec<Level<'a>>,
     /// Per level, the finer level whose rows it is built from, if any.
     sources: Vec<Option<usize>>,
-    /// The levels fed the raw rows (those no finer level feeds), and
-    /// every level finest first.
-    from_raw: Vec<usize>,
+    /// Every level, finest first.
     finest_first: Vec<usize>,
     date: PartitionDate,
     input_rows: usize,
@@ -573,9 +569,6 @@ impl<'a> RollupBuilder<'a> {
                 Ok(Level::new(l, metrics.len(), w))
             })
             .collect::<Result<Vec<_>>>()?;
-        let from_raw = (0..levels.len())
-            .filter(|&j| sources[j].is_none())
-            .collect();
         let mut finest_first: Vec<usize> = (0..levels.len()).collect();
         finest_first.sort_by_key(|&i| specs[i].window_secs);
         Ok(Self {
@@ -584,7 +577,6 @@ impl<'a> RollupBuilder<'a> {
             metrics,
             levels,
             sources,
-            from_raw,
             finest_first,
             date,
             input_rows: 0,
@@ -622,8 +614,11 @@ impl<'a> RollupBuilder<'a> {
             .collect();
         for i in 0..batch.num_rows() {
             let g = groups.map_or("", |g| g.value(i));
-            for &l in &self.from_raw {
-                self.levels[l].add(pc.value(i), at.value(i), g, &values, i);
+            // The levels no finer level feeds take the raw rows.
+            for (level, source) in self.levels.iter_mut().zip(&self.sources) {
+                if source.is_none() {
+                    level.add(pc.value(i), at.value(i), g, &values, i);
+                }
             }
         }
         self.input_rows += batch.num_rows();

@@ -755,21 +755,23 @@ fn a_persist_writes_large_heads_sorted_in_slices() {
     assert_eq!(out.files.len(), 3, "one file per day");
     let mut total = 0;
     for f in &out.files {
-        let b = read_file(&HOST_PERF, f).unwrap();
-        total += b.num_rows();
-        let pc = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
-        let at = super::table::ts_column(&b);
-        let keys: Vec<(&str, i64)> = (0..b.num_rows())
-            .map(|i| (pc.value(i), at.value(i)))
-            .collect();
-        assert!(
-            keys.windows(2).all(|w| w[0] < w[1]),
-            "{} sorted by (pc_id, at), no repeats",
-            f.display()
-        );
+        total += read_sorted(&HOST_PERF, f).num_rows();
     }
     assert_eq!(total, 36_000);
     assert_eq!(rows_of(&table).len(), 36_000);
+}
+
+/// The rows of the file at `path`, asserted sorted by key (pc_id, at,
+/// sequence) with no key twice.
+fn read_sorted(spec: &TableSpec, path: &Path) -> RecordBatch {
+    let b = read_file(spec, path).unwrap();
+    let keys = spec.keys(&b);
+    assert!(
+        keys.windows(2).all(|w| w[0] < w[1]),
+        "{} sorted by key, no repeats: {keys:?}",
+        path.display()
+    );
+    b
 }
 
 /// 300 rows of one PC a minute apart from `start` minutes past t(10, 0).
@@ -936,27 +938,16 @@ fn a_persist_orders_each_pcs_rows_by_time_and_pid_whatever_order_they_came_in() 
     assert_eq!(out.files.len(), 2, "one file per day");
     let mut total = 0;
     for f in &out.files {
-        let b = read_file(&PROCESS_PERF, f).unwrap();
+        let b = read_sorted(&PROCESS_PERF, f);
         total += b.num_rows();
-        let pc = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
-        let at = super::table::ts_column(&b);
-        let pid = b.column_by_name("pid").unwrap();
-        let pid = pid
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::Int64Array>()
-            .unwrap();
         let cpu = b.column_by_name("cpu_pct").unwrap();
         let cpu = cpu.as_any().downcast_ref::<Float64Array>().unwrap();
-        let keys: Vec<(&str, i64, i64)> = (0..b.num_rows())
-            .map(|i| (pc.value(i), at.value(i), pid.value(i)))
-            .collect();
-        assert!(
-            keys.windows(2).all(|w| w[0] < w[1]),
-            "{} sorted by (pc_id, at, pid): {keys:?}",
-            f.display()
-        );
         // Each row kept its own values (the tick fixture's cpu is its pid).
-        assert!((0..b.num_rows()).all(|i| cpu.value(i) == pid.value(i) as f64));
+        let keys = PROCESS_PERF.keys(&b);
+        assert!(keys
+            .iter()
+            .enumerate()
+            .all(|(i, (_, _, pid))| cpu.value(i) == *pid as f64));
     }
     assert_eq!(total, sent);
 }
