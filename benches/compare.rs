@@ -236,6 +236,7 @@ fn results(s: &Scale, end: DateTime<Utc>) -> Vec<FinishedRun> {
                 started_at: started,
                 finished_at: started + chrono::Duration::milliseconds(dur),
                 job_id: Some(format!("job-{:02}", i % 20)),
+                ..Default::default()
             }
         })
         .collect()
@@ -940,6 +941,7 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
             agent_disk_read_bytes: None,
             agent_disk_written_bytes: None,
             quarantined_versions: vec![],
+            reported: Default::default(),
         })
         .collect();
     store.upsert_heartbeats(&beats, end).unwrap();

@@ -25,9 +25,37 @@ pub struct Config {
     /// `[scheduler]`: whether this backend may fire schedules, and its
     /// cadences.
     pub scheduler: crate::jobs::scheduler::SchedulerConfig,
+    /// `[mail]`: upstream reads mail settings from the `server_settings`
+    /// KV bucket, not from this file; a file that still carries the section
+    /// starts, and the section is reported as ignored.
+    pub mail: Option<MailSection>,
     /// `[storage] data_dir`.
     #[serde(skip)]
     pub storage_data_dir: Option<PathBuf>,
+}
+
+/// `[mail]` as older upstream files have it; accepted and ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct MailSection {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub encryption: Option<String>,
+    pub from: Option<String>,
+    pub username: Option<String>,
+}
+
+/// `[server.webauthn]`: the relying party passkeys are bound to. An empty
+/// `rp_id` (the default) turns passkeys off.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct WebauthnSection {
+    /// The relying-party id, a registrable domain such as `kanade.example.com`.
+    pub rp_id: String,
+    /// Origins a browser may present, e.g. `https://kanade.example.com`.
+    pub rp_origins: Vec<String>,
+    /// Display name shown by authenticators. Default `Kanade`.
+    pub rp_name: Option<String>,
 }
 
 /// `[server]`.
@@ -43,6 +71,11 @@ pub struct ServerSection {
     /// client, for login throttling and the audit log. Default: none, so
     /// the header is ignored and the peer address counts.
     pub trusted_proxies: Vec<String>,
+    /// The URL operators reach the dashboard at (links in mail and
+    /// password set-up). Default: none.
+    pub public_url: Option<String>,
+    /// `[server.webauthn]`.
+    pub webauthn: WebauthnSection,
 }
 
 impl ServerSection {
@@ -69,6 +102,8 @@ impl Default for ServerSection {
             bind: "127.0.0.1:8080".into(),
             scan_budget_secs: 10,
             trusted_proxies: Vec::new(),
+            public_url: None,
+            webauthn: WebauthnSection::default(),
         }
     }
 }
@@ -79,12 +114,16 @@ impl Default for ServerSection {
 pub struct NatsSection {
     /// Broker URL. Default `nats://127.0.0.1:4222`.
     pub url: String,
+    /// The broker's HTTP monitoring endpoint. Default: port 8222 on the
+    /// host of `url`, as upstream derives it.
+    pub monitor_url: Option<String>,
 }
 
 impl Default for NatsSection {
     fn default() -> Self {
         Self {
             url: "nats://127.0.0.1:4222".into(),
+            monitor_url: None,
         }
     }
 }
@@ -149,6 +188,10 @@ impl Config {
 
     /// Validates an already parsed TOML table.
     pub fn try_from_table(mut table: toml::Table) -> Result<Self> {
+        // teravars `[vars]` have been rendered into the other sections by
+        // the time the table gets here; the table itself is input to
+        // templating, not configuration.
+        table.remove("vars");
         let data_dir = match table.get_mut("storage") {
             Some(toml::Value::Table(storage)) => storage.remove("data_dir"),
             _ => None,
@@ -171,6 +214,9 @@ impl Config {
             bail!("unknown config key(s): {}", unknown.join(", "));
         }
         config.storage_data_dir = data_dir;
+        if config.mail.is_some() {
+            tracing::warn!("[mail] in the config file is ignored: mail settings live in the server settings (PUT /api/server-settings)");
+        }
         config.server.proxies()?;
         config.storage.validate()?;
         config.housekeeping.validate()?;
@@ -207,6 +253,66 @@ mod tests {
         assert_eq!(cfg.data_dir(), PathBuf::from("/var/lib/kanade"));
         assert_eq!(cfg.storage, TimeSeriesConfig::default());
     }
+
+    /// Upstream 0.101's `configs/backend.toml`, `[vars]` and all, loaded
+    /// through teravars as the binary loads it.
+    #[test]
+    fn upstream_0_101_file_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("backend.toml");
+        std::fs::write(&path, UPSTREAM_0_101).unwrap();
+        let cfg = Config::try_load(&path).unwrap();
+        assert_eq!(cfg.server.bind, "0.0.0.0:8080");
+        assert_eq!(cfg.data_dir(), PathBuf::from("/var/lib/kanade"));
+        assert_eq!(cfg.log.path.as_deref(), Some("/var/log/kanade/backend.log"));
+        assert_eq!(
+            cfg.server.public_url.as_deref(),
+            Some("https://kanade.example.com")
+        );
+        assert_eq!(cfg.server.webauthn.rp_id, "kanade.example.com");
+        assert_eq!(
+            cfg.nats.monitor_url.as_deref(),
+            Some("http://127.0.0.1:8222")
+        );
+        // A key neither version knows still stops start-up, naming it.
+        let typo = UPSTREAM_0_101.replace("level = 'info'", "levle = 'info'");
+        std::fs::write(&path, typo).unwrap();
+        let err = format!("{:#}", Config::try_load(&path).unwrap_err());
+        assert!(err.contains("log.levle"), "{err}");
+    }
+
+    const UPSTREAM_0_101: &str = r#"# Backend config. [vars] may reference each other.
+[vars]
+base    = '''{% if is_windows() %}{{ env(name="ProgramData") }}\Kanade\data{% else %}/var/lib/kanade{% endif %}'''
+log_dir = '''{% if is_windows() %}{{ env(name="ProgramData") }}\Kanade\logs{% else %}/var/log/kanade{% endif %}'''
+
+[server]
+bind = '0.0.0.0:8080'
+public_url = 'https://kanade.example.com'
+
+[server.webauthn]
+rp_id = 'kanade.example.com'
+rp_origins = ['https://kanade.example.com']
+rp_name = 'Kanade'
+
+[nats]
+url = 'nats://127.0.0.1:4222'
+monitor_url = 'http://127.0.0.1:8222'
+
+[db]
+sqlite_path = '{{ vars.base }}/backend.db'
+
+[log]
+path  = '{{ vars.log_dir }}/backend.log'
+level = 'info'
+
+# [mail]
+# host = 'smtp.example.com'
+# port = 587
+# encryption = 'starttls'
+# from = 'kanade@example.com'
+# username = '{{ vars.missing }}'
+"#;
 
     #[test]
     fn storage_section_overrides() {

@@ -21,11 +21,11 @@ struct Cli {
     config: Option<PathBuf>,
 
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Option<Verb>,
 }
 
 #[derive(clap::Subcommand, Debug)]
-enum Command {
+enum Verb {
     /// Publish a fake fleet's heartbeats and perf samples to the broker of
     /// the config (for demos and load tests).
     Simulate(kanade_backend::cli::simulate::SimulateArgs),
@@ -39,6 +39,21 @@ enum Command {
     Backup(kanade_backend::cli::backup::BackupArgs),
     /// Check a backup directory (no backend needed).
     Verify(kanade_backend::cli::backup::VerifyArgs),
+    /// Make a command-signing key: prints the environment lines that give
+    /// it to the backend and the keyring entry agents need.
+    CommandKeyGenerate(CommandKeyArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct CommandKeyArgs {
+    /// Key id agents look the key up by. Default `backend-YYYYMMDD` (UTC).
+    #[arg(long)]
+    kid: Option<String>,
+    /// Accepted for upstream's command line: a new key never overwrites
+    /// the configured one here (the environment holds it), so rotating is
+    /// always making a new pair under a new kid.
+    #[arg(long)]
+    rotate: bool,
 }
 
 fn main() -> Result<()> {
@@ -58,10 +73,10 @@ fn main() -> Result<()> {
         .build()
         .context("build tokio runtime")?;
     match &cli.command {
-        Some(Command::Simulate(args)) => {
+        Some(Verb::Simulate(args)) => {
             return runtime.block_on(kanade_backend::cli::simulate::run(&config.nats.url, args));
         }
-        Some(Command::ImportSqlite(args)) => {
+        Some(Verb::ImportSqlite(args)) => {
             let summary = kanade_backend::cli::import::run(&config, args)?;
             let skipped: u64 = summary.tables.iter().map(|t| t.skipped).sum();
             eprintln!(
@@ -75,14 +90,29 @@ fn main() -> Result<()> {
             );
             return Ok(());
         }
-        Some(Command::Export(args)) => {
+        Some(Verb::Export(args)) => {
             runtime.block_on(kanade_backend::cli::export::run(&config, args))?;
             return Ok(());
         }
-        Some(Command::Backup(args)) => {
+        Some(Verb::Backup(args)) => {
             return runtime.block_on(kanade_backend::cli::backup::backup(&config, args));
         }
-        Some(Command::Verify(args)) => return kanade_backend::cli::backup::verify(args),
+        Some(Verb::Verify(args)) => return kanade_backend::cli::backup::verify(args),
+        Some(Verb::CommandKeyGenerate(args)) => {
+            let kid = args
+                .kid
+                .clone()
+                .unwrap_or_else(|| format!("backend-{}", chrono::Utc::now().format("%Y%m%d")));
+            let current = std::env::var(kanade_backend::control::signing::ENV_KID).ok();
+            if current.as_deref() == Some(kid.as_str()) {
+                anyhow::bail!(
+                    "--kid {kid} is the key id already configured: a new key needs a new kid"
+                );
+            }
+            let _ = args.rotate;
+            print!("{}", kanade_backend::control::signing::generate(&kid)?);
+            return Ok(());
+        }
         None => {}
     }
     runtime.block_on(kanade_backend::server::run(

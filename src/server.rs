@@ -79,8 +79,10 @@ pub async fn run(
     crate::jobs::maintenance::register(&mut jobs, &tables, &config.storage);
     crate::jobs::inventory::register(&mut jobs, &inventory);
     crate::jobs::housekeeping::register(&mut jobs, &store, &config.housekeeping);
-    let control = crate::control::Control::new(client.clone(), store.clone());
+    let signer = std::sync::Arc::new(crate::control::signing::CommandSigner::try_from_env()?);
+    let control = crate::control::Control::new(client.clone(), store.clone(), signer);
     crate::jobs::waves::register(&mut jobs, &control);
+    crate::jobs::groups::register(&mut jobs, &control);
     crate::jobs::scheduler::register(&mut jobs, &control, &config.scheduler);
 
     let app = crate::api::app(AppState {
@@ -124,7 +126,10 @@ pub async fn run(
 }
 
 async fn connect_nats(url: &str) -> Result<async_nats::Client> {
-    kanade_shared::nats_client::connect_with_event_callback(url, |event| async move {
+    use kanade_shared::nats_client::{connect_with_event_callback, NatsRole};
+    // The backend role: user/password from `KANADE_NATS_USER` /
+    // `KANADE_NATS_PASSWORD`, else the token `KANADE_NATS_TOKEN`, as upstream.
+    connect_with_event_callback(NatsRole::Backend, url, None, |event| async move {
         match event {
             async_nats::Event::Connected => {
                 tracing::info!("connected to NATS");
@@ -195,6 +200,34 @@ fn spawn_projectors(
     ]
 }
 
+/// The buckets upstream creates on first use (`views`, `group_defs`)
+/// and their YAML mirrors, which upstream never creates (its mirror
+/// writes then fail and `…/yaml` answers a re-serialisation): made at
+/// start so a 0.101 CLI or agent finds them and the YAML is kept as sent.
+async fn ensure_declared_buckets(js: &async_nats::jetstream::Context) -> anyhow::Result<()> {
+    use kanade_shared::kv::{
+        BUCKET_GROUP_DEFS, BUCKET_GROUP_DEFS_YAML, BUCKET_VIEWS, BUCKET_VIEWS_YAML,
+    };
+    for bucket in [
+        BUCKET_GROUP_DEFS,
+        BUCKET_GROUP_DEFS_YAML,
+        BUCKET_VIEWS,
+        BUCKET_VIEWS_YAML,
+    ] {
+        if js.get_key_value(bucket).await.is_ok() {
+            continue;
+        }
+        js.create_key_value(async_nats::jetstream::kv::Config {
+            bucket: bucket.to_string(),
+            history: 5,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("create KV bucket {bucket}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Creates the streams, KV buckets and object stores kanade needs
 /// (idempotent), retrying until the broker answers.
 async fn ensure_jetstream(
@@ -203,7 +236,11 @@ async fn ensure_jetstream(
 ) -> Result<()> {
     let js = async_nats::jetstream::new(client);
     loop {
-        match kanade_shared::bootstrap::ensure_jetstream_resources(&js).await {
+        let ready = async {
+            kanade_shared::bootstrap::ensure_jetstream_resources(&js).await?;
+            ensure_declared_buckets(&js).await
+        };
+        match ready.await {
             Ok(()) => {
                 tracing::info!("JetStream resources ready");
                 return Ok(());

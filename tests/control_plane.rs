@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use common::{eventually, js_publish_bytes, publish_json, Backend, Nats, TOKEN};
+use common::{
+    error_of, eventually, js_publish_bytes, json_body, publish_json, send, yaml, Backend, Nats,
+    TOKEN,
+};
 use futures::StreamExt;
 use kanade_shared::wire::Command;
 use reqwest::Method;
@@ -21,48 +24,6 @@ const JOB_YAML: &str = "id: inventory-hw\nversion: 1.4.2\ndescription: hardware 
 
 /// Scheduler cadences for tests (appended to the config).
 const FAST: &str = "[scheduler]\nreconcile_interval_secs = 1\nlease_ttl_secs = 3\n";
-
-/// Sends `body` as the CLI does (`X-Kanade-Source: cli`, the YAML content
-/// type when given).
-async fn send(
-    b: &Backend,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<(&str, String)>,
-) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{}{path}", b.base))
-        .bearer_auth(token)
-        .header("x-kanade-source", "cli");
-    if let Some((ctype, text)) = body {
-        req = req.header("content-type", ctype).body(text);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    let v = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).unwrap_or(Value::String(text))
-    };
-    (status, v)
-}
-
-fn yaml(text: &str) -> Option<(&'static str, String)> {
-    Some(("application/yaml", text.to_string()))
-}
-
-fn json_body(v: Value) -> Option<(&'static str, String)> {
-    Some(("application/json", v.to_string()))
-}
-
-fn error_of(v: &Value) -> String {
-    v["error"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no JSON error in {v}"))
-        .to_string()
-}
 
 async fn heartbeat(client: &async_nats::Client, pc: &str) {
     publish_json(

@@ -246,11 +246,7 @@ async fn every_page_works_in_a_real_browser() {
     live_tail_agent(&nats).await;
     stand_in_agent(&nats, AGENT_PC).await;
     let agent_exe = dir.path().join("kanade-agent.exe");
-    std::fs::write(
-        &agent_exe,
-        common::pe::windows_exe_with_version(RELEASE_VERSION),
-    )
-    .unwrap();
+    std::fs::write(&agent_exe, common::agent_binary::windows(RELEASE_VERSION)).unwrap();
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let fixture = serde_json::json!({

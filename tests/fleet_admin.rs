@@ -590,6 +590,31 @@ async fn upload(b: &Backend, path: &str, field: &str, data: &[u8]) -> (u16, Valu
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// `kanade agent publish` as the 0.101 CLI sends it: the declared
+/// version, then the binary.
+async fn upload_declared(b: &Backend, data: &[u8], version: &str) -> (u16, Value) {
+    let boundary = "kanade-test-boundary-7d1f";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"version\"\r\n\r\n{version}\r\n"
+    )
+    .into_bytes();
+    let (_, file) = multipart("file", data);
+    body.extend_from_slice(&file);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/agents/publish", b.base))
+        .bearer_auth(TOKEN)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn packages_and_script_objects_stream_in_and_out() {
     let nats = Nats::start();
@@ -790,7 +815,7 @@ async fn agent_releases_publish_rollout_and_guarded_delete() {
     let nats = Nats::start();
     let dir = tempfile::tempdir().unwrap();
     let b = Backend::start(&nats.url, &dir.path().join("data"), "");
-    let exe = common::pe::windows_exe_with_version("1.4.2");
+    let exe = common::agent_binary::windows("1.4.2");
     let (status, published) = eventually("agent_releases ready", || async {
         let r = upload(&b, "/api/agents/publish", "file", &exe).await;
         (r.0 != 503).then_some(r)
@@ -800,9 +825,14 @@ async fn agent_releases_publish_rollout_and_guarded_delete() {
     assert_eq!(
         (published["version"].as_str(), published["size"].as_u64()),
         (Some("1.4.2"), Some(exe.len() as u64)),
-        "named by the binary's own VERSIONINFO"
+        "named by the binary's own release metadata"
     );
-    let newer = common::pe::windows_exe_with_version("1.5.0");
+    assert_eq!(
+        (published["key"].as_str(), published["platform"].as_str()),
+        (Some("1.4.2"), Some("windows-x86_64")),
+        "{published}"
+    );
+    let newer = common::agent_binary::windows("1.5.0");
     assert_eq!(
         upload(&b, "/api/agents/publish", "file", &newer).await.0,
         200
@@ -827,6 +857,74 @@ async fn agent_releases_publish_rollout_and_guarded_delete() {
         assert_eq!(status, code, "{err}");
         assert!(error_of(&err).contains("file"), "{err}");
     }
+    // Linux and macOS builds are releases too, under their platform keys,
+    // and the version the CLI declares must be the binary's own.
+    for (exe, key, platform) in [
+        (
+            common::agent_binary::linux("2.0.0"),
+            "2.0.0-linux-x86_64",
+            "linux-x86_64",
+        ),
+        (
+            common::agent_binary::macos("2.0.0"),
+            "2.0.0-macos-aarch64",
+            "macos-aarch64",
+        ),
+    ] {
+        let (status, out) = upload_declared(&b, &exe, "v2.0.0").await;
+        assert_eq!(status, 200, "{out}");
+        assert_eq!(
+            (
+                out["key"].as_str(),
+                out["platform"].as_str(),
+                out["version"].as_str()
+            ),
+            (Some(key), Some(platform), Some("2.0.0"))
+        );
+    }
+    let (status, err) = upload_declared(&b, &common::agent_binary::linux("2.0.1"), "2.0.2").await;
+    assert_eq!(status, 400, "{err}");
+    assert!(error_of(&err).contains("2.0.2"), "{err}");
+    let (_, _, list) = req(&b, Method::GET, "/api/agents/releases", None, &[]).await;
+    let platforms: std::collections::BTreeSet<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        platforms,
+        ["linux-x86_64", "macos-aarch64", "windows"].into(),
+        "{list}"
+    );
+    // A version only Linux and macOS builds carry rolls out by its base.
+    let body = json!({"version": "2.0.0", "scope": {"type": "pc", "value": "PC-LINUX"}});
+    let (status, _, out) = req(&b, Method::POST, "/api/agents/rollout", Some(body), &[]).await;
+    assert_eq!(status, 200, "{out}");
+    for key in ["2.0.0-linux-x86_64", "2.0.0-macos-aarch64"] {
+        let path = format!("/api/agents/releases/{key}");
+        assert_eq!(
+            req(&b, Method::DELETE, &path, None, &[]).await.0,
+            409,
+            "{key} is targeted"
+        );
+    }
+    let body = json!({"version": "1.4.2", "scope": {"type": "pc", "value": "PC-LINUX"}});
+    assert_eq!(
+        req(&b, Method::POST, "/api/agents/rollout", Some(body), &[])
+            .await
+            .0,
+        200
+    );
+    for key in ["2.0.0-linux-x86_64", "2.0.0-macos-aarch64"] {
+        let path = format!("/api/agents/releases/{key}");
+        assert_eq!(
+            req(&b, Method::DELETE, &path, None, &[]).await.0,
+            204,
+            "{key}"
+        );
+    }
+
     let over = vec![0u8; (64 << 20) + 1];
     let (status, err) = upload(&b, "/api/agents/publish", "file", &over).await;
     assert_eq!(status, 413, "{err}");

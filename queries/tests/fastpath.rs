@@ -280,6 +280,7 @@ async fn the_direct_top_pcs_equal_sql_on_random_windows() {
             agent_disk_read_bytes: None,
             agent_disk_written_bytes: None,
             quarantined_versions: vec![],
+            reported: Default::default(),
         })
         .collect();
     store.upsert_heartbeats(&beats, t0()).unwrap();

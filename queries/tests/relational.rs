@@ -37,6 +37,7 @@ fn run(id: &str, job: &str, ms: i64) -> FinishedRun {
         started_at: finished - Duration::milliseconds(ms),
         finished_at: finished,
         job_id: Some(job.into()),
+        ..Default::default()
     }
 }
 
@@ -97,6 +98,7 @@ async fn rankings_carry_hostnames_joined_in_datafusion() {
                 agent_disk_read_bytes: None,
                 agent_disk_written_bytes: None,
                 quarantined_versions: vec![],
+                reported: Default::default(),
             }],
             now,
         )

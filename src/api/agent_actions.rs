@@ -55,11 +55,13 @@ pub struct RunBody {
 
 fn parse_shell(s: &str) -> Result<Shell, ApiError> {
     match s.trim().to_ascii_lowercase().as_str() {
-        "powershell" | "ps" | "pwsh" => Ok(Shell::Powershell),
+        "powershell" | "ps" => Ok(Shell::Powershell),
+        "pwsh" => Ok(Shell::Pwsh),
         "cmd" => Ok(Shell::Cmd),
+        "sh" => Ok(Shell::Sh),
         other => Err(ApiError::bad_param(
             "shell",
-            format!("unknown shell {other:?} (use powershell or cmd)"),
+            format!("unknown shell {other:?} (use powershell, pwsh, cmd or sh)"),
         )),
     }
 }
@@ -87,6 +89,8 @@ pub async fn run(
         version: "0.0.0".into(),
         request_id: request_id.clone(),
         exec_id: b.exec_id.clone(),
+        command_kind: Default::default(),
+        bypass_local_limit: false,
         shell: parse_shell(&b.shell)?,
         script: b.script.clone(),
         script_object: None,
@@ -99,7 +103,9 @@ pub async fn run(
         staleness: Default::default(),
         emit: None,
         check: None,
+        collect: None,
         retry: None,
+        finalize: None,
     };
     let c = &state.control;
     let mut results = c
@@ -228,8 +234,11 @@ mod tests {
     fn shells_are_named_as_the_reference_accepts_them() {
         for (s, want) in [
             ("powershell", Shell::Powershell),
-            ("PWSH", Shell::Powershell),
+            ("ps", Shell::Powershell),
+            // PowerShell 7 is its own shell, not an alias.
+            ("PWSH", Shell::Pwsh),
             ("cmd", Shell::Cmd),
+            ("sh", Shell::Sh),
         ] {
             assert_eq!(parse_shell(s).unwrap(), want);
         }

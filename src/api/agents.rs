@@ -28,6 +28,20 @@ pub struct AgentRow {
     agent_disk_written_bytes: Option<i64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     quarantined_versions: Vec<String>,
+    last_logon_user: Option<String>,
+    last_logon_display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent_arch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command_keys: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enforcing: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    command_protocols: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deploy_capabilities: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deploy_capabilities_received_at: Option<i64>,
 }
 
 impl From<AgentRecord> for AgentRow {
@@ -44,6 +58,14 @@ impl From<AgentRecord> for AgentRow {
             agent_disk_read_bytes: a.agent_disk_read_bytes,
             agent_disk_written_bytes: a.agent_disk_written_bytes,
             quarantined_versions: a.quarantined_versions,
+            last_logon_user: a.reported.last_logon_user.filter(|s| !s.is_empty()),
+            last_logon_display_name: a.reported.last_logon_display_name.filter(|s| !s.is_empty()),
+            agent_arch: a.reported.agent_arch,
+            command_keys: a.reported.command_keys,
+            enforcing: a.reported.enforcing,
+            command_protocols: a.reported.command_protocols,
+            deploy_capabilities: a.reported.deploy_capabilities,
+            deploy_capabilities_received_at: a.reported.deploy_capabilities_received_at,
         }
     }
 }
@@ -154,4 +176,66 @@ pub async fn detail(
         .agent(&pc_id)?
         .map(|a| Json(AgentRow::from(a)))
         .ok_or_else(|| ApiError::NotFound(format!("agent {pc_id}")))
+}
+
+/// One agent version and how many PCs run it.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct VersionCount {
+    version: Option<String>,
+    total: i64,
+    active: i64,
+}
+
+/// `GET /api/agents/versions`: agents per reported version (`active`:
+/// heartbeat within [`ALIVE_THRESHOLD`]), most common first.
+pub async fn versions(State(state): State<AppState>) -> Result<Json<Vec<VersionCount>>, ApiError> {
+    let cutoff = Utc::now() - ALIVE_THRESHOLD;
+    let mut counts: std::collections::BTreeMap<Option<String>, (i64, i64)> = Default::default();
+    for a in state.store.agents()? {
+        let online = is_online(&a, cutoff);
+        let slot = counts
+            .entry(a.agent_version.filter(|v| !v.is_empty()))
+            .or_default();
+        slot.0 += 1;
+        slot.1 += i64::from(online);
+    }
+    let mut out: Vec<VersionCount> = counts
+        .into_iter()
+        .map(|(version, (total, active))| VersionCount {
+            version,
+            total,
+            active,
+        })
+        .collect();
+    // Stable: ties keep the version order of the map (null first).
+    out.sort_by_key(|v| std::cmp::Reverse(v.total));
+    Ok(Json(out))
+}
+
+/// `DELETE /api/agents/{pc_id}`: forgets the agent's row (its next
+/// heartbeat brings it back); 204 whether or not it was known, audited
+/// only when a row went.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: crate::audit::Caller,
+    Path(pc_id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let removed = {
+        let store = state.store.clone();
+        let pc = pc_id.clone();
+        tokio::task::spawn_blocking(move || store.delete_agent(&pc))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??
+    };
+    if removed {
+        super::jobs::audit(
+            &state.control,
+            &caller,
+            "agent_delete",
+            &pc_id,
+            serde_json::json!({ "pc_id": pc_id }),
+        )
+        .await;
+    }
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }

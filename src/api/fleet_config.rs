@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kanade_shared::kv::{
     agent_config_group_key, agent_config_pc_key, BUCKET_AGENT_CONFIG, BUCKET_AGENT_GROUPS,
-    KEY_AGENT_CONFIG_GLOBAL, PREFIX_AGENT_CONFIG_GROUPS,
+    BUCKET_AGENT_GROUPS_DERIVED, KEY_AGENT_CONFIG_GLOBAL, PREFIX_AGENT_CONFIG_GROUPS,
 };
 use kanade_shared::wire::{resolve, AgentGroups, ConfigScope, EffectiveConfig, ResolutionWarning};
 use serde::{Deserialize, Serialize};
@@ -315,13 +315,16 @@ pub struct Groups {
     groups: Vec<GroupInfo>,
 }
 
-/// `GET /api/groups`: every group with a member or a config scope.
+/// `GET /api/groups`: every group with a member (set by hand or by a
+/// declared group) or a config scope.
 pub async fn list_groups(State(state): State<AppState>) -> Result<Json<Groups>, ApiError> {
     let c = &state.control;
     let mut members: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (pc, g) in c.list_json::<AgentGroups>(BUCKET_AGENT_GROUPS).await? {
-        for name in g.groups {
-            members.entry(name).or_default().insert(pc.clone());
+    for bucket in [BUCKET_AGENT_GROUPS, BUCKET_AGENT_GROUPS_DERIVED] {
+        for (pc, g) in c.list_json::<AgentGroups>(bucket).await? {
+            for name in g.groups {
+                members.entry(name).or_default().insert(pc.clone());
+            }
         }
     }
     let with_config: BTreeSet<String> = c

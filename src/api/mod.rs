@@ -13,6 +13,7 @@ mod executions;
 mod export;
 mod fleet_config;
 mod freeze;
+mod group_defs;
 mod health;
 mod inventory;
 mod jobs;
@@ -93,6 +94,9 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/agents/releases/{version}", delete(releases::delete))
         .route("/api/agents/rollout", post(releases::rollout))
+        .route("/api/group-defs", post(group_defs::create))
+        .route("/api/group-defs/{id}", delete(group_defs::delete))
+        .route("/api/agents/{pc_id}", delete(agents::delete))
         .route("/api/agents/{pc_id}/ping", post(agent_actions::ping))
         .route("/api/notifications", post(notifications::send))
         .route(
@@ -115,6 +119,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/auth/me", get(accounts::me))
         .route("/api/auth/change-password", post(accounts::change_password))
         .route("/api/agents", get(agents::list))
+        .route("/api/agents/versions", get(agents::versions))
         .route("/api/agents/{pc_id}", get(agents::detail))
         .route("/api/agents/{pc_id}/perf", get(perf::host_timeline))
         .route("/api/agents/{pc_id}/processes", get(processes::latest))
@@ -147,6 +152,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/scripts/status", get(jobs::scripts_status))
         .route("/api/schemas/manifest.json", get(jobs::manifest_schema))
         .route("/api/schemas/schedule.json", get(jobs::schedule_schema))
+        .route("/api/group-defs", get(group_defs::list))
+        .route("/api/group-defs/{id}/members", get(group_defs::members))
+        .route("/api/group-defs/{id}/yaml", get(group_defs::yaml))
+        .route("/api/schemas/group-def.json", get(group_defs::schema))
         .route("/api/schedules", get(schedules::list))
         .route("/api/schedules/coverage", get(schedules::coverage_all))
         .route("/api/schedules/{id}/yaml", get(schedules::yaml))
@@ -207,6 +216,7 @@ pub fn app(state: AppState) -> Router {
             "/api/inventory/{id}/history/first_seen",
             get(inventory::history_first_seen),
         )
+        .route("/api/command-signing", get(command_signing))
         .route("/metrics", get(metrics::scrape))
         .merge(operator)
         .merge(admin)
@@ -236,6 +246,14 @@ async fn health() -> &'static str {
 #[derive(serde::Serialize)]
 struct VersionResponse {
     version: &'static str,
+}
+
+/// `GET /api/command-signing`: the key id and fingerprint commands are
+/// signed with (both null when they go out unsigned).
+async fn command_signing(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Json<crate::control::signing::SigningIdentity> {
+    Json(state.control.signer.identity())
 }
 
 /// `GET /api/version`: the build version, unauthenticated.

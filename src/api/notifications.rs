@@ -43,6 +43,9 @@ pub struct SendBody {
     issued_by: Option<String>,
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
+    /// Also raise an OS toast on the desktop.
+    #[serde(default)]
+    toast: bool,
     target: Target,
 }
 
@@ -107,15 +110,21 @@ pub async fn send(
         issued_by: b.issued_by.or_else(|| caller.sub.clone()),
         expires_at: b.expires_at,
         acked_at: None,
+        toast: b.toast,
+        edited_at: None,
+        acks_reset_at: None,
     };
     let payload = serde_json::to_vec(&n).map_err(|e| ApiError::Internal(e.to_string()))?;
     for s in &subjects {
-        let ack = state
-            .control
-            .js
-            .publish(s.clone(), payload.clone().into())
-            .await
-            .map_err(|e| ApiError::BadGateway(format!("publish to {s}: {e}")))?;
+        let js = &state.control.js;
+        let sent = match state.control.signer.headers(&payload) {
+            Some(h) => {
+                js.publish_with_headers(s.clone(), h, payload.clone().into())
+                    .await
+            }
+            None => js.publish(s.clone(), payload.clone().into()).await,
+        };
+        let ack = sent.map_err(|e| ApiError::BadGateway(format!("publish to {s}: {e}")))?;
         ack.await.map_err(|e| {
             ApiError::BadGateway(format!("{s} not stored by {STREAM_NOTIFICATIONS}: {e}"))
         })?;

@@ -3,9 +3,10 @@
 //! and `POST /api/agents/rollout`, over the `agent_releases` object store
 //! and the `target_version` of the `agent_config` scopes the agents watch.
 //!
-//! A release is named by the version inside the binary (its PE
-//! `VERSIONINFO`), never by a label the operator types, so a release can
-//! not claim a version it is not. Setting a target is a compare-and-set
+//! A release is named by the release metadata inside the binary
+//! (`kanade_shared::agent_metadata`: product, version, platform), never by
+//! a label the operator types, so a release can not claim a version or a
+//! platform it is not. Setting a target is a compare-and-set
 //! retried on conflict, so it never loses a concurrent config edit; a
 //! release still targeted by a scope cannot be deleted.
 
@@ -14,6 +15,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use bytes::BytesMut;
 use chrono::{DateTime, Utc};
+use kanade_shared::bin_platform::{base_version_of_key, candidate_keys, platform_of_key};
 use kanade_shared::kv::{
     agent_config_group_key, agent_config_pc_key, parse_agent_config_group_key,
     parse_agent_config_pc_key, BUCKET_AGENT_CONFIG, KEY_AGENT_CONFIG_GLOBAL,
@@ -33,7 +35,9 @@ use crate::state::AppState;
 
 #[derive(Serialize)]
 pub struct Release {
+    /// The object-store key (version plus platform suffix).
     version: String,
+    platform: &'static str,
     size: u64,
     digest: Option<String>,
     modified: Option<DateTime<Utc>>,
@@ -46,6 +50,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Release>>, A
         .into_iter()
         .map(|o| Release {
             modified: modified(&o),
+            platform: platform_of_key(&o.name),
             size: o.size as u64,
             version: o.name,
             digest: o.digest,
@@ -62,83 +67,110 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Release>>, A
 #[derive(Serialize)]
 pub struct Published {
     version: String,
+    /// The object-store key: the bare version for Windows, with the
+    /// platform suffix (`-linux-x86_64`, `-macos-aarch64`, …) otherwise.
+    key: String,
+    platform: &'static str,
     size: u64,
     digest: Option<String>,
 }
 
-/// `POST /api/agents/publish`: the multipart field `file` (a Windows
-/// agent binary, 64 MiB at most) stored under the version its
-/// `VERSIONINFO` carries. A `version` field, sent by older clients, is
-/// ignored: the binary names itself.
-pub async fn publish(
-    State(state): State<AppState>,
-    caller: Caller,
-    mut multipart: Multipart,
-) -> Result<Json<Published>, ApiError> {
+/// The multipart parts of a publish: the binary and the version the
+/// client declares (optional; it must match the binary's own).
+struct Upload {
+    binary: bytes::Bytes,
+    declared: Option<String>,
+}
+
+/// Reads the parts; `file` is capped at the kind's size while it streams.
+async fn read_upload(mut multipart: Multipart) -> Result<Upload, ApiError> {
     let kind = &AGENT_RELEASES;
-    let mut binary = None;
+    let (mut binary, mut declared) = (None, None);
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
-        let is_file = field.name() == Some("file");
-        if is_file && binary.is_some() {
-            return Err(ApiError::BadRequest(
-                "multipart body has more than one 'file' field".into(),
-            ));
-        }
-        // The version must be read from the whole image before anything
-        // is stored; the cap keeps that buffer bounded.
+        let name = field.name().unwrap_or_default().to_string();
         let mut buf = BytesMut::new();
         while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-            if !is_file {
-                continue;
+            let cap = if name == "file" { kind.max_bytes } else { 1024 };
+            if (buf.len() + chunk.len()) as u64 > cap {
+                return Err(if name == "file" {
+                    too_large(kind)
+                } else {
+                    ApiError::BadRequest(format!("invalid `{name}`: longer than 1 KiB"))
+                });
             }
-            if (buf.len() + chunk.len()) as u64 > kind.max_bytes {
-                return Err(too_large(kind));
+            if name == "file" || name == "version" {
+                buf.extend_from_slice(&chunk);
             }
-            buf.extend_from_slice(&chunk);
         }
-        if is_file {
-            binary = Some(buf.freeze());
+        let slot_taken = match name.as_str() {
+            "file" => binary.replace(buf.freeze()).is_some(),
+            "version" => {
+                let text = String::from_utf8(buf.to_vec())
+                    .map_err(|_| ApiError::bad_param("version", "not UTF-8"))?;
+                let text = text.trim().to_string();
+                declared
+                    .replace((!text.is_empty()).then_some(text))
+                    .is_some()
+            }
+            other => {
+                tracing::warn!(field = %other, "agent publish: unknown multipart field ignored");
+                false
+            }
+        };
+        if slot_taken {
+            return Err(ApiError::BadRequest(format!(
+                "multipart body has more than one '{name}' field"
+            )));
         }
     }
     let binary = binary.ok_or_else(|| ApiError::BadRequest("missing 'file' field".into()))?;
     if binary.is_empty() {
         return Err(ApiError::bad_param("file", "the file is empty"));
     }
+    Ok(Upload {
+        binary,
+        declared: declared.flatten(),
+    })
+}
+
+/// `POST /api/agents/publish`: the multipart field `file` (a kanade-agent
+/// executable for Windows, Linux or macOS, 64 MiB at most) stored under
+/// the key its embedded release metadata names, never a label the
+/// operator types; an optional `version` field must agree with it.
+pub async fn publish(
+    State(state): State<AppState>,
+    caller: Caller,
+    multipart: Multipart,
+) -> Result<Json<Published>, ApiError> {
+    let Upload { binary, declared } = read_upload(multipart).await?;
     let image = binary.clone();
-    let version =
-        tokio::task::spawn_blocking(move || kanade_shared::exe_version::extract_pe_version(&image))
-            .await
-            .map_err(|e| ApiError::Internal(format!("read the binary's version: {e}")))?
-            .ok_or_else(|| {
-                ApiError::bad_param(
-                    "file",
-                    "not a Windows PE with a VERSIONINFO resource carrying ProductVersion or \
-             FileVersion (kanade-agent builds embed one)",
-                )
-            })?;
-    check_segment("version", &version).map_err(|e| {
-        ApiError::bad_param(
-            "file",
-            format!("the binary's version {version:?} cannot name a release ({e})"),
-        )
-    })?;
+    let admitted = tokio::task::spawn_blocking(move || {
+        kanade_shared::agent_metadata::admit_agent_binary(&image, declared.as_deref())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("read the binary's metadata: {e}")))?
+    .map_err(|e| ApiError::BadRequest(format!("agent publish refused: {e} (field `file`)")))?;
+    let (key, version) = (admitted.key, admitted.version);
+    let platform = admitted.platform.as_str();
     let size = binary.len() as u64;
-    let store = open(&state, kind).await?;
+    let store = open(&state, &AGENT_RELEASES).await?;
     let info = store
-        .put(version.as_str(), &mut std::io::Cursor::new(binary))
+        .put(key.as_str(), &mut std::io::Cursor::new(binary))
         .await
-        .map_err(|e| ApiError::BadGateway(format!("store release {version}: {e}")))?;
-    tracing::info!(%version, size, "agent release published");
+        .map_err(|e| ApiError::BadGateway(format!("store release {key}: {e}")))?;
+    tracing::info!(%version, %key, platform, size, "agent release published");
     audit(
         &state.control,
         &caller,
         "agent_publish",
-        &version,
-        serde_json::json!({"size": size, "digest": info.digest}),
+        &key,
+        serde_json::json!({"version": version, "platform": platform, "size": size, "digest": info.digest}),
     )
     .await;
     Ok(Json(Published {
         version,
+        key,
+        platform,
         size,
         digest: info.digest,
     }))
@@ -172,7 +204,7 @@ pub async fn delete(
         .await?;
     let targeting: Vec<String> = scopes
         .iter()
-        .filter(|(_, s)| s.target_version.as_deref() == Some(version.as_str()))
+        .filter(|(_, s)| s.target_version.as_deref() == Some(base_version_of_key(&version)))
         .map(|(key, _)| scope_label(key))
         .collect();
     if !targeting.is_empty() {
@@ -263,14 +295,21 @@ pub async fn rollout(
     if let Some(j) = &jitter {
         parse_duration("jitter", j)?;
     }
+    // Agents append their own platform suffix to the target: any
+    // platform's build makes the version known.
+    let version = base_version_of_key(&version).to_string();
     let store = open(&state, &AGENT_RELEASES).await?;
-    match store.info(version.as_str()).await {
-        Ok(info) if !info.deleted => {}
-        _ => {
-            return Err(ApiError::NotFound(format!(
-                "agent release '{version}' has not been published"
-            )))
+    let mut published = false;
+    for key in candidate_keys(&version) {
+        if matches!(store.info(key.as_str()).await, Ok(info) if !info.deleted) {
+            published = true;
+            break;
         }
+    }
+    if !published {
+        return Err(ApiError::NotFound(format!(
+            "version '{version}' not found in agent_releases — run `kanade agent publish` first"
+        )));
     }
     let kv = state.control.kv(BUCKET_AGENT_CONFIG).await?;
     kanade_shared::kv_cas::read_modify_write(&kv, &key, |s: &mut ConfigScope| {

@@ -34,8 +34,14 @@ pub struct ResultRow {
     result_id: String,
     request_id: String,
     exec_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent_result_id: Option<String>,
     pc_id: String,
     exit_code: Option<i64>,
+    /// The agent skipped the run on purpose (neither success nor failure).
+    skipped: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    collect_object: Option<String>,
     stdout: String,
     stderr: String,
     started_at: Option<DateTime<Utc>>,
@@ -67,8 +73,11 @@ impl ResultRow {
             result_id: r.result_id,
             request_id: r.request_id,
             exec_id: r.exec_id,
+            parent_result_id: r.outcome.parent_result_id,
             pc_id: r.pc_id,
             exit_code: r.exit_code,
+            skipped: r.outcome.skipped == Some(true),
+            collect_object: r.outcome.collect_object,
             stdout,
             stderr,
             started_at: Some(r.started_at),
@@ -99,14 +108,20 @@ pub struct ListParams {
 enum Status {
     Success,
     Failure,
+    Skipped,
     Running,
 }
 
 impl Status {
+    /// A skipped run is neither a success nor a failure; exit codes the
+    /// agent reports without the skip flag (121 restarted, 123 refused
+    /// unsigned) are failures.
     fn matches(self, r: &ResultRecord) -> bool {
+        let skipped = r.outcome.skipped == Some(true);
         match self {
             Self::Success => r.exit_code == Some(0),
-            Self::Failure => r.exit_code.is_some_and(|c| c != 0),
+            Self::Failure => r.exit_code.is_some_and(|c| c != 0) && !skipped,
+            Self::Skipped => skipped,
             Self::Running => r.finished_at.is_none(),
         }
     }
@@ -143,7 +158,7 @@ impl Filters {
 }
 
 /// `GET /api/results`: newest `started_at` first (then `result_id`
-/// descending), filtered by `status` (success | failure | running),
+/// descending), filtered by `status` (success | failure | skipped | running),
 /// `since` (RFC 3339, on started_at) and the regex filters, at most
 /// `limit` (default 50) rows with 200-character output previews. Unlike
 /// the reference, a regex match is found however old the row is.
@@ -156,11 +171,12 @@ pub async fn list(
         None | Some("") => None,
         Some("success") => Some(Status::Success),
         Some("failure") => Some(Status::Failure),
+        Some("skipped") => Some(Status::Skipped),
         Some("running") => Some(Status::Running),
         Some(other) => {
             return Err(ApiError::bad_param(
                 "status",
-                format!("{other:?} is not one of success, failure, running"),
+                format!("{other:?} is not one of success, failure, skipped, running"),
             ))
         }
     };

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use kanade_storage::{
-    AgentRecord, AuditRecord, ExecutionRecord, InventoryFactRecord, InventoryHistoryRow, ObsRecord,
-    PartitionDate, RelationalStore, ResultRecord, TableSpec, TimeSeriesTable, UserRecord,
-    HOST_PERF, INVENTORY_HISTORY, PROCESS_PERF,
+    AgentRecord, AgentReported, AuditRecord, ExecutionRecord, InventoryFactRecord,
+    InventoryHistoryRow, ObsRecord, PartitionDate, RelationalStore, ResultRecord, RunOutcome,
+    TableSpec, TimeSeriesTable, UserRecord, HOST_PERF, INVENTORY_HISTORY, PROCESS_PERF,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Row};
@@ -237,6 +237,11 @@ pub fn open_source(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// A JSON array of strings stored as text (`NULL` or unreadable: none).
+fn json_list(text: Option<String>) -> Option<Vec<String>> {
+    serde_json::from_str(&text?).ok()
+}
+
 fn table_columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
     let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
     let rows = stmt.query_map([], |r| r.get::<_, String>(1))?;
@@ -424,9 +429,17 @@ pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
     })?;
     let mut summary = ImportSummary::default();
     let now = Utc::now();
-    let has_quarantine = table_columns(&conn, "agents")?
-        .iter()
-        .any(|c| c == "quarantined_versions");
+    let agent_cols = table_columns(&conn, "agents")?;
+    let has_quarantine = agent_cols.iter().any(|c| c == "quarantined_versions");
+    // The columns a 0.101 database has and an older one lacks read as NULL.
+    let or_null = |cols: &[String], name: &'static str| {
+        if cols.iter().any(|c| c == name) {
+            name
+        } else {
+            "NULL"
+        }
+    };
+    let result_cols = table_columns(&conn, "execution_results")?;
     let has_stream_seq = table_columns(&conn, "audit_log")?
         .iter()
         .any(|c| c == "stream_seq");
@@ -463,7 +476,13 @@ pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
             &format!(
                 "SELECT pc_id, hostname, os_family, agent_version, last_heartbeat, updated_at, \
              agent_cpu_pct, agent_rss_bytes, agent_disk_read_bytes, agent_disk_written_bytes, \
-             {quarantine_col} FROM agents"
+             {quarantine_col}, {}, {}, {}, {}, {}, {} FROM agents",
+                or_null(&agent_cols, "agent_arch"),
+                or_null(&agent_cols, "last_logon_user"),
+                or_null(&agent_cols, "last_logon_display_name"),
+                or_null(&agent_cols, "command_keys"),
+                or_null(&agent_cols, "enforcing"),
+                or_null(&agent_cols, "command_protocols"),
             ),
             RELATIONAL_BATCH,
             |r| {
@@ -486,6 +505,15 @@ pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
                         })
                         .transpose()?
                         .unwrap_or_default(),
+                    reported: AgentReported {
+                        agent_arch: get(r, 11)?,
+                        last_logon_user: get(r, 12)?,
+                        last_logon_display_name: get(r, 13)?,
+                        command_keys: json_list(get(r, 14)?),
+                        enforcing: get::<Option<i64>>(r, 15)?.map(|v| v != 0),
+                        command_protocols: json_list(get(r, 16)?),
+                        ..Default::default()
+                    },
                 }))
             },
             |batch| Ok(store.import_agents(&batch)? as u64),
@@ -522,8 +550,12 @@ pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
         copy_table(
             &conn,
             "execution_results",
-            "SELECT result_id, request_id, exec_id, pc_id, exit_code, stdout, stderr, started_at, \
-         finished_at, recorded_at, job_id, version, reaped FROM execution_results",
+            &format!(
+                "SELECT result_id, request_id, exec_id, pc_id, exit_code, stdout, stderr, started_at, \
+                 finished_at, recorded_at, job_id, version, reaped, {}, {} FROM execution_results",
+                or_null(&result_cols, "skipped"),
+                or_null(&result_cols, "parent_result_id"),
+            ),
             RELATIONAL_BATCH,
             |r| {
                 Ok(Some(ResultRecord {
@@ -540,6 +572,11 @@ pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
                     job_id: get(r, 10)?,
                     version: get(r, 11)?,
                     reaped: get::<i64>(r, 12)? != 0,
+                    outcome: RunOutcome {
+                        skipped: get::<Option<i64>>(r, 13)?.map(|v| v != 0),
+                        parent_result_id: get(r, 14)?,
+                        collect_object: None,
+                    },
                 }))
             },
             |batch| Ok(store.import_results(&batch)? as u64),

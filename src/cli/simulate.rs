@@ -74,7 +74,9 @@ pub async fn run(nats_url: &str, args: &SimulateArgs) -> Result<()> {
         args.investigate <= args.pcs,
         "--investigate cannot exceed --pcs"
     );
-    let client = kanade_shared::nats_client::connect(nats_url).await?;
+    let client =
+        kanade_shared::nats_client::connect(kanade_shared::nats_client::NatsRole::Agent, nats_url)
+            .await?;
     let mut tick = match args.backfill {
         Some(span) => backfill(&client, args, span).await?,
         None => 0,

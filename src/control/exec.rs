@@ -4,9 +4,14 @@
 //! waves in redb (they survive a restart), publish the rest and audit.
 
 use chrono::{DateTime, Utc};
-use kanade_shared::kv::{BUCKET_SCRIPT_CURRENT, OBJECT_SCRIPTS};
-use kanade_shared::manifest::{FanoutPlan, Manifest};
+use std::collections::BTreeSet;
+
+use kanade_shared::kv::{
+    BUCKET_SCRIPT_CURRENT, BUCKET_SERVER_SETTINGS, KEY_SERVER_SETTINGS, OBJECT_SCRIPTS,
+};
+use kanade_shared::manifest::{Execute, FanoutPlan, Manifest, Target, Tier};
 use kanade_shared::subject;
+use kanade_shared::wire::ServerSettings;
 use kanade_shared::wire::{Command, RetrySpec};
 use kanade_storage::{ExecutionRecord, PendingWave};
 use serde::Serialize;
@@ -55,13 +60,25 @@ impl Control {
         by: Initiator<'_>,
         retry: Option<RetrySpec>,
     ) -> Result<ExecOutcome> {
+        let shell = manifest.execute.require_shell().map_err(|e| {
+            Error::invalid(
+                "execute",
+                format!("typed operations are not dispatched: {e}"),
+            )
+        })?;
+        let controller_plan;
+        let plan = if requires_controller(manifest) {
+            controller_plan = self.controller_plan(plan).await?;
+            &controller_plan
+        } else {
+            plan
+        };
         let dispatches = plan_dispatches(plan)?;
-        manifest
-            .execute
+        shell
             .validate_script_source()
             .map_err(|m| Error::invalid("execute", m))?;
-        let script = self.resolve_script(manifest).await?;
-        let timeout = parse_duration("execute.timeout", &manifest.execute.timeout)?;
+        let script = self.resolve_script(shell).await?;
+        let timeout = parse_duration("execute.timeout", &shell.timeout)?;
         let jitter = match plan.jitter.as_deref() {
             Some(j) => Some(parse_duration("jitter", j)?.as_secs()),
             None => None,
@@ -94,19 +111,23 @@ impl Control {
             version: manifest.version.clone(),
             request_id: uuid::Uuid::new_v4().to_string(),
             exec_id: Some(exec_id.clone()),
-            shell: manifest.execute.shell.into(),
+            command_kind: Default::default(),
+            bypass_local_limit: shell.bypass_local_limit,
+            shell: shell.shell.into(),
             script: script.inline.clone(),
             script_object: script.object.as_ref().map(|o| o.0.clone()),
             script_object_sha256: script.object.as_ref().map(|o| o.1.clone()),
             timeout_secs: timeout.as_secs(),
             jitter_secs: jitter,
-            run_as: manifest.execute.run_as,
-            cwd: manifest.execute.cwd.clone(),
+            run_as: shell.run_as,
+            cwd: shell.cwd.clone(),
             deadline_at,
             staleness: manifest.staleness.clone(),
             emit: manifest.emit.clone(),
             check: manifest.check.clone(),
+            collect: manifest.collect.clone(),
             retry,
+            finalize: manifest.finalize.as_ref().map(|f| f.lower()),
         };
         let mut later = Vec::new();
         for (i, d) in dispatches.iter().enumerate() {
@@ -181,15 +202,65 @@ impl Control {
         }
     }
 
+    /// `plan` narrowed to the live members of the controller group (the
+    /// trusted runners of `tier: controller` jobs), addressed one by one.
+    /// No controller group, or none of its members live in the target,
+    /// is a conflict naming why: such a job never reaches another PC.
+    async fn controller_plan(&self, plan: &FanoutPlan) -> Result<FanoutPlan> {
+        if plan.rollout.as_ref().is_some_and(|r| !r.waves.is_empty()) {
+            return Err(Error::Conflict(
+                "tier: controller jobs can't use rollout waves — the controller tier targets trusted runners, not a fleet rollout".into(),
+            ));
+        }
+        let settings: Option<ServerSettings> = self
+            .get_json(BUCKET_SERVER_SETTINGS, KEY_SERVER_SETTINGS)
+            .await?;
+        let Some(group) = settings
+            .as_ref()
+            .and_then(|s| s.effective_controller_group())
+        else {
+            return Err(Error::Conflict(
+                "tier: controller but no controller_group is configured (server settings) — refusing to dispatch (fail-safe)".into(),
+            ));
+        };
+        let controllers = Target {
+            groups: vec![group.to_string()],
+            ..Default::default()
+        };
+        let members: BTreeSet<String> =
+            self.roster(&controllers, true).await?.into_iter().collect();
+        let wanted: BTreeSet<String> = if plan.target.all {
+            members.clone()
+        } else {
+            self.roster(&plan.target, false)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        let pcs: Vec<String> = wanted.intersection(&members).cloned().collect();
+        if pcs.is_empty() {
+            return Err(Error::Conflict(format!(
+                "no online member of controller_group '{group}' matches this target — a tier: controller job needs a live controller runner"
+            )));
+        }
+        Ok(FanoutPlan {
+            target: Target {
+                pcs,
+                ..Default::default()
+            },
+            ..plan.clone()
+        })
+    }
+
     /// Inline script, or the object-store entry with its sha256 (hex).
-    async fn resolve_script(&self, m: &Manifest) -> Result<ScriptSource> {
-        if let Some(s) = m.execute.script.as_deref().filter(|s| !s.is_empty()) {
+    async fn resolve_script(&self, m: &Execute) -> Result<ScriptSource> {
+        if let Some(s) = m.script.as_deref().filter(|s| !s.is_empty()) {
             return Ok(ScriptSource {
                 inline: s.to_string(),
                 object: None,
             });
         }
-        let Some(key) = m.execute.script_object.as_deref() else {
+        let Some(key) = m.script_object.as_deref() else {
             return Err(Error::invalid(
                 "execute",
                 "one of `script` or `script_object` must be set (a `script_file` is inlined by the CLI)",
@@ -216,6 +287,12 @@ impl Control {
             object: Some((key.to_string(), digest_hex(key, digest)?)),
         })
     }
+}
+
+/// Whether `m` may only run on the controller group: `tier: controller`,
+/// or a job that feeds a table (its output is trusted).
+fn requires_controller(m: &Manifest) -> bool {
+    m.tier == Some(Tier::Controller) || !m.feed.is_empty()
 }
 
 /// The subjects of `plan`, each with its delay, after checking every

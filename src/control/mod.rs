@@ -9,7 +9,9 @@
 //! follows one pipeline.
 
 pub mod exec;
+pub mod groups;
 pub mod roster;
+pub mod signing;
 
 use std::time::Duration;
 
@@ -60,12 +62,23 @@ pub struct Control {
     pub nats: async_nats::Client,
     pub js: jetstream::Context,
     pub store: RelationalStore,
+    /// Signs every command, kill and notification we publish.
+    pub signer: std::sync::Arc<signing::CommandSigner>,
 }
 
 impl Control {
-    pub fn new(nats: async_nats::Client, store: RelationalStore) -> Self {
+    pub fn new(
+        nats: async_nats::Client,
+        store: RelationalStore,
+        signer: std::sync::Arc<signing::CommandSigner>,
+    ) -> Self {
         let js = jetstream::new(nats.clone());
-        Self { nats, js, store }
+        Self {
+            nats,
+            js,
+            store,
+            signer,
+        }
     }
 
     /// Opens a KV bucket; a missing one is [`Error::Unavailable`].
@@ -176,6 +189,17 @@ impl Control {
         value: impl Into<bytes::Bytes>,
     ) -> Result<u64> {
         let store = self.kv(bucket).await?;
+        self.put_in(&store, bucket, key, value).await
+    }
+
+    /// [`Self::put`] into an already opened `store` of `bucket`.
+    pub async fn put_in(
+        &self,
+        store: &kv::Store,
+        bucket: &str,
+        key: &str,
+        value: impl Into<bytes::Bytes>,
+    ) -> Result<u64> {
         tokio::time::timeout(BROKER_TIMEOUT, store.put(key, value.into()))
             .await
             .map_err(|_| Error::Broker(format!("KV put `{bucket}/{key}`: timed out")))?
@@ -185,6 +209,11 @@ impl Control {
     /// Deletes `key` (absent is fine).
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<()> {
         let store = self.kv(bucket).await?;
+        self.delete_in(&store, bucket, key).await
+    }
+
+    /// [`Self::delete`] in an already opened `store` of `bucket`.
+    pub async fn delete_in(&self, store: &kv::Store, bucket: &str, key: &str) -> Result<()> {
         tokio::time::timeout(BROKER_TIMEOUT, store.delete(key))
             .await
             .map_err(|_| Error::Broker(format!("KV delete `{bucket}/{key}`: timed out")))?
@@ -277,12 +306,20 @@ impl Control {
         ))
     }
 
-    /// Publishes on core NATS (the EXEC stream captures `commands.>`).
+    /// Publishes on core NATS (the EXEC stream captures `commands.>`),
+    /// signed with the backend's command key when it has one: this is the
+    /// path of every command and kill we send to agents.
     pub async fn publish(&self, subject: String, payload: impl Into<bytes::Bytes>) -> Result<()> {
-        self.nats
-            .publish(subject.clone(), payload.into())
-            .await
-            .map_err(|e| Error::Broker(format!("publish to {subject}: {e}")))
+        let payload = payload.into();
+        let sent = match self.signer.headers(&payload) {
+            Some(headers) => {
+                self.nats
+                    .publish_with_headers(subject.clone(), headers, payload)
+                    .await
+            }
+            None => self.nats.publish(subject.clone(), payload).await,
+        };
+        sent.map_err(|e| Error::Broker(format!("publish to {subject}: {e}")))
     }
 
     /// Flushes what was published (best effort: the broker may be away).

@@ -1,13 +1,15 @@
 //! Which PCs a target means: the live roster (heartbeat within
 //! [`ALIVE_WITHIN`]) for exec's `target_count` and the scheduler, the full
 //! roster (offline PCs too) for coverage. Groups come from the
-//! `agent_groups` KV bucket; listed PCs count as given.
+//! `agent_groups` KV bucket and the declared groups' `agent_groups_derived`;
+//! listed PCs count as given.
 
 use std::collections::BTreeSet;
 
+use async_nats::jetstream::kv;
 use chrono::Utc;
 use futures::StreamExt;
-use kanade_shared::kv::BUCKET_AGENT_GROUPS;
+use kanade_shared::kv::{BUCKET_AGENT_GROUPS, BUCKET_AGENT_GROUPS_DERIVED};
 use kanade_shared::manifest::Target;
 use kanade_shared::wire::AgentGroups;
 
@@ -42,22 +44,35 @@ impl Control {
         Ok(out.into_iter().collect())
     }
 
-    /// Those of `candidates` that belong to one of `groups`.
+    /// Those of `candidates` that belong to one of `groups`: set by hand
+    /// (`agent_groups`) or declared (`agent_groups_derived`), as an agent
+    /// takes the union of the two.
     async fn members_of(&self, groups: &[String], candidates: Vec<String>) -> Vec<String> {
-        let Ok(store) = self.kv(BUCKET_AGENT_GROUPS).await else {
+        let Ok(manual) = self.kv(BUCKET_AGENT_GROUPS).await else {
             tracing::warn!("agent_groups bucket unavailable: group targets resolve to nobody");
             return Vec::new();
         };
-        let store = &store;
+        let derived = self.kv(BUCKET_AGENT_GROUPS_DERIVED).await.ok();
+        let (manual, derived) = (&manual, derived.as_ref());
         futures::stream::iter(candidates)
             .map(|pc| async move {
-                let entry = self.entry(store, &pc).await.ok().flatten()?;
-                let member: AgentGroups = serde_json::from_slice(&entry.value).ok()?;
-                groups.iter().any(|g| member.contains(g)).then_some(pc)
+                if self.in_groups(manual, &pc, groups).await {
+                    return Some(pc);
+                }
+                (self.in_groups(derived?, &pc, groups).await).then_some(pc)
             })
             .buffer_unordered(GROUP_READS)
             .filter_map(|pc| async move { pc })
             .collect()
             .await
+    }
+
+    /// Whether `store` lists `pc` in one of `groups`.
+    async fn in_groups(&self, store: &kv::Store, pc: &str, groups: &[String]) -> bool {
+        let Ok(Some(entry)) = self.entry(store, pc).await else {
+            return false;
+        };
+        serde_json::from_slice::<AgentGroups>(&entry.value)
+            .is_ok_and(|m| groups.iter().any(|g| m.contains(g)))
     }
 }

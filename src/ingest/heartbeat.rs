@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use chrono::Utc;
 use kanade_shared::wire::Heartbeat;
-use kanade_storage::{HeartbeatUpdate, RelationalStore};
+use kanade_storage::{AgentReported, HeartbeatUpdate, RelationalStore};
 
 use super::{Committed, Projection};
 
@@ -45,6 +45,19 @@ impl Projection for HeartbeatProjection {
                 agent_disk_read_bytes: hb.agent_disk_read_bytes,
                 agent_disk_written_bytes: hb.agent_disk_written_bytes,
                 quarantined_versions: hb.quarantined_versions.clone(),
+                reported: AgentReported {
+                    agent_arch: hb.agent_arch.clone(),
+                    last_logon_user: hb.last_logon_user.clone(),
+                    last_logon_display_name: hb.last_logon_display_name.clone(),
+                    command_keys: hb.command_keys.clone(),
+                    enforcing: hb.enforcing,
+                    command_protocols: hb.command_protocols.clone(),
+                    deploy_capabilities: hb
+                        .deploy_capabilities
+                        .as_ref()
+                        .and_then(|d| serde_json::to_value(d).ok()),
+                    deploy_capabilities_received_at: None,
+                },
             })
             .collect();
         self.0.upsert_heartbeats(&updates, Utc::now())?;

@@ -14,7 +14,7 @@ use kanade_shared::manifest::{CheckHint, Manifest};
 use kanade_shared::wire::ExecResult;
 use kanade_storage::{
     CheckStatusRecord, FinishedRun, InventoryFactRecord, InventoryHistoryRow, RelationalStore,
-    StreamPosition, TimeSeriesTable,
+    RunOutcome, StreamPosition, TimeSeriesTable,
 };
 use serde_json::Value;
 
@@ -320,10 +320,18 @@ impl StreamProjection for ResultsProjection {
                 started_at: r.started_at,
                 finished_at: r.finished_at,
                 job_id: r.manifest_id.clone(),
+                outcome: RunOutcome {
+                    skipped: r.skipped,
+                    parent_result_id: r.parent_result_id.clone(),
+                    collect_object: r.collect_object.clone(),
+                },
             })
             .collect();
         let checks: Vec<CheckStatusRecord> = items
             .iter()
+            // A run the agent skipped, or a command it refused unsigned,
+            // says nothing about the check.
+            .filter(|r| !r.skips_check_projection() && !r.is_signature_refusal())
             .filter_map(|r| {
                 let hint = self.check_hint(r.manifest_id.as_deref()?)?;
                 let (status, detail) = check_state(r, &hint)?;

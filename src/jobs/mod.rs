@@ -1,12 +1,14 @@
 //! Every background job of the backend runs under one [`Runner`]: the
 //! perf maintenance (persist, compaction, retention), housekeeping of the
-//! relational tables, the scheduler, the rollout waves, and the mirror of
+//! relational tables, the scheduler, the rollout waves, the writer of the
+//! declared groups' membership, and the mirror of
 //! the jobs bucket with the inventory datasets built from it. A job is either
 //! a periodic blocking pass (run off the async workers, a failure logged
 //! and the next pass still run) or a long-lived task that watches the stop
 //! signal itself. [`Runner::stop`] signals every job and waits for all of
 //! them, so nothing is cut off mid-write at shutdown.
 
+pub mod groups;
 pub mod housekeeping;
 pub mod inventory;
 pub mod maintenance;

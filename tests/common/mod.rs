@@ -13,7 +13,7 @@ use chrono::Utc;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
-pub mod pe;
+pub mod agent_binary;
 
 pub const TOKEN: &str = "test-service-token";
 
@@ -451,4 +451,46 @@ pub async fn viewer_token(b: &Backend) -> String {
         .await;
     assert_eq!(status, 200, "{login}");
     login["token"].as_str().unwrap().to_string()
+}
+
+/// Sends `body` as the CLI does (`X-Kanade-Source: cli`, the YAML content
+/// type when given).
+pub async fn send(
+    b: &Backend,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<(&str, String)>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{}{path}", b.base))
+        .bearer_auth(token)
+        .header("x-kanade-source", "cli");
+    if let Some((ctype, text)) = body {
+        req = req.header("content-type", ctype).body(text);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let v = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, v)
+}
+
+pub fn yaml(text: &str) -> Option<(&'static str, String)> {
+    Some(("application/yaml", text.to_string()))
+}
+
+pub fn json_body(v: Value) -> Option<(&'static str, String)> {
+    Some(("application/json", v.to_string()))
+}
+
+pub fn error_of(v: &Value) -> String {
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no JSON error in {v}"))
+        .to_string()
 }

@@ -262,7 +262,9 @@ async fn one_pass(
         for s in &current {
             match s.lowered().mode {
                 ExecMode::EveryTick => pass.calendar(s, cursors).await,
-                ExecMode::OncePerPc | ExecMode::OncePerTarget if reconcile_due => {
+                ExecMode::OncePerPc | ExecMode::OncePerPcVersion | ExecMode::OncePerTarget
+                    if reconcile_due =>
+                {
                     pass.reconcile(s).await
                 }
                 _ => {}
@@ -446,7 +448,14 @@ impl Pass<'_> {
                 return;
             }
         };
-        let standing = match self.control.store.job_standing_by_pc(&s.job_id) {
+        let version =
+            (s.lowered().mode == ExecMode::OncePerPcVersion).then_some(manifest.version.as_str());
+        let store = &self.control.store;
+        let read = store.job_standing_by_pc(&s.job_id).and_then(|st| {
+            let done = store.job_completions(&s.job_id, version)?;
+            Ok(policy::with_completions(st, &done, version.is_some()))
+        });
+        let standing = match read {
             Ok(st) => st,
             Err(e) => {
                 tracing::warn!(schedule = %s.id, error = %e, "completions unreadable; pass skipped");
@@ -464,7 +473,7 @@ impl Pass<'_> {
                 }
             }
             policy::Decision::Pcs(pcs) => {
-                let pcs = marks.unmarked(pcs, self.now).await;
+                let pcs = marks.unmarked(pcs, &standing, self.now).await;
                 let in_flight = standing.values().map(|st| st.in_flight).sum();
                 let pcs = policy::cap(pcs, s.constraints.max_concurrent, in_flight);
                 if pcs.is_empty() {

@@ -87,6 +87,27 @@ pub fn allowed_lateness(s: &Schedule, grace_secs: u64) -> chrono::Duration {
         .unwrap_or_else(|| chrono::Duration::seconds(grace_secs as i64))
 }
 
+/// `standing` with each PC's last success taken from the permanent
+/// completions (they outlive result retention). `version_scoped`: the
+/// completions are of the current version only, and an older version's
+/// success does not count.
+pub fn with_completions(
+    mut standing: BTreeMap<String, JobPcStanding>,
+    completions: &BTreeMap<String, DateTime<Utc>>,
+    version_scoped: bool,
+) -> BTreeMap<String, JobPcStanding> {
+    if version_scoped {
+        for st in standing.values_mut() {
+            st.last_success = None;
+        }
+    }
+    for (pc, at) in completions {
+        let st = standing.entry(pc.clone()).or_default();
+        st.last_success = st.last_success.max(Some(*at));
+    }
+    standing
+}
+
 /// What a reconcile pass does.
 #[derive(Debug, PartialEq)]
 pub enum Decision {
@@ -121,7 +142,8 @@ pub fn decide(
     };
     let of = |pc: &String| standing.get(pc).cloned().unwrap_or_default();
     match lowered.mode {
-        ExecMode::OncePerPc => {
+        // The version scope is in `standing` (see [`with_completions`]).
+        ExecMode::OncePerPc | ExecMode::OncePerPcVersion => {
             let pcs: Vec<String> = expected
                 .iter()
                 .filter(|pc| {
@@ -170,7 +192,7 @@ pub fn mark_window(s: &Schedule, m: &Manifest) -> chrono::Duration {
         d.and_then(|d| humantime::parse_duration(d).ok())
             .map_or(0, |d| d.as_secs())
     };
-    let timeout = secs(Some(&m.execute.timeout));
+    let timeout = secs(Some(m.execute.timeout()));
     let base = (secs(s.plan.jitter.as_deref()) + timeout + 90).clamp(90, 30 * 60);
     let retry = s.on_failure.lowered_retry().map_or(0, |r| {
         u64::from(r.max).saturating_mul(timeout + r.backoff_secs)
@@ -215,17 +237,19 @@ impl<'a> Marks<'a> {
         }
     }
 
-    async fn marked(&self, key: &str, now: DateTime<Utc>) -> bool {
-        let Some(store) = &self.store else {
-            return false;
-        };
-        let Ok(Some(e)) = self.control.entry(store, key).await else {
-            return false;
-        };
-        std::str::from_utf8(&e.value)
+    /// When `key` was marked, if inside the window.
+    async fn marked_at(&self, key: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let store = self.store.as_ref()?;
+        let e = self.control.entry(store, key).await.ok()??;
+        let at = std::str::from_utf8(&e.value)
             .ok()
-            .and_then(|v| DateTime::parse_from_rfc3339(v.trim()).ok())
-            .is_some_and(|at| now - at.with_timezone(&Utc) < self.window)
+            .and_then(|v| DateTime::parse_from_rfc3339(v.trim()).ok())?
+            .with_timezone(&Utc);
+        (now - at < self.window).then_some(at)
+    }
+
+    async fn marked(&self, key: &str, now: DateTime<Utc>) -> bool {
+        self.marked_at(key, now).await.is_some()
     }
 
     pub async fn target_marked(&self, now: DateTime<Utc>) -> bool {
@@ -234,11 +258,29 @@ impl<'a> Marks<'a> {
     }
 
     /// `pcs` without those dispatched to inside the window.
-    pub async fn unmarked(&self, pcs: Vec<String>, now: DateTime<Utc>) -> Vec<String> {
+    /// Those of `pcs` not held back by a mark. A mark holds until the
+    /// PC's result of that dispatch is in: a run finished after the mark
+    /// releases it (so a new manifest version reaches a PC that has just
+    /// answered the old one).
+    pub async fn unmarked(
+        &self,
+        pcs: Vec<String>,
+        standing: &BTreeMap<String, JobPcStanding>,
+        now: DateTime<Utc>,
+    ) -> Vec<String> {
         let mut out: Vec<String> = futures::stream::iter(pcs)
             .map(|pc| async move {
                 let key = dispatch_mark_pc_key(&self.schedule_id, &pc);
-                (!self.marked(&key, now).await).then_some(pc)
+                let answered_after = |at: DateTime<Utc>| {
+                    standing
+                        .get(&pc)
+                        .and_then(|st| st.latest.as_ref())
+                        .is_some_and(|l| l.finished_at >= at)
+                };
+                match self.marked_at(&key, now).await {
+                    Some(at) if !answered_after(at) => None,
+                    _ => Some(pc),
+                }
             })
             .buffer_unordered(MARK_IO)
             .filter_map(|pc| async move { pc })

@@ -29,10 +29,61 @@ pub struct AgentRecord {
     pub agent_disk_read_bytes: Option<i64>,
     pub agent_disk_written_bytes: Option<i64>,
     pub quarantined_versions: Vec<String>,
+    /// What the 0.101 agents add; a beat without them (a 0.43 agent, a
+    /// ping) keeps what an earlier beat said.
+    #[serde(flatten)]
+    pub reported: AgentReported,
+}
+
+/// The optional facts 0.101 heartbeats carry, stored as reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct AgentReported {
+    pub agent_arch: Option<String>,
+    pub last_logon_user: Option<String>,
+    pub last_logon_display_name: Option<String>,
+    /// `kid:fingerprint` of each key in the agent's keyring; `Some([])`
+    /// is an empty keyring, `None` never reported.
+    pub command_keys: Option<Vec<String>>,
+    /// Whether the agent refuses unsigned commands.
+    pub enforcing: Option<bool>,
+    pub command_protocols: Option<Vec<String>>,
+    pub deploy_capabilities: Option<serde_json::Value>,
+    /// Unix seconds the capabilities above arrived.
+    pub deploy_capabilities_received_at: Option<i64>,
+}
+
+impl AgentReported {
+    /// `newer` over `self`: a field the newer beat left out keeps its
+    /// value; the display name follows the user it belongs to.
+    fn merged(self, newer: &AgentReported, now: DateTime<Utc>) -> AgentReported {
+        let user_reported = newer.last_logon_user.is_some();
+        AgentReported {
+            agent_arch: newer.agent_arch.clone().or(self.agent_arch),
+            last_logon_user: newer.last_logon_user.clone().or(self.last_logon_user),
+            last_logon_display_name: if user_reported {
+                newer.last_logon_display_name.clone()
+            } else {
+                self.last_logon_display_name
+            },
+            command_keys: newer.command_keys.clone().or(self.command_keys),
+            enforcing: newer.enforcing.or(self.enforcing),
+            command_protocols: newer.command_protocols.clone().or(self.command_protocols),
+            deploy_capabilities_received_at: if newer.deploy_capabilities.is_some() {
+                Some(now.timestamp())
+            } else {
+                self.deploy_capabilities_received_at
+            },
+            deploy_capabilities: newer
+                .deploy_capabilities
+                .clone()
+                .or(self.deploy_capabilities),
+        }
+    }
 }
 
 /// What one heartbeat says about its agent.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct HeartbeatUpdate {
     pub pc_id: String,
     pub at: DateTime<Utc>,
@@ -44,6 +95,7 @@ pub struct HeartbeatUpdate {
     pub agent_disk_read_bytes: Option<i64>,
     pub agent_disk_written_bytes: Option<i64>,
     pub quarantined_versions: Vec<String>,
+    pub reported: AgentReported,
 }
 
 pub(super) fn ensure_tables(txn: &WriteTransaction) -> Result<()> {
@@ -95,6 +147,28 @@ impl RelationalStore {
             Some(v) => Ok(Some(decode(NAME, v.value())?)),
             None => Ok(None),
         }
+    }
+
+    /// Removes an agent's row and its index entry; `false` when unknown.
+    /// The next heartbeat of that PC brings it back.
+    pub fn delete_agent(&self, pc_id: &str) -> Result<bool> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let removed = {
+            let mut agents = txn.open_table(AGENTS).map_err(Error::redb_op)?;
+            let mut index = txn.open_table(BY_HEARTBEAT).map_err(Error::redb_op)?;
+            let old: Option<AgentRecord> = match agents.remove(pc_id).map_err(Error::redb_op)? {
+                Some(v) => Some(decode(NAME, v.value())?),
+                None => None,
+            };
+            if let Some(hb) = old.as_ref().and_then(|o| o.last_heartbeat) {
+                index
+                    .remove((hb.timestamp_micros(), pc_id))
+                    .map_err(Error::redb_op)?;
+            }
+            old.is_some()
+        };
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(removed)
     }
 
     /// Every agent (a fleet is thousands of rows, not millions).
@@ -167,6 +241,7 @@ fn merge(old: Option<&AgentRecord>, u: &HeartbeatUpdate, now: DateTime<Utc>) -> 
         agent_disk_read_bytes: u.agent_disk_read_bytes,
         agent_disk_written_bytes: u.agent_disk_written_bytes,
         quarantined_versions: u.quarantined_versions.clone(),
+        reported: base.reported.merged(&u.reported, now),
     }
 }
 
@@ -220,6 +295,7 @@ mod tests {
             agent_disk_read_bytes: None,
             agent_disk_written_bytes: None,
             quarantined_versions: vec![],
+            reported: Default::default(),
         }
     }
 

@@ -302,6 +302,7 @@ mod tests {
             started_at: t,
             finished_at: t,
             job_id: Some("patch".into()),
+            ..Default::default()
         }
     }
 

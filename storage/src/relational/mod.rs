@@ -9,6 +9,7 @@ mod agents;
 mod audit;
 mod check_status;
 mod codec;
+mod completions;
 mod executions;
 mod inventory;
 mod notification_acks;
@@ -25,7 +26,7 @@ use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::{Error, Result};
 
-pub use agents::{AgentRecord, HeartbeatUpdate};
+pub use agents::{AgentRecord, AgentReported, HeartbeatUpdate};
 pub use audit::AuditRecord;
 pub use check_status::CheckStatusRecord;
 pub use executions::ExecutionRecord;
@@ -33,7 +34,9 @@ pub use inventory::{InventoryFactRecord, InventoryPage};
 pub use notification_acks::NotificationAckRecord;
 pub use obs_events::{ObsRecord, ObsScan};
 pub use positions::StreamPosition;
-pub use results::{FinishedRun, JobPcStanding, LatestRun, ResultRecord, RunTime, StartedRun};
+pub use results::{
+    FinishedRun, JobPcStanding, LatestRun, ResultRecord, RunOutcome, RunTime, StartedRun,
+};
 pub use rollout::PendingWave;
 pub use users::{UserChange, UserRecord, UserUpdate, ADMIN_ROLE};
 
@@ -121,8 +124,10 @@ impl RelationalStore {
         results::ensure_tables(&txn)?;
         users::ensure_tables(&txn)?;
         rollout::ensure_tables(&txn)?;
+        completions::ensure_tables(&txn)?;
         build_index_once(&txn, "results_by_job", results::build_job_indexes)?;
         build_index_once(&txn, "results_run_times", results::build_run_times)?;
+        build_index_once(&txn, "job_completions", completions::build)?;
         build_index_once(
             &txn,
             "executions_by_job_status",

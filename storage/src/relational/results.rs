@@ -62,6 +62,22 @@ pub struct ResultRecord {
     /// Closed by the reaper because no result came; a late result still
     /// finishes the row.
     pub reaped: bool,
+    #[serde(flatten)]
+    pub outcome: RunOutcome,
+}
+
+/// What 0.101 agents add to a result; all absent from 0.43 agents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct RunOutcome {
+    /// The agent did not run the job on purpose (unsupported feature,
+    /// version pin, deadline, revoked, staleness): neither a success nor
+    /// a failure. `None`: an agent that does not say.
+    pub skipped: Option<bool>,
+    /// The run this one finalizes (a `finalize:` hook's row).
+    pub parent_result_id: Option<String>,
+    /// Key in the `collections` object store of the bundle it collected.
+    pub collect_object: Option<String>,
 }
 
 /// When a run started and finished, read without its output.
@@ -75,7 +91,7 @@ pub struct RunTime {
 }
 
 /// A finished run as reported by the agent.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct FinishedRun {
     pub result_id: String,
     pub request_id: String,
@@ -87,6 +103,7 @@ pub struct FinishedRun {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub job_id: Option<String>,
+    pub outcome: RunOutcome,
 }
 
 /// A run that started (events.started).
@@ -136,7 +153,7 @@ pub(super) fn build_run_times(txn: &WriteTransaction) -> Result<bool> {
     Ok(!rows.is_empty())
 }
 
-fn all_rows(txn: &WriteTransaction) -> Result<Vec<ResultRecord>> {
+pub(super) fn all_rows(txn: &WriteTransaction) -> Result<Vec<ResultRecord>> {
     let t = txn.open_table(RESULTS).map_err(Error::redb_op)?;
     let mut out = Vec::new();
     for e in t.iter().map_err(Error::redb_op)? {
@@ -365,6 +382,7 @@ impl RelationalStore {
                         reaped: false,
                         job_id: r.job_id.clone().or_else(|| o.job_id.clone()),
                         request_id: r.request_id.clone(),
+                        outcome: r.outcome.clone(),
                         ..o.clone()
                     },
                     None => ResultRecord {
@@ -381,9 +399,11 @@ impl RelationalStore {
                         job_id: r.job_id.clone(),
                         version: None,
                         reaped: false,
+                        outcome: r.outcome.clone(),
                     },
                 };
                 t.put(old.as_ref(), &new)?;
+                super::completions::record(&txn, &new)?;
                 if let Some(exec_id) = new.exec_id.as_deref() {
                     counted.push((exec_id.to_string(), r.exit_code == 0));
                 }
@@ -424,6 +444,8 @@ impl RelationalStore {
                             ..old.clone()
                         };
                         t.put(Some(&old), &merged)?;
+                        // A success that arrived first gets its version now.
+                        super::completions::record(&txn, &merged)?;
                     }
                     continue;
                 }
@@ -773,6 +795,7 @@ impl RelationalStore {
             for r in records {
                 if t.get(&r.result_id)?.is_none() {
                     t.put(None, r)?;
+                    super::completions::record(&txn, r)?;
                     added += 1;
                 }
             }
@@ -799,6 +822,7 @@ mod tests {
             started_at: at,
             finished_at: at + Duration::seconds(3),
             job_id: None,
+            ..Default::default()
         }
     }
 

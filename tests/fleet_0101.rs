@@ -1,0 +1,828 @@
+//! A kanade 0.101 fleet against our backend: signed commands checked as an
+//! enforcing agent checks them, declared groups reaching 0.101 agents
+//! through `agent_groups_derived` beside 0.43 agents on hand-set groups,
+//! manifests kept whole, the controller tier and `once_per_version`.
+//! Real nats-server, the real binary, real HTTP; the agents are stand-ins
+//! that follow the agents' rules (subjects, KV membership, signatures).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use common::{
+    error_of, eventually, js_publish_bytes, json_body, publish_json, yaml, Backend, Nats, TOKEN,
+};
+use futures::StreamExt;
+use kanade_shared::manifest::Manifest;
+use kanade_shared::signing::{self, KeyPolicy, KeyRing, SigHeaders};
+use kanade_shared::wire::{AgentGroups, Command};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// Scheduler cadences for tests.
+const FAST: &str = "[scheduler]\nreconcile_interval_secs = 1\nlease_ttl_secs = 3\n";
+
+const JOB_YAML: &str =
+    "id: patch\nversion: '1'\nexecute:\n  shell: sh\n  script: echo hi\n  timeout: 1m\n";
+
+/// A call with the service token, as the CLI makes it.
+async fn send(
+    b: &Backend,
+    method: Method,
+    path: &str,
+    body: Option<(&str, String)>,
+) -> (u16, Value) {
+    common::send(b, method, path, TOKEN, body).await
+}
+
+/// Which agent generation a stand-in plays.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Generation {
+    /// Joins only the groups of `agent_groups`; ignores signatures.
+    V043,
+    /// Waits for `agent_groups_derived` and joins the union; with a key
+    /// ring it enforces signed commands (refusing with exit 123).
+    V0101,
+}
+
+/// What a stand-in agent received and how it judged it.
+#[derive(Clone, Debug)]
+struct Seen {
+    subject: String,
+    /// `Ok` when verified (or not checked), else the refusal reason.
+    verdict: Result<(), String>,
+    payload: Value,
+}
+
+#[derive(Clone)]
+struct Agent {
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Agent {
+    /// Starts the agent `pc`: heartbeats every second, follows its group
+    /// membership from KV and answers each command meant for it.
+    async fn start(
+        nats: &Nats,
+        pc: &'static str,
+        generation: Generation,
+        ring: Option<KeyRing>,
+    ) -> Self {
+        let agent = Agent {
+            seen: Arc::default(),
+        };
+        let client = nats.client().await;
+        let groups: Arc<Mutex<Option<BTreeSet<String>>>> = Arc::default();
+        tokio::spawn(follow_groups(
+            client.clone(),
+            pc,
+            generation,
+            Arc::clone(&groups),
+        ));
+        tokio::spawn(heartbeats(client.clone(), pc, generation, ring.is_some()));
+        let mut sub = client.subscribe("commands.>").await.unwrap();
+        let mut notes = client.subscribe("notifications.>").await.unwrap();
+        client.flush().await.unwrap();
+        let for_me = {
+            let groups = Arc::clone(&groups);
+            move |subject: &str, prefix: &str| -> bool {
+                let rest = &subject[prefix.len()..];
+                if rest == "all" {
+                    return true;
+                }
+                if let Some(p) = rest.strip_prefix("pc.") {
+                    return p == pc;
+                }
+                let joined = groups.lock().unwrap().clone().unwrap_or_default();
+                rest.strip_prefix("group.")
+                    .is_some_and(|g| joined.contains(g))
+            }
+        };
+        let (seen, fm) = (Arc::clone(&agent.seen), for_me.clone());
+        tokio::spawn(async move {
+            while let Some(m) = notes.next().await {
+                if fm(&m.subject, "notifications.") {
+                    seen.lock().unwrap().push(Seen {
+                        subject: m.subject.to_string(),
+                        verdict: Ok(()),
+                        payload: serde_json::from_slice(&m.payload).unwrap_or(Value::Null),
+                    });
+                }
+            }
+        });
+        let seen = Arc::clone(&agent.seen);
+        let js = async_nats::jetstream::new(client.clone());
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                if !for_me(&m.subject, "commands.") {
+                    continue;
+                }
+                let verdict = match &ring {
+                    None => Ok(()),
+                    Some(ring) => verify(ring, &m),
+                };
+                let payload: Value = serde_json::from_slice(&m.payload).unwrap();
+                seen.lock().unwrap().push(Seen {
+                    subject: m.subject.to_string(),
+                    verdict: verdict.clone(),
+                    payload,
+                });
+                let cmd: Command = serde_json::from_slice(&m.payload).unwrap();
+                answer(&js, pc, &cmd, verdict).await;
+            }
+        });
+        agent
+    }
+
+    fn subjects(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.subject.clone())
+            .collect()
+    }
+
+    fn commands(&self) -> Vec<Seen> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.subject.starts_with("commands."))
+            .cloned()
+            .collect()
+    }
+}
+
+/// The agent's signature check: the four headers, the ring, the clock.
+fn verify(ring: &KeyRing, m: &async_nats::Message) -> Result<(), String> {
+    let get = |name: &str| {
+        m.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str().to_string())
+    };
+    let headers = SigHeaders {
+        sig_b64: get(signing::SIG),
+        kid: get(signing::SIG_KID),
+        alg: get(signing::SIG_ALG),
+        at_ms: get(signing::SIG_AT),
+    };
+    signing::verify(ring, &m.payload, &headers, Utc::now().timestamp_millis())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Started event and result as an agent sends them; a refused command
+/// gets the agent's exit 123, not skipped.
+async fn answer(
+    js: &async_nats::jetstream::Context,
+    pc: &str,
+    cmd: &Command,
+    verdict: Result<(), String>,
+) {
+    let now = Utc::now();
+    let result_id = format!("{}-{pc}", cmd.request_id);
+    let exec_id = cmd.exec_id.clone().unwrap_or_default();
+    let (code, stderr, skipped) = match &verdict {
+        Ok(()) => (0, String::new(), false),
+        Err(e) => (123, format!("refused: {e}"), false),
+    };
+    if verdict.is_ok() {
+        let started = json!({
+            "result_id": result_id, "request_id": cmd.request_id, "exec_id": exec_id,
+            "pc_id": pc, "started_at": now, "manifest_id": cmd.id, "version": cmd.version,
+        });
+        js_publish_bytes(
+            js,
+            format!("events.started.{exec_id}.{pc}"),
+            serde_json::to_vec(&started).unwrap(),
+        )
+        .await;
+    }
+    let result = json!({
+        "result_id": result_id, "request_id": cmd.request_id, "exec_id": cmd.exec_id,
+        "pc_id": pc, "exit_code": code, "stdout": "ok", "stderr": stderr,
+        "started_at": now, "finished_at": now, "manifest_id": cmd.id, "skipped": skipped,
+    });
+    js_publish_bytes(
+        js,
+        format!("results.{}", cmd.request_id),
+        serde_json::to_vec(&result).unwrap(),
+    )
+    .await;
+}
+
+async fn heartbeats(client: async_nats::Client, pc: &str, generation: Generation, enforcing: bool) {
+    loop {
+        let mut hb = json!({"pc_id": pc, "at": Utc::now(), "hostname": pc});
+        match generation {
+            Generation::V043 => hb["agent_version"] = json!("0.43.56"),
+            Generation::V0101 => {
+                hb["agent_version"] = json!("0.101.0");
+                hb["agent_arch"] = json!("x86_64");
+                hb["enforcing"] = json!(enforcing);
+                hb["command_keys"] = json!(["test-kid:0011223344556677"]);
+                hb["command_protocols"] = json!(["legacy", "kanade.command.v2"]);
+                hb["last_logon_user"] = json!("CORP\\alice");
+                hb["last_logon_display_name"] = json!("Alice");
+            }
+        }
+        publish_json(&client, format!("heartbeat.{pc}"), &hb).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Membership as each generation reads it: 0.43 from `agent_groups`,
+/// 0.101 from both buckets, joining nothing until the derived one exists.
+async fn follow_groups(
+    client: async_nats::Client,
+    pc: &str,
+    generation: Generation,
+    groups: Arc<Mutex<Option<BTreeSet<String>>>>,
+) {
+    let js = async_nats::jetstream::new(client);
+    loop {
+        let read = async {
+            let mut joined = BTreeSet::new();
+            let mut buckets = vec!["agent_groups"];
+            if generation == Generation::V0101 {
+                buckets.push("agent_groups_derived");
+            }
+            for bucket in buckets {
+                let kv = js.get_key_value(bucket).await.ok()?;
+                if let Ok(Some(v)) = kv.get(pc).await {
+                    let g: AgentGroups = serde_json::from_slice(&v).ok()?;
+                    joined.extend(g.groups);
+                }
+            }
+            Some(joined)
+        };
+        if let Some(joined) = read.await {
+            *groups.lock().unwrap() = Some(joined);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A command-signing key made by `kanade-backend command-key-generate`:
+/// the environment it prints, and the ring an agent builds from it.
+fn generated_key(kid: &str) -> (Vec<(String, String)>, KeyRing) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kanade-backend"))
+        .args(["command-key-generate", "--kid", kid])
+        .env_remove("KANADE_COMMAND_SIGNING_KID")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let env: Vec<(String, String)> = text
+        .lines()
+        .filter(|l| l.starts_with("KANADE_COMMAND_SIGNING_"))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    assert_eq!(env.len(), 2, "{text}");
+    let secret = &env.iter().find(|(k, _)| k.ends_with("_KEY")).unwrap().1;
+    let public = signing::decode_secret(secret).unwrap().verifying_key();
+    // The keyring entry printed for the agents names the same key.
+    let entry = signing::keyring_entry(kid, &public, "backend").to_string();
+    assert!(text.contains(&entry), "{text}");
+    let mut ring = KeyRing::new();
+    ring.insert(kid, public, KeyPolicy::backend("backend"));
+    (env, ring)
+}
+
+async fn register_job(b: &Backend, text: &str) {
+    eventually("jobs bucket ready", || async {
+        let (status, body) = send(b, Method::POST, "/api/jobs", yaml(text)).await;
+        match status {
+            200 => Some(()),
+            503 => None,
+            _ => panic!("{status} {body}"),
+        }
+    })
+    .await;
+}
+
+async fn exec(b: &Backend, job: &str, target: Value) -> (u16, Value) {
+    send(
+        b,
+        Method::POST,
+        &format!("/api/exec/{job}"),
+        json_body(json!({ "target": target })),
+    )
+    .await
+}
+
+async fn kv_put(nats: &Nats, bucket: &str, key: &str, value: Value) {
+    let js = async_nats::jetstream::new(nats.client().await);
+    let kv = eventually("bucket exists", || async {
+        js.get_key_value(bucket).await.ok()
+    })
+    .await;
+    kv.put(key, value.to_string().into()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mixed_fleet_gets_signed_commands_group_execs_schedules_and_notifications() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (env, ring) = generated_key("test-kid");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let b = Backend::start_with_env(&nats.url, &dir.path().join("data"), FAST, &env);
+
+    let old = Agent::start(&nats, "PC-OLD", Generation::V043, None).await;
+    let new = Agent::start(&nats, "PC-NEW", Generation::V0101, Some(ring.clone())).await;
+    let out = Agent::start(&nats, "PC-OUT", Generation::V0101, Some(ring.clone())).await;
+
+    // The backend says which key signs.
+    let (status, id) = send(&b, Method::GET, "/api/command-signing", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(id["kid"], "test-kid", "{id}");
+    let (_, key, _) = ring.get("test-kid").unwrap();
+    assert_eq!(id["fingerprint"], json!(signing::fingerprint(key)));
+
+    // PC-OLD joins `legacy` by hand; PC-NEW joins `clients` declared.
+    eventually("membership set", || async {
+        let body = json_body(json!({"groups": ["legacy"]}));
+        (send(&b, Method::PUT, "/api/agents/PC-OLD/groups", body)
+            .await
+            .0
+            == 200)
+            .then_some(())
+    })
+    .await;
+    let def = "id: clients\ndescription: the desks\nmembers: [PC-NEW]\ntags: [office]\n";
+    let (status, summary) = eventually("group_defs ready", || async {
+        let r = send(&b, Method::POST, "/api/group-defs", yaml(def)).await;
+        (r.0 != 503).then_some(r)
+    })
+    .await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(
+        summary,
+        json!({"id": "clients", "description": "the desks", "kind": "static", "member_count": 1, "tags": ["office"]})
+    );
+    let js = async_nats::jetstream::new(nats.client().await);
+    eventually("PC-NEW derived into clients", || async {
+        let kv = js.get_key_value("agent_groups_derived").await.ok()?;
+        let v = kv.get("PC-NEW").await.ok()??;
+        let g: AgentGroups = serde_json::from_slice(&v).ok()?;
+        (g.groups == ["clients"]).then_some(())
+    })
+    .await;
+    let (_, groups) = send(&b, Method::GET, "/api/groups", None).await;
+    let names: Vec<&str> = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["clients", "legacy"], "{groups}");
+
+    // Group execs reach exactly their members, signed.
+    register_job(&b, JOB_YAML).await;
+    eventually("the agents are alive", || async {
+        let (_, agents) = send(&b, Method::GET, "/api/agents", None).await;
+        (agents.as_array()?.len() == 3).then_some(())
+    })
+    .await;
+    for (group, member) in [("legacy", &old), ("clients", &new)] {
+        let (status, body) = exec(&b, "patch", json!({"groups": [group]})).await;
+        assert_eq!(status, 200, "{body}");
+        let subject = format!("commands.group.{group}");
+        eventually("the member got it", || async {
+            member.subjects().contains(&subject).then_some(())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(old.subjects(), ["commands.group.legacy"]);
+    assert_eq!(new.subjects(), ["commands.group.clients"]);
+    assert_eq!(out.subjects(), Vec::<String>::new());
+    let verdicts: Vec<_> = new.commands().into_iter().map(|s| s.verdict).collect();
+    assert_eq!(
+        verdicts,
+        [Ok(())],
+        "the enforcing agent verified the command"
+    );
+
+    // A group schedule fires at exactly the members of the declared group
+    // (a job none of them ran yet: `once` skips who already succeeded).
+    register_job(&b, &JOB_YAML.replace("id: patch", "id: desk-check")).await;
+    let (status, body) = send(
+        &b,
+        Method::POST,
+        "/api/schedules",
+        yaml("id: desks\njob_id: desk-check\nwhen: {per_pc: once}\ntarget: {groups: [clients]}\n"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    eventually("the schedule fired at PC-NEW", || async {
+        new.subjects()
+            .contains(&"commands.pc.PC-NEW".to_string())
+            .then_some(())
+    })
+    .await;
+
+    // Group notifications too.
+    for (group, member) in [("clients", &new), ("legacy", &old)] {
+        let note = json!({"title": format!("hello {group}"), "body": "b", "priority": "info", "target": {"groups": [group]}});
+        let (status, body) = send(&b, Method::POST, "/api/notifications", json_body(note)).await;
+        assert_eq!(status, 200, "{body}");
+        let subject = format!("notifications.group.{group}");
+        eventually("the member got the notification", || async {
+            member.subjects().contains(&subject).then_some(())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        old.subjects(),
+        ["commands.group.legacy", "notifications.group.legacy"]
+    );
+    assert_eq!(
+        new.subjects(),
+        [
+            "commands.group.clients",
+            "commands.pc.PC-NEW",
+            "notifications.group.clients"
+        ]
+    );
+    assert_eq!(out.subjects(), Vec::<String>::new());
+
+    // An unsigned command is refused by the enforcing agent: exit 123,
+    // a failure, kept out of check status.
+    let unsigned = json!({"id": "patch", "version": "1", "request_id": "forged-1", "shell": "sh", "script": "rm -rf /", "timeout_secs": 5});
+    let client = nats.client().await;
+    publish_json(&client, "commands.pc.PC-OUT".into(), &unsigned).await;
+    let verdict = eventually("the forged command refused", || async {
+        let seen = out.commands();
+        let s = seen.first()?;
+        Some(s.verdict.clone())
+    })
+    .await;
+    assert_eq!(verdict, Err("no signature".to_string()));
+    let failed = eventually("the refusal recorded as a failure", || async {
+        let (_, rows) = send(
+            &b,
+            Method::GET,
+            "/api/results?status=failure&pc_id=PC-OUT",
+            None,
+        )
+        .await;
+        let rows = rows.as_array()?.clone();
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!(failed[0]["exit_code"], 123);
+    assert_eq!(failed[0]["skipped"], false);
+
+    // The 0.101 heartbeat facts are kept on the agent and shown.
+    let (_, agent) = send(&b, Method::GET, "/api/agents/PC-NEW", None).await;
+    assert_eq!(agent["enforcing"], true, "{agent}");
+    assert_eq!(agent["agent_arch"], "x86_64");
+    assert_eq!(agent["command_keys"], json!(["test-kid:0011223344556677"]));
+    assert_eq!(
+        agent["command_protocols"],
+        json!(["legacy", "kanade.command.v2"])
+    );
+    assert_eq!(agent["last_logon_user"], "CORP\\alice");
+    let (_, agent) = send(&b, Method::GET, "/api/agents/PC-OLD", None).await;
+    assert!(agent.get("enforcing").is_none(), "{agent}");
+    let (_, versions) = send(&b, Method::GET, "/api/agents/versions", None).await;
+    assert_eq!(
+        versions,
+        json!([{"version": "0.101.0", "total": 2, "active": 2}, {"version": "0.43.56", "total": 1, "active": 1}])
+    );
+}
+
+/// Every manifest field 0.101 added, as an operator writes them.
+const FULL_0101_JOB: &str = r#"# a controller job with every 0.101 field
+id: vuln-feed
+version: '2.1'
+description: pulls the vulnerability feed
+tier: controller
+tags: [security, nightly]
+origin:
+  path: jobs/vuln-feed.yaml
+  repo: git@example.com:ops/kanade-jobs.git
+execute:
+  shell: pwsh
+  script: |
+    Invoke-RestMethod https://feed.example.com/cves.json
+  timeout: 10m
+  bypass_local_limit: true
+collect:
+  name: evidence
+  description: the raw feed
+  max_size: 20MB
+  files_field: paths
+finalize:
+  shell: pwsh
+  script: Write-Output done
+  timeout: 30s
+  on_each_bundle: true
+feed:
+  - id: cves
+    field: items
+    primary_key: [cve_id]
+check:
+  name: feed-fresh
+  label: Feed freshness
+  health: false
+  alert:
+    on: [fail, warn]
+    notify_groups: [secops]
+    priority: warn
+    require_ack: true
+    toast: true
+    title: The feed is stale
+    body: check the controller
+client:
+  name: Refresh feed
+  category: maintenance
+  category_label: Maintenance
+  category_icon: wrench
+  category_order: 3
+  visible_to: {groups: [secops]}
+  confirm: {message: Refresh now?}
+  unlock: support
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manifests_are_kept_whole_and_controller_jobs_reach_only_the_controller_group() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), FAST);
+    let ctl = Agent::start(&nats, "PC-CTL", Generation::V0101, None).await;
+    let desk = Agent::start(&nats, "PC-DESK", Generation::V0101, None).await;
+
+    register_job(&b, FULL_0101_JOB).await;
+    // The YAML comes back byte for byte; the catalog holds every field.
+    let resp = reqwest::Client::new()
+        .get(format!("{}/api/jobs/vuln-feed/yaml", b.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), FULL_0101_JOB);
+    let written: Manifest = serde_yaml::from_str(FULL_0101_JOB).unwrap();
+    let js = async_nats::jetstream::new(nats.client().await);
+    let stored = js
+        .get_key_value("jobs")
+        .await
+        .unwrap()
+        .get("vuln-feed")
+        .await
+        .unwrap()
+        .unwrap();
+    let stored: Value = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(stored, serde_json::to_value(&written).unwrap());
+    for field in [
+        "tier", "tags", "origin", "collect", "finalize", "feed", "client",
+    ] {
+        assert!(stored.get(field).is_some(), "{field} dropped: {stored}");
+    }
+    assert_eq!(stored["check"]["alert"]["title"], "The feed is stale");
+    assert_eq!(stored["execute"]["shell"], "pwsh");
+    let (_, jobs) = send(&b, Method::GET, "/api/jobs", None).await;
+    assert_eq!(jobs[0]["tier"], "controller", "{jobs}");
+
+    // A typo is refused naming the key; so is a tier nobody knows.
+    let (status, err) = send(
+        &b,
+        Method::POST,
+        "/api/jobs",
+        yaml(&JOB_YAML.replace("id: patch", "id: patch\ntierr: controller")),
+    )
+    .await;
+    assert_eq!(status, 400, "{err}");
+    assert!(error_of(&err).contains("tierr"), "{err}");
+    let (status, err) = send(
+        &b,
+        Method::POST,
+        "/api/jobs",
+        yaml(&format!("{JOB_YAML}tier: edge\n")),
+    )
+    .await;
+    assert_eq!(status, 400, "{err}");
+    assert!(error_of(&err).contains("tier"), "{err}");
+
+    // No controller group: refused, naming why; nothing published.
+    eventually("the agents are alive", || async {
+        let (_, agents) = send(&b, Method::GET, "/api/agents", None).await;
+        (agents.as_array()?.len() == 2).then_some(())
+    })
+    .await;
+    let (status, err) = exec(&b, "vuln-feed", json!({"all": true})).await;
+    assert_eq!(status, 409, "{err}");
+    assert!(error_of(&err).contains("controller_group"), "{err}");
+
+    // With one: only its live members, addressed one by one.
+    let (status, body) = send(
+        &b,
+        Method::POST,
+        "/api/group-defs",
+        json_body(json!({"id": "controllers", "members": ["PC-CTL"]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    kv_put(
+        &nats,
+        "server_settings",
+        "current",
+        json!({"controller_group": "controllers"}),
+    )
+    .await;
+    eventually("PC-CTL derived into controllers", || async {
+        let kv = js.get_key_value("agent_groups_derived").await.ok()?;
+        kv.get("PC-CTL").await.ok()?.map(|_| ())
+    })
+    .await;
+    let (status, body) = exec(&b, "vuln-feed", json!({"all": true})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["subjects"], json!(["commands.pc.PC-CTL"]), "{body}");
+    let (status, err) = exec(&b, "vuln-feed", json!({"pcs": ["PC-DESK"]})).await;
+    assert_eq!(status, 409, "{err}");
+    eventually("the controller ran it", || async {
+        (!ctl.commands().is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(desk.subjects(), Vec::<String>::new());
+    // The command carries what the agent needs for collect and finalize.
+    let cmd = &ctl.commands()[0].payload;
+    assert_eq!(cmd["shell"], "pwsh");
+    assert_eq!(cmd["bypass_local_limit"], true);
+    assert_eq!(cmd["collect"]["files_field"], "paths", "{cmd}");
+    assert_eq!(cmd["finalize"]["on_each_bundle"], true, "{cmd}");
+    assert_eq!(cmd["finalize"]["timeout_secs"], 30, "{cmd}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn once_per_version_fires_once_per_pc_and_version_across_restarts() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut b = Backend::start(&nats.url, &data, FAST);
+    let one = Agent::start(&nats, "PC-1", Generation::V0101, None).await;
+    let two = Agent::start(&nats, "PC-2", Generation::V043, None).await;
+    register_job(&b, JOB_YAML).await;
+    let (status, body) = send(
+        &b,
+        Method::POST,
+        "/api/schedules",
+        yaml("id: rollout\njob_id: patch\nwhen: {per_pc: once_per_version}\ntarget: {pcs: [PC-1, PC-2]}\n"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let fired = |a: &Agent, version: &str| {
+        a.commands()
+            .iter()
+            .filter(|s| s.payload["version"] == version)
+            .count()
+    };
+    eventually("version 1 reached both", || async {
+        (fired(&one, "1") == 1 && fired(&two, "1") == 1).then_some(())
+    })
+    .await;
+    // Its successes are recorded; a restart fires nothing more.
+    eventually("both covered", || async {
+        let (_, cov) = send(&b, Method::GET, "/api/schedules/rollout/coverage", None).await;
+        (cov["ok"] == 2).then_some(())
+    })
+    .await;
+    b.sigterm();
+    let b = Backend::start(&nats.url, &data, FAST);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!((fired(&one, "1"), fired(&two, "1")), (1, 1));
+    // A new version re-arms every PC, once.
+    register_job(&b, &JOB_YAML.replace("version: '1'", "version: '2'")).await;
+    eventually("version 2 reached both", || async {
+        (fired(&one, "2") == 1 && fired(&two, "2") == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(one.commands().len() + two.commands().len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn group_definitions_are_checked_listed_and_removed() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let def = "# desks\nid: desks\nmembers: [PC-1, PC-2]\n";
+    let created = eventually("group_defs ready", || async {
+        let r = send(&b, Method::POST, "/api/group-defs", yaml(def)).await;
+        (r.0 != 503).then_some(r)
+    })
+    .await;
+    assert_eq!(created.0, 200, "{}", created.1);
+    let dynamic = json!({"id": "win", "query": "SELECT pc_id FROM agents", "refresh": "30m"});
+    assert_eq!(
+        send(
+            &b,
+            Method::POST,
+            "/api/group-defs",
+            json_body(dynamic.clone())
+        )
+        .await
+        .0,
+        200
+    );
+
+    let (_, list) = send(&b, Method::GET, "/api/group-defs", None).await;
+    assert_eq!(
+        list,
+        json!([{"id": "desks", "members": ["PC-1", "PC-2"]}, dynamic])
+    );
+    let (status, members) = send(&b, Method::GET, "/api/group-defs/desks/members", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        members,
+        json!({"id": "desks", "kind": "static", "count": 2, "members": ["PC-1", "PC-2"]})
+    );
+    let text = reqwest::Client::new()
+        .get(format!("{}/api/group-defs/desks/yaml", b.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(text, def);
+    let (_, schema) = send(&b, Method::GET, "/api/schemas/group-def.json", None).await;
+    assert!(schema["properties"]["members"].is_object(), "{schema}");
+
+    // Bad input names what is wrong.
+    for (body, status, needle) in [
+        (yaml("id: a b\nmembers: [x]\n"), 400, "group.id"),
+        (
+            yaml("id: both\nmembers: [x]\nquery: SELECT 1\n"),
+            400,
+            "mutually exclusive",
+        ),
+        (yaml("id: none\n"), 400, "members"),
+        (yaml("id: typo\nmembrs: [x]\n"), 400, "membrs"),
+        (yaml("id: r\nmembers: [x]\nrefresh: soon\n"), 400, "refresh"),
+    ] {
+        let (got, err) = send(&b, Method::POST, "/api/group-defs", body).await;
+        assert_eq!(got, status, "{err}");
+        assert!(error_of(&err).contains(needle), "{needle}: {err}");
+    }
+    assert_eq!(
+        send(&b, Method::GET, "/api/group-defs/nope/members", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        send(&b, Method::GET, "/api/group-defs/a%20b/yaml", None)
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        send(&b, Method::GET, "/api/group-defs/win/members", None)
+            .await
+            .0,
+        400
+    );
+
+    // The derived membership follows: in, then out once deleted.
+    let js = async_nats::jetstream::new(nats.client().await);
+    let kv = js.get_key_value("agent_groups_derived").await.unwrap();
+    eventually("PC-1 derived into desks", || async {
+        kv.get("PC-1").await.ok()?.map(|_| ())
+    })
+    .await;
+    assert_eq!(
+        send(&b, Method::DELETE, "/api/group-defs/desks", None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        send(&b, Method::DELETE, "/api/group-defs/desks", None)
+            .await
+            .0,
+        404
+    );
+    eventually("PC-1 left desks", || async {
+        kv.get("PC-1").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let (status, _) = send(&b, Method::GET, "/api/group-defs/desks/yaml", None).await;
+    assert_eq!(status, 404);
+}
