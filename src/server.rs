@@ -83,6 +83,11 @@ pub async fn run(
     let control = crate::control::Control::new(client.clone(), store.clone(), signer);
     crate::jobs::waves::register(&mut jobs, &control);
     crate::jobs::groups::register(&mut jobs, &control);
+    crate::jobs::agents::register(
+        &mut jobs,
+        &control,
+        std::time::Duration::from_secs(config.housekeeping.interval_secs),
+    );
     crate::jobs::scheduler::register(&mut jobs, &control, &config.scheduler);
 
     let app = crate::api::app(AppState {

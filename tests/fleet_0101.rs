@@ -826,3 +826,573 @@ async fn group_definitions_are_checked_listed_and_removed() {
     let (status, _) = send(&b, Method::GET, "/api/group-defs/desks/yaml", None).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_settings_merge_key_by_key_and_keep_secrets() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let (status, empty) = eventually("server_settings ready", || async {
+        let r = send(&b, Method::GET, "/api/server-settings", None).await;
+        (r.0 != 503).then_some(r)
+    })
+    .await;
+    assert_eq!((status, empty), (200, json!({})));
+    let (_, defaults) = send(&b, Method::GET, "/api/server-settings/defaults", None).await;
+    assert_eq!(defaults["collect_retention_days"], 30, "{defaults}");
+
+    let first = json!({
+        "controller_group": " ctl ", "agent_prune_days": 30,
+        "agent_install": {"nats_url": "nats://broker:4222", "nats_token": "s3cret"},
+    });
+    let (status, shown) = send(&b, Method::PUT, "/api/server-settings", json_body(first)).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["controller_group"], "ctl", "trimmed: {shown}");
+    assert_eq!(shown["agent_install"]["nats_token_set"], true);
+    assert!(
+        shown["agent_install"].get("nats_token").is_none(),
+        "{shown}"
+    );
+    // A second operator's edit of another key keeps the first's, and a
+    // secret left out of the body is kept.
+    let second = json!({"agent_prune_days": null, "session_ttl_hours": 8, "agent_install": {"nats_url": "nats://b2:4222"}});
+    let (status, shown) = send(&b, Method::PUT, "/api/server-settings", json_body(second)).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["controller_group"], "ctl");
+    assert!(shown.get("agent_prune_days").is_none(), "{shown}");
+    assert_eq!(shown["session_ttl_hours"], 8);
+    let js = async_nats::jetstream::new(nats.client().await);
+    let raw = js
+        .get_key_value("server_settings")
+        .await
+        .unwrap()
+        .get("current")
+        .await
+        .unwrap()
+        .unwrap();
+    let raw: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(raw["agent_install"]["nats_token"], "s3cret", "{raw}");
+    assert_eq!(raw["agent_install"]["nats_url"], "nats://b2:4222");
+    for (body, status, needle) in [
+        (json!({"agent_prune_days": 0}), 422, "agent_prune_days"),
+        (json!({"session_ttl_hours": 9000}), 422, "session_ttl_hours"),
+        (
+            json!({"mail": {"host": "smtp", "port": 25, "from": "not-an-address"}}),
+            422,
+            "mail.from",
+        ),
+        (json!({"agent_install": {"nats_user": "u"}}), 400, "pair"),
+        (json!([1, 2]), 422, "object"),
+    ] {
+        let (got, err) = send(
+            &b,
+            Method::PUT,
+            "/api/server-settings",
+            json_body(body.clone()),
+        )
+        .await;
+        assert_eq!(got, status, "{body}: {err}");
+        assert!(error_of(&err).contains(needle), "{body}: {err}");
+    }
+
+    // Support codes: hashed, projected for the agents, never shown.
+    let (status, shown) = send(
+        &b,
+        Method::PUT,
+        "/api/server-settings/support-codes/desk",
+        json_body(json!({"code": "correct-horse", "label": "Help desk", "ttl_minutes": 30})),
+    )
+    .await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(
+        shown["support_codes"],
+        json!([{"scope": "desk", "label": "Help desk", "ttl_minutes": 30}])
+    );
+    let projected = js
+        .get_key_value("fleet_config")
+        .await
+        .unwrap()
+        .get("support_codes")
+        .await
+        .unwrap()
+        .unwrap();
+    let projected: Value = serde_json::from_slice(&projected).unwrap();
+    let hash = projected["support_codes"][0]["hash"].as_str().unwrap();
+    assert!(hash.starts_with("$argon2"), "{projected}");
+    assert!(!hash.contains("correct-horse"));
+    for (path, body, needle) in [
+        (
+            "/api/server-settings/support-codes/desk",
+            json!({"code": "short"}),
+            "8 characters",
+        ),
+        (
+            "/api/server-settings/support-codes/a%20b",
+            json!({"code": "long-enough"}),
+            "slug",
+        ),
+        (
+            "/api/server-settings/support-codes/desk",
+            json!({"code": "long-enough", "ttl_minutes": 999}),
+            "ttl_minutes",
+        ),
+    ] {
+        let (got, err) = send(&b, Method::PUT, path, json_body(body)).await;
+        assert_eq!(got, 422, "{err}");
+        assert!(error_of(&err).contains(needle), "{err}");
+    }
+    let (status, shown) = send(
+        &b,
+        Method::DELETE,
+        "/api/server-settings/support-codes/desk",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{shown}");
+    assert!(shown.get("support_codes").is_none(), "{shown}");
+    let projected = js
+        .get_key_value("fleet_config")
+        .await
+        .unwrap()
+        .get("support_codes")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&projected).unwrap(),
+        json!({"support_codes": []})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_fields_are_set_one_at_a_time_and_inheritance_is_shown() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let put = |path: &'static str, v: &'static str| {
+        let b = &b;
+        async move { send(b, Method::PUT, path, json_body(json!({"value": v}))).await }
+    };
+    let (status, out) = eventually("agent_config ready", || async {
+        let r = put("/api/config/fields/max_local_concurrent", "3").await;
+        (r.0 != 503 && r.0 != 502).then_some(r)
+    })
+    .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(
+        out,
+        json!({"scope": {"max_local_concurrent": 3}, "changed": true})
+    );
+    assert_eq!(
+        put("/api/config/fields/max_local_concurrent", "3").await.1["changed"],
+        false
+    );
+    assert_eq!(
+        put("/api/config/fields/heartbeat_interval", "20s").await.0,
+        200
+    );
+    assert_eq!(
+        put("/api/config/fields/client_display_name", "Desk helper")
+            .await
+            .0,
+        200
+    );
+    for (path, v, needle) in [
+        (
+            "/api/config/fields/max_local_concurrent",
+            "0",
+            "max_local_concurrent",
+        ),
+        (
+            "/api/config/fields/heartbeat_interval",
+            "soon",
+            "heartbeat_interval",
+        ),
+        ("/api/config/fields/colour", "red", "supported"),
+    ] {
+        let (got, err) = put(path, v).await;
+        assert_eq!(got, 400, "{path}: {err}");
+        assert!(error_of(&err).contains(needle), "{path}: {err}");
+    }
+    assert_eq!(
+        put("/api/groups/canary/config/fields/heartbeat_interval", "5s")
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        put("/api/pcs/PC-1/config/fields/process_perf_top_n", "7")
+            .await
+            .0,
+        200
+    );
+    let (status, _) = send(
+        &b,
+        Method::PUT,
+        "/api/agents/PC-1/groups",
+        json_body(json!({"groups": ["canary"]})),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // What a scope inherits excludes its own layer.
+    let (_, group) = send(&b, Method::GET, "/api/groups/canary/config/inherited", None).await;
+    assert_eq!(
+        (
+            group["heartbeat_interval"].as_str(),
+            group["max_local_concurrent"].as_u64()
+        ),
+        (Some("20s"), Some(3)),
+        "{group}"
+    );
+    let (_, pc) = send(&b, Method::GET, "/api/pcs/PC-1/config/inherited", None).await;
+    assert_eq!(pc["heartbeat_interval"], "5s", "{pc}");
+    assert_eq!(
+        pc["process_perf_top_n"], 20,
+        "the PC's own 7 is not inherited: {pc}"
+    );
+    let (_, eff) = send(&b, Method::GET, "/api/agents/PC-1/effective_config", None).await;
+    assert_eq!(eff["effective"]["process_perf_top_n"], 7);
+    assert_eq!(eff["effective"]["client_display_name"], "Desk helper");
+    assert_eq!(eff["sources"]["max_local_concurrent"], "global", "{eff}");
+    assert_eq!(eff["my_groups"], json!(["canary"]));
+    let (_, defaults) = send(&b, Method::GET, "/api/config/defaults", None).await;
+    assert_eq!(defaults["heartbeat_interval"], "30s", "{defaults}");
+
+    let (status, out) = send(
+        &b,
+        Method::DELETE,
+        "/api/config/fields/heartbeat_interval",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(out["changed"], true);
+    assert!(out["scope"].get("heartbeat_interval").is_none(), "{out}");
+    assert_eq!(send(&b, Method::DELETE, "/api/config", None).await.0, 204);
+    let (_, global) = send(&b, Method::GET, "/api/config", None).await;
+    assert_eq!(global, json!({}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notifications_are_detailed_edited_recalled_and_unacked() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let client = nats.client().await;
+    let mut amends = client.subscribe("notif-amend").await.unwrap();
+    let mut delivered = client.subscribe("notifications.>").await.unwrap();
+    client.flush().await.unwrap();
+    let note = json!({"id": "n-1", "title": "Reboot tonight", "body": "at 22:00", "priority": "warn", "require_ack": true, "toast": true, "target": {"pcs": ["PC-1", "PC-2"]}});
+    let (status, sent) = eventually("NOTIFICATIONS ready", || async {
+        let r = send(
+            &b,
+            Method::POST,
+            "/api/notifications",
+            json_body(note.clone()),
+        )
+        .await;
+        (r.0 != 503 && r.0 != 502).then_some(r)
+    })
+    .await;
+    assert_eq!(status, 200, "{sent}");
+    let first = delivered.next().await.unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&first.payload).unwrap()["toast"],
+        true
+    );
+
+    // PC-1's user acks, then takes it back; PC-2 acks.
+    let js = async_nats::jetstream::new(client.clone());
+    let t0 = Utc::now();
+    for (subject, body) in [
+        (
+            "events.notifications.acked.PC-1.S-1.n-1",
+            json!({"notification_id": "n-1", "pc_id": "PC-1", "user_sid": "S-1", "acked_at": t0, "account": "alice"}),
+        ),
+        (
+            "events.notifications.acked.PC-2.S-2.n-1",
+            json!({"notification_id": "n-1", "pc_id": "PC-2", "user_sid": "S-2", "acked_at": t0}),
+        ),
+        (
+            "events.notifications.unacked.PC-1.S-1.n-1",
+            json!({"notification_id": "n-1", "pc_id": "PC-1", "user_sid": "S-1", "unacked_at": t0 + chrono::Duration::seconds(5)}),
+        ),
+    ] {
+        js_publish_bytes(&js, subject.into(), body.to_string().into_bytes()).await;
+    }
+    let detail = eventually("the un-ack projected", || async {
+        let (_, d) = send(&b, Method::GET, "/api/notifications/n-1", None).await;
+        (d["acks"].as_array()?.len() == 2
+            && d["acks"]
+                .as_array()?
+                .iter()
+                .any(|a| a.get("unacked_at").is_some()))
+        .then_some(d)
+    })
+    .await;
+    assert_eq!(detail["notification"]["title"], "Reboot tonight");
+    assert_eq!(
+        detail["target"],
+        json!({"all": false, "groups": [], "pcs": ["PC-1", "PC-2"]})
+    );
+    let audience: Vec<(String, bool)> = detail["audience"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["pc_id"].as_str().unwrap().to_string(),
+                a["confirmed"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        audience,
+        [("PC-1".to_string(), false), ("PC-2".to_string(), true)],
+        "revoked first: {detail}"
+    );
+    let (_, status_body) = send(&b, Method::GET, "/api/notifications/n-1/ack_status", None).await;
+    assert_eq!(status_body["acks"][0]["account"], "alice", "{status_body}");
+
+    // An edit replaces the content in place and can ask for new acks.
+    let edit = json!({"title": "Reboot at 23:00", "body": "moved", "priority": "info", "require_ack": true, "reset_acks": true});
+    let (status, out) = send(&b, Method::PATCH, "/api/notifications/n-1", json_body(edit)).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(
+        out["subjects"],
+        json!(["notifications.pc.PC-1", "notifications.pc.PC-2"])
+    );
+    let (_, list) = send(&b, Method::GET, "/api/notifications", None).await;
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "one copy per id: {list:?}");
+    assert_eq!(list[0]["title"], "Reboot at 23:00");
+    assert!(list[0]["edited_at"].is_string());
+    let (_, d) = send(&b, Method::GET, "/api/notifications/n-1", None).await;
+    assert_eq!(d["acks"], json!([]), "{d}");
+    let (status, err) = send(
+        &b,
+        Method::PATCH,
+        "/api/notifications/n-1",
+        json_body(json!({"title": " ", "body": "", "priority": "info"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{err}");
+
+    // A recall removes it and tells the agents.
+    assert_eq!(
+        send(&b, Method::POST, "/api/notifications/n-1/recall", None)
+            .await
+            .0,
+        204
+    );
+    let amend = tokio::time::timeout(Duration::from_secs(5), amends.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&amend.payload).unwrap(),
+        json!({"id": "n-1", "op": {"kind": "recall"}})
+    );
+    assert_eq!(
+        send(&b, Method::GET, "/api/notifications/n-1", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        send(&b, Method::POST, "/api/notifications/n-1/recall", None)
+            .await
+            .0,
+        404
+    );
+    let (_, list) = send(&b, Method::GET, "/api/notifications", None).await;
+    assert_eq!(list, json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_watchdog_reports_agents_going_quiet_and_back_and_silent_ones_are_pruned() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let fast = "[housekeeping]\ninterval_secs = 1\n";
+    let mut b = Backend::start(&nats.url, &data, fast);
+    let client = nats.client().await;
+    let beat = |pc: &'static str, at: chrono::DateTime<Utc>| {
+        let client = client.clone();
+        async move {
+            publish_json(
+                &client,
+                format!("heartbeat.{pc}"),
+                &json!({"pc_id": pc, "at": at, "agent_version": "0.101.0", "hostname": pc}),
+            )
+            .await;
+        }
+    };
+    // PC-W's last beat is just under the threshold: it goes quiet at once.
+    // (Heartbeats are core NATS: sent until the backend has taken one.)
+    let last = Utc::now() - chrono::Duration::seconds(115);
+    eventually("PC-W known", || async {
+        beat("PC-W", last).await;
+        (send(&b, Method::GET, "/api/agents/PC-W", None).await.0 == 200).then_some(())
+    })
+    .await;
+    let offline = eventually("agent_offline reported", || async {
+        let (_, rows) = send(
+            &b,
+            Method::GET,
+            "/api/obs_events?pc_id=PC-W&kind=agent_offline",
+            None,
+        )
+        .await;
+        let rows = rows["events"].as_array()?.clone();
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
+    assert_eq!(offline[0]["source"], "backend:heartbeat-watchdog");
+    // The outage stays open across a restart: the PC coming back is
+    // reported by the next backend.
+    b.sigterm();
+    let b = Backend::start(&nats.url, &data, fast);
+    eventually("PC-W back", || async {
+        beat("PC-W", Utc::now()).await;
+        let (_, a) = send(&b, Method::GET, "/api/agents/PC-W", None).await;
+        (a["last_heartbeat"].as_str()? > last.to_rfc3339().as_str()).then_some(())
+    })
+    .await;
+    eventually("agent_online reported", || async {
+        let (_, rows) = send(
+            &b,
+            Method::GET,
+            "/api/obs_events?pc_id=PC-W&kind=agent_online",
+            None,
+        )
+        .await;
+        (!rows["events"].as_array()?.is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, rows) = send(&b, Method::GET, "/api/obs_events?pc_id=PC-W", None).await;
+    let kinds: Vec<&str> = rows["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["agent_online", "agent_offline"],
+        "once each: {rows}"
+    );
+
+    // Pruning: a PC silent for days goes once agent_prune_days says so.
+    let long_ago = Utc::now() - chrono::Duration::days(3);
+    eventually("PC-GONE known", || async {
+        beat("PC-GONE", long_ago).await;
+        (send(&b, Method::GET, "/api/agents/PC-GONE", None).await.0 == 200).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        send(&b, Method::GET, "/api/agents/PC-GONE", None).await.0,
+        200,
+        "no pruning unless set"
+    );
+    let (status, _) = send(
+        &b,
+        Method::PUT,
+        "/api/server-settings",
+        json_body(json!({"agent_prune_days": 1})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    eventually("PC-GONE pruned", || async {
+        (send(&b, Method::GET, "/api/agents/PC-GONE", None).await.0 == 404).then_some(())
+    })
+    .await;
+    assert_eq!(send(&b, Method::GET, "/api/agents/PC-W", None).await.0, 200);
+    let (_, none) = send(&b, Method::GET, "/api/obs_events?pc_id=PC-GONE", None).await;
+    assert_eq!(
+        none["events"],
+        json!([]),
+        "silent before watching began: not reported"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upcoming_fires_and_retired_checks() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(
+        &nats.url,
+        &dir.path().join("data"),
+        "[scheduler]\nenabled = false\n",
+    );
+    register_job(&b, JOB_YAML).await;
+    for (id, at) in [("late", "23:59"), ("early", "00:01")] {
+        let text = format!("id: {id}\njob_id: patch\nwhen: {{calendar: {{at: '{at}'}}}}\ntz: utc\ntarget: {{all: true}}\n");
+        assert_eq!(
+            send(&b, Method::POST, "/api/schedules", yaml(&text))
+                .await
+                .0,
+            200
+        );
+    }
+    let per_pc = "id: reconcile\njob_id: patch\nwhen: {per_pc: once}\ntarget: {all: true}\n";
+    assert_eq!(
+        send(&b, Method::POST, "/api/schedules", yaml(per_pc))
+            .await
+            .0,
+        200
+    );
+    let (status, up) = send(&b, Method::GET, "/api/schedules/upcoming?limit=1", None).await;
+    assert_eq!(status, 200, "{up}");
+    let (_, all) = send(&b, Method::GET, "/api/schedules/upcoming", None).await;
+    let ids: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "calendar schedules only: {all}");
+    assert_eq!(up.as_array().unwrap().len(), 1);
+    assert_eq!(up[0]["id"], ids[0], "soonest first");
+    assert!(
+        all[0]["next_run"].as_str() <= all[1]["next_run"].as_str(),
+        "{all}"
+    );
+    assert_eq!(
+        send(&b, Method::GET, "/api/schedules/upcoming?limit=x", None)
+            .await
+            .0,
+        400
+    );
+
+    // A retired check's states go when asked.
+    register_job(&b, "id: disk\nversion: '1'\nexecute:\n  shell: sh\n  script: df\n  timeout: 1m\ncheck:\n  name: disk-free\n").await;
+    let js = async_nats::jetstream::new(nats.client().await);
+    for pc in ["PC-1", "PC-2"] {
+        let now = Utc::now();
+        let result = json!({"result_id": format!("r-{pc}"), "request_id": format!("q-{pc}"), "pc_id": pc, "exit_code": 0,
+            "stdout": "{\"status\": \"fail\"}", "stderr": "", "started_at": now, "finished_at": now, "manifest_id": "disk"});
+        js_publish_bytes(
+            &js,
+            format!("results.q-{pc}"),
+            result.to_string().into_bytes(),
+        )
+        .await;
+    }
+    eventually("both checks projected", || async {
+        let (_, checks) = send(&b, Method::GET, "/api/checks", None).await;
+        (checks["rows"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
+    let (status, out) = send(&b, Method::DELETE, "/api/checks/disk-free?pc_id=PC-1", None).await;
+    assert_eq!((status, out), (200, json!({"deleted": 1})));
+    let (status, out) = send(&b, Method::DELETE, "/api/checks/disk-free", None).await;
+    assert_eq!((status, out), (200, json!({"deleted": 1})));
+    let (status, out) = send(&b, Method::DELETE, "/api/checks/disk-free", None).await;
+    assert_eq!((status, out), (200, json!({"deleted": 0})));
+    let (_, checks) = send(&b, Method::GET, "/api/checks?include_ok=true", None).await;
+    assert_eq!(checks["rows"], json!([]), "{checks}");
+}

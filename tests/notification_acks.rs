@@ -9,7 +9,7 @@ use chrono::Utc;
 use common::{eventually, Backend, Nats};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledgements_are_recorded_once() {
+async fn acknowledgements_are_one_row_per_recipient() {
     let nats = Nats::start();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -56,7 +56,7 @@ async fn acknowledgements_are_recorded_once() {
         async move {
             let stream = js.get_stream("EVENTS").await.ok()?;
             let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
-                .get_consumer("columnar-notification-acks-projector")
+                .get_consumer("columnar-notification-acks-projector-v2")
                 .await
                 .ok()?;
             let info = consumer.info().await.ok()?;
@@ -69,7 +69,12 @@ async fn acknowledgements_are_recorded_once() {
     let acks = store.notification_acks("n1").unwrap();
     let pcs: Vec<&str> = acks.iter().map(|a| a.pc_id.as_str()).collect();
     assert_eq!(pcs, vec!["pc1", "pc2"]);
-    assert_eq!(acks[0].acked_at, t, "the first acknowledgement wins");
+    assert_eq!(
+        acks[0].acked_at,
+        t + chrono::Duration::minutes(5),
+        "as in kanade 0.101, the last acknowledgement in stream order wins"
+    );
+    assert_eq!(acks[1].acked_at, t);
     assert!(
         store.notification_acks("n2").unwrap().is_empty(),
         "garbage skipped"

@@ -83,3 +83,44 @@ pub async fn list(
             .collect(),
     }))
 }
+
+#[derive(Deserialize)]
+pub struct DeleteParams {
+    pc_id: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Deleted {
+    deleted: u64,
+}
+
+/// `DELETE /api/checks/{check_name}?pc_id=`: forgets a check's state on
+/// every PC (or one), e.g. after the check was retired; 200 with how
+/// many states went, 0 included.
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: crate::audit::Caller,
+    axum::extract::Path(check_name): axum::extract::Path<String>,
+    ApiQuery(p): ApiQuery<DeleteParams>,
+) -> Result<Json<Deleted>, ApiError> {
+    let name = check_name.trim();
+    if name.is_empty() {
+        return Err(ApiError::bad_param("check_name", "must be non-empty"));
+    }
+    let pc = p.pc_id.as_deref().map(str::trim).filter(|p| !p.is_empty());
+    let deleted = {
+        let (store, name, pc) = (state.store.clone(), name.to_string(), pc.map(String::from));
+        tokio::task::spawn_blocking(move || store.delete_check_status(&name, pc.as_deref()))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??
+    };
+    super::jobs::audit(
+        &state.control,
+        &caller,
+        "check_clear",
+        name,
+        serde_json::json!({"check_name": name, "pc_id": pc, "deleted": deleted}),
+    )
+    .await;
+    Ok(Json(Deleted { deleted }))
+}

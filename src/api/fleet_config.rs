@@ -17,6 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use kanade_shared::config_field::{apply_field, FieldUpdate};
 use kanade_shared::kv::{
     agent_config_group_key, agent_config_pc_key, BUCKET_AGENT_CONFIG, BUCKET_AGENT_GROUPS,
     BUCKET_AGENT_GROUPS_DERIVED, KEY_AGENT_CONFIG_GLOBAL, PREFIX_AGENT_CONFIG_GROUPS,
@@ -199,6 +200,171 @@ pub async fn delete_pc(
     delete_scope(&state, &caller, &scope_key("pc", &pc)?, rev).await
 }
 
+/// `DELETE /api/config`: clears the global scope.
+pub async fn delete_global(
+    State(state): State<AppState>,
+    caller: Caller,
+    IfMatch(rev): IfMatch,
+) -> Result<StatusCode, ApiError> {
+    delete_scope(&state, &caller, KEY_AGENT_CONFIG_GLOBAL, rev).await
+}
+
+/// `GET /api/config/defaults`: what applies where no scope sets a field.
+pub async fn defaults() -> Json<EffectiveConfig> {
+    Json(EffectiveConfig::builtin_defaults())
+}
+
+/// `{"value": "<text>"}` of a field PUT (every field as text, as the CLI
+/// sends `kanade config set field=value`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldBody {
+    value: String,
+}
+
+/// Sets (`Some`) or clears (`None`) one field of the scope at `key`,
+/// compare-and-set against concurrent edits; answers the scope and
+/// whether it changed (no write when it did not).
+async fn edit_field(
+    state: &AppState,
+    caller: &Caller,
+    key: &str,
+    field: &str,
+    value: Option<&str>,
+) -> Result<Json<FieldUpdate>, ApiError> {
+    let mut probe = ConfigScope::default();
+    apply_field(&mut probe, field, value).map_err(|e| ApiError::BadRequest(format!("{e:#}")))?;
+    check_scope(&probe)?;
+    let kv = state.control.kv(BUCKET_AGENT_CONFIG).await?;
+    let mut changed = false;
+    let scope = kanade_shared::kv_cas::read_modify_write(&kv, key, |s: &mut ConfigScope| {
+        let before = s.clone();
+        changed = apply_field(s, field, value).is_ok() && *s != before;
+        changed
+    })
+    .await
+    .map_err(|e| ApiError::BadGateway(format!("update {key}: {e:#}")))?;
+    let (action, details) = match value {
+        Some(v) => (
+            "config_field_set",
+            serde_json::json!({"field": field, "value": v, "changed": changed}),
+        ),
+        None => (
+            "config_field_unset",
+            serde_json::json!({"field": field, "changed": changed}),
+        ),
+    };
+    audit(&state.control, caller, action, key, details).await;
+    Ok(Json(FieldUpdate { scope, changed }))
+}
+
+/// `PUT /api/config/fields/{field}`.
+pub async fn put_global_field(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(field): Path<String>,
+    body: YamlOrJson<FieldBody>,
+) -> Result<Json<FieldUpdate>, ApiError> {
+    let v = body.value.value;
+    edit_field(&state, &caller, KEY_AGENT_CONFIG_GLOBAL, &field, Some(&v)).await
+}
+
+/// `DELETE /api/config/fields/{field}`.
+pub async fn delete_global_field(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(field): Path<String>,
+) -> Result<Json<FieldUpdate>, ApiError> {
+    edit_field(&state, &caller, KEY_AGENT_CONFIG_GLOBAL, &field, None).await
+}
+
+/// `PUT /api/groups/{name}/config/fields/{field}`.
+pub async fn put_group_field(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, field)): Path<(String, String)>,
+    body: YamlOrJson<FieldBody>,
+) -> Result<Json<FieldUpdate>, ApiError> {
+    let key = scope_key("group", &name)?;
+    let v = body.value.value;
+    edit_field(&state, &caller, &key, &field, Some(&v)).await
+}
+
+/// `DELETE /api/groups/{name}/config/fields/{field}`.
+pub async fn delete_group_field(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, field)): Path<(String, String)>,
+) -> Result<Json<FieldUpdate>, ApiError> {
+    let key = scope_key("group", &name)?;
+    edit_field(&state, &caller, &key, &field, None).await
+}
+
+/// `PUT /api/pcs/{pc_id}/config/fields/{field}`.
+pub async fn put_pc_field(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((pc, field)): Path<(String, String)>,
+    body: YamlOrJson<FieldBody>,
+) -> Result<Json<FieldUpdate>, ApiError> {
+    let key = scope_key("pc", &pc)?;
+    let v = body.value.value;
+    edit_field(&state, &caller, &key, &field, Some(&v)).await
+}
+
+/// `DELETE /api/pcs/{pc_id}/config/fields/{field}`.
+pub async fn delete_pc_field(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((pc, field)): Path<(String, String)>,
+) -> Result<Json<FieldUpdate>, ApiError> {
+    let key = scope_key("pc", &pc)?;
+    edit_field(&state, &caller, &key, &field, None).await
+}
+
+/// The group scopes by group name.
+async fn group_scopes(c: &Control) -> Result<BTreeMap<String, ConfigScope>, ApiError> {
+    Ok(c.list_json::<ConfigScope>(BUCKET_AGENT_CONFIG)
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(PREFIX_AGENT_CONFIG_GROUPS)?.to_string(), v)))
+        .collect())
+}
+
+/// `GET /api/groups/{name}/config/inherited`: what a group scope builds
+/// on (defaults, then the global scope).
+pub async fn group_inherited(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<EffectiveConfig>, ApiError> {
+    scope_key("group", &name)?;
+    let global = state
+        .control
+        .get_json::<ConfigScope>(BUCKET_AGENT_CONFIG, KEY_AGENT_CONFIG_GLOBAL)
+        .await?;
+    Ok(Json(
+        resolve(global.as_ref(), &BTreeMap::new(), None, &[]).0,
+    ))
+}
+
+/// `GET /api/pcs/{pc_id}/config/inherited`: what the PC's own scope
+/// builds on (defaults, global, its groups).
+pub async fn pc_inherited(
+    State(state): State<AppState>,
+    Path(pc): Path<String>,
+) -> Result<Json<EffectiveConfig>, ApiError> {
+    check_key("pc_id", &pc)?;
+    let c = &state.control;
+    let global = c
+        .get_json::<ConfigScope>(BUCKET_AGENT_CONFIG, KEY_AGENT_CONFIG_GLOBAL)
+        .await?;
+    let mut groups = membership(c, &pc).await?.0.groups;
+    groups.sort();
+    groups.dedup();
+    let scopes = group_scopes(c).await?;
+    Ok(Json(resolve(global.as_ref(), &scopes, None, &groups).0))
+}
+
 #[derive(Serialize)]
 pub struct Effective {
     pc_id: String,
@@ -206,9 +372,11 @@ pub struct Effective {
     warnings: Vec<String>,
     /// The PC's groups, in the order they apply.
     groups: Vec<String>,
+    /// The same list under the name 0.101's dashboard reads.
+    my_groups: Vec<String>,
     /// Where each field's value comes from: `default`, `global`,
     /// `group:<name>` or `pc`.
-    sources: BTreeMap<&'static str, String>,
+    sources: BTreeMap<String, String>,
 }
 
 /// `GET /api/agents/{pc_id}/effective_config`: kanade-shared's
@@ -226,12 +394,7 @@ pub async fn effective(
     let pc_scope = c
         .get_json::<ConfigScope>(BUCKET_AGENT_CONFIG, &agent_config_pc_key(&pc))
         .await?;
-    let group_scopes: BTreeMap<String, ConfigScope> = c
-        .list_json::<ConfigScope>(BUCKET_AGENT_CONFIG)
-        .await?
-        .into_iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix(PREFIX_AGENT_CONFIG_GROUPS)?.to_string(), v)))
-        .collect();
+    let group_scopes = group_scopes(c).await?;
     let mut groups = membership(c, &pc).await?.0.groups;
     groups.sort();
     groups.dedup();
@@ -252,6 +415,7 @@ pub async fn effective(
         pc_id: pc,
         effective,
         warnings: warnings.iter().map(warning_text).collect(),
+        my_groups: groups.clone(),
         groups,
         sources: sources(&layers),
     }))
@@ -267,36 +431,37 @@ fn warning_text(w: &ResolutionWarning) -> String {
     }
 }
 
+/// Every field of the effective configuration, as the agents see it
+/// (kanade-shared's own list: a field it adds appears here too).
+fn effective_fields() -> Vec<String> {
+    match serde_json::to_value(EffectiveConfig::builtin_defaults()) {
+        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The fields a scope sets (unset ones are left out of its JSON).
+fn set_fields(s: &ConfigScope) -> Vec<String> {
+    match serde_json::to_value(s) {
+        Ok(serde_json::Value::Object(m)) => m
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, _)| k)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The last layer that sets each field (layers in application order).
-fn sources(layers: &[(String, &ConfigScope)]) -> BTreeMap<&'static str, String> {
-    let mut out: BTreeMap<&'static str, String> = [
-        "target_version",
-        "target_version_jitter",
-        "heartbeat_interval",
-        "host_perf_interval",
-        "process_perf_enabled",
-        "process_perf_expires_at",
-        "process_perf_top_n",
-    ]
-    .into_iter()
-    .map(|f| (f, "default".to_string()))
-    .collect();
+fn sources(layers: &[(String, &ConfigScope)]) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = effective_fields()
+        .into_iter()
+        .map(|f| (f, "default".to_string()))
+        .collect();
     for (name, s) in layers {
-        let set = [
-            ("target_version", s.target_version.is_some()),
-            ("target_version_jitter", s.target_version_jitter.is_some()),
-            ("heartbeat_interval", s.heartbeat_interval.is_some()),
-            ("host_perf_interval", s.host_perf_interval.is_some()),
-            ("process_perf_enabled", s.process_perf_enabled.is_some()),
-            (
-                "process_perf_expires_at",
-                s.process_perf_expires_at.is_some(),
-            ),
-            ("process_perf_top_n", s.process_perf_top_n.is_some()),
-        ];
-        for (field, is_set) in set {
-            if is_set {
-                out.insert(field, name.clone());
+        for field in set_fields(s) {
+            if let Some(slot) = out.get_mut(&field) {
+                *slot = name.clone();
             }
         }
     }
@@ -487,7 +652,9 @@ mod tests {
         assert_eq!(s["target_version"], "group:canary");
         assert_eq!(s["heartbeat_interval"], "pc");
         assert_eq!(s["host_perf_interval"], "default");
-        assert_eq!(s.len(), 7);
+        assert_eq!(s["max_local_concurrent"], "default");
+        assert_eq!(s["client_display_name"], "default");
+        assert_eq!(s.len(), 9);
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod processes;
 mod releases;
 mod results;
 mod schedules;
+mod server_settings;
 mod web;
 
 use axum::middleware;
@@ -70,7 +71,24 @@ pub fn app(state: AppState) -> Router {
             "/api/freeze",
             axum::routing::put(freeze::put).delete(freeze::delete),
         )
-        .route("/api/config", axum::routing::put(fleet_config::put_global))
+        .route(
+            "/api/config",
+            axum::routing::put(fleet_config::put_global).delete(fleet_config::delete_global),
+        )
+        .route(
+            "/api/config/fields/{field}",
+            axum::routing::put(fleet_config::put_global_field)
+                .delete(fleet_config::delete_global_field),
+        )
+        .route(
+            "/api/groups/{name}/config/fields/{field}",
+            axum::routing::put(fleet_config::put_group_field)
+                .delete(fleet_config::delete_group_field),
+        )
+        .route(
+            "/api/pcs/{pc_id}/config/fields/{field}",
+            axum::routing::put(fleet_config::put_pc_field).delete(fleet_config::delete_pc_field),
+        )
         .route(
             "/api/groups/{name}/config",
             axum::routing::put(fleet_config::put_group).delete(fleet_config::delete_group),
@@ -95,10 +113,25 @@ pub fn app(state: AppState) -> Router {
         .route("/api/agents/releases/{version}", delete(releases::delete))
         .route("/api/agents/rollout", post(releases::rollout))
         .route("/api/group-defs", post(group_defs::create))
+        .route("/api/checks/{check_name}", delete(checks::delete))
+        .route(
+            "/api/server-settings",
+            axum::routing::put(server_settings::put),
+        )
+        .route(
+            "/api/server-settings/support-codes/{scope}",
+            axum::routing::put(server_settings::put_support_code)
+                .delete(server_settings::delete_support_code),
+        )
         .route("/api/group-defs/{id}", delete(group_defs::delete))
         .route("/api/agents/{pc_id}", delete(agents::delete))
         .route("/api/agents/{pc_id}/ping", post(agent_actions::ping))
         .route("/api/notifications", post(notifications::send))
+        .route("/api/notifications/{id}", patch(notifications::edit))
+        .route(
+            "/api/notifications/{id}/recall",
+            post(notifications::recall),
+        )
         .route(
             "/api/app-packages/{name}/{version}",
             post(objects::upload_package)
@@ -158,12 +191,22 @@ pub fn app(state: AppState) -> Router {
         .route("/api/schemas/group-def.json", get(group_defs::schema))
         .route("/api/schedules", get(schedules::list))
         .route("/api/schedules/coverage", get(schedules::coverage_all))
+        .route("/api/schedules/upcoming", get(schedules::upcoming))
         .route("/api/schedules/{id}/yaml", get(schedules::yaml))
         .route("/api/schedules/{id}/preview", get(schedules::preview))
         .route("/api/schedules/{id}/status", get(schedules::status))
         .route("/api/schedules/{id}/coverage", get(schedules::coverage))
         .route("/api/freeze", get(freeze::get))
         .route("/api/config", get(fleet_config::get_global))
+        .route("/api/config/defaults", get(fleet_config::defaults))
+        .route(
+            "/api/groups/{name}/config/inherited",
+            get(fleet_config::group_inherited),
+        )
+        .route(
+            "/api/pcs/{pc_id}/config/inherited",
+            get(fleet_config::pc_inherited),
+        )
         .route("/api/groups", get(fleet_config::list_groups))
         .route("/api/groups/{name}/config", get(fleet_config::get_group))
         .route("/api/pcs/{pc_id}/config", get(fleet_config::get_pc))
@@ -189,6 +232,7 @@ pub fn app(state: AppState) -> Router {
             get(objects::download_script),
         )
         .route("/api/notifications", get(notifications::list))
+        .route("/api/notifications/{id}", get(notifications::detail))
         .route(
             "/api/notifications/{id}/ack_status",
             get(notifications::ack_status),
@@ -217,6 +261,11 @@ pub fn app(state: AppState) -> Router {
             get(inventory::history_first_seen),
         )
         .route("/api/command-signing", get(command_signing))
+        .route("/api/server-settings", get(server_settings::get))
+        .route(
+            "/api/server-settings/defaults",
+            get(server_settings::defaults),
+        )
         .route("/metrics", get(metrics::scrape))
         .merge(operator)
         .merge(admin)

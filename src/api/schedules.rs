@@ -517,3 +517,45 @@ mod tests {
         );
     }
 }
+
+#[derive(Deserialize)]
+pub struct UpcomingParams {
+    limit: Option<String>,
+}
+
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Upcoming {
+    id: String,
+    job_id: String,
+    when: String,
+    next_run: DateTime<Utc>,
+}
+
+/// `GET /api/schedules/upcoming?limit=`: the next fire of each enabled
+/// calendar schedule, soonest first, at most `limit` (default 5, 1-50).
+pub async fn upcoming(
+    State(state): State<AppState>,
+    ApiQuery(p): ApiQuery<UpcomingParams>,
+) -> Result<Json<Vec<Upcoming>>, ApiError> {
+    let limit = parse_clamped("limit", p.limit.as_deref(), 5, 1, 50)? as usize;
+    let now = whole_seconds(Utc::now());
+    let mut out: Vec<Upcoming> = state
+        .control
+        .list_json::<Schedule>(BUCKET_SCHEDULES)
+        .await?
+        .into_iter()
+        .filter(|(_, s)| s.enabled)
+        .filter_map(|(_, s)| {
+            let next_run = s.preview_fires(now, 1).into_iter().next()?;
+            Some(Upcoming {
+                when: s.when.to_string(),
+                id: s.id,
+                job_id: s.job_id,
+                next_run,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.next_run.cmp(&b.next_run).then_with(|| a.id.cmp(&b.id)));
+    out.truncate(limit);
+    Ok(Json(out))
+}

@@ -8,6 +8,7 @@
 //! signal itself. [`Runner::stop`] signals every job and waits for all of
 //! them, so nothing is cut off mid-write at shutdown.
 
+pub mod agents;
 pub mod groups;
 pub mod housekeeping;
 pub mod inventory;

@@ -38,8 +38,8 @@ mod timeseries;
 
 pub use error::{Error, Result};
 pub use relational::{
-    AgentRecord, AgentReported, AuditRecord, CheckStatusRecord, ExecutionRecord, FinishedRun,
-    HeartbeatUpdate, InventoryFactRecord, InventoryPage, JobPcStanding, LatestRun,
+    AckEvent, AgentRecord, AgentReported, AuditRecord, CheckStatusRecord, ExecutionRecord,
+    FinishedRun, HeartbeatUpdate, InventoryFactRecord, InventoryPage, JobPcStanding, LatestRun,
     NotificationAckRecord, ObsRecord, ObsScan, PendingWave, RelationalStore, ResultRecord,
     RunOutcome, RunTime, StartedRun, StreamPosition, UserChange, UserRecord, UserUpdate,
     ADMIN_ROLE,

@@ -91,3 +91,44 @@ impl RelationalStore {
         Ok(out)
     }
 }
+
+impl RelationalStore {
+    /// Forgets `check_name` on every PC, or on `pc_id` only; how many
+    /// states went. The next result of the check brings its state back.
+    pub fn delete_check_status(&self, check_name: &str, pc_id: Option<&str>) -> Result<u64> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let mut removed = 0;
+        {
+            let mut t = txn.open_table(CHECKS).map_err(Error::redb_op)?;
+            let mut by_name = txn.open_table(BY_NAME).map_err(Error::redb_op)?;
+            let pcs: Vec<String> = match pc_id {
+                Some(pc) => vec![pc.to_string()],
+                None => {
+                    let mut pcs = Vec::new();
+                    for e in by_name.range((check_name, "")..).map_err(Error::redb_op)? {
+                        let (k, _) = e.map_err(Error::redb_op)?;
+                        let (name, pc) = k.value();
+                        if name != check_name {
+                            break;
+                        }
+                        pcs.push(pc.to_string());
+                    }
+                    pcs
+                }
+            };
+            for pc in &pcs {
+                by_name
+                    .remove((check_name, pc.as_str()))
+                    .map_err(Error::redb_op)?;
+                if t.remove((pc.as_str(), check_name))
+                    .map_err(Error::redb_op)?
+                    .is_some()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(removed)
+    }
+}

@@ -31,7 +31,7 @@ pub use audit::AuditRecord;
 pub use check_status::CheckStatusRecord;
 pub use executions::ExecutionRecord;
 pub use inventory::{InventoryFactRecord, InventoryPage};
-pub use notification_acks::NotificationAckRecord;
+pub use notification_acks::{AckEvent, NotificationAckRecord};
 pub use obs_events::{ObsRecord, ObsScan};
 pub use positions::StreamPosition;
 pub use results::{
