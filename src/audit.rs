@@ -40,6 +40,9 @@ fn subject_token(s: &str) -> bool {
 /// The subject of an event; a target that cannot be a subject token stays
 /// in the body only.
 fn subject(actor: &str, action: &str, target: Option<&str>) -> String {
+    // An actor may be a username (deploy plans audit under the caller's
+    // name); one that cannot be a token is named in the body only.
+    let actor = if subject_token(actor) { actor } else { "user" };
     match target {
         Some(t) if subject_token(t) => format!("audit.{actor}.{action}.{t}"),
         _ => format!("audit.{actor}.{action}"),
@@ -103,6 +106,10 @@ mod tests {
         assert_eq!(
             subject("admin", "account.create", Some("alice")),
             "audit.admin.account.create.alice"
+        );
+        assert_eq!(
+            subject("ann.o'hara", "deploy_plan.create", Some("p1")),
+            "audit.user.deploy_plan.create.p1"
         );
         for bad in ["a.b", "a b", "*", ">", "", "ü"] {
             assert_eq!(

@@ -1396,3 +1396,402 @@ async fn upcoming_fires_and_retired_checks() {
     let (_, checks) = send(&b, Method::GET, "/api/checks?include_ok=true", None).await;
     assert_eq!(checks["rows"], json!([]), "{checks}");
 }
+
+/// A typed client deployment job naming `plan_id` / `digest`, for an
+/// artifact of `bytes`.
+fn typed_job(plan_id: &str, digest: &str, bytes: &[u8]) -> Manifest {
+    use kanade_shared::artifact::ArtifactSha256;
+    let sha = String::from(ArtifactSha256::of(bytes));
+    let manifest_sha = String::from(ArtifactSha256::of(b"signed package manifest"));
+    let text = format!(
+        "id: roll-client\nversion: 2.0.0\nrequire_approval: true\n\
+         deploy_authorization:\n  plan_id: {plan_id}\n  plan_digest: {digest}\n\
+         execute:\n  kind: typed_operation\n  payload_version: 1\n  timeout: 15m\n\
+         \x20 operation:\n    type: deploy_client\n    spec:\n\
+         \x20     artifact_identity: {{role: client, version: 2.3.4, os: windows, arch: x86_64, distro_abi: msvc, format: exe}}\n\
+         \x20     package_object_key: client/2.3.4/windows-x86_64-msvc.exe\n\
+         \x20     artifact_sha256: {sha}\n      artifact_size_bytes: {}\n\
+         \x20     package_id: com.example.client\n      manifest_sha256: {manifest_sha}\n\
+         \x20     opt_out_policy: respect\n      restart_gui_session_only: true\n",
+        bytes.len()
+    );
+    kanade_shared::strict::from_yaml_str(&text).unwrap()
+}
+
+/// The body `kanade deploy plan create` sends: the digest computed as an
+/// operator's tooling computes it, over targets in any order.
+fn plan_request(plan_id: &str, targets: &[&str], bytes: &[u8], expires_in: i64) -> Value {
+    use kanade_shared::artifact::{ArtifactIntegrity, ArtifactSha256};
+    use kanade_shared::deploy_plan::{
+        job_manifest_digest, ExecutionPolicy, PlanArtifact, PlanContent,
+    };
+    let zero = "0".repeat(64);
+    let draft = typed_job(plan_id, &zero, bytes);
+    let typed = draft.execute.typed().unwrap().clone();
+    let artifact = PlanArtifact {
+        identity: typed.operation.artifact_identity().clone(),
+        integrity: ArtifactIntegrity::of(bytes),
+        manifest_sha256: ArtifactSha256::of(b"signed package manifest"),
+    };
+    let now = Utc::now().timestamp();
+    let content = PlanContent {
+        record_version: 1,
+        plan_id: plan_id.into(),
+        job_id: draft.id.clone(),
+        job_manifest_digest: job_manifest_digest(&draft).unwrap(),
+        role: typed.operation.expected_role(),
+        operation: typed.operation.clone(),
+        artifact: artifact.clone(),
+        targets: PlanContent::normalize_targets(
+            &targets.iter().map(|t| t.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap(),
+        not_before: now - 60,
+        expires_at: now + expires_in,
+        execution_policy: ExecutionPolicy::SingleUsePerTarget,
+    };
+    let digest = String::from(content.digest());
+    json!({
+        "plan_id": plan_id,
+        "plan_digest": digest,
+        "job": serde_json::to_value(typed_job(plan_id, &digest, bytes)).unwrap(),
+        "artifact": artifact,
+        "targets": targets,
+        "not_before": content.not_before,
+        "expires_at": content.expires_at,
+        "execution_policy": "single_use_per_target",
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_plans_are_registered_approved_once_and_revoked_never_dispatched() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut b = Backend::start(&nats.url, &data, "");
+    let client = nats.client().await;
+    for pc in ["PC-B", "PC-A"] {
+        eventually("agent registered", || async {
+            publish_json(
+                &client,
+                format!("heartbeat.{pc}"),
+                &json!({"pc_id": pc, "at": Utc::now(), "agent_version": "0.101.0", "hostname": pc}),
+            )
+            .await;
+            (send(&b, Method::GET, &format!("/api/agents/{pc}"), None)
+                .await
+                .0
+                == 200)
+                .then_some(())
+        })
+        .await;
+    }
+    let bytes = b"client installer bytes";
+    let req = plan_request("plan-1", &["PC-B", "PC-A"], bytes, 3600);
+
+    // Bad input: each a JSON 4xx naming what is wrong, nothing stored.
+    let mut wrong_digest = req.clone();
+    wrong_digest["plan_digest"] = json!("ab".repeat(32));
+    let mut shell = req.clone();
+    shell["job"] =
+        serde_json::to_value(kanade_shared::strict::from_yaml_str::<Manifest>(JOB_YAML).unwrap())
+            .unwrap();
+    let mut unknown = req.clone();
+    unknown["approved"] = json!(true);
+    let mut dup = req.clone();
+    dup["targets"] = json!(["PC-A", "PC-A"]);
+    let stranger = plan_request("plan-9", &["PC-A", "pc-a"], bytes, 3600);
+    let too_long = plan_request("plan-8", &["PC-A"], bytes, 3 * 86_400);
+    for (body, status, needle) in [
+        (&wrong_digest, 400, "plan_digest does not match"),
+        (&shell, 400, "typed_operation"),
+        (&unknown, 400, "approved"),
+        (&dup, 400, "duplicate target"),
+        (&stranger, 422, "not registered agents"),
+        (&too_long, 400, "at most 86400s"),
+    ] {
+        let (s, v) = send(
+            &b,
+            Method::POST,
+            "/api/deploy-plans",
+            json_body(body.clone()),
+        )
+        .await;
+        assert_eq!(s, status, "{v}");
+        assert!(error_of(&v).contains(needle), "{needle}: {v}");
+    }
+    let (_, none) = send(&b, Method::GET, "/api/deploy-plans", None).await;
+    assert_eq!(none, json!([]), "a refused plan is not stored");
+
+    // Registered pending, targets in digest order, created by the caller.
+    let (s, plan) = send(
+        &b,
+        Method::POST,
+        "/api/deploy-plans",
+        json_body(req.clone()),
+    )
+    .await;
+    assert_eq!(s, 201, "{plan}");
+    assert_eq!(plan["state"], "pending");
+    assert_eq!(plan["revision"], 0);
+    assert_eq!(plan["expired"], false);
+    assert_eq!(plan["plan_digest"], req["plan_digest"]);
+    assert_eq!(plan["content"]["targets"], json!(["PC-A", "PC-B"]));
+    assert_eq!(plan["content"]["role"], "client");
+    assert_eq!(plan["job"]["deploy_authorization"]["plan_id"], "plan-1");
+    assert!(!plan["created_by"].as_str().unwrap().is_empty(), "{plan}");
+    let (s, v) = send(
+        &b,
+        Method::POST,
+        "/api/deploy-plans",
+        json_body(req.clone()),
+    )
+    .await;
+    assert_eq!(s, 409, "plans are immutable: {v}");
+
+    // Approval names what was reviewed; a stale revision or digest is refused.
+    let approve = |digest: &Value, revision: i64| {
+        json_body(json!({"plan_digest": digest, "revision": revision}))
+    };
+    let (s, v) = send(
+        &b,
+        Method::POST,
+        "/api/deploy-plans/plan-1/approve",
+        approve(&req["plan_digest"], 5),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(error_of(&v).contains("revision moved"), "{v}");
+    let (s, v) = send(
+        &b,
+        Method::POST,
+        "/api/deploy-plans/plan-1/approve",
+        approve(&json!("cd".repeat(32)), 0),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(error_of(&v).contains("plan_digest differs"), "{v}");
+    let (s, v) = send(
+        &b,
+        Method::POST,
+        "/api/deploy-plans/nope/approve",
+        approve(&req["plan_digest"], 0),
+    )
+    .await;
+    assert_eq!(s, 404, "{v}");
+    let (s, approved) = send(
+        &b,
+        Method::POST,
+        "/api/deploy-plans/plan-1/approve",
+        approve(&req["plan_digest"], 0),
+    )
+    .await;
+    assert_eq!(s, 200, "{approved}");
+    assert_eq!(approved["state"], "approved");
+    assert_eq!(approved["revision"], 1);
+    assert!(approved["approved_at"].is_i64(), "{approved}");
+    let (s, v) = send(
+        &b,
+        Method::POST,
+        "/api/deploy-plans/plan-1/approve",
+        approve(&req["plan_digest"], 1),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(error_of(&v).contains("already approved"), "{v}");
+
+    // Never dispatched: the typed job cannot become a catalog job.
+    let (s, v) = send(
+        &b,
+        Method::POST,
+        "/api/jobs",
+        json_body(plan["job"].clone()),
+    )
+    .await;
+    assert_eq!(s, 422, "{v}");
+    assert!(
+        error_of(&v).contains("typed native deployment is not enabled"),
+        "{v}"
+    );
+    let (_, jobs) = send(&b, Method::GET, "/api/jobs", None).await;
+    assert_eq!(jobs, json!([]), "{jobs}");
+
+    // Revoke: a reason over 256 bytes is refused, then it lands once.
+    let (s, v) = send(
+        &b,
+        Method::POST,
+        "/api/deploy-plans/plan-1/revoke",
+        json_body(json!({"reason": "x".repeat(300)})),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    let (s, revoked) = send(
+        &b,
+        Method::POST,
+        "/api/deploy-plans/plan-1/revoke",
+        json_body(json!({"reason": "wrong build"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{revoked}");
+    assert_eq!(revoked["state"], "revoked");
+    assert_eq!(revoked["revision"], 2);
+    assert_eq!(revoked["revoke_reason"], "wrong build");
+    let (s, v) = send(&b, Method::POST, "/api/deploy-plans/plan-1/revoke", None).await;
+    assert_eq!(s, 409, "{v}");
+    let (s, v) = send(
+        &b,
+        Method::POST,
+        "/api/deploy-plans/plan-1/approve",
+        approve(&req["plan_digest"], 2),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(error_of(&v).contains("revoked"), "{v}");
+
+    // Kept across a restart, newest first; viewers may not read plans.
+    let second = plan_request("plan-2", &["PC-A"], bytes, 600);
+    let (s, v) = send(&b, Method::POST, "/api/deploy-plans", json_body(second)).await;
+    assert_eq!(s, 201, "{v}");
+    assert!(b.sigterm().success());
+    let b = Backend::start(&nats.url, &data, "");
+    let (s, list) = send(&b, Method::GET, "/api/deploy-plans", None).await;
+    assert_eq!(s, 200, "{list}");
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["plan_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{list}");
+    assert!(ids.contains(&"plan-1") && ids.contains(&"plan-2"), "{list}");
+    let (s, one) = send(&b, Method::GET, "/api/deploy-plans/plan-1", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        (one["state"].as_str(), one["revision"].as_i64()),
+        (Some("revoked"), Some(2))
+    );
+    let viewer = common::viewer_token(&b).await;
+    let (s, _) = common::send(&b, Method::GET, "/api/deploy-plans", &viewer, None).await;
+    assert_eq!(s, 403);
+
+    // Artifact publication is off unless the operator opted in.
+    let (ctype, body) = form(&[("metadata", b"{}".to_vec()), ("file", bytes.to_vec())]);
+    let (s, v) = send(&b, Method::POST, "/api/app-artifacts", Some((&ctype, body))).await;
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        error_of(&v).contains("KANADE_APP_ARTIFACT_PUBLICATION"),
+        "{v}"
+    );
+}
+
+/// A multipart body of `fields` in order (`send` takes it as a string).
+fn form(fields: &[(&str, Vec<u8>)]) -> (String, String) {
+    let boundary = "kanade-0101-boundary";
+    let mut body = String::new();
+    for (name, data) in fields {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}\"\r\n\r\n{}\r\n",
+            String::from_utf8(data.clone()).unwrap()
+        ));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn app_artifacts_are_published_once_and_served_verified() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let b = Backend::start_with_env(
+        &nats.url,
+        &data,
+        "",
+        &[("KANADE_APP_ARTIFACT_PUBLICATION", "backend-exclusive")],
+    );
+    use kanade_shared::artifact::ArtifactIntegrity;
+    let bytes = "cli tarball bytes ".repeat(20_000); // several object chunks
+    let publication = |bytes: &str| {
+        json!({
+            "identity": {"role": "cli", "version": "1.2.3", "os": "linux", "arch": "x86_64", "distro_abi": "musl", "format": "tar_gz"},
+            "integrity": ArtifactIntegrity::of(bytes.as_bytes()),
+        })
+    };
+    let publish = |meta: Value, file: &str| {
+        form(&[
+            ("metadata", meta.to_string().into_bytes()),
+            ("file", file.as_bytes().to_vec()),
+        ])
+    };
+    let post = |(ctype, body): (String, String)| {
+        let b = &b;
+        async move { send(b, Method::POST, "/api/app-artifacts", Some((&ctype, body))).await }
+    };
+    let path = "/api/app-artifacts/cli/1.2.3/linux-x86_64-musl.tar_gz";
+    // The broker's resources are made in the background at start.
+    eventually("app_packages exists", || async {
+        (send(&b, Method::GET, "/api/app-packages", None).await.0 == 200).then_some(())
+    })
+    .await;
+
+    // Bytes that are not the declared ones, an agent role, a file first:
+    // refused, nothing published.
+    let (s, v) = post(publish(publication(&bytes), &bytes.replace("cli", "CLI"))).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(error_of(&v).contains("SHA-256 mismatch"), "{v}");
+    let mut agent = publication(&bytes);
+    agent["identity"]["role"] = json!("agent");
+    let (s, v) = post(publish(agent, &bytes)).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = post(form(&[("file", bytes.as_bytes().to_vec())])).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(error_of(&v).contains("metadata must precede file"), "{v}");
+    let (s, v) = send(&b, Method::GET, path, None).await;
+    assert_eq!(s, 404, "{v}");
+
+    // Published; the same publication again is the same answer.
+    let (s, first) = post(publish(publication(&bytes), &bytes)).await;
+    assert_eq!(s, 200, "{first}");
+    assert_eq!(first, publication(&bytes));
+    let (s, again) = post(publish(publication(&bytes), &bytes)).await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again, first);
+    // Other bytes under the taken identity: 409, the first stays.
+    let other = bytes.replace("cli", "xyz");
+    let (s, v) = post(publish(publication(&other), &other)).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(error_of(&v).contains("different bytes"), "{v}");
+
+    let (s, meta) = send(&b, Method::GET, &format!("{path}/metadata"), None).await;
+    assert_eq!(s, 200, "{meta}");
+    assert_eq!(meta, first);
+    let resp = reqwest::Client::new()
+        .get(format!("{}{path}", b.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), bytes.as_bytes());
+    let (s, v) = send(
+        &b,
+        Method::GET,
+        "/api/app-artifacts/cli/1.2.3/linux-x86_64-gnu.tar_gz",
+        None,
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+
+    // No staging entry is left behind, and exactly one entry holds the key.
+    let js = async_nats::jetstream::new(nats.client().await);
+    let store = js.get_object_store("app_packages").await.unwrap();
+    let names: Vec<String> = store
+        .list()
+        .await
+        .unwrap()
+        .map(|o| o.unwrap().name)
+        .collect()
+        .await;
+    assert_eq!(names, ["cli/1.2.3/linux-x86_64-musl.tar_gz"], "{names:?}");
+}

@@ -579,3 +579,56 @@ fn bad_sources_fail_cleanly_and_leave_the_store_as_it_was() {
     assert!(tree(&data) == before);
     holder.execute_batch("ROLLBACK").unwrap();
 }
+
+/// A 0.101 database's deploy plans (and the targets each was applied to)
+/// come over with their lifecycle as stored.
+#[test]
+fn deploy_plans_of_a_0101_database_are_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, _) = build_source(dir.path());
+    Connection::open(&source)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE deploy_plans (plan_id TEXT PRIMARY KEY, record_version INTEGER NOT NULL,
+               plan_digest TEXT NOT NULL, content TEXT NOT NULL, job_manifest TEXT NOT NULL,
+               job_id TEXT NOT NULL, role TEXT NOT NULL, not_before INTEGER NOT NULL,
+               expires_at INTEGER NOT NULL, state TEXT NOT NULL, revision INTEGER NOT NULL,
+               created_by TEXT NOT NULL, created_at INTEGER NOT NULL, approved_by TEXT,
+               approved_at INTEGER, revoked_by TEXT, revoked_at INTEGER, revoke_reason TEXT);
+             CREATE TABLE deploy_plan_applications (plan_id TEXT NOT NULL, pc_id TEXT NOT NULL,
+               exec_id TEXT NOT NULL, applied_at INTEGER NOT NULL, PRIMARY KEY (plan_id, pc_id));
+             INSERT INTO deploy_plans VALUES ('p1', 1, 'aa', '{\"plan_id\":\"p1\"}', '{\"id\":\"j\"}',
+               'j', 'client', 10, 20, 'approved', 1, 'alice', 5, 'bob', 6, NULL, NULL, NULL);
+             INSERT INTO deploy_plans VALUES ('p2', 1, 'bb', '{}', '{}', 'j', 'cli', 10, 20,
+               'revoked', 2, 'alice', 7, NULL, NULL, 'carol', 8, 'wrong build');
+             INSERT INTO deploy_plan_applications VALUES ('p1', 'PC-B', 'e1', 9), ('p1', 'PC-A', 'e1', 9);",
+        )
+        .unwrap();
+    let data = dir.path().join("data");
+    let out = import(&config(dir.path(), &data), &source);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(added_line(&stderr, "deploy_plans"), 2, "{stderr}");
+    let store = kanade_storage::RelationalStore::open(&data).unwrap();
+    let plans = store.deploy_plans().unwrap();
+    let ids: Vec<&str> = plans.iter().map(|p| p.plan_id.as_str()).collect();
+    assert_eq!(ids, ["p2", "p1"], "newest first");
+    let p1 = &plans[1];
+    assert_eq!(
+        (
+            p1.state.as_str(),
+            p1.revision,
+            p1.approved_by.as_deref(),
+            p1.approved_at
+        ),
+        ("approved", 1, Some("bob"), Some(6))
+    );
+    assert_eq!(p1.content, "{\"plan_id\":\"p1\"}");
+    assert_eq!(p1.applied_targets, ["PC-A", "PC-B"]);
+    let p2 = &plans[0];
+    assert_eq!(
+        (p2.revoked_by.as_deref(), p2.revoke_reason.as_deref()),
+        (Some("carol"), Some("wrong build"))
+    );
+    assert!(p2.applied_targets.is_empty());
+}

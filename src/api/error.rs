@@ -42,6 +42,9 @@ pub enum ApiError {
     /// The body is over the size the route accepts.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// It existed but its time is over (an expired plan).
+    #[error("{0}")]
+    Gone(String),
     /// An `If-Match` precondition does not hold.
     #[error("{0}")]
     PreconditionFailed(String),
@@ -74,6 +77,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Gone(_) => StatusCode::GONE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,

@@ -65,6 +65,11 @@ pub async fn create(
     check_key("id", &m.id)?;
     m.validate()
         .map_err(|e| ApiError::BadRequest(format!("invalid manifest: {e}")))?;
+    // A typed deployment is valid (a deploy plan carries one) but never a
+    // catalog job: stored, it would be runnable before any gate exists.
+    if let Err(e) = m.execute.require_shell() {
+        return Err(ApiError::Unprocessable(e.to_string()));
+    }
     put_with_yaml(
         &state.control,
         (BUCKET_JOBS, BUCKET_JOBS_YAML),

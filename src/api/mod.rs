@@ -4,10 +4,12 @@
 mod accounts;
 mod agent_actions;
 mod agents;
+mod app_artifacts;
 mod audit;
 mod auth;
 mod backup;
 mod checks;
+mod deploy_plans;
 mod error;
 mod executions;
 mod export;
@@ -113,6 +115,23 @@ pub fn app(state: AppState) -> Router {
         .route("/api/agents/releases/{version}", delete(releases::delete))
         .route("/api/agents/rollout", post(releases::rollout))
         .route("/api/group-defs", post(group_defs::create))
+        .route(
+            "/api/deploy-plans",
+            get(deploy_plans::list).post(deploy_plans::create),
+        )
+        .route("/api/deploy-plans/{plan_id}", get(deploy_plans::read))
+        .route(
+            "/api/deploy-plans/{plan_id}/approve",
+            post(deploy_plans::approve),
+        )
+        .route(
+            "/api/deploy-plans/{plan_id}/revoke",
+            post(deploy_plans::revoke),
+        )
+        .route(
+            "/api/app-artifacts",
+            post(app_artifacts::publish).layer(upload_limit(&objects::APP_PACKAGES)),
+        )
         .route("/api/checks/{check_name}", delete(checks::delete))
         .route(
             "/api/server-settings",
@@ -225,6 +244,14 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/api/app-packages/{name}/{version}",
             get(objects::download_package),
+        )
+        .route(
+            "/api/app-artifacts/{role}/{version}/{package}",
+            get(app_artifacts::download),
+        )
+        .route(
+            "/api/app-artifacts/{role}/{version}/{package}/metadata",
+            get(app_artifacts::metadata),
         )
         .route("/api/script-objects", get(objects::list_scripts))
         .route(

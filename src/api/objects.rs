@@ -356,7 +356,7 @@ pub async fn download(
 /// fetching a few chunks at a time, where the client library's
 /// object reader uses a push consumer whose flow-control window let tens
 /// of MB pile up in memory while a slow client downloads.
-async fn chunks(
+pub(super) async fn chunks(
     state: &AppState,
     kind: &Kind,
     info: &async_nats::jetstream::object_store::ObjectInfo,

@@ -635,6 +635,51 @@ pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
             |batch| Ok(store.apply_obs_events(&batch, None)? as u64),
         )?,
     );
+    // Deploy plans (0.101 databases only), with the targets each one was
+    // applied to.
+    if !table_columns(&conn, "deploy_plans")?.is_empty() {
+        let mut applied: std::collections::HashMap<String, Vec<String>> = Default::default();
+        if !table_columns(&conn, "deploy_plan_applications")?.is_empty() {
+            let mut stmt = conn.prepare(
+                "SELECT plan_id, pc_id FROM deploy_plan_applications ORDER BY plan_id, pc_id",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                applied.entry(r.get(0)?).or_default().push(r.get(1)?);
+            }
+        }
+        push(
+            &mut summary,
+            copy_table(
+                &conn,
+                "deploy_plans",
+                "SELECT plan_id, plan_digest, content, job_manifest, state, revision, created_by, \
+                 created_at, approved_by, approved_at, revoked_by, revoked_at, revoke_reason \
+                 FROM deploy_plans",
+                RELATIONAL_BATCH,
+                |r| {
+                    let plan_id: String = get(r, 0)?;
+                    Ok(Some(kanade_storage::DeployPlanRecord {
+                        applied_targets: applied.get(&plan_id).cloned().unwrap_or_default(),
+                        plan_id,
+                        plan_digest: get(r, 1)?,
+                        content: get(r, 2)?,
+                        job_manifest: get(r, 3)?,
+                        state: get(r, 4)?,
+                        revision: get(r, 5)?,
+                        created_by: get(r, 6)?,
+                        created_at: get(r, 7)?,
+                        approved_by: get(r, 8)?,
+                        approved_at: get(r, 9)?,
+                        revoked_by: get(r, 10)?,
+                        revoked_at: get(r, 11)?,
+                        revoke_reason: get(r, 12)?,
+                    }))
+                },
+                |batch| Ok(store.import_deploy_plans(&batch)? as u64),
+            )?,
+        );
+    }
     // Inventory facts (tables of a reference older than inventory are
     // simply absent).
     if !table_columns(&conn, "inventory_facts")?.is_empty() {

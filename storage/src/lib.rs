@@ -38,11 +38,11 @@ mod timeseries;
 
 pub use error::{Error, Result};
 pub use relational::{
-    AckEvent, AgentRecord, AgentReported, AuditRecord, CheckStatusRecord, ExecutionRecord,
-    FinishedRun, HeartbeatUpdate, InventoryFactRecord, InventoryPage, JobPcStanding, LatestRun,
-    NotificationAckRecord, ObsRecord, ObsScan, PendingWave, RelationalStore, ResultRecord,
-    RunOutcome, RunTime, StartedRun, StreamPosition, UserChange, UserRecord, UserUpdate,
-    ADMIN_ROLE,
+    AckEvent, AgentRecord, AgentReported, AuditRecord, CheckStatusRecord, DeployPlanRecord,
+    ExecutionRecord, FinishedRun, HeartbeatUpdate, InventoryFactRecord, InventoryPage,
+    JobPcStanding, LatestRun, NotificationAckRecord, ObsRecord, ObsScan, PendingWave,
+    RelationalStore, ResultRecord, RunOutcome, RunTime, StartedRun, StreamPosition, UserChange,
+    UserRecord, UserUpdate, ADMIN_ROLE,
 };
 pub use timeseries::{
     CompactionOutcome, HostPerfRow, InventoryHistoryRow, LatestRows, PartitionDate, PersistOutcome,
