@@ -115,11 +115,20 @@ fn main() -> Result<()> {
         }
         None => {}
     }
-    runtime.block_on(kanade_backend::server::run(
+    let exit = runtime.block_on(kanade_backend::server::run(
         config,
         AuthConfig::from_env(),
         shutdown_signal(),
-    ))
+    ))?;
+    if exit == kanade_backend::server::Exit::Restart {
+        // Everything is persisted; a non-zero status is what a supervisor
+        // (systemd `Restart=on-failure`, the Windows SCM's recovery
+        // actions) starts again on.
+        runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+        drop(_log_file);
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// Logs to stderr and, with `[log] path`, to a daily-rotated file.

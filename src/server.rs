@@ -28,13 +28,23 @@ use crate::jobs::Runner;
 use crate::state::AppState;
 use crate::tables::Tables;
 
-/// Runs the backend until `shutdown` resolves; returns once the head is
-/// persisted.
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop (a signal).
+    Stopped,
+    /// Asked to restart (`POST /api/server/restart`): the caller exits
+    /// non-zero so the supervisor starts it again.
+    Restart,
+}
+
+/// Runs the backend until `shutdown` resolves or a restart is asked for;
+/// returns once the head is persisted.
 pub async fn run(
     config: Config,
     auth: AuthConfig,
     shutdown: impl Future<Output = ()>,
-) -> Result<()> {
+) -> Result<Exit> {
     let data_dir = config.data_dir();
     tracing::info!(data_dir = %data_dir.display(), bind = %config.server.bind, nats = %config.nats.url, "starting kanade-backend");
     if auth.disabled {
@@ -90,6 +100,7 @@ pub async fn run(
     );
     crate::jobs::scheduler::register(&mut jobs, &control, &config.scheduler);
 
+    let restart = Arc::new(tokio::sync::Notify::new());
     let app = crate::api::app(AppState {
         queries,
         tables: tables.clone(),
@@ -100,6 +111,7 @@ pub async fn run(
         scan_budget: std::time::Duration::from_secs(config.server.scan_budget_secs.max(1)),
         trusted_proxies: config.server.proxies()?.into(),
         inventory,
+        restart: Arc::clone(&restart),
     });
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
@@ -113,8 +125,11 @@ pub async fn run(
         .await
     });
 
-    shutdown.await;
-    tracing::info!("shutdown requested: stopping intake");
+    let exit = tokio::select! {
+        () = shutdown => Exit::Stopped,
+        () = restart.notified() => Exit::Restart,
+    };
+    tracing::info!(?exit, "shutdown requested: stopping intake");
     let _ = stop_tx.send(true);
     for p in projectors {
         if let Err(e) = p.await? {
@@ -127,7 +142,7 @@ pub async fn run(
     http.await??;
     tokio::task::spawn_blocking(move || tables.persist()).await??;
     tracing::info!("head persisted; bye");
-    Ok(())
+    Ok(exit)
 }
 
 async fn connect_nats(url: &str) -> Result<async_nats::Client> {

@@ -22,6 +22,9 @@ pub struct AppState {
     /// Peers whose `X-Forwarded-For` is believed (`[server] trusted_proxies`).
     pub trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
     pub inventory: Inventory,
+    /// Asked by `POST /api/server/restart`: the backend stops as on
+    /// SIGTERM and exits 1, for its supervisor to start it again.
+    pub restart: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// The inventory side: registered manifests, exploded rows, history.

@@ -1795,3 +1795,35 @@ async fn app_artifacts_are_published_once_and_served_verified() {
         .await;
     assert_eq!(names, ["cli/1.2.3/linux-x86_64-musl.tar_gz"], "{names:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_asked_over_the_api_persists_then_exits_for_the_supervisor() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut b = Backend::start(&nats.url, &data, "");
+    let client = nats.client().await;
+    let sample = json!({"pc_id": "PC-R", "at": Utc::now(), "cpu_pct": 12.5});
+    eventually("sample in the head", || async {
+        publish_json(&client, "host_perf.PC-R".into(), &sample).await;
+        let (_, top) = send(&b, Method::GET, "/api/perf/top", None).await;
+        (top["rows"].as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    assert!(
+        common::parquet_files(&data).is_empty(),
+        "nothing persisted yet"
+    );
+    let viewer = common::viewer_token(&b).await;
+    let (s, _) = common::send(&b, Method::POST, "/api/server/restart", &viewer, None).await;
+    assert_eq!(s, 403, "viewers may not restart the backend");
+    let (s, v) = send(&b, Method::POST, "/api/server/restart", None).await;
+    assert_eq!((s, v), (202, json!({"status": "restarting"})));
+    let status = b.wait();
+    assert_eq!(status.code(), Some(1), "non-zero, for the supervisor");
+    assert!(
+        !common::parquet_files(&data).is_empty(),
+        "the head was persisted before the exit"
+    );
+    assert!(b.log_text().contains("head persisted"), "{}", b.log_text());
+}

@@ -30,6 +30,7 @@ mod processes;
 mod releases;
 mod results;
 mod schedules;
+mod server;
 mod server_settings;
 mod web;
 
@@ -133,6 +134,7 @@ pub fn app(state: AppState) -> Router {
             post(app_artifacts::publish).layer(upload_limit(&objects::APP_PACKAGES)),
         )
         .route("/api/checks/{check_name}", delete(checks::delete))
+        .route("/api/server/restart", post(server::restart))
         .route(
             "/api/server-settings",
             axum::routing::put(server_settings::put),

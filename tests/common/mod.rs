@@ -239,6 +239,12 @@ impl Backend {
         wait_exit(&mut child)
     }
 
+    /// Waits for the process to exit on its own.
+    #[allow(dead_code)]
+    pub fn wait(&mut self) -> ExitStatus {
+        wait_exit(self.child.as_mut().unwrap())
+    }
+
     /// `kill -9`: no chance to flush anything.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().unwrap();
