@@ -258,7 +258,9 @@ async fn ensure_jetstream(
     loop {
         let ready = async {
             kanade_shared::bootstrap::ensure_jetstream_resources(&js).await?;
-            ensure_declared_buckets(&js).await
+            ensure_declared_buckets(&js).await?;
+            crate::api::apply_stored_store_limits(&js).await;
+            anyhow::Ok(())
         };
         match ready.await {
             Ok(()) => {

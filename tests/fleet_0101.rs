@@ -831,7 +831,7 @@ async fn group_definitions_are_checked_listed_and_removed() {
 async fn server_settings_merge_key_by_key_and_keep_secrets() {
     let nats = Nats::start();
     let dir = tempfile::tempdir().unwrap();
-    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let mut b = Backend::start(&nats.url, &dir.path().join("data"), "");
     let (status, empty) = eventually("server_settings ready", || async {
         let r = send(&b, Method::GET, "/api/server-settings", None).await;
         (r.0 != 503).then_some(r)
@@ -862,6 +862,41 @@ async fn server_settings_merge_key_by_key_and_keep_secrets() {
     assert!(shown.get("agent_prune_days").is_none(), "{shown}");
     assert_eq!(shown["session_ttl_hours"], 8);
     let js = async_nats::jetstream::new(nats.client().await);
+    // Object-store limits reach the broker's streams with the change.
+    let limits = json!({
+        "object_store_caps": {"app_packages_mib": 3000},
+        "collect_retention_days": 12, "result_output_retention_days": 3,
+    });
+    let (status, shown) = send(&b, Method::PUT, "/api/server-settings", json_body(limits)).await;
+    assert_eq!(status, 200, "{shown}");
+    let config = |name: &'static str| {
+        let js = js.clone();
+        async move {
+            js.get_stream(name)
+                .await
+                .unwrap()
+                .info()
+                .await
+                .unwrap()
+                .config
+                .clone()
+        }
+    };
+    assert_eq!(config("OBJ_app_packages").await.max_bytes, 3000 << 20);
+    let day = Duration::from_secs(86_400);
+    assert_eq!(config("OBJ_collections").await.max_age, day * 12);
+    assert_eq!(config("OBJ_result_output").await.max_age, day * 3);
+    // A store that kept other limits (born before the setting, or edited
+    // by hand) gets the stored ones back at start.
+    let mut edited = config("OBJ_app_packages").await;
+    edited.max_bytes = 1 << 30;
+    js.update_stream(edited).await.unwrap();
+    assert!(b.sigterm().success());
+    b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    eventually("cap restored at start", || async {
+        (config("OBJ_app_packages").await.max_bytes == 3000 << 20).then_some(())
+    })
+    .await;
     let raw = js
         .get_key_value("server_settings")
         .await

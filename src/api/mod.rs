@@ -41,6 +41,7 @@ use axum::{Json, Router};
 pub use accounts::seed_bootstrap_admin;
 pub use error::ApiError;
 pub use params::ApiJson;
+pub(crate) use server_settings::apply_stored_store_limits;
 
 use crate::state::AppState;
 

@@ -96,6 +96,82 @@ async fn update(
     ))
 }
 
+/// Puts the settings' object-store limits on the broker: the retention
+/// windows of `collections` and `result_output` and every store's size
+/// cap (`object_store_caps`), as `kanade_shared::bootstrap` reconciles
+/// them. At start (a bucket keeps the limits it was born with otherwise)
+/// and after each change. A failure is logged and leaves the old limit;
+/// the next change or start tries again.
+pub(crate) async fn apply_store_limits(
+    js: &async_nats::jetstream::Context,
+    settings: &ServerSettings,
+) {
+    use kanade_shared::bootstrap::{
+        reconcile_object_store_max_age, reconcile_object_store_max_bytes,
+    };
+    use kanade_shared::kv::{OBJECT_COLLECTIONS, OBJECT_RESULT_OUTPUT};
+    let windows = [
+        (
+            OBJECT_COLLECTIONS,
+            settings.effective_collect_retention_days(),
+        ),
+        (
+            OBJECT_RESULT_OUTPUT,
+            settings.effective_result_output_retention_days(),
+        ),
+    ];
+    for (bucket, days) in windows {
+        match reconcile_object_store_max_age(js, bucket, days).await {
+            Ok(true) => tracing::info!(bucket, days, "object store retention applied"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                bucket,
+                days,
+                "object store retention not applied"
+            ),
+        }
+    }
+    for (bucket, mib) in settings.effective_object_store_caps().effective_all() {
+        match reconcile_object_store_max_bytes(js, bucket, mib).await {
+            Ok(true) => tracing::info!(bucket, mib, "object store cap applied"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                bucket,
+                mib,
+                "object store cap not applied"
+            ),
+        }
+    }
+}
+
+/// The stored settings for [`apply_store_limits`] at start (defaults when
+/// unset; a corrupt document is logged and skipped).
+pub(crate) async fn apply_stored_store_limits(js: &async_nats::jetstream::Context) {
+    let stored = async {
+        let kv = js
+            .get_key_value(BUCKET_SERVER_SETTINGS)
+            .await
+            .map_err(|e| e.to_string())?;
+        let raw = kv
+            .get(KEY_SERVER_SETTINGS)
+            .await
+            .map_err(|e| e.to_string())?;
+        match raw {
+            None => Ok(ServerSettings::default()),
+            Some(b) => serde_json::from_slice::<ServerSettings>(&b).map_err(|e| e.to_string()),
+        }
+    }
+    .await;
+    match stored {
+        Ok(settings) => apply_store_limits(js, &settings).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "server_settings unreadable: object store limits left as they are")
+        }
+    }
+}
+
 /// `PUT /api/server-settings`: merges the body into the stored settings
 /// key by key; answers the result, redacted.
 pub async fn put(
@@ -127,6 +203,9 @@ pub async fn put(
         Ok(*doc != before)
     })
     .await?;
+    if let Ok(settings) = typed(&doc) {
+        apply_store_limits(&state.control.js, &settings).await;
+    }
     let shown = redacted(&doc)?;
     audit(
         &state.control,
