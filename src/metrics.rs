@@ -97,6 +97,8 @@ pub struct Metrics {
     pub nats_reconnects: Counter,
     pub scheduler_fires: Counter,
     pub scheduler_fire_failures: Counter,
+    /// Panics of supervised background jobs (each restarted).
+    pub job_panics: Counter,
     /// The query engine's counts since start, by kind (see
     /// [`Metrics::queries`]).
     pub query_engine: Family<QueryLabels, Gauge>,
@@ -133,6 +135,7 @@ impl Metrics {
             nats_reconnects: Counter::default(),
             scheduler_fires: Counter::default(),
             scheduler_fire_failures: Counter::default(),
+            job_panics: Counter::default(),
             query_engine: Family::default(),
         };
         let r = &mut m.registry;
@@ -231,6 +234,11 @@ impl Metrics {
             "scheduler_fire_failures",
             "Schedule fires whose exec failed",
             m.scheduler_fire_failures.clone(),
+        );
+        r.register(
+            "background_job_panics",
+            "Panics of supervised background jobs; each was restarted",
+            m.job_panics.clone(),
         );
         r.register(
             "query_engine",

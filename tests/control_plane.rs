@@ -805,4 +805,64 @@ async fn a_calendar_tick_missed_while_down_fires_once_inside_its_deadline() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(fleet.count("commands.group.late"), 1);
     assert!(b.log_text().contains("missed while down"));
+    // Its deadline counts from the tick, not from the late fire.
+    let fired = fleet.seen.lock().unwrap()[0].1.clone();
+    let mut tick_at = Utc::now().date_naive().and_time(due).and_utc();
+    if tick_at > Utc::now() {
+        tick_at -= chrono::Duration::days(1);
+    }
+    assert_eq!(
+        fired.deadline_at,
+        Some(tick_at + chrono::Duration::minutes(10))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_whose_times_cannot_be_computed_never_stops_the_scheduler() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), FAST);
+    let client = nats.client().await;
+    let fleet = Fleet::start(&nats, members(&[("PC-1", &[]), ("PC-2", &[])]), 0).await;
+    for pc in ["PC-1", "PC-2"] {
+        heartbeat(&client, pc).await;
+    }
+    register_job(&b).await;
+    let poison =
+        "id: a-poison\njob_id: inventory-hw\nwhen: {per_pc: once}\nstarting_deadline: 1000000y\ntarget: {pcs: [PC-1]}\n";
+    // The API refuses it, naming the field.
+    let (status, body) = send(&b, Method::POST, "/api/schedules", TOKEN, yaml(poison)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("starting_deadline"),
+        "{body}"
+    );
+    // Written behind the API's back (a hand edit, another backend), it is
+    // skipped with a warning; every other schedule still fires.
+    let schedule: kanade_shared::manifest::Schedule = serde_yaml::from_str(poison).unwrap();
+    let kv = async_nats::jetstream::new(client.clone())
+        .get_key_value("schedules")
+        .await
+        .unwrap();
+    kv.put("a-poison", serde_json::to_vec(&schedule).unwrap().into())
+        .await
+        .unwrap();
+    eventually("the poison is seen and skipped", || async {
+        b.log_text().contains("starting_deadline").then_some(())
+    })
+    .await;
+    create_schedule(
+        &b,
+        "id: z-good\njob_id: inventory-hw\nwhen: {per_pc: once}\ntarget: {pcs: [PC-2]}\n",
+    )
+    .await;
+    eventually("the good schedule fires", || async {
+        (fleet.count("commands.pc.PC-2") == 1).then_some(())
+    })
+    .await;
+    assert_eq!(fleet.count("commands.pc.PC-1"), 0, "{:?}", fleet.subjects());
+    assert!(!b.log_text().contains("panicked"), "{}", b.log_text());
 }

@@ -55,6 +55,8 @@ pub async fn create(
     check_key("id", &s.id)?;
     s.validate()
         .map_err(|e| ApiError::BadRequest(format!("invalid schedule: {e}")))?;
+    crate::jobs::scheduler::policy::starting_deadline(&s)
+        .map_err(|e| ApiError::BadRequest(format!("invalid schedule: {e}")))?;
     check_key("job_id", &s.job_id)?;
     if state
         .control

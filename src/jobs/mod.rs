@@ -100,6 +100,36 @@ impl Runner {
         self.tasks.push((name, task));
     }
 
+    /// As [`Runner::spawn`], restarted when it panics: the panic is logged
+    /// and counted, and the job starts again after a pause that doubles
+    /// with each consecutive panic (1 s up to 60 s), until stopped.
+    pub fn supervise<F, Fut>(&mut self, name: &'static str, job: F)
+    where
+        F: Fn(watch::Receiver<bool>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let mut stop = self.stop_signal();
+        let task = tokio::spawn(async move {
+            let mut pause = Duration::from_secs(1);
+            loop {
+                match tokio::spawn(job(stop.clone())).await {
+                    Ok(()) => return,
+                    Err(e) if e.is_panic() => {
+                        crate::metrics::get().job_panics.inc();
+                        tracing::error!(job = name, error = %e, restart_in = ?pause, "background job panicked; restarting it");
+                    }
+                    Err(_) => return,
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                pause = (pause * 2).min(Duration::from_secs(60));
+            }
+        });
+        self.tasks.push((name, task));
+    }
+
     /// Signals every job to stop and waits for each to finish.
     pub async fn stop(self) {
         let _ = self.stop_tx.send(true);
@@ -115,6 +145,34 @@ impl Runner {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_supervised_job_that_panics_is_started_again() {
+        let mut runner = Runner::new();
+        let starts = Arc::new(AtomicUsize::new(0));
+        let s = Arc::clone(&starts);
+        runner.supervise("flaky", move |mut stop| {
+            let n = s.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    panic!("pass {n} failed");
+                }
+                let _ = stop.wait_for(|s| *s).await;
+            }
+        });
+        // Two panics: restarted after 1 s, then after 2 s.
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(starts.load(Ordering::SeqCst), 3);
+        runner.stop().await;
+        assert_eq!(
+            starts.load(Ordering::SeqCst),
+            3,
+            "not restarted after a stop"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn passes_run_on_their_interval_and_stop_waits_for_them() {

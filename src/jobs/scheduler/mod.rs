@@ -19,7 +19,7 @@
 //! `reconcile_interval_secs` against completions from the per-job index.
 
 mod lease;
-mod policy;
+pub(crate) mod policy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -110,9 +110,15 @@ pub fn register(runner: &mut super::Runner, control: &Control, config: &Schedule
     }
     let schedules: Schedules = Arc::default();
     let (c, s) = (control.clone(), Arc::clone(&schedules));
-    runner.spawn("schedule watch", move |stop| watch_schedules(c, s, stop));
+    runner.supervise("schedule watch", move |stop| {
+        watch_schedules(c.clone(), Arc::clone(&s), stop)
+    });
     let (c, cfg) = (control.clone(), config.clone());
-    runner.spawn("scheduler", move |stop| run(c, schedules, cfg, stop));
+    // Supervised: a panic in a pass (whatever a schedule holds) is logged
+    // and the scheduler starts again, instead of no schedule firing again.
+    runner.supervise("scheduler", move |stop| {
+        run(c.clone(), Arc::clone(&schedules), cfg.clone(), stop)
+    });
 }
 
 /// Keeps `schedules` equal to the bucket: arm a watch, list everything,
@@ -372,7 +378,7 @@ impl Pass<'_> {
             tracing::info!(schedule = %s.id, %tick, late_secs = late.num_seconds(), "firing a calendar tick missed while down (inside its starting_deadline)");
         }
         if self.gates_open(s) {
-            self.fire(s, s.plan.clone(), "calendar tick").await;
+            self.fire(s, s.plan.clone(), tick, "calendar tick").await;
         }
     }
 
@@ -468,7 +474,10 @@ impl Pass<'_> {
             policy::Decision::Target => {
                 if marks.target_marked(self.now).await {
                     tracing::debug!(schedule = %s.id, "dispatched recently; waiting for its results");
-                } else if self.fire(s, s.plan.clone(), "per_target armed").await {
+                } else if self
+                    .fire(s, s.plan.clone(), self.now, "per_target armed")
+                    .await
+                {
                     marks.mark_target(self.now).await;
                 }
             }
@@ -486,7 +495,7 @@ impl Pass<'_> {
                 };
                 plan.rollout = None;
                 tracing::info!(schedule = %s.id, pcs = pcs.len(), "per_pc: firing at the PCs still to cover");
-                if self.fire(s, plan, "per_pc").await {
+                if self.fire(s, plan, self.now, "per_pc").await {
                     marks.mark_pcs(&pcs, self.now).await;
                 }
             }
@@ -516,20 +525,26 @@ impl Pass<'_> {
         &self,
         s: &Schedule,
         mut plan: kanade_shared::manifest::FanoutPlan,
+        base: DateTime<Utc>,
         why: &str,
     ) -> bool {
         let Some(manifest) = self.manifest(s).await else {
             return false;
         };
-        if let Some(d) = s.starting_deadline.as_deref() {
-            match humantime::parse_duration(d) {
-                Ok(d) => {
-                    plan.deadline_at = chrono::Duration::from_std(d).ok().map(|d| self.now + d)
-                }
-                Err(e) => {
-                    tracing::warn!(schedule = %s.id, error = %e, "invalid starting_deadline: fire skipped");
+        // The deadline counts from the tick that fired (a late calendar
+        // tick has less of it left), from now for the other kinds.
+        match policy::starting_deadline(s) {
+            Ok(None) => {}
+            Ok(Some(d)) => match base.checked_add_signed(d) {
+                Some(at) => plan.deadline_at = Some(at),
+                None => {
+                    tracing::warn!(schedule = %s.id, %base, "starting_deadline past the end of time: fire skipped");
                     return false;
                 }
+            },
+            Err(e) => {
+                tracing::warn!(schedule = %s.id, error = %e, "invalid starting_deadline: fire skipped");
+                return false;
             }
         }
         let by = Initiator {

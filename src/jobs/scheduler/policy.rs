@@ -77,14 +77,38 @@ fn due_ticks_with(
     (latest, ticks)
 }
 
+/// The longest `starting_deadline` accepted: ten years. Longer ones mean
+/// nothing a fleet can use, and adding them to a time can leave chrono's
+/// range (a `1000000y` deadline used to stop the scheduler).
+pub const MAX_STARTING_DEADLINE_DAYS: i64 = 3650;
+
+/// A schedule's `starting_deadline`, parsed and bounded; `Err` names what
+/// is wrong (the API refuses such a schedule, the scheduler skips it).
+pub fn starting_deadline(s: &Schedule) -> Result<Option<chrono::Duration>, String> {
+    let Some(raw) = s.starting_deadline.as_deref() else {
+        return Ok(None);
+    };
+    let d =
+        humantime::parse_duration(raw).map_err(|e| format!("starting_deadline {raw:?}: {e}"))?;
+    chrono::Duration::from_std(d)
+        .ok()
+        .filter(|d| *d <= chrono::Duration::days(MAX_STARTING_DEADLINE_DAYS))
+        .map(Some)
+        .ok_or_else(|| {
+            format!("starting_deadline {raw:?} is longer than {MAX_STARTING_DEADLINE_DAYS} days")
+        })
+}
+
 /// How late a calendar tick may fire: its `starting_deadline`, else the
-/// misfire grace.
+/// misfire grace (saturating: no configured value can overflow).
 pub fn allowed_lateness(s: &Schedule, grace_secs: u64) -> chrono::Duration {
-    s.starting_deadline
-        .as_deref()
-        .and_then(|d| humantime::parse_duration(d).ok())
-        .and_then(|d| chrono::Duration::from_std(d).ok())
-        .unwrap_or_else(|| chrono::Duration::seconds(grace_secs as i64))
+    match starting_deadline(s) {
+        Ok(Some(d)) => d,
+        _ => i64::try_from(grace_secs)
+            .ok()
+            .and_then(chrono::Duration::try_seconds)
+            .unwrap_or(chrono::Duration::MAX),
+    }
 }
 
 /// `standing` with each PC's last success taken from the permanent
@@ -359,6 +383,31 @@ mod tests {
             schedule("id: a\njob_id: j\nwhen: {calendar: {at: '09:00'}}\nstarting_deadline: 2h\n");
         assert_eq!(allowed_lateness(&with_deadline, 60), D::hours(2));
         assert_eq!(allowed_lateness(&s, 60), D::seconds(60));
+    }
+
+    #[test]
+    fn no_deadline_or_grace_overflows() {
+        let s = schedule("id: a\njob_id: j\nwhen: {calendar: {at: '09:00'}}\n");
+        // Beyond what chrono's seconds() takes (used to panic).
+        assert_eq!(allowed_lateness(&s, 1 << 60), D::MAX);
+        assert_eq!(allowed_lateness(&s, u64::MAX), D::MAX);
+        let huge = schedule(
+            "id: a\njob_id: j\nwhen: {calendar: {at: '09:00'}}\nstarting_deadline: 1000000y\n",
+        );
+        let err = starting_deadline(&huge).unwrap_err();
+        assert!(
+            err.contains("starting_deadline") && err.contains("3650 days"),
+            "{err}"
+        );
+        assert_eq!(
+            allowed_lateness(&huge, 60),
+            D::seconds(60),
+            "an unusable deadline falls back to the grace"
+        );
+        let ok = schedule(
+            "id: a\njob_id: j\nwhen: {calendar: {at: '09:00'}}\nstarting_deadline: 3650d\n",
+        );
+        assert_eq!(starting_deadline(&ok), Ok(Some(D::days(3650))));
     }
 
     fn standing(success: Option<DateTime<Utc>>, in_flight: usize) -> JobPcStanding {
