@@ -8,6 +8,12 @@
 //! tail record (crash mid-append) fails its length or checksum test and is
 //! ignored on replay: its write never returned, so nobody was told it was
 //! durable.
+//!
+//! Replay stops at the first bad record of a segment, so nothing may ever
+//! be appended after one: an append that fails (a short write on a full
+//! disk, an fsync error) cuts the segment back to its last good record
+//! and moves on to a fresh segment, so the next acknowledged append can
+//! never land behind torn bytes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Cursor, Write};
@@ -37,6 +43,8 @@ pub struct Wal {
     table: &'static str,
     current: u64,
     file: Option<File>,
+    /// Bytes of whole, fsynced records in the open segment.
+    good_len: u64,
 }
 
 impl Wal {
@@ -63,6 +71,7 @@ impl Wal {
             table,
             current: next,
             file: None,
+            good_len: 0,
         };
         Ok((wal, replayed))
     }
@@ -89,12 +98,33 @@ impl Wal {
                     .append(true)
                     .open(&path)
                     .map_err(Error::io(&path))?;
-                super::partition::fsync_dir(&self.dir)?;
+                if let Err(e) = super::partition::fsync_dir(&self.dir) {
+                    // Not known to be durable: never appended to again.
+                    self.rotate();
+                    return Err(e);
+                }
+                self.good_len = f.metadata().map_err(Error::io(&path))?.len();
                 self.file.insert(f)
             }
         };
-        file.write_all(&record).map_err(Error::io(&path))?;
-        file.sync_data().map_err(Error::io(&path))
+        let written = write_record(file, &record).and_then(|()| sync(file));
+        match written {
+            Ok(()) => {
+                self.good_len += record.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Whatever reached the file of this record goes (it was not
+                // acknowledged); the segment is sealed either way.
+                let cut = file.set_len(self.good_len).and_then(|()| file.sync_data());
+                if let Err(cut) = cut {
+                    tracing::error!(path = %path.display(), error = %cut, "cannot cut a failed write-ahead append back; the segment is sealed and replay ignores its torn tail");
+                }
+                let sealed = self.rotate();
+                tracing::error!(table = self.table, segment = sealed, error = %e, "write-ahead append failed; the batch was refused and appends moved to a new segment");
+                Err(Error::io(&path)(e))
+            }
+        }
     }
 
     /// Seals the current segment and starts a new one; returns the sealed
@@ -103,6 +133,7 @@ impl Wal {
         let sealed = self.current;
         self.current += 1;
         self.file = None;
+        self.good_len = 0;
         sealed
     }
 
@@ -141,6 +172,60 @@ impl Wal {
 
     fn segment_path(&self, seq: u64) -> PathBuf {
         self.dir.join(format!("{seq:020}{SUFFIX}"))
+    }
+}
+
+/// Writes one record (through the test failpoint in test builds).
+fn write_record(file: &mut File, record: &[u8]) -> std::io::Result<()> {
+    #[cfg(test)]
+    if let Some(fail) = failpoint::take() {
+        return fail.write(file, record);
+    }
+    file.write_all(record)
+}
+
+fn sync(file: &File) -> std::io::Result<()> {
+    file.sync_data()
+}
+
+/// Faults a test injects into the next append of this thread.
+#[cfg(test)]
+pub(crate) mod failpoint {
+    use std::cell::Cell;
+    use std::fs::File;
+    use std::io::Write;
+
+    #[derive(Clone, Copy, Debug)]
+    pub enum Fail {
+        /// The first `n` bytes land, then the disk is full.
+        ShortWrite(usize),
+        /// The whole record is written but its fsync fails.
+        Fsync,
+    }
+
+    thread_local!(static NEXT: Cell<Option<Fail>> = const { Cell::new(None) });
+
+    pub fn set(fail: Fail) {
+        NEXT.with(|n| n.set(Some(fail)));
+    }
+
+    pub(super) fn take() -> Option<Fail> {
+        NEXT.with(|n| n.take())
+    }
+
+    impl Fail {
+        pub(super) fn write(self, file: &mut File, record: &[u8]) -> std::io::Result<()> {
+            match self {
+                Fail::ShortWrite(n) => {
+                    file.write_all(&record[..n.min(record.len())])?;
+                    Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
+                }
+                Fail::Fsync => {
+                    file.write_all(record)?;
+                    Err(std::io::Error::from_raw_os_error(5)) // EIO
+                }
+            }
+        }
     }
 }
 
@@ -205,4 +290,69 @@ fn read_segment(path: &Path, table: &'static str) -> Result<Vec<RecordBatch>> {
 /// operator error worth stopping for.
 pub fn check_schema(batch: &RecordBatch, schema: &SchemaRef) -> bool {
     batch.schema().fields() == schema.fields()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::failpoint::{set, Fail};
+    use super::*;
+
+    fn batch(v: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![v]))]).unwrap()
+    }
+
+    fn replayed_values(dir: &Path) -> Vec<i64> {
+        let (_, segments) = Wal::open(dir, "t", 0).unwrap();
+        segments
+            .iter()
+            .flat_map(|s| &s.batches)
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_append_after_a_failed_one_survives_replay() {
+        for fail in [Fail::ShortWrite(5), Fail::ShortWrite(200), Fail::Fsync] {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut wal, _) = Wal::open(dir.path(), "t", 0).unwrap();
+            wal.append(&batch(1)).unwrap();
+            set(fail);
+            assert!(wal.append(&batch(2)).is_err(), "{fail:?}");
+            // Acknowledged after the failure: must come back.
+            wal.append(&batch(3)).unwrap();
+            wal.append(&batch(4)).unwrap();
+            drop(wal);
+            assert_eq!(
+                replayed_values(dir.path()),
+                [1, 3, 4],
+                "{fail:?}: every acknowledged append, the refused one not"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_append_leaves_no_torn_bytes_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut wal, _) = Wal::open(dir.path(), "t", 0).unwrap();
+        wal.append(&batch(1)).unwrap();
+        let first = wal.segment_path(wal.current_seq());
+        let good = fs::metadata(&first).unwrap().len();
+        set(Fail::ShortWrite(7));
+        assert!(wal.append(&batch(2)).is_err());
+        assert_eq!(fs::metadata(&first).unwrap().len(), good, "cut back");
+        assert_ne!(wal.segment_path(wal.current_seq()), first, "moved on");
+    }
 }
