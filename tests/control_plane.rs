@@ -866,3 +866,89 @@ async fn a_schedule_whose_times_cannot_be_computed_never_stops_the_scheduler() {
     assert_eq!(fleet.count("commands.pc.PC-1"), 0, "{:?}", fleet.subjects());
     assert!(!b.log_text().contains("panicked"), "{}", b.log_text());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edit_or_a_re_enable_never_fires_a_tick_of_the_past() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), FAST);
+    let client = nats.client().await;
+    let fleet = Fleet::start(&nats, members(&[("PC-1", &[])]), 0).await;
+    heartbeat(&client, "PC-1").await;
+    register_job(&b).await;
+    // A minute boundary 20 to 80 s away: time to disable before it.
+    let next = (Utc::now() + chrono::Duration::seconds(80))
+        .format("%H:%M")
+        .to_string();
+    let far = (Utc::now() + chrono::Duration::hours(6))
+        .format("%H:%M")
+        .to_string();
+    let calendar = |id: &str, at: &str, group: &str| {
+        format!("id: {id}\njob_id: inventory-hw\nwhen: {{calendar: {{at: '{at}'}}}}\ntz: utc\nstarting_deadline: 10m\ntarget: {{groups: [{group}]}}\n")
+    };
+    // `paused` would tick at `next`; `edited` far from now.
+    create_schedule(&b, &calendar("paused", &next, "p")).await;
+    create_schedule(&b, &calendar("edited", &far, "e")).await;
+    let kv = async_nats::jetstream::new(client.clone());
+    for key in ["tick.6.paused", "tick.6.edited"] {
+        eventually("cursor recorded", || async {
+            let kv = kv.get_key_value("kanade_scheduler").await.ok()?;
+            kv.get(key).await.ok()?.map(|_| ())
+        })
+        .await;
+    }
+    let (status, _) = send(
+        &b,
+        Method::POST,
+        "/api/schedules/paused/disable",
+        TOKEN,
+        None,
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status}");
+    eventually("the leader saw it disabled", || async {
+        b.log_text()
+            .contains("disabled: its ticks are skipped")
+            .then_some(())
+    })
+    .await;
+    // Both stand still over `next`.
+    let due = chrono::NaiveTime::parse_from_str(&next, "%H:%M").unwrap();
+    eventually_long("the tick passes", || {
+        Utc::now().time() > due + chrono::Duration::seconds(3)
+            || Utc::now().time() < due - chrono::Duration::minutes(5)
+    })
+    .await;
+    // The edit names the tick that just passed: a past tick of the new
+    // expression, not to be fired. Re-enabling skips the disabled period.
+    create_schedule(&b, &calendar("edited", &next, "e")).await;
+    let (status, _) = send(
+        &b,
+        Method::POST,
+        "/api/schedules/paused/enable",
+        TOKEN,
+        None,
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status}");
+    // The scheduler is alive and leading: a per_pc schedule made now fires.
+    create_schedule(
+        &b,
+        "id: alive\njob_id: inventory-hw\nwhen: {per_pc: once}\ntarget: {pcs: [PC-1]}\n",
+    )
+    .await;
+    eventually("the scheduler still fires", || async {
+        (fleet.count("commands.pc.PC-1") == 1).then_some(())
+    })
+    .await;
+    eventually("both seen", || async {
+        let log = b.log_text();
+        (log.contains("re-enabled: the ticks of the disabled period are skipped")
+            && log.contains("when / tz changed"))
+        .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(fleet.count("commands.group.p"), 0, "{:?}", fleet.subjects());
+    assert_eq!(fleet.count("commands.group.e"), 0, "{:?}", fleet.subjects());
+}

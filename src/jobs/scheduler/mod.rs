@@ -248,13 +248,13 @@ async fn one_pass(
             return;
         }
         let now = Utc::now();
-        let current: Vec<Schedule> = schedules
+        let (current, disabled): (Vec<Schedule>, Vec<Schedule>) = schedules
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .filter(|s| s.enabled && s.runs_on == RunsOn::Backend)
+            .filter(|s| s.runs_on == RunsOn::Backend)
             .cloned()
-            .collect();
+            .partition(|s| s.enabled);
         let reconcile_due = last_reconcile.is_none_or(|t| t.elapsed() >= reconcile_every);
         if reconcile_due {
             *last_reconcile = Some(tokio::time::Instant::now());
@@ -265,6 +265,11 @@ async fn one_pass(
             now,
             freeze: read_freeze(control).await,
         };
+        for s in &disabled {
+            if s.lowered().mode == ExecMode::EveryTick {
+                pass.pause(s, cursors).await;
+            }
+        }
         for s in &current {
             match s.lowered().mode {
                 ExecMode::EveryTick => pass.calendar(s, cursors).await,
@@ -310,8 +315,20 @@ struct Cursor {
     at: DateTime<Utc>,
     when: String,
     tz: String,
+    /// Set when a leader saw the schedule disabled: on re-enable the
+    /// ticks of the disabled period are skipped, not fired.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    paused: bool,
     #[serde(skip)]
     revision: u64,
+}
+
+impl Cursor {
+    /// Computed for the schedule as it is now (an edited `when` / `tz`
+    /// makes it stale: its ticks are not the new expression's).
+    fn matches(&self, s: &Schedule) -> bool {
+        self.when == s.when.to_string() && self.tz == s.tz.as_str()
+    }
 }
 
 fn cursor_key(schedule_id: &str) -> String {
@@ -338,8 +355,12 @@ impl Pass<'_> {
 
     /// Fires the latest due tick of a calendar schedule once.
     async fn calendar(&self, s: &Schedule, cursors: &mut HashMap<String, Cursor>) {
-        let cursor = match cursors.get(&s.id) {
-            Some(c) => c.clone(),
+        let cached = cursors
+            .get(&s.id)
+            .filter(|c| c.matches(s) && !c.paused)
+            .cloned();
+        let cursor = match cached {
+            Some(c) => c,
             None => match self.load_cursor(s).await {
                 Some(c) => c,
                 None => return,
@@ -398,16 +419,24 @@ impl Pass<'_> {
             at: self.now,
             when: s.when.to_string(),
             tz: s.tz.as_str().to_string(),
+            paused: false,
             revision: 0,
         };
         if let Some(e) = entry {
-            if let Ok(c) = serde_json::from_slice::<Cursor>(&e.value) {
-                if c.when == fresh.when && c.tz == fresh.tz {
+            match serde_json::from_slice::<Cursor>(&e.value) {
+                Ok(c) if c.matches(s) && !c.paused => {
                     return Some(Cursor {
                         revision: e.revision,
                         ..c
                     });
                 }
+                Ok(c) if c.paused => {
+                    tracing::info!(schedule = %s.id, disabled_since = %c.at, "re-enabled: the ticks of the disabled period are skipped");
+                }
+                Ok(_) => {
+                    tracing::info!(schedule = %s.id, "when / tz changed: counting ticks of the new expression from now");
+                }
+                Err(_) => {}
             }
             let revision = self.claim(s, &fresh, e.revision).await?;
             return Some(Cursor { revision, ..fresh });
@@ -437,6 +466,34 @@ impl Pass<'_> {
                 None
             }
         }
+    }
+
+    /// Marks the cursor of a disabled calendar schedule paused (once), so
+    /// re-enabling it does not fire a tick of the disabled period.
+    async fn pause(&self, s: &Schedule, cursors: &mut HashMap<String, Cursor>) {
+        if cursors.get(&s.id).is_some_and(|c| c.paused) {
+            return;
+        }
+        let Ok(store) = lease::bucket(self.control).await else {
+            return;
+        };
+        let entry = match self.control.entry(&store, &cursor_key(&s.id)).await {
+            Ok(Some(e)) => e,
+            // Never seen enabled: there is nothing to skip on re-enable.
+            _ => return,
+        };
+        let Ok(mut c) = serde_json::from_slice::<Cursor>(&entry.value) else {
+            return;
+        };
+        if !c.paused {
+            c.paused = true;
+            c.at = self.now;
+            if self.claim(s, &c, entry.revision).await.is_none() {
+                return;
+            }
+            tracing::info!(schedule = %s.id, "disabled: its ticks are skipped until it is enabled again");
+        }
+        cursors.insert(s.id.clone(), Cursor { revision: 0, ..c });
     }
 
     /// A reconcile pass of a `per_pc` / `per_target` schedule.
