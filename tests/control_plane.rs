@@ -952,3 +952,59 @@ async fn an_edit_or_a_re_enable_never_fires_a_tick_of_the_past() {
     assert_eq!(fleet.count("commands.group.p"), 0, "{:?}", fleet.subjects());
     assert_eq!(fleet.count("commands.group.e"), 0, "{:?}", fleet.subjects());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_lease_is_fenced_and_marks_outlive_their_window() {
+    let nats = Nats::start();
+    let js = async_nats::jetstream::new(nats.client().await);
+    // A dispatch bucket made with the reference's 1 h.
+    js.create_key_value(async_nats::jetstream::kv::Config {
+        bucket: "scheduler_dispatch".into(),
+        history: 1,
+        max_age: Duration::from_secs(3600),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), FAST);
+    eventually("marks kept a week", || async {
+        let mut stream = js.get_stream("KV_scheduler_dispatch").await.ok()?;
+        let age = stream.info().await.ok()?.config.max_age;
+        (age == Duration::from_secs(7 * 24 * 3600)).then_some(())
+    })
+    .await;
+    eventually("leading", || async {
+        b.log_text()
+            .contains("this backend now leads the scheduler")
+            .then_some(())
+    })
+    .await;
+    // Another backend takes the lease over ours: we follow and say who leads.
+    let kv = js.get_key_value("kanade_scheduler").await.unwrap();
+    let intruder =
+        json!({"holder": "intruder-1", "expires_at": Utc::now() + chrono::Duration::minutes(5)});
+    kv.put("leader", intruder.to_string().into()).await.unwrap();
+    eventually("following the intruder", || async {
+        let log = b.log_text();
+        (log.contains("no longer leads the scheduler")
+            && log.contains("another backend leads the scheduler")
+            && log.contains("intruder-1"))
+        .then_some(())
+    })
+    .await;
+    let fleet = Fleet::start(&nats, members(&[("PC-1", &[])]), 0).await;
+    heartbeat(&nats.client().await, "PC-1").await;
+    register_job(&b).await;
+    create_schedule(
+        &b,
+        "id: follower\njob_id: inventory-hw\nwhen: {per_pc: once}\ntarget: {pcs: [PC-1]}\n",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        fleet.subjects(),
+        Vec::<String>::new(),
+        "a follower fires nothing"
+    );
+}

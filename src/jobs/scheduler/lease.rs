@@ -29,7 +29,25 @@ pub struct Lease {
     /// Revision of our last successful write; 0 when not leading.
     revision: u64,
     renewed: Option<tokio::time::Instant>,
+    /// The other holder last logged, so a follower says who leads once.
+    seen_holder: Option<String>,
+    /// When a failure to reach the lease was last logged.
+    warned: Option<tokio::time::Instant>,
 }
+
+/// What a try at the lease found.
+enum Attempt {
+    /// Ours, at this revision.
+    Held(u64),
+    /// Another backend's, unexpired.
+    Other(String),
+    /// Someone wrote between our read and our write (or after our last
+    /// renewal: the fence).
+    Lost,
+}
+
+/// How often a backend that cannot reach the lease says so.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 impl Lease {
     pub fn new(control: Control, ttl: Duration) -> Self {
@@ -40,6 +58,8 @@ impl Lease {
             me: format!("{host}-{}", uuid::Uuid::new_v4()),
             revision: 0,
             renewed: None,
+            seen_holder: None,
+            warned: None,
         }
     }
 
@@ -50,20 +70,33 @@ impl Lease {
             return true;
         }
         match self.try_write().await {
-            Ok(Some(revision)) => {
+            Ok(Attempt::Held(revision)) => {
                 if self.revision == 0 {
                     tracing::info!(holder = %self.me, "this backend now leads the scheduler");
                 }
                 self.revision = revision;
                 self.renewed = Some(tokio::time::Instant::now());
+                self.seen_holder = None;
                 true
             }
-            Ok(None) => {
+            Ok(Attempt::Other(holder)) => {
                 self.step_down("another backend holds the lease");
+                if self.seen_holder.as_deref() != Some(holder.as_str()) {
+                    tracing::info!(leader = %holder, "another backend leads the scheduler; following");
+                    self.seen_holder = Some(holder);
+                }
+                false
+            }
+            Ok(Attempt::Lost) => {
+                self.step_down("another backend wrote the lease first");
                 false
             }
             Err(e) => {
                 self.step_down(&e);
+                if self.warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                    tracing::warn!(error = %e, "cannot reach the scheduler lease: this backend fires nothing until it can");
+                    self.warned = Some(tokio::time::Instant::now());
+                }
                 false
             }
         }
@@ -77,14 +110,26 @@ impl Lease {
         self.renewed = None;
     }
 
-    async fn try_write(&self) -> Result<Option<u64>, String> {
+    async fn try_write(&self) -> Result<Attempt, String> {
         let store = bucket(&self.control).await?;
         let now = Utc::now();
+        let expires_at = chrono::Duration::from_std(self.ttl)
+            .ok()
+            .and_then(|ttl| now.checked_add_signed(ttl))
+            .ok_or_else(|| format!("lease_ttl_secs {:?} is out of range", self.ttl))?;
         let mine = Holder {
             holder: self.me.clone(),
-            expires_at: now + chrono::Duration::from_std(self.ttl).unwrap_or_default(),
+            expires_at,
         };
         let value: bytes::Bytes = serde_json::to_vec(&mine).map_err(|e| e.to_string())?.into();
+        // Leading: renew only over our own last write. If anyone wrote
+        // since (our lease expired and was taken), this fails: fenced.
+        if self.revision != 0 {
+            return Ok(match store.update(KEY, value, self.revision).await {
+                Ok(r) => Attempt::Held(r),
+                Err(_) => Attempt::Lost,
+            });
+        }
         let entry = self
             .control
             .entry(&store, KEY)
@@ -93,11 +138,9 @@ impl Lease {
         let written = match entry {
             None => store.create(KEY, value).await.map_err(|e| e.to_string()),
             Some(e) => {
-                let free = serde_json::from_slice::<Holder>(&e.value)
-                    .map(|h| h.holder == self.me || h.expires_at <= now)
-                    .unwrap_or(true);
-                if !free {
-                    return Ok(None);
+                let holder = serde_json::from_slice::<Holder>(&e.value).ok();
+                if let Some(h) = holder.filter(|h| h.holder != self.me && h.expires_at > now) {
+                    return Ok(Attempt::Other(h.holder));
                 }
                 store
                     .update(KEY, value, e.revision)
@@ -106,7 +149,7 @@ impl Lease {
             }
         };
         // A lost compare-and-set means another backend wrote first.
-        Ok(written.ok())
+        Ok(written.map_or(Attempt::Lost, Attempt::Held))
     }
 
     /// Gives the lease up (graceful shutdown), so another backend takes

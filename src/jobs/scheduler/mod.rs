@@ -208,11 +208,24 @@ async fn run(
     let mut lease = Lease::new(control.clone(), Duration::from_secs(config.lease_ttl_secs));
     let mut cursors = HashMap::new();
     let mut last_reconcile: Option<tokio::time::Instant> = None;
+    let mut dispatch_bucket_ready = false;
     let mut tick = tokio::time::interval(PASS);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => break,
+        }
+        if !dispatch_bucket_ready {
+            let ensured = tokio::time::timeout(
+                Duration::from_secs(5),
+                policy::ensure_dispatch_bucket(&control),
+            )
+            .await
+            .unwrap_or_else(|_| Err("the broker did not answer".into()));
+            match ensured {
+                Ok(()) => dispatch_bucket_ready = true,
+                Err(e) => tracing::debug!(error = %e, "dispatch bucket not ready yet"),
+            }
         }
         let pass = one_pass(
             &control,
@@ -264,6 +277,7 @@ async fn one_pass(
             config,
             now,
             freeze: read_freeze(control).await,
+            lease: tokio::sync::Mutex::new(lease),
         };
         for s in &disabled {
             if s.lowered().mode == ExecMode::EveryTick {
@@ -306,6 +320,8 @@ struct Pass<'a> {
     config: &'a SchedulerConfig,
     now: DateTime<Utc>,
     freeze: Option<Freeze>,
+    /// Checked again before every fire: a slow pass must not outlive it.
+    lease: tokio::sync::Mutex<&'a mut Lease>,
 }
 
 /// Where a calendar schedule stands: the last tick handled, for the
@@ -585,6 +601,10 @@ impl Pass<'_> {
         base: DateTime<Utc>,
         why: &str,
     ) -> bool {
+        if !self.lease.lock().await.hold().await {
+            tracing::warn!(schedule = %s.id, why, "the scheduler lease was lost during the pass: not firing");
+            return false;
+        }
         let Some(manifest) = self.manifest(s).await else {
             return false;
         };

@@ -209,8 +209,53 @@ pub fn cap(pcs: Vec<String>, max_concurrent: Option<u32>, in_flight: usize) -> V
     }
 }
 
+/// How long the dispatch bucket keeps a mark: the longest window a mark
+/// may have (a mark the bucket dropped early would let a PC be fired
+/// again inside its window).
+pub const MARK_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Raises the dispatch bucket's `max_age` to [`MARK_MAX_AGE`] when it was
+/// made shorter (the reference, and our earlier versions, made it 1 h);
+/// creates the bucket when missing.
+pub async fn ensure_dispatch_bucket(control: &Control) -> Result<(), String> {
+    let stream_name = format!("KV_{BUCKET_SCHEDULER_DISPATCH}");
+    match control.js.get_stream(&stream_name).await {
+        Ok(mut stream) => {
+            let mut config = stream
+                .info()
+                .await
+                .map_err(|e| e.to_string())?
+                .config
+                .clone();
+            if !config.max_age.is_zero() && config.max_age < MARK_MAX_AGE {
+                let was = config.max_age;
+                config.max_age = MARK_MAX_AGE;
+                control
+                    .js
+                    .update_stream(config)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(bucket = BUCKET_SCHEDULER_DISPATCH, ?was, now = ?MARK_MAX_AGE, "dispatch marks kept as long as their longest window");
+            }
+            Ok(())
+        }
+        Err(_) => control
+            .js
+            .create_key_value(kv::Config {
+                bucket: BUCKET_SCHEDULER_DISPATCH.into(),
+                history: 1,
+                max_age: MARK_MAX_AGE,
+                ..Default::default()
+            })
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string()),
+    }
+}
+
 /// How long a dispatch holds back a re-fire: jitter + timeout + 90 s,
-/// clamped to [90 s, 30 min], plus the retry budget.
+/// clamped to [90 s, 30 min], plus the retry budget; at most
+/// [`MARK_MAX_AGE`].
 pub fn mark_window(s: &Schedule, m: &Manifest) -> chrono::Duration {
     let secs = |d: Option<&str>| {
         d.and_then(|d| humantime::parse_duration(d).ok())
@@ -221,7 +266,7 @@ pub fn mark_window(s: &Schedule, m: &Manifest) -> chrono::Duration {
     let retry = s.on_failure.lowered_retry().map_or(0, |r| {
         u64::from(r.max).saturating_mul(timeout + r.backoff_secs)
     });
-    chrono::Duration::seconds(base.saturating_add(retry).min(i64::MAX as u64 / 1000) as i64)
+    chrono::Duration::seconds(base.saturating_add(retry).min(MARK_MAX_AGE.as_secs()) as i64)
 }
 
 /// Dispatch marks of one schedule in `scheduler_dispatch` (shared with
@@ -244,7 +289,7 @@ impl<'a> Marks<'a> {
                 let create = control.js.create_key_value(kv::Config {
                     bucket: BUCKET_SCHEDULER_DISPATCH.into(),
                     history: 1,
-                    max_age: Duration::from_secs(3600),
+                    max_age: MARK_MAX_AGE,
                     ..Default::default()
                 });
                 tokio::time::timeout(Duration::from_secs(5), create)
