@@ -547,17 +547,21 @@ impl Pass<'_> {
             policy::Decision::Target => {
                 if marks.target_marked(self.now).await {
                     tracing::debug!(schedule = %s.id, "dispatched recently; waiting for its results");
-                } else if self
-                    .fire(s, s.plan.clone(), self.now, "per_target armed")
-                    .await
+                } else if marks.claim_target(self.now).await
+                    && !self
+                        .fire(s, s.plan.clone(), self.now, "per_target armed")
+                        .await
                 {
-                    marks.mark_target(self.now).await;
+                    marks.release_target().await;
                 }
             }
             policy::Decision::Pcs(pcs) => {
                 let pcs = marks.unmarked(pcs, &standing, self.now).await;
                 let in_flight = standing.values().map(|st| st.in_flight).sum();
                 let pcs = policy::cap(pcs, s.constraints.max_concurrent, in_flight);
+                // Claimed before the fire: two backends that read the same
+                // marks cannot both fire at a PC.
+                let pcs = marks.claim_pcs(pcs, self.now).await;
                 if pcs.is_empty() {
                     return;
                 }
@@ -568,8 +572,8 @@ impl Pass<'_> {
                 };
                 plan.rollout = None;
                 tracing::info!(schedule = %s.id, pcs = pcs.len(), "per_pc: firing at the PCs still to cover");
-                if self.fire(s, plan, self.now, "per_pc").await {
-                    marks.mark_pcs(&pcs, self.now).await;
+                if !self.fire(s, plan, self.now, "per_pc").await {
+                    marks.release_pcs(&pcs).await;
                 }
             }
         }

@@ -276,6 +276,9 @@ pub struct Marks<'a> {
     control: &'a Control,
     schedule_id: String,
     window: chrono::Duration,
+    /// Revision of each mark as last read (0: none), for the
+    /// compare-and-set that claims it.
+    read: std::sync::Mutex<BTreeMap<String, u64>>,
 }
 
 /// Mark reads and writes in flight at once.
@@ -303,13 +306,20 @@ impl<'a> Marks<'a> {
             control,
             schedule_id: s.id.clone(),
             window: mark_window(s, m),
+            read: Default::default(),
         }
     }
 
-    /// When `key` was marked, if inside the window.
+    /// When `key` was marked, if inside the window; remembers the mark's
+    /// revision for [`Marks::claim`].
     async fn marked_at(&self, key: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let store = self.store.as_ref()?;
-        let e = self.control.entry(store, key).await.ok()??;
+        let e = self.control.entry(store, key).await.ok()?;
+        self.read
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), e.as_ref().map_or(0, |e| e.revision));
+        let e = e?;
         let at = std::str::from_utf8(&e.value)
             .ok()
             .and_then(|v| DateTime::parse_from_rfc3339(v.trim()).ok())?
@@ -359,23 +369,84 @@ impl<'a> Marks<'a> {
         out
     }
 
-    async fn mark(&self, key: String, now: DateTime<Utc>) {
-        if let Some(store) = &self.store {
-            if let Err(e) = store.put(&key, now.to_rfc3339().into()).await {
-                tracing::warn!(%key, error = %e, "dispatch mark not written");
+    /// Writes the mark `key` over the one read (compare-and-set): `true`
+    /// when it is ours to fire, `false` when another backend marked it
+    /// meanwhile. Without the bucket, every claim succeeds (suppression
+    /// degrades to the completions alone, never to no firing).
+    async fn claim(&self, key: String, now: DateTime<Utc>) -> bool {
+        let Some(store) = &self.store else {
+            return true;
+        };
+        let read = self
+            .read
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .copied()
+            .unwrap_or(0);
+        let value: bytes::Bytes = now.to_rfc3339().into();
+        let written = if read == 0 {
+            store
+                .create(&key, value)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        } else {
+            store
+                .update(&key, value, read)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        };
+        match written {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::info!(%key, error = %e, "dispatch mark taken by another backend meanwhile: not firing there");
+                false
             }
         }
     }
 
-    pub async fn mark_target(&self, now: DateTime<Utc>) {
-        self.mark(dispatch_mark_target_key(&self.schedule_id), now)
+    /// Takes a claim back after a fire that did not go out, so the next
+    /// pass tries again.
+    async fn release(&self, key: String) {
+        if let Some(store) = &self.store {
+            if let Err(e) = store.delete(&key).await {
+                tracing::warn!(%key, error = %e, "dispatch mark not released");
+            }
+        }
+    }
+
+    pub async fn claim_target(&self, now: DateTime<Utc>) -> bool {
+        self.claim(dispatch_mark_target_key(&self.schedule_id), now)
+            .await
+    }
+
+    pub async fn release_target(&self) {
+        self.release(dispatch_mark_target_key(&self.schedule_id))
             .await;
     }
 
-    pub async fn mark_pcs(&self, pcs: &[String], now: DateTime<Utc>) {
+    /// The PCs of `pcs` whose marks this backend claimed.
+    pub async fn claim_pcs(&self, pcs: Vec<String>, now: DateTime<Utc>) -> Vec<String> {
+        let mut won: Vec<String> = futures::stream::iter(pcs)
+            .map(|pc| async move {
+                self.claim(dispatch_mark_pc_key(&self.schedule_id, &pc), now)
+                    .await
+                    .then_some(pc)
+            })
+            .buffer_unordered(MARK_IO)
+            .filter_map(|pc| async move { pc })
+            .collect()
+            .await;
+        won.sort();
+        won
+    }
+
+    pub async fn release_pcs(&self, pcs: &[String]) {
         futures::stream::iter(pcs)
             .for_each_concurrent(MARK_IO, |pc| {
-                self.mark(dispatch_mark_pc_key(&self.schedule_id, pc), now)
+                self.release(dispatch_mark_pc_key(&self.schedule_id, pc))
             })
             .await;
     }
