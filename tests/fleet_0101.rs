@@ -60,6 +60,8 @@ struct Seen {
 #[derive(Clone)]
 struct Agent {
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// The groups it has joined so far (as read from KV).
+    groups: Arc<Mutex<Option<BTreeSet<String>>>>,
 }
 
 impl Agent {
@@ -71,11 +73,12 @@ impl Agent {
         generation: Generation,
         ring: Option<KeyRing>,
     ) -> Self {
+        let groups: Arc<Mutex<Option<BTreeSet<String>>>> = Arc::default();
         let agent = Agent {
             seen: Arc::default(),
+            groups: Arc::clone(&groups),
         };
         let client = nats.client().await;
-        let groups: Arc<Mutex<Option<BTreeSet<String>>>> = Arc::default();
         tokio::spawn(follow_groups(
             client.clone(),
             pc,
@@ -135,6 +138,16 @@ impl Agent {
             }
         });
         agent
+    }
+
+    /// Whether it has joined `group` (a group command sent before that
+    /// is not for it, as for a real agent not yet subscribed).
+    fn joined(&self, group: &str) -> bool {
+        self.groups
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|g| g.contains(group))
     }
 
     fn subjects(&self) -> Vec<String> {
@@ -394,6 +407,10 @@ async fn a_mixed_fleet_gets_signed_commands_group_execs_schedules_and_notificati
     eventually("the agents are alive", || async {
         let (_, agents) = send(&b, Method::GET, "/api/agents", None).await;
         (agents.as_array()?.len() == 3).then_some(())
+    })
+    .await;
+    eventually("the agents joined their groups", || async {
+        (old.joined("legacy") && new.joined("clients")).then_some(())
     })
     .await;
     for (group, member) in [("legacy", &old), ("clients", &new)] {
