@@ -318,14 +318,16 @@ impl Drop for Backend {
     }
 }
 
-/// Polls `check` until it returns `Some`, for up to 20 s (a liveness
+/// Polls `check` until it returns `Some`, for up to 60 s (a liveness
 /// bound, not a performance assertion).
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Generous: a test binary runs its tests (each with a broker and a
+    // backend) side by side on two cores; only a failure waits this long.
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(v) = check().await {
             return v;
