@@ -99,6 +99,8 @@ pub struct Metrics {
     pub scheduler_fire_failures: Counter,
     /// Panics of supervised background jobs (each restarted).
     pub job_panics: Counter,
+    /// 1 when `/readyz` found nothing wrong at the last check or scrape.
+    pub ready: Gauge,
     /// The query engine's counts since start, by kind (see
     /// [`Metrics::queries`]).
     pub query_engine: Family<QueryLabels, Gauge>,
@@ -136,6 +138,7 @@ impl Metrics {
             scheduler_fires: Counter::default(),
             scheduler_fire_failures: Counter::default(),
             job_panics: Counter::default(),
+            ready: Gauge::default(),
             query_engine: Family::default(),
         };
         let r = &mut m.registry;
@@ -239,6 +242,11 @@ impl Metrics {
             "background_job_panics",
             "Panics of supervised background jobs; each was restarted",
             m.job_panics.clone(),
+        );
+        r.register(
+            "ready",
+            "1 when the backend was ready at the last /readyz check or scrape (see /readyz for the reasons)",
+            m.ready.clone(),
         );
         r.register(
             "query_engine",

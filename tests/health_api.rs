@@ -121,3 +121,64 @@ async fn fleet_health_and_scan_durations() {
         serde_json::json!({"window_hours": 24, "total": 11, "failed": 1})
     );
 }
+
+/// `/readyz` (no credentials, as `/health`): ready, then not ready naming
+/// an unwritable write-ahead log and a lost broker, ready again after
+/// each comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_names_what_is_wrong_and_recovers() {
+    let port = common::free_port();
+    let nats = Nats::start_on(port);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let b = Backend::start(&nats.url, &data, "");
+    let readyz = || async {
+        let resp = reqwest::get(format!("{}/readyz", b.base)).await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().await.unwrap())
+    };
+    eventually("ready", || async {
+        let (s, v) = readyz().await;
+        (s == 200 && v["status"] == "ready").then_some(())
+    })
+    .await;
+
+    // The host_perf log's directory replaced by a file: not writable.
+    let wal = data.join("wal").join("host_perf");
+    let aside = data.join("wal").join("host_perf.aside");
+    std::fs::rename(&wal, &aside).unwrap();
+    std::fs::write(&wal, b"not a directory").unwrap();
+    let (s, v) = readyz().await;
+    assert_eq!(s, 503, "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("host_perf: write-ahead log not writable"),
+        "{v}"
+    );
+    assert!(
+        !error.contains("process_perf"),
+        "only the broken table: {v}"
+    );
+    std::fs::remove_file(&wal).unwrap();
+    std::fs::rename(&aside, &wal).unwrap();
+    let (s, v) = readyz().await;
+    assert_eq!(s, 200, "{v}");
+
+    // The broker goes, then comes back on its port.
+    drop(nats);
+    eventually("broker named", || async {
+        let (s, v) = readyz().await;
+        (s == 503 && v["error"].as_str()?.contains("broker: not connected")).then_some(())
+    })
+    .await;
+    let (_, metrics) = b.get("/metrics").await;
+    assert!(
+        metrics.as_str().unwrap().contains("kanade_ready 0"),
+        "{metrics}"
+    );
+    let _nats = Nats::start_on(port);
+    eventually("ready again", || async {
+        (readyz().await.0 == 200).then_some(())
+    })
+    .await;
+}

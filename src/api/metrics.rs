@@ -92,6 +92,8 @@ pub async fn scrape(State(state): State<AppState>) -> Result<Response, ApiError>
     }
     let up = state.nats.connection_state() == async_nats::connection::State::Connected;
     m.nats_connected.set(i64::from(up));
+    m.ready
+        .set(i64::from(super::ready::reasons(&state).await.is_empty()));
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -27,6 +27,7 @@ mod offload;
 mod params;
 mod perf;
 mod processes;
+mod ready;
 mod releases;
 mod results;
 mod schedules;
@@ -169,6 +170,7 @@ pub fn app(state: AppState) -> Router {
         .route_layer(middleware::from_fn(auth::require_operator));
     Router::new()
         .route("/health", get(health))
+        .route("/readyz", get(ready::readyz))
         .route("/api/version", get(version))
         .route("/api/auth/login", post(accounts::login))
         .route("/api/auth/me", get(accounts::me))

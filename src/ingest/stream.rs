@@ -44,6 +44,32 @@ pub trait StreamProjection: Send + Sync + 'static {
 const BATCH: usize = 256;
 const RETRY: Duration = Duration::from_secs(2);
 
+/// When each durable last committed a batch (its start counts as one),
+/// for readiness: a projector with messages pending that has not moved
+/// for a while is stalled.
+static ADVANCED: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<&'static str, std::time::Instant>>,
+> = std::sync::LazyLock::new(Default::default);
+
+fn advanced(durable: &'static str, start: bool) {
+    let mut map = ADVANCED.lock().unwrap_or_else(|p| p.into_inner());
+    if start {
+        map.entry(durable).or_insert_with(std::time::Instant::now);
+    } else {
+        map.insert(durable, std::time::Instant::now());
+    }
+}
+
+/// How long ago `durable` last committed a batch (or started); `None`
+/// before it ever ran.
+pub fn since_advanced(durable: &str) -> Option<Duration> {
+    ADVANCED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(durable)
+        .map(|t| t.elapsed())
+}
+
 /// Runs the consumer until `stop`; reconnects (and recreates the
 /// consumer) after any broker error.
 pub async fn run<P: StreamProjection>(
@@ -53,6 +79,7 @@ pub async fn run<P: StreamProjection>(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let stats = super::ProjectorStats::of(P::FILTER.unwrap_or(P::STREAM));
+    advanced(P::DURABLE, true);
     loop {
         let result = tokio::select! {
             r = consume(&js, &store, &projection, &stats) => r,
@@ -170,6 +197,7 @@ async fn apply_batch<P: StreamProjection>(
         }
     })
     .await??;
+    advanced(P::DURABLE, false);
     stats.inserted.inc_by(applied);
     Ok(())
 }

@@ -204,6 +204,13 @@ impl TimeSeriesTable {
         })
     }
 
+    /// Whether the write-ahead log can be written now (see
+    /// [`super::wal::probe`]); the error names the directory and cause.
+    pub fn probe_wal(&self) -> Result<()> {
+        let dir = lock(&self.writer).wal.dir().to_path_buf();
+        super::wal::probe(&dir)
+    }
+
     pub fn spec(&self) -> &'static TableSpec {
         self.spec
     }

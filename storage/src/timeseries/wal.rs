@@ -160,6 +160,11 @@ impl Wal {
         Ok(bytes)
     }
 
+    /// The directory of the segments.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Segments on disk and their total size in bytes.
     pub fn disk_usage(&self) -> Result<(u64, u64)> {
         let mut bytes = 0;
@@ -227,6 +232,19 @@ pub(crate) mod failpoint {
             }
         }
     }
+}
+
+/// Whether a log can be written in `dir` now: a small file is created,
+/// written, fsynced and removed (a full disk or a read-only or missing
+/// directory fails here as an append would).
+pub fn probe(dir: &Path) -> Result<()> {
+    let path = dir.join(".probe");
+    let written = File::create(&path).and_then(|mut f| {
+        f.write_all(b"kanade readiness probe\n")
+            .and_then(|()| f.sync_data())
+    });
+    let _ = fs::remove_file(&path);
+    written.map_err(Error::io(&path))
 }
 
 fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
