@@ -22,6 +22,8 @@ use kanade_storage::{
 };
 use rusqlite::{params, Connection};
 
+#[path = "compare/capture.rs"]
+mod capture;
 #[path = "compare/inventory.rs"]
 mod inventory;
 #[path = "compare/month.rs"]
@@ -1202,6 +1204,7 @@ fn main() {
         .unwrap();
     let start = end - chrono::Duration::days(scale.days);
     // `--only inventory` skips the perf tables (the inventory rows alone);
+    // `--only capture` runs perf ingest through the broker alone;
     // `--only process-ingest` loads process_perf alone into both designs,
     // `--only process-ingest-ours` into ours alone (e.g. under `perf`);
     // `--only ours` runs our side of the main table alone (its memory).
@@ -1212,6 +1215,7 @@ fn main() {
         .map(String::as_str);
     match only {
         Some("inventory") => return run_inventory(scale, work.path()),
+        Some("capture") => return capture::run(scale.pcs * 150, scale.pcs, work.path()),
         Some("process-ingest") => return run_process_ingest(scale, work.path(), start, end, true),
         Some("process-ingest-ours") => {
             return run_process_ingest(scale, work.path(), start, end, false)
@@ -1228,7 +1232,7 @@ fn main() {
             return;
         }
         Some(other) => panic!(
-            "--only {other}: expected inventory, process-ingest, process-ingest-ours or ours"
+            "--only {other}: expected inventory, capture, process-ingest, process-ingest-ours or ours"
         ),
         None => {}
     }
@@ -1422,6 +1426,7 @@ fn main() {
 
     month::run(scale, work.path(), end);
     run_inventory(scale, work.path());
+    capture::run(scale.pcs * 150, scale.pcs, work.path());
     if keep {
         eprintln!("kept: {}", work.keep().display());
     }

@@ -10,6 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kanade-backend/target}"
+# The capture section runs a nats-server.
+PATH="$(dirname "$(bash scripts/ensure-nats.sh)"):$PATH"
+export PATH
 scale="${1:-quick}"
 build="${BENCH_BUILD:-$([ "$scale" = full ] && echo release || echo test)}"
 if [ "$build" = release ]; then

@@ -14,6 +14,8 @@ bash scripts/ensure-browser.sh
 python3 -c 'import duckdb' 2>/dev/null ||
   python3 -m pip install --quiet --disable-pip-version-check duckdb
 export BENCH_DUCKDB=required
+# ... and takes perf samples through a broker both ways.
+export BENCH_NATS=required
 # The run command (scripts/run-local.sh) builds into the same directory
 # with the same flags, so on a fresh machine the two share one build.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kanade-backend/target}"

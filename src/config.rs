@@ -25,6 +25,9 @@ pub struct Config {
     /// `[scheduler]`: whether this backend may fire schedules, and its
     /// cadences.
     pub scheduler: crate::jobs::scheduler::SchedulerConfig,
+    /// `[capture]`: the broker stream that keeps perf samples until they
+    /// are stored.
+    pub capture: crate::ingest::capture::CaptureConfig,
     /// `[mail]`: upstream reads mail settings from the `server_settings`
     /// KV bucket, not from this file; a file that still carries the section
     /// starts, and the section is reported as ignored.
@@ -221,6 +224,7 @@ impl Config {
         config.storage.validate()?;
         config.housekeeping.validate()?;
         config.scheduler.validate()?;
+        config.capture.validate()?;
         Ok(config)
     }
 }

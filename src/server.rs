@@ -84,7 +84,7 @@ pub async fn run(
         explode,
         history: HistoryQueries::new(Arc::clone(&tables.history))?,
     };
-    let projectors = spawn_projectors(&client, &tables, &store, &inventory, &stop_rx);
+    let projectors = spawn_projectors(&client, &config, &tables, &store, &inventory, &stop_rx);
     let mut jobs = Runner::new();
     crate::jobs::maintenance::register(&mut jobs, &tables, &config.storage);
     crate::jobs::inventory::register(&mut jobs, &inventory);
@@ -145,7 +145,7 @@ pub async fn run(
     Ok(exit)
 }
 
-async fn connect_nats(url: &str) -> Result<async_nats::Client> {
+pub(crate) async fn connect_nats(url: &str) -> Result<async_nats::Client> {
     use kanade_shared::nats_client::{connect_with_event_callback, NatsRole};
     // The backend role: user/password from `KANADE_NATS_USER` /
     // `KANADE_NATS_PASSWORD`, else the token `KANADE_NATS_TOKEN`, as upstream.
@@ -164,6 +164,7 @@ async fn connect_nats(url: &str) -> Result<async_nats::Client> {
 
 fn spawn_projectors(
     client: &async_nats::Client,
+    config: &Config,
     tables: &Tables,
     store: &RelationalStore,
     inventory: &crate::state::Inventory,
@@ -194,12 +195,14 @@ fn spawn_projectors(
         ))
     }
     vec![
-        spawn(client, HostPerfProjection(Arc::clone(&tables.host)), stop),
-        spawn(
-            client,
+        tokio::spawn(ingest::capture::run(
+            client.clone(),
+            store.clone(),
+            HostPerfProjection(Arc::clone(&tables.host)),
             ProcessPerfProjection(Arc::clone(&tables.process)),
-            stop,
-        ),
+            config.capture.clone(),
+            stop.clone(),
+        )),
         spawn(client, HeartbeatProjection(store.clone()), stop),
         tokio::spawn(ensure_jetstream(client.clone(), stop.clone())),
         spawn_stream(

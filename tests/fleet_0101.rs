@@ -1312,17 +1312,29 @@ async fn the_watchdog_reports_agents_going_quiet_and_back_and_silent_ones_are_pr
         (a["last_heartbeat"].as_str()? > last.to_rfc3339().as_str()).then_some(())
     })
     .await;
-    eventually("agent_online reported", || async {
-        let (_, rows) = send(
-            &b,
-            Method::GET,
-            "/api/obs_events?pc_id=PC-W&kind=agent_online",
-            None,
-        )
-        .await;
-        (!rows["events"].as_array()?.is_empty()).then_some(())
+    // (The backend's log is shown if this never happens.)
+    let reported = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let (_, rows) = send(
+                &b,
+                Method::GET,
+                "/api/obs_events?pc_id=PC-W&kind=agent_online",
+                None,
+            )
+            .await;
+            if rows["events"].as_array().is_some_and(|r| !r.is_empty()) {
+                return;
+            }
+            beat("PC-W", Utc::now()).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     })
     .await;
+    assert!(
+        reported.is_ok(),
+        "agent_online never reported; backend log:\n{}",
+        b.log_text()
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, rows) = send(&b, Method::GET, "/api/obs_events?pc_id=PC-W", None).await;
     let kinds: Vec<&str> = rows["events"]

@@ -45,6 +45,8 @@ fn config_mistakes_stop_start_up_naming_the_key() {
             "storage.host_perf_retention_dys",
         ),
         ("[server]\nbind = 8080\n", "server.bind"),
+        ("[capture]\nmax_age_secs = 5\n", "capture.max_age_secs"),
+        ("[capture]\nmax_bytes = -1\n", "capture.max_bytes"),
     ] {
         let path = dir.path().join("backend.toml");
         std::fs::write(&path, file).unwrap();
@@ -115,4 +117,92 @@ async fn serves_without_a_broker_and_projects_once_it_comes_and_returns() {
     assert!(text.contains("NATS connection lost"), "{text}");
     assert!(text.contains("head persisted; bye"), "{text}");
     assert!(!text.contains('\u{1b}'), "no ANSI escapes in the file");
+}
+
+/// Rows of `pc` in the persisted raw `host_perf` files.
+fn stored_rows(data: &std::path::Path) -> i64 {
+    use kanade_storage::parquet::file::reader::{FileReader, SerializedFileReader};
+    common::parquet_files(data)
+        .iter()
+        .filter(|f| f.starts_with("host_perf/"))
+        .map(|f| {
+            let file = std::fs::File::open(data.join(f)).unwrap();
+            SerializedFileReader::new(file)
+                .unwrap()
+                .metadata()
+                .file_metadata()
+                .num_rows()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perf_samples_sent_while_no_backend_runs_or_at_a_kill_are_stored_once() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut b = Backend::start(&nats.url, &data, "");
+    let c = nats.client().await;
+    // Samples at whole minutes before t0: one chart point each, and a
+    // sample sent twice is one row.
+    let t0 = Utc::now();
+    let at = |m: i64| HostPerf {
+        at: t0 - Duration::minutes(m),
+        ..sample("pc-cap", 0, m as f64)
+    };
+    eventually("the first sample stored", || async {
+        publish_json(&c, "host_perf.pc-cap".into(), &at(100)).await;
+        (points(&b, "pc-cap").await == 1).then_some(())
+    })
+    .await;
+    // The broker keeps the samples in our stream, 6 h by default.
+    let js = async_nats::jetstream::new(c.clone());
+    let mut stream = js.get_stream("COLUMNAR_PERF").await.unwrap();
+    let info = stream.info().await.unwrap().config.clone();
+    assert_eq!(info.max_age, std::time::Duration::from_secs(6 * 3600));
+    assert_eq!(info.max_bytes, 1 << 30);
+
+    // Sent while no backend runs: stored when one is back.
+    assert!(b.sigterm().success());
+    for m in 1..=20 {
+        publish_json(&c, "host_perf.pc-cap".into(), &at(m)).await;
+    }
+    let mut b = Backend::start(&nats.url, &data, "");
+    eventually("the samples sent while down", || async {
+        (points(&b, "pc-cap").await == 21).then_some(())
+    })
+    .await;
+
+    // A burst and at once kill -9: nothing of it lost, nothing twice.
+    for m in 21..=60 {
+        publish_json(&c, "host_perf.pc-cap".into(), &at(m)).await;
+    }
+    b.kill9();
+    let mut b = Backend::start(&nats.url, &data, "");
+    eventually("the burst around the kill", || async {
+        (points(&b, "pc-cap").await == 61).then_some(())
+    })
+    .await;
+    assert!(b.sigterm().success());
+    assert_eq!(stored_rows(&data), 61, "every sample once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_capture_stream_samples_come_over_core_nats() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let b = Backend::start(&nats.url, &data, "[capture]\nenabled = false\n");
+    let c = nats.client().await;
+    let one = sample("pc-core", 3, 1.0);
+    eventually("a sample over core NATS", || async {
+        publish_json(&c, "host_perf.pc-core".into(), &one).await;
+        (points(&b, "pc-core").await == 1).then_some(())
+    })
+    .await;
+    let js = async_nats::jetstream::new(c.clone());
+    assert!(
+        js.get_stream("COLUMNAR_PERF").await.is_err(),
+        "no stream made"
+    );
 }

@@ -7,6 +7,7 @@ use kanade_storage::{AuditRecord, RelationalStore, StreamPosition};
 use serde::Deserialize;
 
 use super::stream::StreamProjection;
+use super::Committed;
 
 /// The audit event as published on the stream.
 #[derive(Debug, Deserialize)]
@@ -39,7 +40,7 @@ impl StreamProjection for AuditProjection {
         store: &RelationalStore,
         items: &[(u64, AuditEvent)],
         pos: StreamPosition<'_>,
-    ) -> kanade_storage::Result<()> {
+    ) -> kanade_storage::Result<Committed> {
         let entries: Vec<AuditRecord> = items
             .iter()
             .map(|(seq, e)| AuditRecord {
@@ -51,6 +52,7 @@ impl StreamProjection for AuditProjection {
                 occurred_at: Some(e.occurred_at),
             })
             .collect();
-        store.apply_audit(&entries, Some(pos)).map(|_| ())
+        store.apply_audit(&entries, Some(pos))?;
+        Ok(Committed::all(items.len()))
     }
 }

@@ -6,6 +6,7 @@ use kanade_shared::wire::EventStarted;
 use kanade_storage::{RelationalStore, StartedRun, StreamPosition};
 
 use super::stream::StreamProjection;
+use super::Committed;
 
 /// Applies run starts.
 pub struct StartedProjection;
@@ -20,7 +21,7 @@ impl StreamProjection for StartedProjection {
         serde_json::from_slice(payload).map_err(|e| e.to_string())
     }
 
-    fn check(e: &EventStarted) -> Result<(), String> {
+    fn check(&self, e: &EventStarted) -> Result<(), String> {
         use super::wire;
         wire::key("pc_id", &e.pc_id)?;
         wire::optional_key("manifest_id", Some(&e.manifest_id))?;
@@ -34,7 +35,7 @@ impl StreamProjection for StartedProjection {
         store: &RelationalStore,
         items: &[EventStarted],
         pos: StreamPosition<'_>,
-    ) -> kanade_storage::Result<()> {
+    ) -> kanade_storage::Result<Committed> {
         let runs: Vec<StartedRun> = items
             .iter()
             .map(|e| StartedRun {
@@ -47,6 +48,7 @@ impl StreamProjection for StartedProjection {
                 version: e.version.clone(),
             })
             .collect();
-        store.apply_started(&runs, Utc::now(), Some(pos))
+        store.apply_started(&runs, Utc::now(), Some(pos))?;
+        Ok(Committed::all(items.len()))
     }
 }

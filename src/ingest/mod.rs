@@ -8,6 +8,7 @@
 //! so a transient disk error loses nothing.
 
 mod audit;
+pub mod capture;
 mod events;
 mod heartbeat;
 mod host_perf;
@@ -46,6 +47,16 @@ const MAX_PENDING_MESSAGES: usize = 200_000;
 pub struct Committed {
     pub inserted: usize,
     pub duplicates: usize,
+}
+
+impl Committed {
+    /// `n` items, every one inserted.
+    pub fn all(n: usize) -> Self {
+        Self {
+            inserted: n,
+            duplicates: 0,
+        }
+    }
 }
 
 /// One subject family projected into storage.

@@ -7,6 +7,7 @@ use kanade_shared::ipc::notifications::{NotificationAcked, NotificationUnacked};
 use kanade_storage::{AckEvent, NotificationAckRecord, RelationalStore, StreamPosition};
 
 use super::stream::StreamProjection;
+use super::Committed;
 
 /// Subject prefix of a taken-back ack.
 const UNACKED_PREFIX: &str = "events.notifications.unacked.";
@@ -38,7 +39,7 @@ impl StreamProjection for NotificationAcksProjection {
         event.map_err(|e| e.to_string())
     }
 
-    fn check(e: &NotificationEvent) -> Result<(), String> {
+    fn check(&self, e: &NotificationEvent) -> Result<(), String> {
         let (pc, nid) = match e {
             NotificationEvent::Acked(a) => (&a.pc_id, &a.notification_id),
             NotificationEvent::Unacked(u) => (&u.pc_id, &u.notification_id),
@@ -52,7 +53,7 @@ impl StreamProjection for NotificationAcksProjection {
         store: &RelationalStore,
         items: &[NotificationEvent],
         pos: StreamPosition<'_>,
-    ) -> kanade_storage::Result<()> {
+    ) -> kanade_storage::Result<Committed> {
         let now = Utc::now();
         let events: Vec<AckEvent> = items
             .iter()
@@ -74,6 +75,7 @@ impl StreamProjection for NotificationAcksProjection {
                 ),
             })
             .collect();
-        store.apply_ack_events(&events, Some(pos))
+        store.apply_ack_events(&events, Some(pos))?;
+        Ok(Committed::all(items.len()))
     }
 }

@@ -4,6 +4,7 @@ use kanade_shared::wire::ObsEvent;
 use kanade_storage::{ObsRecord, RelationalStore, StreamPosition};
 
 use super::stream::StreamProjection;
+use super::Committed;
 
 /// Applies agent observations.
 pub struct ObsEventsProjection;
@@ -20,7 +21,7 @@ impl StreamProjection for ObsEventsProjection {
             .map_err(|e| e.to_string())
     }
 
-    fn check((_, e): &(u64, ObsEvent)) -> Result<(), String> {
+    fn check(&self, (_, e): &(u64, ObsEvent)) -> Result<(), String> {
         super::wire::key("pc_id", &e.pc_id)
     }
 
@@ -29,7 +30,7 @@ impl StreamProjection for ObsEventsProjection {
         store: &RelationalStore,
         items: &[(u64, ObsEvent)],
         pos: StreamPosition<'_>,
-    ) -> kanade_storage::Result<()> {
+    ) -> kanade_storage::Result<Committed> {
         let events: Vec<ObsRecord> = items
             .iter()
             .map(|(seq, e)| ObsRecord {
@@ -42,6 +43,7 @@ impl StreamProjection for ObsEventsProjection {
                 payload: e.payload.clone(),
             })
             .collect();
-        store.apply_obs_events(&events, Some(pos)).map(|_| ())
+        store.apply_obs_events(&events, Some(pos))?;
+        Ok(Committed::all(items.len()))
     }
 }

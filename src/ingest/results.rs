@@ -19,6 +19,7 @@ use kanade_storage::{
 use serde_json::Value;
 
 use super::stream::StreamProjection;
+use super::Committed;
 use crate::manifests::{layouts, Manifests};
 
 /// Applies agents' results.
@@ -279,7 +280,7 @@ impl StreamProjection for ResultsProjection {
         serde_json::from_slice(payload).map_err(|e| e.to_string())
     }
 
-    fn check(r: &ExecResult) -> Result<(), String> {
+    fn check(&self, r: &ExecResult) -> Result<(), String> {
         use super::wire;
         wire::key("pc_id", &r.pc_id)?;
         wire::optional_key("manifest_id", r.manifest_id.as_deref())?;
@@ -295,7 +296,7 @@ impl StreamProjection for ResultsProjection {
         store: &RelationalStore,
         items: &[ExecResult],
         pos: StreamPosition<'_>,
-    ) -> kanade_storage::Result<()> {
+    ) -> kanade_storage::Result<Committed> {
         let now = Utc::now();
         let items: Vec<ExecResult> = items
             .iter()
@@ -359,6 +360,6 @@ impl StreamProjection for ResultsProjection {
             self.explode
                 .note_changed(&f.manifest_id, std::iter::once(f.pc_id.as_str()));
         }
-        Ok(())
+        Ok(Committed::all(items.len()))
     }
 }

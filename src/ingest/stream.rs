@@ -4,7 +4,10 @@
 //! the stream sequence it ends at, and only then acked. On start the
 //! durable consumer is (re)created to deliver from the sequence after the
 //! recorded one, so a restart resumes without applying a message twice and
-//! an empty data directory replays the stream from its first message. The
+//! an empty data directory replays the stream from its first message. A
+//! stream shorter than the recorded position (a broker wiped or restored
+//! from a backup) is read from its start, its sequences numbered after
+//! ours so ids derived from them never meet old ones. The
 //! durable names carry a `columnar-` prefix so this backend and the
 //! reference one can consume the same broker side by side.
 
@@ -16,6 +19,8 @@ use futures::StreamExt;
 use kanade_storage::{RelationalStore, StreamPosition};
 use tokio::sync::watch;
 
+use super::Committed;
+
 /// A stream projected into redb.
 pub trait StreamProjection: Send + Sync + 'static {
     type Item: Send + Sync + 'static;
@@ -25,23 +30,30 @@ pub trait StreamProjection: Send + Sync + 'static {
     const DURABLE: &'static str;
     /// Subject filter inside the stream, if any.
     const FILTER: Option<&'static str>;
+    /// The stream's configuration when this projector makes the stream
+    /// itself (if missing); `None`: another task makes it.
+    fn stream_config(&self) -> Option<jetstream::stream::Config> {
+        None
+    }
     /// Decodes the message at stream sequence `seq`.
     fn decode(subject: &str, seq: u64, payload: &[u8]) -> Result<Self::Item, String>;
     /// Refuses a decoded message whose values may not be stored (see
     /// `ingest::wire`).
-    fn check(_item: &Self::Item) -> Result<(), String> {
+    fn check(&self, _item: &Self::Item) -> Result<(), String> {
         Ok(())
     }
-    /// Applies `items` and records `pos` in one transaction. Blocking.
+    /// Applies `items` and records `pos` (in one transaction, or the
+    /// rows durably first: a redelivery must then be a duplicate).
+    /// Blocking.
     fn apply(
         &self,
         store: &RelationalStore,
         items: &[Self::Item],
         pos: StreamPosition<'_>,
-    ) -> kanade_storage::Result<()>;
+    ) -> kanade_storage::Result<Committed>;
+    /// Messages fetched and committed together at most.
+    const BATCH: usize = 256;
 }
-
-const BATCH: usize = 256;
 const RETRY: Duration = Duration::from_secs(2);
 
 /// When each durable last committed a batch (its start counts as one),
@@ -105,14 +117,51 @@ async fn consume<P: StreamProjection>(
     projection: &Arc<P>,
     stats: &super::ProjectorStats,
 ) -> anyhow::Result<()> {
-    let stream = js.get_stream(P::STREAM).await?;
+    let stream = match projection.stream_config() {
+        Some(config) => js.get_or_create_stream(config).await?,
+        None => js.get_stream(P::STREAM).await?,
+    };
+    // Our positions (and the ids some projections derive from them) run
+    // on across broker generations: `base` is where the current stream's
+    // sequence 0 sits in them, `created` names that stream.
     let applied = store.consumer_position(P::DURABLE)?;
-    let deliver_policy = if applied == 0 {
-        consumer::DeliverPolicy::All
-    } else {
-        consumer::DeliverPolicy::ByStartSequence {
-            start_sequence: applied + 1,
-        }
+    let (base_key, stream_key) = (
+        format!("{}#base", P::DURABLE),
+        format!("{}#stream", P::DURABLE),
+    );
+    let mut base = store.consumer_position(&base_key)?.min(applied);
+    let info = stream.cached_info();
+    let created = u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0);
+    let known = store.consumer_position(&stream_key)?;
+    // Another stream than the one we read (a broker wiped, or restored
+    // from a backup), or one shorter than what we applied of it: all of
+    // it is new to us, numbered after what we have.
+    let recreated = (known != 0 && known != created) || applied - base > info.state.last_sequence;
+    if recreated && applied > base {
+        tracing::warn!(
+            stream = P::STREAM,
+            durable = P::DURABLE,
+            applied = applied - base,
+            stream_last = info.state.last_sequence,
+            "not the stream we read (recreated); reading it from its start"
+        );
+        base = applied;
+        store.record_position(StreamPosition {
+            consumer: &base_key,
+            stream_seq: base,
+        })?;
+    }
+    if known != created {
+        store.set_position(StreamPosition {
+            consumer: &stream_key,
+            stream_seq: created,
+        })?;
+    }
+    let deliver_policy = match applied - base {
+        0 => consumer::DeliverPolicy::All,
+        seq => consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: seq + 1,
+        },
     };
     // The broker's view of the durable may be ahead of or behind ours
     // (e.g. a wiped data directory): ours wins.
@@ -122,7 +171,11 @@ async fn consume<P: StreamProjection>(
             P::DURABLE,
             consumer::pull::Config {
                 durable_name: Some(P::DURABLE.into()),
-                ack_policy: consumer::AckPolicy::Explicit,
+                // One ack per batch, for the batch's last message.
+                ack_policy: consumer::AckPolicy::All,
+                max_ack_pending: i64::try_from(P::BATCH)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(2),
                 deliver_policy,
                 filter_subject: P::FILTER.unwrap_or_default().into(),
                 ..Default::default()
@@ -132,13 +185,13 @@ async fn consume<P: StreamProjection>(
     tracing::info!(
         stream = P::STREAM,
         durable = P::DURABLE,
-        after_seq = applied,
+        after_seq = applied - base,
         "stream consumer started"
     );
     loop {
         let mut batch = consumer
             .batch()
-            .max_messages(BATCH)
+            .max_messages(P::BATCH)
             .expires(Duration::from_secs(1))
             .messages()
             .await?;
@@ -149,9 +202,9 @@ async fn consume<P: StreamProjection>(
         if msgs.is_empty() {
             continue;
         }
-        apply_batch(store, projection, stats, &msgs).await?;
-        for m in &msgs {
-            m.ack().await.map_err(|e| anyhow::anyhow!(e))?;
+        apply_batch(store, projection, stats, base, &msgs).await?;
+        if let Some(last) = msgs.last() {
+            last.ack().await.map_err(|e| anyhow::anyhow!(e))?;
         }
     }
 }
@@ -160,6 +213,7 @@ async fn apply_batch<P: StreamProjection>(
     store: &RelationalStore,
     projection: &Arc<P>,
     stats: &super::ProjectorStats,
+    base: u64,
     msgs: &[jetstream::Message],
 ) -> anyhow::Result<()> {
     stats.received.inc_by(msgs.len() as u64);
@@ -167,10 +221,13 @@ async fn apply_batch<P: StreamProjection>(
     let mut last_seq = 0;
     for m in msgs {
         let seq = m.info().map_err(|e| anyhow::anyhow!(e))?.stream_sequence;
+        let seq = base
+            .checked_add(seq)
+            .ok_or_else(|| anyhow::anyhow!("stream sequence {seq} past {base} overflows"))?;
         last_seq = last_seq.max(seq);
         let subject = crate::control::abbreviated(m.subject.as_str());
         match P::decode(m.subject.as_str(), seq, &m.payload) {
-            Ok(item) => match P::check(&item) {
+            Ok(item) => match projection.check(&item) {
                 Ok(()) => items.push(item),
                 Err(e) => {
                     stats.rejected.inc();
@@ -184,30 +241,33 @@ async fn apply_batch<P: StreamProjection>(
         }
     }
     let (store, projection) = (store.clone(), Arc::clone(projection));
-    let applied = items.len() as u64;
-    tokio::task::spawn_blocking(move || {
+    let committed = tokio::task::spawn_blocking(move || {
         let pos = StreamPosition {
             consumer: P::DURABLE,
             stream_seq: last_seq,
         };
         if items.is_empty() {
-            store.record_position(pos)
+            store.record_position(pos).map(|()| Committed::default())
         } else {
             projection.apply(&store, &items, pos)
         }
     })
     .await??;
     advanced(P::DURABLE, false);
-    stats.inserted.inc_by(applied);
+    stats.inserted.inc_by(committed.inserted as u64);
+    stats.duplicates.inc_by(committed.duplicates as u64);
     Ok(())
 }
 
 /// Every projected stream and its durable consumer.
-pub fn consumers() -> [(&'static str, &'static str); 5] {
+pub fn consumers() -> [(&'static str, &'static str); 7] {
     fn of<P: StreamProjection>() -> (&'static str, &'static str) {
         (P::STREAM, P::DURABLE)
     }
+    let [host, process] = super::capture::consumers();
     [
+        host,
+        process,
         of::<super::ResultsProjection>(),
         of::<super::StartedProjection>(),
         of::<super::AuditProjection>(),

@@ -53,4 +53,16 @@ impl RelationalStore {
         record(&txn, Some(pos))?;
         txn.commit().map_err(Error::redb_op)
     }
+
+    /// Sets `consumer`'s entry to `stream_seq`, lower or higher: for
+    /// entries that are not positions (e.g. which stream they count in).
+    pub fn set_position(&self, pos: StreamPosition<'_>) -> Result<()> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        {
+            let mut t = txn.open_table(POSITIONS).map_err(Error::redb_op)?;
+            t.insert(pos.consumer, pos.stream_seq)
+                .map_err(Error::redb_op)?;
+        }
+        txn.commit().map_err(Error::redb_op)
+    }
 }
