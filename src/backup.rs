@@ -1,10 +1,15 @@
-//! Online backups of the data directory and their check.
+//! Online backups of the whole system and their check.
 //!
-//! A backup is a data directory of its own: start a backend on it (or
-//! copy it into place) to restore. It is taken by the running backend,
-//! the one process that may open its files, while ingest goes on: each
-//! perf table's write-ahead log and file list together (its files
-//! hard-linked), then the redb database as of its last commit.
+//! A backup is a data directory of its own plus, under `broker/`, the KV
+//! buckets and object stores of the control plane (see [`broker`]). It is
+//! taken by the running backend, the one process that may open its
+//! files, while ingest goes on: each perf table's write-ahead log and
+//! file list together (its files hard-linked), then the redb database as
+//! of its last commit, then the broker's buckets and stores, then the
+//! manifest. `kanade-backend restore` puts the broker's half into an
+//! empty broker and copies the data into an empty data directory.
+
+pub mod broker;
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +28,9 @@ pub struct Manifest {
     pub backend_version: String,
     pub relational_bytes: u64,
     pub tables: Vec<TableEntry>,
+    /// The broker's half; absent in backups of the data directory alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<broker::BrokerManifest>,
 }
 
 #[derive(Debug, Serialize, serde::Deserialize)]
@@ -44,8 +52,9 @@ pub fn check_empty(dest: &Path) -> std::result::Result<(), String> {
     }
 }
 
-/// Takes a backup into `dest`, which must not exist or be empty.
-pub fn take(tables: &Tables, store: &RelationalStore, dest: &Path) -> Result<Manifest> {
+/// Copies the data directory into `dest`, which must not exist or be
+/// empty; the manifest is not written yet (see [`finish`]).
+pub fn take_data(tables: &Tables, store: &RelationalStore, dest: &Path) -> Result<Manifest> {
     check_empty(dest).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(dest).with_context(|| format!("create {}", dest.display()))?;
     let created_at = chrono::Utc::now();
@@ -67,11 +76,27 @@ pub fn take(tables: &Tables, store: &RelationalStore, dest: &Path) -> Result<Man
         backend_version: env!("CARGO_PKG_VERSION").into(),
         relational_bytes,
         tables: entries,
+        broker: None,
     };
-    let path = dest.join(MANIFEST);
-    std::fs::write(&path, serde_json::to_vec_pretty(&manifest)?)
-        .with_context(|| format!("write {}", path.display()))?;
     Ok(manifest)
+}
+
+/// Writes the manifest, last: a backup without one is unfinished.
+pub fn finish(dest: &Path, manifest: &Manifest) -> Result<()> {
+    let path = dest.join(MANIFEST);
+    let mut f =
+        std::fs::File::create(&path).with_context(|| format!("create {}", path.display()))?;
+    std::io::Write::write_all(&mut f, &serde_json::to_vec_pretty(manifest)?)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("write {}", path.display()))
+}
+
+/// Reads the manifest of a finished backup.
+pub fn manifest(dir: &Path) -> Result<Manifest> {
+    let path = dir.join(MANIFEST);
+    let text = std::fs::read(&path)
+        .with_context(|| format!("{} missing: not a finished backup", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("{} is not a manifest", path.display()))
 }
 
 /// What a check of a backup found.
@@ -83,19 +108,19 @@ pub struct Verified {
     pub perf_rows: Vec<(String, u64)>,
     /// Rows per redb table.
     pub relational_rows: Vec<(String, u64)>,
+    /// Keys per KV bucket (`kv/<bucket>`) and objects per store
+    /// (`objects/<store>`), every file checked; absent for a backup of
+    /// the data directory alone.
+    pub broker: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// Checks a backup: its manifest, every perf file decoded and every
 /// write-ahead log record replayed, the redb database opened (every page
-/// checksum was checked when the backup was taken) and its tables read.
+/// checksum was checked when the backup was taken) and its tables read,
+/// every bucket file and object of the broker's half against its size
+/// and SHA-256.
 pub fn verify(dir: &Path) -> Result<Verified> {
-    let manifest: Manifest = {
-        let path = dir.join(MANIFEST);
-        let text = std::fs::read(&path)
-            .with_context(|| format!("{} missing: not a finished backup", path.display()))?;
-        serde_json::from_slice(&text)
-            .with_context(|| format!("{} is not a manifest", path.display()))?
-    };
+    let manifest = manifest(dir)?;
     let mut perf_rows = Vec::new();
     let specs = [
         &kanade_storage::HOST_PERF,
@@ -127,10 +152,15 @@ pub fn verify(dir: &Path) -> Result<Verified> {
     }
     let store = RelationalStore::open(dir).context("open the redb database")?;
     let relational_rows = store.table_rows().context("read the redb tables")?;
+    let broker = match &manifest.broker {
+        Some(b) => Some(broker::verify(dir, b).context("the broker's half")?),
+        None => None,
+    };
     Ok(Verified {
         dir: dir.to_path_buf(),
         created_at: manifest.created_at,
         perf_rows,
         relational_rows,
+        broker,
     })
 }

@@ -34,11 +34,15 @@ enum Verb {
     ImportSqlite(kanade_backend::cli::import::ImportArgs),
     /// Download perf history as a Parquet file from the running backend.
     Export(kanade_backend::cli::export::ExportArgs),
-    /// Have the running backend take an online backup into a directory
-    /// (a data directory of its own: start a backend on it to restore).
+    /// Have the running backend take an online backup into a directory:
+    /// the data directory and the broker's KV buckets and object stores.
     Backup(kanade_backend::cli::backup::BackupArgs),
     /// Check a backup directory (no backend needed).
     Verify(kanade_backend::cli::backup::VerifyArgs),
+    /// Put a backup back: its KV buckets and object stores into the
+    /// broker of the config (which must hold none of them), its data into
+    /// the data directory (which must be empty). Stop the backend first.
+    Restore(kanade_backend::cli::backup::RestoreArgs),
     /// Make a command-signing key: prints the environment lines that give
     /// it to the backend and the keyring entry agents need.
     CommandKeyGenerate(CommandKeyArgs),
@@ -98,6 +102,9 @@ fn main() -> Result<()> {
             return runtime.block_on(kanade_backend::cli::backup::backup(&config, args));
         }
         Some(Verb::Verify(args)) => return kanade_backend::cli::backup::verify(args),
+        Some(Verb::Restore(args)) => {
+            return runtime.block_on(kanade_backend::cli::backup::restore(&config, args));
+        }
         Some(Verb::CommandKeyGenerate(args)) => {
             let kid = args
                 .kid

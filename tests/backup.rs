@@ -200,3 +200,160 @@ async fn a_backup_taken_during_ingest_restores_the_same_answers() {
         "{restored_live}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_control_plane_is_backed_up_and_restored_into_an_empty_broker() {
+    use common::{send, yaml};
+    use reqwest::Method;
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let job = "id: inventory-hw\nversion: 1.4.2\nexecute:\n  shell: powershell\n  script: Get-CimInstance Win32_ComputerSystem\n  timeout: 5m\n";
+    eventually("the job registered", || async {
+        let (status, _) = send(&b, Method::POST, "/api/jobs", TOKEN, yaml(job)).await;
+        (status / 100 == 2).then_some(())
+    })
+    .await;
+    // A package of several chunks, straight into its object store.
+    let client = nats.client().await;
+    let js = async_nats::jetstream::new(client.clone());
+    let package: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let store = eventually("the app_packages store", || async {
+        js.get_object_store("app_packages").await.ok()
+    })
+    .await;
+    let meta = async_nats::jetstream::object_store::ObjectMetadata {
+        name: "com.example.tool/1.0.0".into(),
+        description: Some("the tool".into()),
+        ..Default::default()
+    };
+    store.put(meta, &mut package.as_slice()).await.unwrap();
+
+    // The registration's audit entry is applied (a stream position in
+    // the backup's redb).
+    eventually("the registration audited", || async {
+        let (_, audit) = b.get("/api/audit").await;
+        audit.to_string().contains("inventory-hw").then_some(())
+    })
+    .await;
+    let copy = dir.path().join("backup");
+    let copy_arg = copy.to_str().unwrap();
+    let out = cli(&["backup", copy_arg, "--url", &b.base, "--token", TOKEN]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verified = cli(&["verify", copy_arg]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let report: Value = serde_json::from_slice(&verified.stdout).unwrap();
+    assert_eq!(report["broker"]["kv/jobs"], 1, "{report}");
+    assert_eq!(report["broker"]["objects/app_packages"], 1, "{report}");
+
+    // Into an empty broker and an empty data directory.
+    let empty = Nats::start();
+    let restored = dir.path().join("restored");
+    let config = dir.path().join("restore.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[nats]\nurl = \"{}\"\n[storage]\ndata_dir = \"{}\"\n",
+            empty.url,
+            restored.display()
+        ),
+    )
+    .unwrap();
+    let restore = || cli(&["--config", config.to_str().unwrap(), "restore", copy_arg]);
+    let out = restore();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let js2 = async_nats::jetstream::new(empty.client().await);
+    let jobs = js2.get_key_value("jobs").await.unwrap();
+    let stored = jobs
+        .get("inventory-hw")
+        .await
+        .unwrap()
+        .expect("the job is back");
+    let original = js.get_key_value("jobs").await.unwrap();
+    assert_eq!(Some(stored), original.get("inventory-hw").await.unwrap());
+    let mut object = js2
+        .get_object_store("app_packages")
+        .await
+        .unwrap()
+        .get("com.example.tool/1.0.0")
+        .await
+        .unwrap();
+    assert_eq!(object.info.description.as_deref(), Some("the tool"));
+    let mut back = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut object, &mut back)
+        .await
+        .unwrap();
+    assert!(back == package, "the package's bytes are back");
+
+    // Never over what a broker or a data directory already holds.
+    let again = restore();
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("data directory"), "{stderr}");
+    let again = cli(&[
+        "--config",
+        config.to_str().unwrap(),
+        "restore",
+        copy_arg,
+        "--broker-only",
+    ]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !again.status.success() && stderr.contains("KV bucket jobs"),
+        "{stderr}"
+    );
+
+    // A backend on the restored broker and data serves the job.
+    let r = Backend::start(&empty.url, &restored, "");
+    let (status, list) = send(&r, Method::GET, "/api/jobs", TOKEN, None).await;
+    assert_eq!(status, 200, "{list}");
+    assert!(list.to_string().contains("inventory-hw"), "{list}");
+    // The restored positions are of the old broker's streams: the new
+    // broker's first audit entry is read, not skipped as already applied.
+    let second = job.replace("inventory-hw", "inventory-sw");
+    let (status, _) = send(&r, Method::POST, "/api/jobs", TOKEN, yaml(&second)).await;
+    assert_eq!(status / 100, 2);
+    let audited = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            if r.get("/api/audit")
+                .await
+                .1
+                .to_string()
+                .contains("inventory-sw")
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert!(
+        audited.is_ok(),
+        "the new broker's first audit entry never shown; log:\n{}",
+        r.log_text()
+    );
+
+    // A damaged object fails the check, naming it.
+    let file = copy.join("broker/objects/app_packages/0.bin");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let bad = cli(&["verify", copy_arg]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && stderr.contains("app_packages/com.example.tool/1.0.0"),
+        "{stderr}"
+    );
+}

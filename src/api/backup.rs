@@ -1,6 +1,7 @@
 //! `POST /api/admin/backup {"dir": "/abs/path"}` (admin): an online backup
-//! of the data directory into `dir` on the backend's host (see
-//! [`crate::backup`]); `kanade-backend backup <dir>` calls it.
+//! of the data directory and the broker's control plane into `dir` on the
+//! backend's host (see [`crate::backup`]); `kanade-backend backup <dir>`
+//! calls it.
 
 use axum::extract::State;
 use axum::Json;
@@ -39,8 +40,22 @@ pub async fn backup(
     crate::backup::check_empty(&dir).map_err(ApiError::Conflict)?;
     let (tables, store, to) = (state.tables.clone(), state.store.clone(), dir.clone());
     let started = std::time::Instant::now();
+    let failed =
+        |e: anyhow::Error| ApiError::Internal(format!("backup into {}: {e:#}", dir.display()));
+    let mut manifest = offload::blocking(move || {
+        crate::backup::take_data(&tables, &store, &to)
+            .map_err(|e| ApiError::Internal(format!("backup into {}: {e:#}", to.display())))
+    })
+    .await?;
+    manifest.broker = Some(
+        crate::backup::broker::export(&state.control.js, &dir)
+            .await
+            .map_err(failed)?,
+    );
+    let (to, written) = (dir.clone(), manifest);
     let manifest = offload::blocking(move || {
-        crate::backup::take(&tables, &store, &to)
+        crate::backup::finish(&to, &written)
+            .map(|()| written)
             .map_err(|e| ApiError::Internal(format!("backup into {}: {e:#}", to.display())))
     })
     .await?;
