@@ -16,6 +16,8 @@ python3 -c 'import duckdb' 2>/dev/null ||
 export BENCH_DUCKDB=required
 # ... and takes perf samples through a broker both ways.
 export BENCH_NATS=required
+# The full-disk test mounts a small tmpfs, which root can.
+if [ "$(id -u)" = 0 ]; then export KANADE_TEST_TMPFS=required; fi
 # The run command (scripts/run-local.sh) builds into the same directory
 # with the same flags, so on a fresh machine the two share one build.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kanade-backend/target}"

@@ -182,3 +182,119 @@ async fn readiness_names_what_is_wrong_and_recovers() {
     })
     .await;
 }
+
+/// A tmpfs mounted for a test; unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// `None` (the test is skipped) where mounting is not allowed, unless
+    /// `KANADE_TEST_TMPFS=required` (scripts/test.sh sets it for root).
+    fn mount(at: &std::path::Path, size: &str) -> Option<Self> {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        let required = std::env::var("KANADE_TEST_TMPFS").is_ok_and(|v| v == "required");
+        assert!(
+            ok || !required,
+            "KANADE_TEST_TMPFS=required but mount failed"
+        );
+        if !ok {
+            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        }
+        ok.then(|| Self(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The host_perf log's file system fills: `/readyz` names it, the samples
+/// sent meanwhile wait in the capture stream, and once space returns
+/// ingest resumes and every one of them is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_turns_readiness_red_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let wal = data.join("wal").join("host_perf");
+    std::fs::create_dir_all(&wal).unwrap();
+    let Some(_mount) = Tmpfs::mount(&wal, "1m") else {
+        return;
+    };
+    let nats = Nats::start();
+    let b = Backend::start(&nats.url, &data, "");
+    let readyz = || async {
+        let resp = reqwest::get(format!("{}/readyz", b.base)).await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().await.unwrap())
+    };
+    eventually("ready", || async {
+        (readyz().await.0 == 200).then_some(())
+    })
+    .await;
+
+    // Fill the file system to the last byte.
+    let filler = wal.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).and_then(|()| f.flush()).is_ok() {}
+        while f.write_all(&[0]).is_ok() {}
+    }
+    let (s, v) = readyz().await;
+    assert_eq!(s, 503, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("host_perf: write-ahead log not writable"),
+        "{v}"
+    );
+
+    let c = nats.client().await;
+    let t0 = Utc::now();
+    for m in 1..=10 {
+        let sample = serde_json::json!({"pc_id": "pc-full", "at": t0 - Duration::minutes(m), "cpu_pct": m as f64});
+        publish_json(&c, "host_perf.pc-full".into(), &sample).await;
+    }
+    let perf = format!(
+        "/api/agents/pc-full/perf?from={}&step=1m",
+        (t0 - Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    // The commit is refused while the disk is full.
+    eventually("a refused commit", || async {
+        let (_, m) = b.get("/metrics").await;
+        m.as_str()?
+            .lines()
+            .any(|l| {
+                l.starts_with("kanade_ingest_messages_total")
+                    && l.contains("host_perf")
+                    && l.contains("commit_failure")
+                    && !l.ends_with(" 0")
+            })
+            .then_some(())
+    })
+    .await;
+    let (_, body) = b.get(&perf).await;
+    assert_eq!(body["points"].as_array().map_or(0, Vec::len), 0, "{body}");
+
+    // Space returns: ready again, and all ten are stored.
+    std::fs::remove_file(&filler).unwrap();
+    eventually("ready again", || async {
+        (readyz().await.0 == 200).then_some(())
+    })
+    .await;
+    eventually("the ten samples", || async {
+        let (_, body) = b.get(&perf).await;
+        (body["points"].as_array()?.len() == 10).then_some(())
+    })
+    .await;
+}

@@ -236,7 +236,7 @@ async fn apply_batch<P: StreamProjection>(
             },
             Err(e) => {
                 stats.malformed.inc();
-                tracing::warn!(stream = P::STREAM, %subject, seq, error = %e, "undecodable message skipped")
+                tracing::warn!(stream = P::STREAM, %subject, seq, error = %e, "undecodable payload skipped")
             }
         }
     }
@@ -252,7 +252,13 @@ async fn apply_batch<P: StreamProjection>(
             projection.apply(&store, &items, pos)
         }
     })
-    .await??;
+    .await
+    .map_err(anyhow::Error::from)
+    .and_then(|r| r.map_err(anyhow::Error::from))
+    // Not applied, not acked: redelivered when the consumer restarts.
+    .inspect_err(|_| {
+        stats.commit_failures.inc();
+    })?;
     advanced(P::DURABLE, false);
     stats.inserted.inc_by(committed.inserted as u64);
     stats.duplicates.inc_by(committed.duplicates as u64);
