@@ -17,6 +17,7 @@ use kanade_storage::{UserChange, UserRecord, UserUpdate};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
+use super::offload::store as blocking;
 use super::params::ApiJson;
 use crate::audit::{self, Caller};
 use crate::auth::throttle::Verdict;
@@ -77,12 +78,6 @@ fn client_ip(peer: IpAddr, forwarded_for: &str, trusted: &[ipnet::IpNet]) -> IpA
 }
 
 /// Runs a redb call (or a password hash) off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> kanade_storage::Result<T> + Send + 'static,
-) -> Result<T, ApiError> {
-    super::offload::blocking(move || Ok(f()?)).await
-}
-
 fn parse_role(role: &str) -> Result<Role, ApiError> {
     Role::parse(role)
         .ok_or_else(|| ApiError::bad_param("role", "must be viewer, operator or admin"))

@@ -223,9 +223,7 @@ pub async fn delete(
     let removed = {
         let store = state.store.clone();
         let pc = pc_id.clone();
-        tokio::task::spawn_blocking(move || store.delete_agent(&pc))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??
+        super::offload::store(move || store.delete_agent(&pc)).await?
     };
     if removed {
         super::jobs::audit(

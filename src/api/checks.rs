@@ -110,9 +110,7 @@ pub async fn delete(
     let pc = p.pc_id.as_deref().map(str::trim).filter(|p| !p.is_empty());
     let deleted = {
         let (store, name, pc) = (state.store.clone(), name.to_string(), pc.map(String::from));
-        tokio::task::spawn_blocking(move || store.delete_check_status(&name, pc.as_deref()))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??
+        super::offload::store(move || store.delete_check_status(&name, pc.as_deref())).await?
     };
     super::jobs::audit(
         &state.control,

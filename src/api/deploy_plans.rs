@@ -27,6 +27,7 @@ use kanade_storage::DeployPlanRecord;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
+use super::offload::store as blocking;
 use super::params::ApiJson;
 use crate::audit::Caller;
 use crate::state::AppState;
@@ -219,12 +220,6 @@ async fn audit(state: &AppState, caller: &Caller, who: &str, action: &str, plan:
         }),
     )
     .await;
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> kanade_storage::Result<T> + Send + 'static,
-) -> Result<T, ApiError> {
-    super::offload::blocking(move || Ok(f()?)).await
 }
 
 /// `POST /api/deploy-plans`: 201 with the pending plan.

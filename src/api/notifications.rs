@@ -72,15 +72,7 @@ pub async fn send(
             "must set at least one of `all`, `groups`, or `pcs`",
         ));
     }
-    if b.title.trim().is_empty() {
-        return Err(ApiError::bad_param("title", "must not be empty"));
-    }
-    if matches!(b.priority, NotificationPriority::Unknown) {
-        return Err(ApiError::bad_param(
-            "priority",
-            "must be info, warn or emergency",
-        ));
-    }
+    check_content(&b.title, &b.priority)?;
     if b.expires_at.is_some_and(|e| e <= Utc::now()) {
         return Err(ApiError::bad_param("expires_at", "must be in the future"));
     }
@@ -473,6 +465,21 @@ pub struct EditBody {
     reset_acks: bool,
 }
 
+/// What a sent or edited notification must carry: a title and a known
+/// priority.
+fn check_content(title: &str, priority: &NotificationPriority) -> Result<(), ApiError> {
+    if title.trim().is_empty() {
+        return Err(ApiError::bad_param("title", "must not be empty"));
+    }
+    if matches!(priority, NotificationPriority::Unknown) {
+        return Err(ApiError::bad_param(
+            "priority",
+            "must be info, warn or emergency",
+        ));
+    }
+    Ok(())
+}
+
 /// `PATCH /api/notifications/{id}`: replaces the content (the audience,
 /// id and issue time stay): the old copies are deleted and the edit
 /// published to the same subjects, which clients show in place.
@@ -483,15 +490,7 @@ pub async fn edit(
     body: YamlOrJson<EditBody>,
 ) -> Result<Json<Sent>, ApiError> {
     let b = body.value;
-    if b.title.trim().is_empty() {
-        return Err(ApiError::bad_param("title", "must not be empty"));
-    }
-    if matches!(b.priority, NotificationPriority::Unknown) {
-        return Err(ApiError::bad_param(
-            "priority",
-            "must be info, warn or emergency",
-        ));
-    }
+    check_content(&b.title, &b.priority)?;
     let copies = copies_of(&state, &id).await?;
     let subjects = subjects_of(&target_of(&copies));
     let old = newest(&copies);
@@ -516,9 +515,7 @@ pub async fn edit(
     publish_to(&state, &n, &subjects).await?;
     let cleared = if b.reset_acks {
         let (store, nid) = (state.store.clone(), id.clone());
-        tokio::task::spawn_blocking(move || store.clear_notification_acks(&nid))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??
+        super::offload::store(move || store.clear_notification_acks(&nid)).await?
     } else {
         0
     };

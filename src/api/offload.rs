@@ -3,7 +3,8 @@
 //!
 //! - [`blocking`]: redb reads and regex scans on tokio's blocking pool,
 //!   at most one per core at a time (the rest queue), so a burst of
-//!   expensive filters cannot take every thread;
+//!   expensive filters cannot take every thread ([`store`] for a bare
+//!   storage call);
 //! - [`query`]: DataFusion planning and execution and Parquet encoding on
 //!   a runtime of their own (`kanade-query` threads);
 //! - [`budgeted_scan`]: a blocking scan with a time budget, past which it
@@ -44,6 +45,14 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::Internal(format!("blocking task: {e}")))?
+}
+
+/// [`blocking`] for a storage call: its error answered as the store's
+/// errors are.
+pub async fn store<T: Send + 'static>(
+    f: impl FnOnce() -> kanade_storage::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    blocking(move || Ok(f()?)).await
 }
 
 /// Runs a perf query on the query runtime.
