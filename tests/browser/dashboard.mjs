@@ -1,4 +1,4 @@
-// Browser checks of the embedded dashboard, run by tests/dashboard_browser.rs
+// Browser checks of the embedded dashboard, run by tests/e2e/dashboard_browser.rs
 // against a backend it filled through a real broker. Each check opens a
 // fresh page, fails on any console error it did not expect, and saves a
 // screenshot. Exit code 0 only if every check passed.

@@ -3,14 +3,12 @@
 //! with the same values, a second run adds nothing, bad files leave the
 //! store exactly as it was.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::common::{eventually, parquet_files, Backend, Nats, TOKEN};
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use common::{eventually, parquet_files, Backend, Nats, TOKEN};
 use reqwest::Method;
 use rusqlite::{params, Connection};
 use serde_json::json;

@@ -2,10 +2,8 @@
 //! Prometheus text parser: counters move as messages and requests arrive,
 //! table sizes and stream positions are read at scrape time.
 
-mod common;
-
+use crate::common::{eventually, js_publish_bytes, publish_json, Backend, Nats, TOKEN};
 use chrono::{Duration, Utc};
-use common::{eventually, js_publish_bytes, publish_json, Backend, Nats, TOKEN};
 use serde_json::json;
 
 /// One scrape, parsed.

@@ -2,14 +2,12 @@
 //! backup` through the running backend, `kanade-backend verify` on the
 //! copy, and a second backend started on the copy answering the same.
 
-mod common;
-
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::common::{eventually, free_port, js_publish_bytes, publish_json, Backend, Nats, TOKEN};
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use common::{eventually, free_port, js_publish_bytes, publish_json, Backend, Nats, TOKEN};
 use serde_json::{json, Value};
 
 fn sample(pc: &str, at: DateTime<Utc>, cpu: f64) -> Value {
@@ -85,7 +83,7 @@ async fn a_backup_taken_during_ingest_restores_the_same_answers() {
     .await;
     // Some of it persisted to Parquet (the rest is in the WAL).
     eventually("a persisted file", || async {
-        (!common::parquet_files(&dir.path().join("data")).is_empty()).then_some(())
+        (!crate::common::parquet_files(&dir.path().join("data")).is_empty()).then_some(())
     })
     .await;
 
@@ -203,7 +201,7 @@ async fn a_backup_taken_during_ingest_restores_the_same_answers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_control_plane_is_backed_up_and_restored_into_an_empty_broker() {
-    use common::{send, yaml};
+    use crate::common::{send, yaml};
     use reqwest::Method;
     let nats = Nats::start();
     let dir = tempfile::tempdir().unwrap();

@@ -5,10 +5,8 @@
 //! changes between manifest versions, and a wiped data directory that
 //! replays into the same answers.
 
-mod common;
-
+use crate::common::{eventually, js_publish_bytes, Backend, Nats, TOKEN};
 use chrono::{DateTime, Duration, SubsecRound, Utc};
-use common::{eventually, js_publish_bytes, Backend, Nats, TOKEN};
 use reqwest::Method;
 use serde_json::{json, Value};
 

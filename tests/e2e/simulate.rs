@@ -1,11 +1,9 @@
 //! `kanade-backend simulate` against a test broker: its fleet shows up
 //! through the API of a backend on the same broker.
 
-mod common;
-
 use std::process::Command;
 
-use common::{eventually, Backend, Nats};
+use crate::common::{eventually, Backend, Nats};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_fleet_is_visible_through_the_api() {

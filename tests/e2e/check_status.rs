@@ -1,10 +1,8 @@
 //! Results of a job whose manifest (KV `jobs`) declares a fleet check land
 //! in redb check_status, in the same transaction as the result row.
 
-mod common;
-
+use crate::common::{eventually, Backend, Nats};
 use chrono::{Duration, Utc};
-use common::{eventually, Backend, Nats};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_results_update_check_status() {

@@ -5,16 +5,14 @@
 //! Real nats-server, the real binary, real HTTP; the agents are stand-ins
 //! that follow the agents' rules (subjects, KV membership, signatures).
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
-use common::{
+use crate::common::{
     error_of, eventually, js_publish_bytes, json_body, publish_json, yaml, Backend, Nats, TOKEN,
 };
+use chrono::Utc;
 use futures::StreamExt;
 use kanade_shared::manifest::Manifest;
 use kanade_shared::signing::{self, KeyPolicy, KeyRing, SigHeaders};
@@ -35,7 +33,7 @@ async fn send(
     path: &str,
     body: Option<(&str, String)>,
 ) -> (u16, Value) {
-    common::send(b, method, path, TOKEN, body).await
+    crate::common::send(b, method, path, TOKEN, body).await
 }
 
 /// Which agent generation a stand-in plays.
@@ -1734,8 +1732,8 @@ async fn deploy_plans_are_registered_approved_once_and_revoked_never_dispatched(
         (one["state"].as_str(), one["revision"].as_i64()),
         (Some("revoked"), Some(2))
     );
-    let viewer = common::viewer_token(&b).await;
-    let (s, _) = common::send(&b, Method::GET, "/api/deploy-plans", &viewer, None).await;
+    let viewer = crate::common::viewer_token(&b).await;
+    let (s, _) = crate::common::send(&b, Method::GET, "/api/deploy-plans", &viewer, None).await;
     assert_eq!(s, 403);
 
     // Artifact publication is off unless the operator opted in.
@@ -1875,18 +1873,18 @@ async fn a_restart_asked_over_the_api_persists_then_exits_for_the_supervisor() {
     })
     .await;
     assert!(
-        common::parquet_files(&data).is_empty(),
+        crate::common::parquet_files(&data).is_empty(),
         "nothing persisted yet"
     );
-    let viewer = common::viewer_token(&b).await;
-    let (s, _) = common::send(&b, Method::POST, "/api/server/restart", &viewer, None).await;
+    let viewer = crate::common::viewer_token(&b).await;
+    let (s, _) = crate::common::send(&b, Method::POST, "/api/server/restart", &viewer, None).await;
     assert_eq!(s, 403, "viewers may not restart the backend");
     let (s, v) = send(&b, Method::POST, "/api/server/restart", None).await;
     assert_eq!((s, v), (202, json!({"status": "restarting"})));
     let status = b.wait();
     assert_eq!(status.code(), Some(1), "non-zero, for the supervisor");
     assert!(
-        !common::parquet_files(&data).is_empty(),
+        !crate::common::parquet_files(&data).is_empty(),
         "the head was persisted before the exit"
     );
     assert!(b.log_text().contains("head persisted"), "{}", b.log_text());

@@ -3,10 +3,8 @@
 //! RESULTS, facts read back per job and per PC — and the same answers
 //! after a wiped data directory replays the stream.
 
-mod common;
-
+use crate::common::{eventually, js_publish_bytes, Backend, Nats, TOKEN};
 use chrono::{DateTime, Duration, Utc};
-use common::{eventually, js_publish_bytes, Backend, Nats, TOKEN};
 use reqwest::Method;
 use serde_json::{json, Value};
 

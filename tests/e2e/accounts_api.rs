@@ -1,9 +1,7 @@
 //! Accounts, login, roles and throttling against the real binary, a real
 //! broker (the audit events go through the AUDIT stream) and real HTTP.
 
-mod common;
-
-use common::{eventually, Backend, Nats, TOKEN};
+use crate::common::{eventually, Backend, Nats, TOKEN};
 use reqwest::Method;
 use serde_json::{json, Value};
 

@@ -1,9 +1,7 @@
 //! Stream OBS_EVENTS → redb obs_events → `/api/obs_events*`.
 
-mod common;
-
+use crate::common::{eventually, Backend, Nats};
 use chrono::{Duration, Utc};
-use common::{eventually, Backend, Nats};
 use serde_json::{json, Value};
 
 fn ids(body: &Value) -> Vec<u64> {

@@ -3,10 +3,8 @@
 //! replay guarantees: restart resumes without duplicates, a wiped data
 //! directory replays the streams into the same rows.
 
-mod common;
-
+use crate::common::{eventually, js_publish_bytes as publish_raw, Backend, Nats};
 use chrono::{DateTime, Duration, Utc};
-use common::{eventually, js_publish_bytes as publish_raw, Backend, Nats};
 use futures::StreamExt;
 use kanade_shared::wire::{EventStarted, ExecResult, JobTailReply};
 use serde_json::Value;
@@ -472,7 +470,7 @@ async fn a_slow_regex_scan_neither_stalls_others_nor_runs_forever() {
             tokio::spawn(async move {
                 let r = client
                     .get(url)
-                    .bearer_auth(common::TOKEN)
+                    .bearer_auth(crate::common::TOKEN)
                     .send()
                     .await
                     .unwrap();

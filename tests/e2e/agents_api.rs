@@ -1,10 +1,8 @@
 //! Heartbeats → redb agents → `/api/agents*`, and the hostname join of the
 //! perf rankings, through a real broker, binary and HTTP.
 
-mod common;
-
+use crate::common::{eventually, publish_json, Backend, Nats};
 use chrono::{DateTime, Duration, Utc};
-use common::{eventually, publish_json, Backend, Nats};
 use kanade_shared::wire::{Heartbeat, HostPerf};
 use serde_json::Value;
 

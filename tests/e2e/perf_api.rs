@@ -2,10 +2,8 @@
 //! a real nats-server, projected by the real binary into real files, read
 //! back over real HTTP.
 
-mod common;
-
+use crate::common::{eventually, parquet_files, publish_json, Backend, Nats};
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use common::{eventually, parquet_files, publish_json, Backend, Nats};
 use kanade_shared::wire::{HostPerf, ProcessPerf, ProcessSnapshot};
 use serde_json::Value;
 

@@ -4,12 +4,10 @@
 //! answers), checks, notifications and their acks. Real nats-server, the
 //! real binary, real HTTP.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{eventually, js_publish_bytes, stand_in_agent, Backend, Nats, TOKEN};
 use chrono::Utc;
-use common::{eventually, js_publish_bytes, stand_in_agent, Backend, Nats, TOKEN};
 use futures::StreamExt;
 use kanade_shared::wire::Command;
 use reqwest::Method;
@@ -815,7 +813,7 @@ async fn agent_releases_publish_rollout_and_guarded_delete() {
     let nats = Nats::start();
     let dir = tempfile::tempdir().unwrap();
     let b = Backend::start(&nats.url, &dir.path().join("data"), "");
-    let exe = common::agent_binary::windows("1.4.2");
+    let exe = crate::common::agent_binary::windows("1.4.2");
     let (status, published) = eventually("agent_releases ready", || async {
         let r = upload(&b, "/api/agents/publish", "file", &exe).await;
         (r.0 != 503).then_some(r)
@@ -832,7 +830,7 @@ async fn agent_releases_publish_rollout_and_guarded_delete() {
         (Some("1.4.2"), Some("windows-x86_64")),
         "{published}"
     );
-    let newer = common::agent_binary::windows("1.5.0");
+    let newer = crate::common::agent_binary::windows("1.5.0");
     assert_eq!(
         upload(&b, "/api/agents/publish", "file", &newer).await.0,
         200
@@ -861,12 +859,12 @@ async fn agent_releases_publish_rollout_and_guarded_delete() {
     // and the version the CLI declares must be the binary's own.
     for (exe, key, platform) in [
         (
-            common::agent_binary::linux("2.0.0"),
+            crate::common::agent_binary::linux("2.0.0"),
             "2.0.0-linux-x86_64",
             "linux-x86_64",
         ),
         (
-            common::agent_binary::macos("2.0.0"),
+            crate::common::agent_binary::macos("2.0.0"),
             "2.0.0-macos-aarch64",
             "macos-aarch64",
         ),
@@ -882,7 +880,8 @@ async fn agent_releases_publish_rollout_and_guarded_delete() {
             (Some(key), Some(platform), Some("2.0.0"))
         );
     }
-    let (status, err) = upload_declared(&b, &common::agent_binary::linux("2.0.1"), "2.0.2").await;
+    let (status, err) =
+        upload_declared(&b, &crate::common::agent_binary::linux("2.0.1"), "2.0.2").await;
     assert_eq!(status, 400, "{err}");
     assert!(error_of(&err).contains("2.0.2"), "{err}");
     let (_, _, list) = req(&b, Method::GET, "/api/agents/releases", None, &[]).await;
@@ -1154,7 +1153,7 @@ async fn a_viewer_gets_403_on_every_fleet_mutation() {
     let nats = Nats::start();
     let dir = tempfile::tempdir().unwrap();
     let b = Backend::start(&nats.url, &dir.path().join("data"), "");
-    let viewer = common::viewer_token(&b).await;
+    let viewer = crate::common::viewer_token(&b).await;
     let reads = [
         "/api/config",
         "/api/groups",

@@ -7,13 +7,13 @@
 //! with a version resource is written for the Rollout page to publish.
 //! Screenshots of every page land in `artifacts/screenshots/`.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
+use crate::common::{
+    eventually, js_publish_bytes as js_publish, stand_in_agent, Backend, Nats, TOKEN,
+};
 use chrono::{DateTime, Duration, Utc};
-use common::{eventually, js_publish_bytes as js_publish, stand_in_agent, Backend, Nats, TOKEN};
 use futures::StreamExt;
 use kanade_shared::wire::{EventStarted, ExecResult, JobTailReply};
 
@@ -246,7 +246,11 @@ async fn every_page_works_in_a_real_browser() {
     live_tail_agent(&nats).await;
     stand_in_agent(&nats, AGENT_PC).await;
     let agent_exe = dir.path().join("kanade-agent.exe");
-    std::fs::write(&agent_exe, common::agent_binary::windows(RELEASE_VERSION)).unwrap();
+    std::fs::write(
+        &agent_exe,
+        crate::common::agent_binary::windows(RELEASE_VERSION),
+    )
+    .unwrap();
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("artifacts/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let fixture = serde_json::json!({

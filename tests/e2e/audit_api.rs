@@ -1,9 +1,7 @@
 //! Stream AUDIT → redb audit_log → `/api/audit`.
 
-mod common;
-
+use crate::common::{eventually, Backend, Nats};
 use chrono::{Duration, Utc};
-use common::{eventually, Backend, Nats};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_events_are_listed_and_filtered() {

@@ -1,9 +1,7 @@
 //! Fleet health and scan durations through a real broker and HTTP.
 
-mod common;
-
+use crate::common::{eventually, publish_json, Backend, Nats};
 use chrono::{Duration, Utc};
-use common::{eventually, publish_json, Backend, Nats};
 use kanade_shared::wire::{ExecResult, Heartbeat};
 use serde_json::Value;
 
@@ -127,7 +125,7 @@ async fn fleet_health_and_scan_durations() {
 /// each comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_names_what_is_wrong_and_recovers() {
-    let port = common::free_port();
+    let port = crate::common::free_port();
     let nats = Nats::start_on(port);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

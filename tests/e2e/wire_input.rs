@@ -3,10 +3,8 @@
 //! hostile class is refused and counted, the backend's broker connection
 //! stays up, and every valid message published alongside is stored.
 
-mod common;
-
+use crate::common::{eventually, js_publish_bytes, publish_json, Backend, Nats};
 use chrono::{DateTime, Duration, Utc};
-use common::{eventually, js_publish_bytes, publish_json, Backend, Nats};
 use kanade_shared::wire::{HostPerf, ProcessPerf, ProcessSnapshot};
 use serde_json::{json, Value};
 

@@ -1,10 +1,8 @@
 //! `/api/export/{table}`: a streamed Parquet file that reads back, with the
 //! parquet crate, as exactly the rows the API serves, head and files alike.
 
-mod common;
-
+use crate::common::{eventually, publish_json, Backend, Nats, TOKEN};
 use chrono::{Duration, DurationRound, Utc};
-use common::{eventually, publish_json, Backend, Nats, TOKEN};
 use kanade_storage::arrow::array::{Array, Float64Array, StringArray};
 use kanade_storage::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 

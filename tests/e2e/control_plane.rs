@@ -4,17 +4,15 @@
 //! leader lease between two backends, and rollout waves across a restart.
 //! Real nats-server, the real binary, real HTTP.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
-use common::{
+use crate::common::{
     error_of, eventually, js_publish_bytes, json_body, publish_json, send, yaml, Backend, Nats,
     TOKEN,
 };
+use chrono::Utc;
 use futures::StreamExt;
 use kanade_shared::wire::Command;
 use reqwest::Method;
@@ -420,7 +418,7 @@ async fn the_cli_calls_and_exec_drive_the_fleet() {
     assert!(schema["properties"]["execute"].is_object(), "{schema}");
 
     // A viewer reads but gets 403 on every mutation.
-    let viewer = common::viewer_token(&b).await;
+    let viewer = crate::common::viewer_token(&b).await;
     assert_eq!(
         send(&b, Method::GET, "/api/jobs", &viewer, None).await.0,
         200

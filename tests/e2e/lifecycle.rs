@@ -1,12 +1,10 @@
 //! Start-up and shutdown: config errors, a broker that is down or goes
 //! away, and SIGTERM without a broker.
 
-mod common;
-
 use std::process::Command;
 
+use crate::common::{eventually, free_port, publish_json, Backend, Nats};
 use chrono::{Duration, Utc};
-use common::{eventually, free_port, publish_json, Backend, Nats};
 use kanade_shared::wire::HostPerf;
 
 fn sample(pc: &str, minutes_ago: i64, cpu: f64) -> HostPerf {
@@ -100,7 +98,7 @@ async fn serves_without_a_broker_and_projects_once_it_comes_and_returns() {
     drop(c);
     drop(nats);
     assert!(b.sigterm().success());
-    assert!(!common::parquet_files(&dir.path().join("data")).is_empty());
+    assert!(!crate::common::parquet_files(&dir.path().join("data")).is_empty());
 
     // `[log] path` got the same story, in a daily file without colour codes.
     let files = b.log_files();
@@ -122,7 +120,7 @@ async fn serves_without_a_broker_and_projects_once_it_comes_and_returns() {
 /// Rows of `pc` in the persisted raw `host_perf` files.
 fn stored_rows(data: &std::path::Path) -> i64 {
     use kanade_storage::parquet::file::reader::{FileReader, SerializedFileReader};
-    common::parquet_files(data)
+    crate::common::parquet_files(data)
         .iter()
         .filter(|f| f.starts_with("host_perf/"))
         .map(|f| {

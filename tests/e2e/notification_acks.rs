@@ -3,10 +3,8 @@
 //! durable consumer's ack floor passes the messages (acks follow commits),
 //! stops the backend and reads the real redb file.
 
-mod common;
-
+use crate::common::{eventually, Backend, Nats};
 use chrono::Utc;
-use common::{eventually, Backend, Nats};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledgements_are_one_row_per_recipient() {
