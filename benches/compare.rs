@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, DurationRound, Utc};
-use kanade_backend::jobs::maintenance::PERSIST_CHECK;
+use kanade_backend::tasks::maintenance::PERSIST_CHECK;
 use kanade_queries::{Aggregate, HostMetric, PerfQueries, ProcessMetric};
 use kanade_storage::arrow::record_batch::RecordBatch;
 use kanade_storage::{

@@ -21,10 +21,10 @@ pub struct Config {
     /// `[storage]` without `data_dir` (see [`Config::data_dir`]).
     pub storage: TimeSeriesConfig,
     /// `[housekeeping]`: reaping and retention of the relational tables.
-    pub housekeeping: crate::jobs::housekeeping::HousekeepingConfig,
+    pub housekeeping: crate::tasks::housekeeping::HousekeepingConfig,
     /// `[scheduler]`: whether this backend may fire schedules, and its
     /// cadences.
-    pub scheduler: crate::jobs::scheduler::SchedulerConfig,
+    pub scheduler: crate::tasks::scheduler::SchedulerConfig,
     /// `[capture]`: the broker stream that keeps perf samples until they
     /// are stored.
     pub capture: crate::ingest::capture::CaptureConfig,

@@ -18,15 +18,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::api::state::AppState;
 use crate::auth::AuthConfig;
 use crate::config::Config;
 use crate::ingest::{
     self, AuditProjection, HeartbeatProjection, HostPerfProjection, NotificationAcksProjection,
     ObsEventsProjection, ProcessPerfProjection, ResultsProjection, StartedProjection,
 };
-use crate::jobs::Runner;
-use crate::state::AppState;
 use crate::tables::Tables;
+use crate::tasks::Runner;
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,26 +79,26 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let client = connect_nats(&config.nats.url).await?;
-    let inventory = crate::state::Inventory {
-        manifests: crate::manifests::Manifests::new(client.clone()),
+    let inventory = crate::api::state::Inventory {
+        manifests: crate::control::manifests::Manifests::new(client.clone()),
         explode,
         history: HistoryQueries::new(Arc::clone(&tables.history))?,
     };
     let projectors = spawn_projectors(&client, &config, &tables, &store, &inventory, &stop_rx);
     let mut jobs = Runner::new();
-    crate::jobs::maintenance::register(&mut jobs, &tables, &config.storage);
-    crate::jobs::inventory::register(&mut jobs, &inventory);
-    crate::jobs::housekeeping::register(&mut jobs, &store, &config.housekeeping);
+    crate::tasks::maintenance::register(&mut jobs, &tables, &config.storage);
+    crate::tasks::inventory::register(&mut jobs, &inventory);
+    crate::tasks::housekeeping::register(&mut jobs, &store, &config.housekeeping);
     let signer = std::sync::Arc::new(crate::control::signing::CommandSigner::try_from_env()?);
     let control = crate::control::Control::new(client.clone(), store.clone(), signer);
-    crate::jobs::waves::register(&mut jobs, &control);
-    crate::jobs::groups::register(&mut jobs, &control);
-    crate::jobs::agents::register(
+    crate::tasks::waves::register(&mut jobs, &control);
+    crate::tasks::groups::register(&mut jobs, &control);
+    crate::tasks::agents::register(
         &mut jobs,
         &control,
         std::time::Duration::from_secs(config.housekeeping.interval_secs),
     );
-    crate::jobs::scheduler::register(&mut jobs, &control, &config.scheduler);
+    crate::tasks::scheduler::register(&mut jobs, &control, &config.scheduler);
 
     let restart = Arc::new(tokio::sync::Notify::new());
     let app = crate::api::app(AppState {
@@ -167,7 +167,7 @@ fn spawn_projectors(
     config: &Config,
     tables: &Tables,
     store: &RelationalStore,
-    inventory: &crate::state::Inventory,
+    inventory: &crate::api::state::Inventory,
     stop: &watch::Receiver<bool>,
 ) -> Vec<JoinHandle<Result<()>>> {
     fn spawn<P: ingest::Projection>(

@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::offload::store as blocking;
 use super::params::ApiJson;
+use crate::api::state::AppState;
 use crate::audit::{self, Caller};
 use crate::auth::throttle::Verdict;
 use crate::auth::{password, Identity, Role};
-use crate::state::AppState;
 
 /// The client's address: the connection's peer, or, when that peer is a
 /// trusted proxy, the address `X-Forwarded-For` names.

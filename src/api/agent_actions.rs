@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::jobs::audit;
 use super::params::{parse_clamped, ApiQuery, YamlOrJson};
+use crate::api::state::AppState;
 use crate::audit::Caller;
 use crate::control::check_token;
-use crate::state::AppState;
 
 /// Longest script run `POST /api/run` waits for (24 h).
 const MAX_RUN_SECS: u64 = 86_400;

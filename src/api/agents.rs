@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::params::ApiQuery;
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 /// An agent whose last heartbeat is older than this is offline (stale).
 pub const ALIVE_THRESHOLD: Duration = Duration::minutes(2);

@@ -30,8 +30,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::error::ApiError;
 use super::objects::{self, multipart_error, APP_PACKAGES};
+use crate::api::state::AppState;
 use crate::audit::Caller;
-use crate::state::AppState;
 
 /// Object metadata key holding the publication.
 const RECORD: &str = "kanade.artifact.v1";

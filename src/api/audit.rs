@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::offload;
 use super::params::{compile_regex, parse_limit, parse_time, ApiQuery};
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 const DEFAULT_LIMIT: u32 = 50;
 

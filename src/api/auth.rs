@@ -7,9 +7,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
+use crate::api::state::AppState;
 use crate::audit::{Caller, SOURCE_HEADER};
 use crate::auth::{Identity, Role};
-use crate::state::AppState;
 
 /// Paths under `/api/` anyone may call.
 const PUBLIC_API_PATHS: [&str; 2] = ["/api/version", "/api/auth/login"];

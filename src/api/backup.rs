@@ -11,9 +11,9 @@ use super::error::ApiError;
 use super::jobs::audit;
 use super::offload;
 use super::params::YamlOrJson;
+use crate::api::state::AppState;
 use crate::audit::Caller;
 use crate::backup::Manifest;
-use crate::state::AppState;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

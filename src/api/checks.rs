@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::params::{parse_bool, ApiQuery};
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 #[derive(Deserialize)]
 pub struct Params {

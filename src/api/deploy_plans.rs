@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::offload::store as blocking;
 use super::params::ApiJson;
+use crate::api::state::AppState;
 use crate::audit::Caller;
-use crate::state::AppState;
 
 /// `POST /api/deploy-plans`: no actor, state or approval in the body; the
 /// server derives who and starts every plan pending.

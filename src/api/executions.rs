@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::params::{parse_limit, ApiQuery};
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 const DEFAULT_LIMIT: u32 = 50;
 

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::offload;
 use super::params::{ApiQuery, TimeWindow, WindowParams};
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 const DEFAULT_SPAN: Duration = Duration::hours(24);
 /// Bytes buffered between the Parquet writer and the HTTP body.

@@ -28,9 +28,9 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::jobs::audit;
 use super::params::{etag, IfMatch, YamlOrJson};
+use crate::api::state::AppState;
 use crate::audit::Caller;
 use crate::control::{check_key, check_token, parse_duration, Control};
-use crate::state::AppState;
 
 /// A scope's key in `agent_config`, after checking the name in the path.
 fn scope_key(kind: &str, name: &str) -> Result<String, ApiError> {

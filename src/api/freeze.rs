@@ -11,8 +11,8 @@ use kanade_shared::manifest::Freeze;
 use super::error::ApiError;
 use super::jobs::audit;
 use super::params::ApiJson;
+use crate::api::state::AppState;
 use crate::audit::Caller;
-use crate::state::AppState;
 
 /// `GET /api/freeze`: the stored freeze, or `null`.
 pub async fn get(State(state): State<AppState>) -> Result<Json<Option<Freeze>>, ApiError> {

@@ -15,9 +15,9 @@ use serde::Serialize;
 use super::error::ApiError;
 use super::jobs::{audit, put_with_yaml};
 use super::params::YamlOrJson;
+use crate::api::state::AppState;
 use crate::audit::Caller;
 use crate::control::groups::static_members;
-use crate::state::AppState;
 
 /// What a POST answers.
 #[derive(Serialize)]

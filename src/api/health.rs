@@ -16,7 +16,7 @@ use super::agents::ALIVE_THRESHOLD;
 use super::error::ApiError;
 use super::offload;
 use super::params::{parse_time, ApiQuery};
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 const RECENT_WINDOW: Duration = Duration::hours(24);
 /// How long one JetStream probe may take before it counts as missing.

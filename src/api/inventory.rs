@@ -28,9 +28,9 @@ use serde_json::Value;
 use super::error::ApiError;
 use super::offload;
 use super::params::{parse_clamped, parse_time, ApiQuery};
+use crate::api::state::AppState;
 use crate::control::check_key;
-use crate::manifests::layouts;
-use crate::state::AppState;
+use crate::control::manifests::layouts;
 
 /// Rows of `/by-job` per page: default and most.
 const DEFAULT_LIMIT: i64 = 100;

@@ -16,10 +16,10 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::params::{ApiJson, YamlOrJson};
+use crate::api::state::AppState;
 use crate::audit::Caller;
 use crate::control::exec::{ExecOutcome, Initiator};
 use crate::control::{check_key, Control};
-use crate::state::AppState;
 
 /// Executions of a job still under way.
 #[derive(Serialize)]

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::offload;
+use crate::api::state::AppState;
 use crate::metrics::{self, ConsumerLabels, RequestLabels, RouteLabels};
-use crate::state::AppState;
 
 /// How long a scrape waits on the broker for a consumer's pending count.
 const STREAM_INFO_TIMEOUT: Duration = Duration::from_secs(1);

@@ -33,6 +33,7 @@ mod results;
 mod schedules;
 mod server;
 mod server_settings;
+pub mod state;
 mod web;
 
 use axum::middleware;
@@ -44,7 +45,7 @@ pub use error::ApiError;
 pub use params::ApiJson;
 pub(crate) use server_settings::apply_stored_store_limits;
 
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 /// The whole HTTP surface of the backend.
 ///

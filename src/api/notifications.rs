@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::jobs::audit;
 use super::params::YamlOrJson;
+use crate::api::state::AppState;
 use crate::audit::Caller;
 use crate::control::{check_key, check_token};
-use crate::state::AppState;
 
 /// Newest messages of the stream read for the history.
 const HISTORY_SCAN: usize = 5000;

@@ -21,8 +21,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 
 use super::error::ApiError;
 use super::jobs::audit;
+use crate::api::state::AppState;
 use crate::audit::Caller;
-use crate::state::AppState;
 
 /// One object-store resource.
 pub struct Kind {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::params::{parse_time, ApiQuery};
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 const DEFAULT_LIMIT: i64 = 200;
 const DEFAULT_RECENT_LIMIT: i64 = 50;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::offload;
 use super::params::{parse_clamped, parse_duration_secs, ApiQuery, TimeWindow, WindowParams};
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 const DEFAULT_SPAN: Duration = Duration::hours(1);
 const DEFAULT_STEP_SECS: i64 = 300;

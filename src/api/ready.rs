@@ -19,7 +19,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::offload;
-use crate::state::AppState;
+use crate::api::state::AppState;
 
 /// A projector with work pending and no commit for this long is stalled.
 pub const STALL: Duration = Duration::from_secs(120);

@@ -29,9 +29,9 @@ use super::objects::{
     check_segment, live_objects, modified, multipart_error, open, too_large, AGENT_RELEASES,
 };
 use super::params::YamlOrJson;
+use crate::api::state::AppState;
 use crate::audit::Caller;
 use crate::control::{check_key, check_token, parse_duration};
-use crate::state::AppState;
 
 #[derive(Serialize)]
 pub struct Release {

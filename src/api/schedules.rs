@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::jobs::{audit, kill_job_runs, put_with_yaml};
 use super::params::{parse_bool, parse_clamped, ApiQuery, YamlOrJson};
+use crate::api::state::AppState;
 use crate::audit::Caller;
 use crate::control::{check_key, Control};
-use crate::state::AppState;
 
 /// Hours `status.recent` looks back.
 const STATUS_WINDOW_HOURS: i64 = 24;
@@ -55,7 +55,7 @@ pub async fn create(
     check_key("id", &s.id)?;
     s.validate()
         .map_err(|e| ApiError::BadRequest(format!("invalid schedule: {e}")))?;
-    crate::jobs::scheduler::policy::starting_deadline(&s)
+    crate::tasks::scheduler::policy::starting_deadline(&s)
         .map_err(|e| ApiError::BadRequest(format!("invalid schedule: {e}")))?;
     check_key("job_id", &s.job_id)?;
     if state

@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
 
+use crate::api::state::AppState;
 use crate::audit::Caller;
-use crate::state::AppState;
 
 #[derive(Serialize)]
 pub struct RestartAck {

@@ -23,9 +23,9 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 use super::jobs::audit;
+use crate::api::state::AppState;
 use crate::audit::Caller;
 use crate::control::{Control, Error as ControlError};
-use crate::state::AppState;
 
 /// Compare-and-set attempts before a write gives up.
 const CAS_ATTEMPTS: usize = 32;

@@ -10,6 +10,7 @@
 
 pub mod exec;
 pub mod groups;
+pub mod manifests;
 pub mod roster;
 pub mod signing;
 

@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::stream::StreamProjection;
 use super::Committed;
-use crate::manifests::{layouts, Manifests};
+use crate::control::manifests::{layouts, Manifests};
 
 /// Applies agents' results.
 pub struct ResultsProjection {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use kanade_queries::inventory::RefreshPolicy;
 
 use super::Runner;
-use crate::manifests::layouts;
-use crate::state::Inventory;
+use crate::api::state::Inventory;
+use crate::control::manifests::layouts;
 
 /// How often the datasets are looked at.
 const REFRESH_EVERY: Duration = Duration::from_secs(5);

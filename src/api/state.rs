@@ -30,7 +30,7 @@ pub struct AppState {
 /// The inventory side: registered manifests, exploded rows, history.
 #[derive(Clone, Debug)]
 pub struct Inventory {
-    pub manifests: std::sync::Arc<crate::manifests::Manifests>,
+    pub manifests: std::sync::Arc<crate::control::manifests::Manifests>,
     pub explode: std::sync::Arc<kanade_queries::inventory::ExplodeIndex>,
     pub history: kanade_queries::inventory::HistoryQueries,
 }

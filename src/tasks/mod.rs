@@ -1,4 +1,5 @@
-//! Every background job of the backend runs under one [`Runner`]: the
+//! Every background task of the backend (not the kanade jobs of
+//! `api::jobs`) runs under one [`Runner`]: the
 //! perf maintenance (persist, compaction, retention), housekeeping of the
 //! relational tables, the scheduler, the rollout waves, the writer of the
 //! declared groups' membership, and the mirror of
