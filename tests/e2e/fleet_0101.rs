@@ -1811,6 +1811,21 @@ async fn app_artifacts_are_published_once_and_served_verified() {
     let (s, v) = send(&b, Method::GET, path, None).await;
     assert_eq!(s, 404, "{v}");
 
+    // A viewer may not publish.
+    let viewer = crate::common::viewer_token(&b).await;
+    let (ctype, body) = publish(publication(&bytes), &bytes);
+    let (s, v) = crate::common::send(
+        &b,
+        Method::POST,
+        "/api/app-artifacts",
+        &viewer,
+        Some((&ctype, body)),
+    )
+    .await;
+    assert_eq!(s, 403, "{v}");
+    let (s, _) = send(&b, Method::GET, path, None).await;
+    assert_eq!(s, 404, "nothing published by the viewer");
+
     // Published; the same publication again is the same answer.
     let (s, first) = post(publish(publication(&bytes), &bytes)).await;
     assert_eq!(s, 200, "{first}");
