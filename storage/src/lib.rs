@@ -1,26 +1,42 @@
 //! The embedded stores of kanade-backend. Knows nothing of HTTP, NATS or
 //! DataFusion sessions.
 //!
-//! A perf sample's journey through this crate:
+//! A perf sample's journey through this crate (`timeseries/engine/`, one
+//! file per stage):
 //!
-//! 1. The projector hands a batch of rows (`HostPerfRow` / `ProcessPerfRow`,
-//!    turned into an Arrow `RecordBatch` by [`TableSpec`]) to
-//!    [`TimeSeriesTable::write`]. Rows whose key (pc_id + at [+ pid]) is
-//!    already known are dropped: first writer wins.
-//! 2. The surviving rows are appended to the write-ahead log ([`wal`]) and
-//!    fsynced, then pushed into the head buffer: from that moment they are
-//!    durable and visible to every new [`Snapshot`].
-//! 3. [`TimeSeriesTable::persist`] seals the WAL segment, writes the head's
-//!    rows as one sorted, zstd-compressed Parquet file per date partition
-//!    (`<table>/date=YYYY-MM-DD/<first>-<last>.parquet`, written to a
-//!    temporary name, fsynced and renamed), swaps the head rows for the new
-//!    files in one step and deletes the sealed WAL segments.
-//! 4. [`TimeSeriesTable::compact`] merges a partition's files into one
-//!    sorted, deduplicated file; [`TimeSeriesTable::drop_expired`] removes
-//!    whole partitions past their retention.
-//! 5. Readers take a [`Snapshot`] (head batches plus the partition files it
-//!    needs); files a snapshot holds are deleted only once the last snapshot
-//!    holding them is gone, so a query never loses a file mid-read.
+//! 1. **Write** (`engine/write.rs`). The projector hands a batch of rows
+//!    (`HostPerfRow` / `ProcessPerfRow`, turned into an Arrow `RecordBatch`
+//!    by [`TableSpec`]) to [`TimeSeriesTable::write`]. Rows whose key
+//!    (pc_id + at, + pid for processes) is already known, in the head or among the files
+//!    of the dedup window, are dropped: first writer wins. The rest are
+//!    appended to the write-ahead log (`timeseries/wal.rs`) and fsynced (a failed append
+//!    is cut back and the log moves to a fresh segment), then pushed into
+//!    the head: from that moment they are durable and visible to every new
+//!    [`Snapshot`]. The memory indexes see them too: the recent rows of each
+//!    PC, the fleet's one-minute windows, and each PC's latest process tick.
+//! 2. **Persist** (`engine/persist.rs`). [`TimeSeriesTable::persist`] seals
+//!    the WAL segment and writes the head's rows, sorted by (PC, time), as
+//!    one *fresh* file per date partition
+//!    (`<table>/date=YYYY-MM-DD/<first>-<last>.fresh.parquet`: numbers plain,
+//!    LZ4, cheap to write; see `timeseries/parquet_file.rs`), written to a temporary name,
+//!    fsynced and renamed, then swaps the head rows for the new files in one
+//!    step and deletes the sealed segments. A head over twice the persist
+//!    thresholds persists inline on the write that crossed it.
+//! 3. **Maintain** (`engine/maintain.rs`). [`TimeSeriesTable::compact`]
+//!    merges a day's files into one sorted, deduplicated *final* file (zstd,
+//!    encoded for size) and builds the 5-minute and hourly **rollups** of
+//!    new files (sum / count / min / max per PC and window, LZ4);
+//!    [`TimeSeriesTable::drop_expired`] removes whole partitions past their
+//!    retention, raw and rollup levels each with their own.
+//! 4. **Read** (`engine/reads.rs`). Readers take a [`Snapshot`] (head
+//!    batches plus the partition files a range needs), or a
+//!    [`RolledSnapshot`] that answers a coarse step from the rollups where
+//!    they cover it and from raw rows elsewhere; the memory indexes answer
+//!    the dashboard's hot questions without opening a file. Files a
+//!    snapshot holds are deleted only once the last snapshot holding them
+//!    is gone, so a query never loses a file mid-read.
+//! 5. **Open and recover** (`engine/mod.rs`) and **back up**
+//!    (`engine/backup.rs`): see below.
 //!
 //! Relational projections (agents, …) live in redb ([`RelationalStore`]):
 //! typed tables of self-describing rows with index tables kept in the same

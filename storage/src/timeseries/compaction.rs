@@ -14,8 +14,8 @@ use datafusion::parquet::arrow::arrow_reader::{
 };
 
 use super::config::TimeSeriesConfig;
+use super::parquet_file::{FileKind, FileWriter};
 use super::partition::{PartitionDate, SegmentRange};
-use super::persist::{FileKind, FileWriter};
 use super::read::PersistedFile;
 use super::table::{string_column, ts_column, TableSpec};
 use crate::{Error, Result};

@@ -1,5 +1,10 @@
-//! Head → Parquet: one sorted, zstd-compressed file per date partition,
-//! with statistics and the page index, written atomically.
+//! The Parquet file writer and readers of the engine: a batch split by
+//! date partition, written sorted with statistics and the page index under
+//! a temporary name, fsynced and renamed into place. How a file is encoded
+//! follows what it is for ([`FileKind`]): a persist's fresh file is cheap
+//! to write (numbers plain, LZ4), a compaction's output is encoded for size
+//! (zstd, dictionary and delta encodings), a rollup file is LZ4 (read a few
+//! columns at a time).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

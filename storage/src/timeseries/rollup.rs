@@ -33,8 +33,8 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::arrow::ProjectionMask;
 
 use super::config::TimeSeriesConfig;
+use super::parquet_file::{FileKind, FileWriter};
 use super::partition::{scan, PartitionDate, SegmentRange};
-use super::persist::{FileKind, FileWriter};
 use super::read::{PersistedFile, Snapshot};
 use super::retention::RetentionPolicy;
 use super::table::{string_column, ts_column, TableSpec, UTC};

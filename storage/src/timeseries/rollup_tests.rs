@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use datafusion::arrow::array::{Array, Float64Array, Int64Array, StringArray};
 use datafusion::arrow::compute::concat_batches;
 
-use super::persist::read_file;
+use super::parquet_file::read_file;
 use super::*;
 
 fn at(day: u32, h: u32, m: u32, s: u32) -> DateTime<Utc> {

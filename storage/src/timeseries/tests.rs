@@ -8,7 +8,7 @@ use datafusion::arrow::array::{Array, Float64Array, StringArray};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::persist::read_file;
+use super::parquet_file::read_file;
 use super::*;
 
 fn t(day: u32, min: u32) -> DateTime<Utc> {
