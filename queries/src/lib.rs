@@ -13,6 +13,7 @@
 mod error;
 mod export;
 mod fastpath;
+mod footer;
 pub mod inventory;
 mod metric;
 mod perf;

@@ -9,12 +9,10 @@
 //! metadata attached, and the head's batches join as a memory scan. File
 //! bytes are read through the session's object-store registry.
 
-use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
 use datafusion::common::ScalarValue;
@@ -30,20 +28,15 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
-use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
-use datafusion::parquet::file::metadata::{
-    PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader,
-};
+use datafusion::parquet::file::metadata::ParquetMetaData;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::ExecutionPlan;
-use futures::future::BoxFuture;
-use futures::FutureExt;
 use kanade_storage::{PersistedFile, Snapshot};
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::ObjectStore;
 
-use crate::fastpath::{plan_row_groups, FileCache};
+use crate::footer::{plan_row_groups, FileCache, StoreReader};
 
 /// What the provider planned, summed over every scan of one
 /// [`crate::PerfQueries`] (for tests and `/metrics`).
@@ -372,79 +365,6 @@ impl ParquetFileReaderFactory for CachedReaders {
         );
         reader.metadata = Some(metadata);
         Ok(Box::new(reader))
-    }
-}
-
-/// A file read through an object store; its metadata given, or read
-/// (with the page index, when the file has one) on first request.
-pub(crate) struct StoreReader {
-    store: Arc<dyn ObjectStore>,
-    location: object_store::path::Path,
-    size: u64,
-    metadata: Option<Arc<ParquetMetaData>>,
-}
-
-impl StoreReader {
-    pub(crate) fn new(
-        store: Arc<dyn ObjectStore>,
-        location: object_store::path::Path,
-        size: u64,
-    ) -> Self {
-        Self {
-            store,
-            location,
-            size,
-            metadata: None,
-        }
-    }
-}
-
-impl AsyncFileReader for StoreReader {
-    fn get_bytes(
-        &mut self,
-        range: Range<u64>,
-    ) -> BoxFuture<'_, datafusion::parquet::errors::Result<Bytes>> {
-        async move {
-            self.store
-                .get_range(&self.location, range)
-                .await
-                .map_err(|e| datafusion::parquet::errors::ParquetError::External(Box::new(e)))
-        }
-        .boxed()
-    }
-
-    fn get_byte_ranges(
-        &mut self,
-        ranges: Vec<Range<u64>>,
-    ) -> BoxFuture<'_, datafusion::parquet::errors::Result<Vec<Bytes>>> {
-        async move {
-            self.store
-                .get_ranges(&self.location, &ranges)
-                .await
-                .map_err(|e| datafusion::parquet::errors::ParquetError::External(Box::new(e)))
-        }
-        .boxed()
-    }
-
-    fn get_metadata<'a>(
-        &'a mut self,
-        _options: Option<&'a ArrowReaderOptions>,
-    ) -> BoxFuture<'a, datafusion::parquet::errors::Result<Arc<ParquetMetaData>>> {
-        async move {
-            if let Some(m) = &self.metadata {
-                return Ok(Arc::clone(m));
-            }
-            let size = self.size;
-            let m = Arc::new(
-                ParquetMetaDataReader::new()
-                    .with_page_index_policy(PageIndexPolicy::Optional)
-                    .load_and_finish(&mut *self, size)
-                    .await?,
-            );
-            self.metadata = Some(Arc::clone(&m));
-            Ok(m)
-        }
-        .boxed()
     }
 }
 

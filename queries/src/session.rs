@@ -13,7 +13,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{cast, col, lit, DataFrame, Expr, SessionConfig, SessionContext};
 use kanade_storage::{RelationalStore, Snapshot, TimeSeriesTable};
 
-use crate::fastpath::FileCache;
+use crate::footer::FileCache;
 use crate::provider::{ProviderStats, ScanCounters, SnapshotTable};
 use crate::{Error, Result};
 
