@@ -40,23 +40,20 @@ pub async fn backup(
     crate::backup::check_empty(&dir).map_err(ApiError::Conflict)?;
     let (tables, store, to) = (state.tables.clone(), state.store.clone(), dir.clone());
     let started = std::time::Instant::now();
-    let failed =
-        |e: anyhow::Error| ApiError::Internal(format!("backup into {}: {e:#}", dir.display()));
     let mut manifest = offload::blocking(move || {
-        crate::backup::take_data(&tables, &store, &to)
-            .map_err(|e| ApiError::Internal(format!("backup into {}: {e:#}", to.display())))
+        crate::backup::take_data(&tables, &store, &to).map_err(failed(&to))
     })
     .await?;
     manifest.broker = Some(
         crate::backup::broker::export(&state.control.js, &dir)
             .await
-            .map_err(failed)?,
+            .map_err(failed(&dir))?,
     );
     let (to, written) = (dir.clone(), manifest);
     let manifest = offload::blocking(move || {
         crate::backup::finish(&to, &written)
             .map(|()| written)
-            .map_err(|e| ApiError::Internal(format!("backup into {}: {e:#}", to.display())))
+            .map_err(failed(&to))
     })
     .await?;
     tracing::info!(dir = %dir.display(), secs = started.elapsed().as_secs_f64(), "backup taken");
@@ -69,4 +66,9 @@ pub async fn backup(
     )
     .await;
     Ok(Json(manifest))
+}
+
+/// A backup step's error, naming the destination.
+fn failed(dir: &std::path::Path) -> impl Fn(anyhow::Error) -> ApiError + '_ {
+    move |e| ApiError::Internal(format!("backup into {}: {e:#}", dir.display()))
 }
