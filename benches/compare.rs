@@ -980,7 +980,7 @@ fn run_ours(s: &Scale, dir: &Path, start: DateTime<Utc>, end: DateTime<Utc>) -> 
         let points = rt
             .block_on(q.host_timeline(&pc, h(hours), end, step))
             .unwrap();
-        Answer::of(points.iter().map(|p| p.cpu_pct))
+        Answer::of(points.iter().map(|p| p.get("cpu_pct")))
     };
     let (host_1h, a_host_1h) = time(|| host_tl(1, 300));
     let (host_7d, a_host_7d) = time(|| host_tl(24 * s.days, 3600));

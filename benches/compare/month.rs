@@ -96,7 +96,7 @@ pub fn run(scale: &Scale, dir: &Path, end: DateTime<Utc>) {
         } else {
             rt.block_on(q.host_timeline_sql(&pc, from, end, 3_600))
         };
-        Answer::of(points.unwrap().iter().map(|p| p.cpu_pct))
+        Answer::of(points.unwrap().iter().map(|p| p.get("cpu_pct")))
     };
     let (ours_fleet, b_fleet) = time(|| fleet(true));
     let (ours_host, b_host) = time(|| host_tl(true));

@@ -27,7 +27,7 @@ pub use export::{ExportStream, ExportTable};
 pub use fastpath::ReadStats;
 pub use metric::{Aggregate, HostMetric, ProcessMetric};
 pub use perf::{FleetPoint, HostPoint, TopRow};
-pub use process::{ActiveInvestigation, LatestTick, ProcessRow, Timeline, TimelinePoint};
+pub use process::{ActiveInvestigation, LatestTick, Timeline, TimelinePoint};
 pub use provider::ProviderStats;
 pub use relational::ScanDurations;
 pub use session::PerfQueries;

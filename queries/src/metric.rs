@@ -103,3 +103,35 @@ impl Aggregate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kanade_storage::{HostPerfRow, ProcessPerfRow};
+
+    use super::*;
+
+    /// Every alias names a column the table declares: a renamed column
+    /// fails here, not as an empty chart.
+    #[test]
+    fn every_metric_reads_a_declared_column() {
+        let host = [
+            "cpu",
+            "mem",
+            "disk_read",
+            "disk_written",
+            "net_rx",
+            "net_tx",
+        ];
+        for alias in host {
+            let m = HostMetric::try_parse(alias).unwrap();
+            assert!(HostPerfRow::charted().contains(&m.column()), "{alias}");
+            assert_eq!(HostMetric::try_parse(m.column()), Some(m));
+        }
+        let process = ["cpu", "rss", "disk_read", "disk_written"];
+        for alias in process {
+            let m = ProcessMetric::try_parse(alias).unwrap();
+            assert!(ProcessPerfRow::COLUMNS.contains(&m.column()), "{alias}");
+            assert_eq!(ProcessMetric::try_parse(m.column()), Some(m));
+        }
+    }
+}

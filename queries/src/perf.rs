@@ -11,7 +11,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::JoinType;
 use datafusion::functions_aggregate::expr_fn::{avg, count, max, sum};
 use datafusion::prelude::{col, lit};
-use kanade_storage::{RolledSnapshot, FLEET_WINDOW_SECS};
+use kanade_storage::{HostPerfRow, RolledSnapshot, FLEET_WINDOW_SECS};
 
 use crate::fastpath::{at_micros, bucket_of, pc_window, rows, scan, Buckets, ReadStats};
 use crate::metric::{Aggregate, HostMetric};
@@ -115,32 +115,40 @@ impl Grid {
     }
 }
 
-/// The averaged metrics of one bucket of a PC's host timeline.
+/// The averaged metrics of one bucket of a PC's host timeline: one value
+/// per charted column of the host table ([`HostPoint::columns`]), in
+/// order. Serialises as `{"at": .., "<column>": ..}`, the reference
+/// backend's point.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostPoint {
     pub at: DateTime<Utc>,
-    pub cpu_pct: Option<f64>,
-    pub mem_used_bytes: Option<f64>,
-    pub mem_total_bytes: Option<f64>,
-    pub swap_used_bytes: Option<f64>,
-    pub swap_total_bytes: Option<f64>,
-    pub disk_read_bytes_per_sec: Option<f64>,
-    pub disk_written_bytes_per_sec: Option<f64>,
-    pub net_rx_bytes_per_sec: Option<f64>,
-    pub net_tx_bytes_per_sec: Option<f64>,
+    pub values: Vec<Option<f64>>,
 }
 
-const POINT_COLUMNS: [&str; 9] = [
-    "cpu_pct",
-    "mem_used_bytes",
-    "mem_total_bytes",
-    "swap_used_bytes",
-    "swap_total_bytes",
-    "disk_read_bytes_per_sec",
-    "disk_written_bytes_per_sec",
-    "net_rx_bytes_per_sec",
-    "net_tx_bytes_per_sec",
-];
+impl HostPoint {
+    /// The columns `values` holds, as the host table declares them.
+    pub fn columns() -> &'static [&'static str] {
+        HostPerfRow::charted()
+    }
+
+    /// The value of `column`; `None` when absent or not charted.
+    pub fn get(&self, column: &str) -> Option<f64> {
+        let k = Self::columns().iter().position(|c| *c == column)?;
+        self.values.get(k).copied().flatten()
+    }
+}
+
+impl serde::Serialize for HostPoint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(1 + self.values.len()))?;
+        map.serialize_entry("at", &self.at)?;
+        for (column, value) in Self::columns().iter().zip(&self.values) {
+            map.serialize_entry(column, value)?;
+        }
+        map.end()
+    }
+}
 
 /// `micros` since the epoch as a time (saturating at the ends).
 fn micros_to_time(micros: i64) -> DateTime<Utc> {
@@ -156,24 +164,16 @@ fn host_points(buckets: Buckets) -> Vec<HostPoint> {
     buckets
         .avg()
         .into_iter()
-        .map(|(at, v)| HostPoint {
+        .map(|(at, values)| HostPoint {
             at: secs_to_time(at),
-            cpu_pct: v[0],
-            mem_used_bytes: v[1],
-            mem_total_bytes: v[2],
-            swap_used_bytes: v[3],
-            swap_total_bytes: v[4],
-            disk_read_bytes_per_sec: v[5],
-            disk_written_bytes_per_sec: v[6],
-            net_rx_bytes_per_sec: v[7],
-            net_tx_bytes_per_sec: v[8],
+            values,
         })
         .collect()
 }
 
 /// `<m>_sum`, `<m>_count` of every timeline column, in order.
 fn rollup_pairs() -> Vec<String> {
-    POINT_COLUMNS
+    HostPoint::columns()
         .iter()
         .flat_map(|c| [format!("{c}_sum"), format!("{c}_count")])
         .collect()
@@ -239,10 +239,10 @@ impl PerfQueries {
             pc_id,
             (from, to),
             step_secs,
-            &POINT_COLUMNS,
+            HostPoint::columns(),
             &sums,
         )?;
-        let mut buckets = Buckets::new(step_secs, POINT_COLUMNS.len());
+        let mut buckets = Buckets::new(step_secs, HostPoint::columns().len());
         for b in &window.raw {
             buckets.add(TABLE, b)?;
         }
@@ -264,7 +264,7 @@ impl PerfQueries {
         step_secs: i64,
     ) -> Result<Vec<HostPoint>> {
         let snapshot = self.host.snapshot(Some((from, to)));
-        let aggs = POINT_COLUMNS
+        let aggs = HostPoint::columns()
             .iter()
             .map(|c| avg(f64_expr(c)).alias(*c))
             .collect::<Vec<_>>();
@@ -283,23 +283,14 @@ impl PerfQueries {
         let mut points = Vec::new();
         for batch in collect(TABLE, df).await? {
             let bucket = column::<Int64Array>(TABLE, &batch, "bucket")?;
-            let cols = POINT_COLUMNS
+            let cols = HostPoint::columns()
                 .iter()
                 .map(|c| column::<Float64Array>(TABLE, &batch, c))
                 .collect::<Result<Vec<_>>>()?;
             for i in 0..batch.num_rows() {
-                let v = |k: usize| opt_f64(cols[k], i);
                 points.push(HostPoint {
                     at: secs_to_time(bucket.value(i)),
-                    cpu_pct: v(0),
-                    mem_used_bytes: v(1),
-                    mem_total_bytes: v(2),
-                    swap_used_bytes: v(3),
-                    swap_total_bytes: v(4),
-                    disk_read_bytes_per_sec: v(5),
-                    disk_written_bytes_per_sec: v(6),
-                    net_rx_bytes_per_sec: v(7),
-                    net_tx_bytes_per_sec: v(8),
+                    values: cols.iter().map(|c| opt_f64(c, i)).collect(),
                 });
             }
         }
@@ -789,5 +780,36 @@ impl PerfQueries {
         }
         drop(snapshot);
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A point answers as the reference backend's: `at`, then each
+    /// charted column by name (`cpu_count` is not charted).
+    #[test]
+    fn a_host_point_serialises_by_the_declared_columns() {
+        let at = secs_to_time(1_800_000_000);
+        let mut values = vec![None; HostPoint::columns().len()];
+        values[1] = Some(2.5);
+        let json = serde_json::to_value(HostPoint { at, values }).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        let mut expected = vec!["at"];
+        expected.extend(HostPoint::columns());
+        assert_eq!(keys.len(), 10);
+        assert_eq!(
+            keys.iter().collect::<std::collections::BTreeSet<_>>(),
+            expected.iter().collect()
+        );
+        assert_eq!(json["mem_used_bytes"], 2.5);
+        assert!(json.get("cpu_count").is_none());
+        assert_eq!(json["at"], "2027-01-15T08:00:00Z");
     }
 }

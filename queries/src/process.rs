@@ -16,11 +16,11 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::JoinType;
 use datafusion::functions_aggregate::expr_fn::{count, max, sum};
 use datafusion::prelude::{col, lit};
-use kanade_storage::LatestRows;
+use kanade_storage::{LatestRows, ProcessPerfRow};
 
 use crate::fastpath::{bucket_of, pc_window, ReadStats};
 use crate::metric::ProcessMetric;
-use crate::session::{bucket_expr, collect, column, f64_expr, lit_ts, opt_f64, secs_to_time, ts};
+use crate::session::{bucket_expr, collect, column, f64_expr, lit_ts, secs_to_time, ts};
 use crate::{Error, PerfQueries, Result};
 
 const TABLE: &str = "process_perf";
@@ -31,22 +31,11 @@ const ROLLUP: &str = "process_perf rollup";
 /// Label of the series that collects every process outside the top-N.
 pub const OTHER: &str = "other";
 
-/// One process row of a tick.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProcessRow {
-    pub pid: i64,
-    pub name: String,
-    pub cpu_pct: f64,
-    pub rss_bytes: i64,
-    pub disk_read_bytes_per_sec: Option<f64>,
-    pub disk_written_bytes_per_sec: Option<f64>,
-}
-
 /// A PC's most recent tick (`latest_at` is `None` when it has none).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatestTick {
     pub latest_at: Option<DateTime<Utc>>,
-    pub processes: Vec<ProcessRow>,
+    pub processes: Vec<ProcessPerfRow>,
 }
 
 /// One bucket of the stacked timeline: series name → AVG of the metric.
@@ -62,26 +51,6 @@ pub struct Timeline {
     /// Top-N names in rank order, then `other` if any bucket has it.
     pub names: Vec<String>,
     pub points: Vec<TimelinePoint>,
-}
-
-/// The process rows of a batch of the process_perf schema.
-fn process_rows(batch: &RecordBatch) -> Result<Vec<ProcessRow>> {
-    let pid = column::<Int64Array>(TABLE, batch, "pid")?;
-    let name = column::<StringArray>(TABLE, batch, "name")?;
-    let cpu = column::<Float64Array>(TABLE, batch, "cpu_pct")?;
-    let rss = column::<Int64Array>(TABLE, batch, "rss_bytes")?;
-    let dr = column::<Float64Array>(TABLE, batch, "disk_read_bytes_per_sec")?;
-    let dw = column::<Float64Array>(TABLE, batch, "disk_written_bytes_per_sec")?;
-    Ok((0..batch.num_rows())
-        .map(|i| ProcessRow {
-            pid: pid.value(i),
-            name: name.value(i).to_string(),
-            cpu_pct: cpu.value(i),
-            rss_bytes: rss.value(i),
-            disk_read_bytes_per_sec: opt_f64(dr, i),
-            disk_written_bytes_per_sec: opt_f64(dw, i),
-        })
-        .collect())
 }
 
 /// Per (bucket, name) sums and counts of one metric (non-null values
@@ -265,7 +234,7 @@ impl PerfQueries {
         };
         let mut processes = Vec::new();
         for batch in &latest.batches {
-            processes.extend(process_rows(batch)?);
+            processes.extend(ProcessPerfRow::from_batch(batch).map_err(Error::storage(TABLE))?);
         }
         processes.sort_by(|a, b| {
             b.cpu_pct

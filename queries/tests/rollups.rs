@@ -208,7 +208,7 @@ async fn rollups_answer_as_raw_rows_do_on_random_windows_and_after_late_samples(
         "day 1's rollup answers, the late sample read from the head"
     );
     assert_eq!(
-        points[9].cpu_pct.map(|c| c > 10.0),
+        points[9].get("cpu_pct").map(|c| c > 10.0),
         Some(true),
         "{:?}",
         points[9]

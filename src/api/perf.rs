@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use chrono::{DateTime, Duration, Utc};
-use kanade_queries::{Aggregate, HostMetric};
+use kanade_queries::{Aggregate, HostMetric, HostPoint};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
@@ -25,21 +25,7 @@ pub struct PerfResponse {
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     step_seconds: i64,
-    points: Vec<PerfPoint>,
-}
-
-#[derive(Serialize)]
-pub struct PerfPoint {
-    at: DateTime<Utc>,
-    cpu_pct: Option<f64>,
-    mem_used_bytes: Option<f64>,
-    mem_total_bytes: Option<f64>,
-    swap_used_bytes: Option<f64>,
-    swap_total_bytes: Option<f64>,
-    disk_read_bytes_per_sec: Option<f64>,
-    disk_written_bytes_per_sec: Option<f64>,
-    net_rx_bytes_per_sec: Option<f64>,
-    net_tx_bytes_per_sec: Option<f64>,
+    points: Vec<HostPoint>,
 }
 
 /// `GET /api/agents/{pc_id}/perf?from&to&step`.
@@ -58,21 +44,7 @@ pub async fn host_timeline(
         from: w.from,
         to: w.to,
         step_seconds: w.step_secs,
-        points: points
-            .into_iter()
-            .map(|p| PerfPoint {
-                at: p.at,
-                cpu_pct: p.cpu_pct,
-                mem_used_bytes: p.mem_used_bytes,
-                mem_total_bytes: p.mem_total_bytes,
-                swap_used_bytes: p.swap_used_bytes,
-                swap_total_bytes: p.swap_total_bytes,
-                disk_read_bytes_per_sec: p.disk_read_bytes_per_sec,
-                disk_written_bytes_per_sec: p.disk_written_bytes_per_sec,
-                net_rx_bytes_per_sec: p.net_rx_bytes_per_sec,
-                net_tx_bytes_per_sec: p.net_tx_bytes_per_sec,
-            })
-            .collect(),
+        points,
     }))
 }
 

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use chrono::{DateTime, Duration, Utc};
 use kanade_queries::ProcessMetric;
+use kanade_storage::ProcessPerfRow;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
@@ -23,17 +24,7 @@ const MAX_TOP: i64 = 20;
 pub struct ProcessesResponse {
     pc_id: String,
     latest_at: Option<DateTime<Utc>>,
-    processes: Vec<ProcessRow>,
-}
-
-#[derive(Serialize)]
-pub struct ProcessRow {
-    pid: i64,
-    name: String,
-    cpu_pct: f64,
-    rss_bytes: i64,
-    disk_read_bytes_per_sec: Option<f64>,
-    disk_written_bytes_per_sec: Option<f64>,
+    processes: Vec<ProcessPerfRow>,
 }
 
 /// `GET /api/agents/{pc_id}/processes`: the latest tick, cpu descending.
@@ -46,18 +37,7 @@ pub async fn latest(
     Ok(Json(ProcessesResponse {
         pc_id,
         latest_at: tick.latest_at,
-        processes: tick
-            .processes
-            .into_iter()
-            .map(|p| ProcessRow {
-                pid: p.pid,
-                name: p.name,
-                cpu_pct: p.cpu_pct,
-                rss_bytes: p.rss_bytes,
-                disk_read_bytes_per_sec: p.disk_read_bytes_per_sec,
-                disk_written_bytes_per_sec: p.disk_written_bytes_per_sec,
-            })
-            .collect(),
+        processes: tick.processes,
     }))
 }
 

@@ -42,6 +42,11 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    #[error("batch of table {table}: {message}")]
+    Shape {
+        table: &'static str,
+        message: String,
+    },
     #[error("invalid partition date {0:?} (expected YYYY-MM-DD)")]
     InvalidPartitionDate(String),
     #[error("timestamp {micros} µs of table {table} is out of range")]

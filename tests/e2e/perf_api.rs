@@ -222,6 +222,19 @@ async fn perf_endpoints_answer_from_published_samples() {
         Value::Null
     );
     assert_eq!(latest["processes"][0]["disk_written_bytes_per_sec"], 5.0);
+    let keys: Vec<&String> = latest["processes"][0].as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "cpu_pct",
+            "disk_read_bytes_per_sec",
+            "disk_written_bytes_per_sec",
+            "name",
+            "pid",
+            "rss_bytes"
+        ],
+        "a row answers as the reference's, without the PC and tick it is under"
+    );
 
     let (s, tl) = b
         .get(&format!(

@@ -39,15 +39,9 @@ pub fn same_host(a: &[HostPoint], b: &[HostPoint]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
             x.at == y.at
-                && close(x.cpu_pct, y.cpu_pct)
-                && close(x.mem_used_bytes, y.mem_used_bytes)
-                && close(x.mem_total_bytes, y.mem_total_bytes)
-                && close(x.swap_used_bytes, y.swap_used_bytes)
-                && close(x.swap_total_bytes, y.swap_total_bytes)
-                && close(x.disk_read_bytes_per_sec, y.disk_read_bytes_per_sec)
-                && close(x.disk_written_bytes_per_sec, y.disk_written_bytes_per_sec)
-                && close(x.net_rx_bytes_per_sec, y.net_rx_bytes_per_sec)
-                && close(x.net_tx_bytes_per_sec, y.net_tx_bytes_per_sec)
+                && x.values.len() == HostPoint::columns().len()
+                && x.values.len() == y.values.len()
+                && x.values.iter().zip(&y.values).all(|(u, v)| close(*u, *v))
         })
 }
 

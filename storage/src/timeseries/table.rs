@@ -56,26 +56,31 @@ pub const UTC: &str = "UTC";
 
 rows! {
     /// One host sample as the projector hands it to storage.
+    /// `[charted]` columns are what a PC's host timeline averages.
     HostPerfRow in HOST_PERF as HOST_SCHEMA {
         pc_id: String,
         at: DateTime<Utc>,
-        cpu_pct: Option<f64>,
+        cpu_pct: Option<f64> [charted],
         cpu_count: Option<i64>,
-        mem_used_bytes: Option<i64>,
-        mem_total_bytes: Option<i64>,
-        swap_used_bytes: Option<i64>,
-        swap_total_bytes: Option<i64>,
-        disk_read_bytes_per_sec: Option<f64>,
-        disk_written_bytes_per_sec: Option<f64>,
-        net_rx_bytes_per_sec: Option<f64>,
-        net_tx_bytes_per_sec: Option<f64>,
+        mem_used_bytes: Option<i64> [charted],
+        mem_total_bytes: Option<i64> [charted],
+        swap_used_bytes: Option<i64> [charted],
+        swap_total_bytes: Option<i64> [charted],
+        disk_read_bytes_per_sec: Option<f64> [charted],
+        disk_written_bytes_per_sec: Option<f64> [charted],
+        net_rx_bytes_per_sec: Option<f64> [charted],
+        net_tx_bytes_per_sec: Option<f64> [charted],
     }
 }
 
 rows! {
     /// One process of one tick as the projector hands it to storage.
+    /// The API answers a tick's rows under the PC and the tick, so a
+    /// row serialises without them.
     ProcessPerfRow in PROCESS_PERF as PROCESS_SCHEMA {
+        #[serde(skip)]
         pc_id: String,
+        #[serde(skip)]
         at: DateTime<Utc>,
         pid: i64,
         name: String,

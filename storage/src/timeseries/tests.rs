@@ -951,3 +951,30 @@ fn a_persist_orders_each_pcs_rows_by_time_and_pid_whatever_order_they_came_in() 
     }
     assert_eq!(total, sent);
 }
+
+/// Rows survive a batch and back, a file's batch included; a batch of
+/// another table is refused by name, not misread.
+#[test]
+fn rows_come_back_from_their_batches() {
+    let rows = vec![host("pc1", t(3, 1), 1.0), host("pc2", t(3, 2), 2.0)];
+    let batch = HostPerfRow::to_batch(&rows).unwrap();
+    assert_eq!(HostPerfRow::from_batch(&batch).unwrap(), rows);
+    let projected = batch
+        .project(&[1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11])
+        .unwrap();
+    assert_eq!(HostPerfRow::from_batch(&projected).unwrap(), rows);
+    assert_eq!(
+        HostPerfRow::COLUMNS.len(),
+        batch.num_columns(),
+        "{:?}",
+        HostPerfRow::COLUMNS
+    );
+    assert!(!HostPerfRow::charted().contains(&"cpu_count"));
+    assert_eq!(HostPerfRow::charted().len(), 9);
+
+    let tick = super::test_util::process_tick("pc1", t(3, 1), &[7, 9]);
+    let back = ProcessPerfRow::from_batch(&tick).unwrap();
+    assert_eq!(back.iter().map(|r| r.pid).collect::<Vec<_>>(), [7, 9]);
+    let err = ProcessPerfRow::from_batch(&batch).unwrap_err().to_string();
+    assert!(err.contains("process_perf") && err.contains("pid"), "{err}");
+}
