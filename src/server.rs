@@ -53,44 +53,27 @@ pub async fn run(
             config.server.bind
         );
     }
-    let tables = {
-        let (dir, ts) = (data_dir.clone(), config.storage.clone());
-        tokio::task::spawn_blocking(move || Tables::try_open(&dir, &ts)).await??
-    };
-    let store = {
-        let dir = data_dir.clone();
-        tokio::task::spawn_blocking(move || RelationalStore::open(&dir)).await??
-    };
-    crate::api::seed_bootstrap_admin(&store).await?;
-    let queries = PerfQueries::new(
-        Arc::clone(&tables.host),
-        Arc::clone(&tables.process),
-        store.clone(),
-    )?;
+    let client = connect_nats(&config.nats.url).await?;
+    let state = open_state(&config, auth, client.clone()).await?;
     let listener = TcpListener::bind(&config.server.bind)
         .await
         .with_context(|| format!("bind {}", config.server.bind))?;
     tracing::info!(addr = %listener.local_addr()?, "HTTP listening");
 
-    let explode = {
-        let (dir, store) = (data_dir.clone(), store.clone());
-        Arc::new(tokio::task::spawn_blocking(move || ExplodeIndex::open(&dir, store)).await??)
-    };
-
     let (stop_tx, stop_rx) = watch::channel(false);
-    let client = connect_nats(&config.nats.url).await?;
-    let inventory = crate::api::state::Inventory {
-        manifests: crate::control::manifests::Manifests::new(client.clone()),
-        explode,
-        history: HistoryQueries::new(Arc::clone(&tables.history))?,
-    };
+    let AppState {
+        tables,
+        store,
+        inventory,
+        control,
+        restart,
+        ..
+    } = state.clone();
     let projectors = spawn_projectors(&client, &config, &tables, &store, &inventory, &stop_rx);
     let mut jobs = Runner::new();
     crate::tasks::maintenance::register(&mut jobs, &tables, &config.storage);
     crate::tasks::inventory::register(&mut jobs, &inventory);
     crate::tasks::housekeeping::register(&mut jobs, &store, &config.housekeeping);
-    let signer = std::sync::Arc::new(crate::control::signing::CommandSigner::try_from_env()?);
-    let control = crate::control::Control::new(client.clone(), store.clone(), signer);
     crate::tasks::waves::register(&mut jobs, &control);
     crate::tasks::groups::register(&mut jobs, &control);
     crate::tasks::agents::register(
@@ -100,19 +83,7 @@ pub async fn run(
     );
     crate::tasks::scheduler::register(&mut jobs, &control, &config.scheduler);
 
-    let restart = Arc::new(tokio::sync::Notify::new());
-    let app = crate::api::app(AppState {
-        queries,
-        tables: tables.clone(),
-        store: store.clone(),
-        nats: client.clone(),
-        auth,
-        control,
-        scan_budget: std::time::Duration::from_secs(config.server.scan_budget_secs.max(1)),
-        trusted_proxies: config.server.proxies()?.into(),
-        inventory,
-        restart: Arc::clone(&restart),
-    });
+    let app = crate::api::app(state);
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
         axum::serve(
@@ -145,7 +116,57 @@ pub async fn run(
     Ok(exit)
 }
 
-pub(crate) async fn connect_nats(url: &str) -> Result<async_nats::Client> {
+/// Opens the stores under the configured data directory (WAL replay,
+/// leftovers removed, the bootstrap admin seeded) and assembles what the
+/// HTTP side serves from: the whole of start-up but the listener, the
+/// projectors and the background tasks. `run` builds its router from it;
+/// tests drive the same router in-process.
+pub async fn open_state(
+    config: &Config,
+    auth: AuthConfig,
+    client: async_nats::Client,
+) -> Result<AppState> {
+    let data_dir = config.data_dir();
+    let tables = {
+        let (dir, ts) = (data_dir.clone(), config.storage.clone());
+        tokio::task::spawn_blocking(move || Tables::try_open(&dir, &ts)).await??
+    };
+    let store = {
+        let dir = data_dir.clone();
+        tokio::task::spawn_blocking(move || RelationalStore::open(&dir)).await??
+    };
+    crate::api::seed_bootstrap_admin(&store).await?;
+    let queries = PerfQueries::new(
+        Arc::clone(&tables.host),
+        Arc::clone(&tables.process),
+        store.clone(),
+    )?;
+    let explode = {
+        let (dir, store) = (data_dir.clone(), store.clone());
+        Arc::new(tokio::task::spawn_blocking(move || ExplodeIndex::open(&dir, store)).await??)
+    };
+    let inventory = crate::api::state::Inventory {
+        manifests: crate::control::manifests::Manifests::new(client.clone()),
+        explode,
+        history: HistoryQueries::new(Arc::clone(&tables.history))?,
+    };
+    let signer = Arc::new(crate::control::signing::CommandSigner::try_from_env()?);
+    let control = crate::control::Control::new(client.clone(), store.clone(), signer);
+    Ok(AppState {
+        queries,
+        tables,
+        store,
+        nats: client,
+        auth,
+        control,
+        scan_budget: std::time::Duration::from_secs(config.server.scan_budget_secs.max(1)),
+        trusted_proxies: config.server.proxies()?.into(),
+        inventory,
+        restart: Arc::new(tokio::sync::Notify::new()),
+    })
+}
+
+pub async fn connect_nats(url: &str) -> Result<async_nats::Client> {
     use kanade_shared::nats_client::{connect_with_event_callback, NatsRole};
     // The backend role: user/password from `KANADE_NATS_USER` /
     // `KANADE_NATS_PASSWORD`, else the token `KANADE_NATS_TOKEN`, as upstream.

@@ -24,5 +24,6 @@ mod notification_acks;
 mod obs_events_api;
 mod perf_api;
 mod results_api;
+mod router;
 mod simulate;
 mod wire_input;

@@ -1,0 +1,367 @@
+//! The router driven in-process (tower `oneshot`): the state the binary
+//! serves from, opened by `server::open_state` on a temporary data
+//! directory against a real `nats-server`, with no listener. Each request
+//! is one call into the same `api::app` the binary serves, so the many
+//! parameter, error and auth cases cost no process, port or connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use kanade_backend::auth::{AuthConfig, JwtKeys, LoginThrottle};
+use kanade_backend::config::Config;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use crate::common::{Nats, TOKEN};
+
+/// The router over a fresh data directory and broker.
+pub struct App {
+    router: Router,
+    _nats: Nats,
+    _dir: tempfile::TempDir,
+}
+
+/// A response: status and its body as JSON (`Value::Null` when empty,
+/// a string when not JSON).
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    pub content_type: Option<String>,
+}
+
+impl Answer {
+    /// The `{"error": ..}` of an error answer; panics (the test fails)
+    /// when the body is not that shape.
+    pub fn error(&self) -> &str {
+        self.body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not a JSON error ({}): {}", self.status, self.body))
+    }
+}
+
+impl App {
+    pub async fn start() -> Self {
+        let nats = Nats::start();
+        let dir = tempfile::tempdir().unwrap();
+        let table: toml::Table = toml::from_str(&format!(
+            "[nats]\nurl = \"{}\"\n[storage]\ndata_dir = \"{}\"\n",
+            nats.url,
+            dir.path().display()
+        ))
+        .unwrap();
+        let config = Config::try_from_table(table).unwrap();
+        let auth = AuthConfig {
+            disabled: false,
+            static_token: Some(TOKEN.into()),
+            jwt: Arc::new(JwtKeys::new(b"router-test-secret-of-32-bytes!!")),
+            throttle: Arc::new(LoginThrottle::default()),
+        };
+        let client = kanade_backend::server::connect_nats(&nats.url)
+            .await
+            .unwrap();
+        let state = kanade_backend::server::open_state(&config, auth, client)
+            .await
+            .unwrap();
+        Self {
+            router: kanade_backend::api::app(state),
+            _nats: nats,
+            _dir: dir,
+        }
+    }
+
+    /// One request from 192.0.2.1 (as the listener would tag it).
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).unwrap()).await
+    }
+
+    /// Sends a request as built (headers and body as given).
+    pub async fn send(&self, mut req: Request<Body>) -> Answer {
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 1], 40_000))));
+        let res = self.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Answer {
+            status,
+            body,
+            content_type,
+        }
+    }
+
+    pub async fn get(&self, uri: &str, token: Option<&str>) -> Answer {
+        self.call(Method::GET, uri, token, None).await
+    }
+
+    /// Creates an account of `role` and logs it in; its token.
+    pub async fn login_as(&self, username: &str, role: &str) -> String {
+        let password = format!("{username}-password-1");
+        let made = self
+            .call(
+                Method::POST,
+                "/api/accounts",
+                Some(TOKEN),
+                Some(json!({"username": username, "password": password, "role": role})),
+            )
+            .await;
+        assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+        let login = self
+            .call(
+                Method::POST,
+                "/api/auth/login",
+                None,
+                Some(json!({"username": username, "password": password})),
+            )
+            .await;
+        assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+        login.body["token"].as_str().unwrap().to_string()
+    }
+}
+
+/// Who may call what: no credential and a bad one are 401 on every
+/// protected path (known route or not, `/metrics` included), a viewer is
+/// 403 on operator and admin routes, an operator on admin routes; the
+/// probes and the login need nothing. Every refusal is a JSON error.
+#[tokio::test]
+async fn every_gate_answers_with_a_json_error() {
+    let app = App::start().await;
+    let viewer = app.login_as("vera", "viewer").await;
+    let operator = app.login_as("otto", "operator").await;
+
+    for path in ["/health", "/readyz", "/api/version"] {
+        let a = app.get(path, None).await;
+        assert!(
+            a.status == StatusCode::OK || a.status == StatusCode::SERVICE_UNAVAILABLE,
+            "{path}: {}",
+            a.status
+        );
+    }
+    let protected = [
+        "/api/agents",
+        "/api/perf/fleet",
+        "/api/audit",
+        "/metrics",
+        "/api/no-such-route",
+    ];
+    for path in protected {
+        let a = app.get(path, None).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(a.error().contains("missing bearer token"), "{path}");
+        let a = app.get(path, Some("not.a.jwt")).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(a.error().contains("invalid token"), "{path}");
+    }
+    // A token signed with another secret is refused, not decoded.
+    let forged = JwtKeys::new(b"some-other-secret-of-32-bytes!!!")
+        .mint(
+            "vera",
+            kanade_backend::auth::Role::Admin,
+            chrono::Utc::now().timestamp(),
+        )
+        .unwrap()
+        .0;
+    let a = app.get("/api/agents", Some(&forged)).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+
+    assert_eq!(
+        app.get("/api/agents", Some(&viewer)).await.status,
+        StatusCode::OK
+    );
+    let operator_only = [
+        (Method::POST, "/api/schedules/s1/enable"),
+        (Method::DELETE, "/api/jobs/j1"),
+        (Method::POST, "/api/server/restart"),
+    ];
+    for (m, path) in operator_only {
+        let a = app
+            .call(m.clone(), path, Some(&viewer), Some(json!({})))
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{m} {path}: {}", a.body);
+        assert!(
+            a.error().contains("operator role required"),
+            "{}",
+            a.error()
+        );
+    }
+    let admin_only = [
+        (Method::GET, "/api/accounts"),
+        (Method::POST, "/api/admin/backup"),
+        (Method::DELETE, "/api/accounts/vera"),
+    ];
+    for (m, path) in admin_only {
+        for (who, token) in [("viewer", &viewer), ("operator", &operator)] {
+            let a = app.call(m.clone(), path, Some(token), None).await;
+            assert_eq!(a.status, StatusCode::FORBIDDEN, "{who} {m} {path}");
+            assert!(a.error().contains("admin role required"), "{}", a.error());
+        }
+    }
+    assert_eq!(
+        app.get("/api/accounts", Some(TOKEN)).await.status,
+        StatusCode::OK
+    );
+
+    // A disabled account's live token stops working at once.
+    let a = app
+        .call(
+            Method::PATCH,
+            "/api/accounts/vera",
+            Some(TOKEN),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert!(a.status.is_success(), "{} {}", a.status, a.body);
+    let a = app.get("/api/agents", Some(&viewer)).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(a.error().contains("disabled"));
+}
+
+/// Every parameter a caller can get wrong is a 400 whose JSON error names
+/// the parameter; a value past a cap is clamped or named, never a 5xx.
+#[tokio::test]
+async fn every_bad_parameter_is_a_400_naming_it() {
+    let app = App::start().await;
+    let t = Some(TOKEN);
+    let cases: &[(&str, &str)] = &[
+        ("/api/agents/pc1/perf?step=0", "step"),
+        ("/api/agents/pc1/perf?step=-5", "step"),
+        ("/api/agents/pc1/perf?step=abc", "step"),
+        ("/api/agents/pc1/perf?from=yesterday", "from"),
+        ("/api/agents/pc1/perf?to=2026-13-40T00:00:00Z", "to"),
+        (
+            "/api/agents/pc1/perf?from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z",
+            "from",
+        ),
+        ("/api/perf/fleet?metric=bogus", "metric"),
+        ("/api/perf/fleet?agg=median", "agg"),
+        ("/api/perf/top?limit=ten", "limit"),
+        ("/api/perf/top?metric=swap", "metric"),
+        (
+            "/api/agents/pc1/processes/timeline?metric=threads",
+            "metric",
+        ),
+        ("/api/results?limit=-1", "limit"),
+        ("/api/audit?limit=x", "limit"),
+        ("/api/export/no_such_table", "table"),
+        ("/api/export/host_perf?from=junk", "from"),
+    ];
+    for (uri, param) in cases {
+        let a = app.get(uri, t).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{uri}: {}", a.body);
+        assert!(
+            a.error().contains(param),
+            "{uri}: the error names {param:?}: {}",
+            a.error()
+        );
+        assert_eq!(a.content_type.as_deref(), Some("application/json"), "{uri}");
+    }
+    // Values past a cap are clamped, not refused and not a 5xx.
+    for uri in [
+        "/api/perf/top?limit=1000000",
+        "/api/agents/pc1/processes/timeline?top=1000000",
+        "/api/agents/pc1/perf?step=99999999999",
+    ] {
+        let a = app.get(uri, t).await;
+        assert!(
+            a.status == StatusCode::OK || a.status == StatusCode::BAD_REQUEST,
+            "{uri}: {} {}",
+            a.status,
+            a.body
+        );
+        if a.status == StatusCode::BAD_REQUEST {
+            a.error();
+        }
+    }
+}
+
+/// A body the handler cannot read is a 400 JSON error saying why, whether
+/// it is not JSON, JSON of the wrong shape, or sent without its content
+/// type; an unknown route under `/api` is a 404 JSON error.
+#[tokio::test]
+async fn unreadable_bodies_and_unknown_routes_are_json_errors() {
+    let app = App::start().await;
+    let raw = |method: Method, uri: &str, ct: Option<&str>, body: &str| {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {TOKEN}"));
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        req.body(Body::from(body.to_string())).unwrap()
+    };
+    let cases = [
+        raw(
+            Method::POST,
+            "/api/accounts",
+            Some("application/json"),
+            "{not json",
+        ),
+        raw(
+            Method::POST,
+            "/api/accounts",
+            Some("application/json"),
+            r#"{"username": 7}"#,
+        ),
+        raw(Method::POST, "/api/accounts", None, r#"{"username": "a"}"#),
+        raw(
+            Method::POST,
+            "/api/auth/login",
+            Some("application/json"),
+            "[]",
+        ),
+        raw(
+            Method::POST,
+            "/api/notifications",
+            Some("application/json"),
+            r#"{"title": 1}"#,
+        ),
+    ];
+    for req in cases {
+        let what = format!("{} {}", req.method(), req.uri());
+        let a = app.send(req).await;
+        assert!(
+            a.status == StatusCode::BAD_REQUEST
+                || a.status == StatusCode::UNPROCESSABLE_ENTITY
+                || a.status == StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{what}: {} {}",
+            a.status,
+            a.body
+        );
+        assert!(!a.error().is_empty(), "{what}");
+    }
+    let a = app.get("/api/no-such-route", Some(TOKEN)).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    a.error();
+}
