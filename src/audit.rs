@@ -49,6 +49,26 @@ fn subject(actor: &str, action: &str, target: Option<&str>) -> String {
     }
 }
 
+/// Characters of a caller-chosen name that logs and audit events keep.
+const SHOWN_CHARS: usize = 64;
+
+/// A name the caller chose (a login's username) as logs and audit events
+/// show it: at most 64 characters, control and other unprintable
+/// characters escaped, and the original length named when it was cut, so
+/// a caller can neither fill the log nor forge lines in it.
+pub fn shown(raw: &str) -> String {
+    let mut out: String = raw
+        .chars()
+        .take(SHOWN_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    let total = raw.chars().count();
+    if total > SHOWN_CHARS {
+        out.push_str(&format!("… ({total} characters)"));
+    }
+    out
+}
+
 /// Publishes one audit event. `caller`'s subject and source join the
 /// payload unless it already has those keys.
 pub async fn record(
@@ -117,5 +137,21 @@ mod tests {
                 "audit.auth.login.failure"
             );
         }
+    }
+
+    #[test]
+    fn a_chosen_name_is_shown_bounded_and_escaped() {
+        assert_eq!(shown("alice"), "alice");
+        assert_eq!(
+            shown("a\nFAKE login ok\u{1b}[0m"),
+            "a\\nFAKE login ok\\u{1b}[0m"
+        );
+        let long = "x".repeat(10_000);
+        let s = shown(&long);
+        assert!(
+            s.starts_with(&"x".repeat(64)) && s.ends_with("… (10000 characters)"),
+            "{s}"
+        );
+        assert!(s.chars().count() < 100);
     }
 }

@@ -124,7 +124,7 @@ fn main() -> Result<()> {
     }
     let exit = runtime.block_on(kanade_backend::server::run(
         config,
-        AuthConfig::from_env(),
+        AuthConfig::from_env().map_err(anyhow::Error::msg)?,
         shutdown_signal(),
     ))?;
     if exit == kanade_backend::server::Exit::Restart {

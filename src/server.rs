@@ -48,8 +48,9 @@ pub async fn run(
     let data_dir = config.data_dir();
     tracing::info!(data_dir = %data_dir.display(), bind = %config.server.bind, nats = %config.nats.url, "starting kanade-backend");
     if auth.disabled {
-        tracing::warn!(
-            "KANADE_AUTH_DISABLE is set: every /api endpoint is open to anyone who can reach {}",
+        tracing::error!(
+            "AUTHENTICATION IS OFF (KANADE_AUTH_DISABLE): every /api endpoint is open, as an \
+             admin, to anyone who can reach {}",
             config.server.bind
         );
     }

@@ -21,7 +21,7 @@ use super::offload::store as blocking;
 use super::params::ApiJson;
 use crate::api::state::AppState;
 use crate::audit::{self, Caller};
-use crate::auth::throttle::Verdict;
+use crate::auth::throttle::{Account, Verdict};
 use crate::auth::{password, Identity, Role};
 
 /// The client's address: the connection's peer, or, when that peer is a
@@ -113,7 +113,7 @@ pub async fn login(
     let auth = &state.auth;
     let failure = |reason: &'static str| {
         let nats = state.nats.clone();
-        let username = req.username.clone();
+        let username = audit::shown(&req.username);
         let caller = caller.clone();
         async move {
             tracing::warn!(username = %username, client = ?addr, reason, "login failed");
@@ -131,9 +131,28 @@ pub async fn login(
             .await;
         }
     };
-    match auth.throttle.begin(&req.username, addr, Instant::now()) {
-        Verdict::Refuse(after) => {
-            failure("throttled").await;
+    let (user, last_admin) = {
+        let (store, name) = (state.store.clone(), req.username.clone());
+        blocking(move || Ok((store.user(&name)?, store.is_last_enabled_admin(&name)?))).await?
+    };
+    let account = if last_admin {
+        Account::LastAdmin
+    } else {
+        Account::Any
+    };
+    match auth
+        .throttle
+        .begin(&req.username, account, addr, Instant::now())
+    {
+        Verdict::Refuse { after, first } => {
+            // A lock is reported once; the attempts it refuses are
+            // counted by the throttle, not written to the log and the
+            // audit stream one by one.
+            if first {
+                failure("throttled").await;
+            } else {
+                tracing::debug!(client = ?addr, "login refused while throttled");
+            }
             return Err(ApiError::TooManyRequests {
                 retry_after_secs: after.as_secs().max(1),
             });
@@ -141,10 +160,6 @@ pub async fn login(
         Verdict::Proceed(delay) if !delay.is_zero() => tokio::time::sleep(delay).await,
         Verdict::Proceed(_) => {}
     }
-    let user = {
-        let (store, name) = (state.store.clone(), req.username.clone());
-        blocking(move || store.user(&name)).await?
-    };
     let usable = user.filter(|u| !u.disabled);
     let matched = password::verify_async(
         req.password.clone(),
@@ -161,10 +176,15 @@ pub async fn login(
             user.username, user.role
         ))
     })?;
-    auth.throttle.succeeded(&req.username, addr);
+    auth.throttle.succeeded(&req.username, account, addr);
     let (token, exp) = auth
         .jwt
-        .mint(&user.username, role, Utc::now().timestamp())
+        .mint(
+            &user.username,
+            role,
+            user.token_epoch,
+            Utc::now().timestamp(),
+        )
         .map_err(ApiError::Internal)?;
     Ok(Json(LoginResponse {
         token,
@@ -340,6 +360,7 @@ pub async fn create(
         must_change_pw: false,
         created_at: now,
         updated_at: now,
+        token_epoch: 0,
     };
     let store = state.store.clone();
     if !blocking(move || store.insert_user(&record)).await? {
@@ -479,6 +500,7 @@ pub async fn seed_bootstrap_admin(store: &kanade_storage::RelationalStore) -> an
         must_change_pw: true,
         created_at: now,
         updated_at: now,
+        token_epoch: 0,
     };
     let s = store.clone();
     if tokio::task::spawn_blocking(move || s.insert_first_user(&record)).await?? {

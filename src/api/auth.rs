@@ -64,6 +64,10 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     if user.disabled {
         return ApiError::Forbidden("account disabled".into()).into_response();
     }
+    if claims.epoch != user.token_epoch {
+        return ApiError::Unauthorized("token ended by a password change: log in again".into())
+            .into_response();
+    }
     let Some(role) = Role::parse(&user.role) else {
         tracing::error!(username = %user.username, role = %user.role, "stored account has an unknown role");
         return ApiError::Unauthorized("account has no valid role".into()).into_response();

@@ -6,6 +6,7 @@
 //! is an admin; otherwise the bearer must be a login JWT (HS256, audience
 //! `kanade`, unexpired) whose subject is looked up in `users` on every
 //! request. The stored account decides: missing → 401, disabled → 403,
+//! a token minted before its last password change → 401,
 //! and its role, not the token's, applies, so a demotion or a disable takes
 //! effect at once. The HTTP side of this (the middleware and the route
 //! gates) lives in `api::auth`; this module knows no HTTP.
@@ -73,7 +74,7 @@ impl Identity {
 /// How requests are authenticated, read once at start-up.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
-    /// `KANADE_AUTH_DISABLE` set (to anything but `0`/`false`/`no`).
+    /// `KANADE_AUTH_DISABLE` set to `1`, `true` or `yes` (any case).
     pub disabled: bool,
     /// `KANADE_AUTH_STATIC_TOKEN`, when set and non-empty.
     pub static_token: Option<String>,
@@ -84,21 +85,30 @@ pub struct AuthConfig {
 }
 
 impl AuthConfig {
-    /// Reads the environment.
-    pub fn from_env() -> Self {
-        let disabled = std::env::var("KANADE_AUTH_DISABLE")
-            .map(|v| !matches!(v.trim(), "" | "0" | "false" | "no"))
-            .unwrap_or(false);
+    /// Reads the environment; an error (a JWT secret too short) stops
+    /// the start.
+    pub fn from_env() -> Result<Self, String> {
+        let disable = std::env::var("KANADE_AUTH_DISABLE").ok();
+        let disabled = match auth_disabled(disable.as_deref()) {
+            Some(d) => d,
+            None => {
+                tracing::warn!(
+                    value = ?disable,
+                    "KANADE_AUTH_DISABLE is neither 1/true/yes nor 0/false/no/off: ignored, \
+                     authentication stays on"
+                );
+                false
+            }
+        };
         let static_token = std::env::var("KANADE_AUTH_STATIC_TOKEN")
             .ok()
             .filter(|t| !t.trim().is_empty());
-        let jwt = JwtKeys::from_env();
-        Self {
+        Ok(Self {
             disabled,
             static_token,
-            jwt: Arc::new(jwt),
+            jwt: Arc::new(JwtKeys::from_env()?),
             throttle: Arc::new(LoginThrottle::default()),
-        }
+        })
     }
 
     /// Whether `presented` is the service token.
@@ -106,6 +116,31 @@ impl AuthConfig {
         self.static_token
             .as_deref()
             .is_some_and(|t| bool::from(t.as_bytes().ct_eq(presented.as_bytes())))
+    }
+}
+
+/// What `KANADE_AUTH_DISABLE` says: only an explicit `1`, `true` or `yes`
+/// (any case, trimmed) turns authentication off; unset, empty, `0`,
+/// `false`, `no` or `off` keep it on; anything else is `None` (kept on,
+/// and the caller says the value was ignored). Failing open on a value
+/// like `False` is what this guards against.
+pub fn auth_disabled(value: Option<&str>) -> Option<bool> {
+    let Some(v) = value.map(str::trim) else {
+        return Some(false);
+    };
+    if ["1", "true", "yes"]
+        .iter()
+        .any(|t| v.eq_ignore_ascii_case(t))
+    {
+        Some(true)
+    } else if v.is_empty()
+        || ["0", "false", "no", "off"]
+            .iter()
+            .any(|f| v.eq_ignore_ascii_case(f))
+    {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -121,5 +156,19 @@ mod tests {
         }
         assert_eq!(Role::parse("root"), None);
         assert_eq!(Role::parse("Admin"), None);
+    }
+
+    #[test]
+    fn only_an_explicit_true_turns_authentication_off() {
+        for on in ["1", "true", "TRUE", "True", " yes ", "YES"] {
+            assert_eq!(auth_disabled(Some(on)), Some(true), "{on:?}");
+        }
+        for off in ["False", "FALSE", "No", "off", "OFF", "0", "", "  "] {
+            assert_eq!(auth_disabled(Some(off)), Some(false), "{off:?}");
+        }
+        assert_eq!(auth_disabled(None), Some(false));
+        for odd in ["banana", "2", "enabled", "y"] {
+            assert_eq!(auth_disabled(Some(odd)), None, "{odd:?}");
+        }
     }
 }

@@ -11,8 +11,8 @@ use super::Role;
 pub const AUDIENCE: &str = "kanade";
 
 /// How long a login token is valid. The account is re-read on every
-/// request, so this only bounds a token whose account was deleted and
-/// re-created.
+/// request and a password change ends earlier tokens (see `epoch`), so
+/// this only bounds a token whose account was deleted and re-created.
 pub const TOKEN_TTL_SECS: i64 = 12 * 3600;
 
 /// The claims of a login token.
@@ -27,7 +27,19 @@ pub struct Claims {
     /// The role at login; informational only, the stored account decides.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The account's token epoch at login (absent, 0, in tokens of the
+    /// reference backend): a token of an earlier epoch is refused.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The shortest `KANADE_JWT_SECRET` accepted: an HS256 key is as strong
+/// as its secret, and anyone holding it can mint an admin token.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 /// The signing secret, as keys.
 pub struct JwtKeys {
@@ -57,10 +69,20 @@ impl JwtKeys {
     /// `KANADE_JWT_SECRET`; without it a random secret for this process
     /// (logins work, and their tokens end with the process). The reference
     /// falls back to a fixed, published secret, with which anyone could
-    /// mint an admin token; we do not.
-    pub fn from_env() -> Self {
-        match std::env::var("KANADE_JWT_SECRET") {
-            Ok(s) if !s.is_empty() => Self::new(s.as_bytes()),
+    /// mint an admin token; we do not. A secret shorter than
+    /// [`MIN_SECRET_BYTES`] is refused: the error stops the start.
+    pub fn from_env() -> Result<Self, String> {
+        Self::from_secret(std::env::var("KANADE_JWT_SECRET").ok().as_deref())
+    }
+
+    fn from_secret(secret: Option<&str>) -> Result<Self, String> {
+        match secret {
+            Some(s) if s.len() >= MIN_SECRET_BYTES => Ok(Self::new(s.as_bytes())),
+            Some(s) if !s.is_empty() => Err(format!(
+                "KANADE_JWT_SECRET is {} bytes; at least {MIN_SECRET_BYTES} are required \
+                 (for example the output of `openssl rand -hex 32`)",
+                s.len()
+            )),
             _ => {
                 tracing::warn!(
                     "KANADE_JWT_SECRET is not set: login tokens are signed with a random \
@@ -68,13 +90,19 @@ impl JwtKeys {
                 );
                 let mut secret = [0u8; 32];
                 getrandom::fill(&mut secret).expect("the OS random source is available");
-                Self::new(&secret)
+                Ok(Self::new(&secret))
             }
         }
     }
 
     /// A signed token for `sub`, and its expiry (unix seconds).
-    pub fn mint(&self, sub: &str, role: Role, now: i64) -> Result<(String, i64), String> {
+    pub fn mint(
+        &self,
+        sub: &str,
+        role: Role,
+        epoch: u64,
+        now: i64,
+    ) -> Result<(String, i64), String> {
         let exp = now + TOKEN_TTL_SECS;
         let claims = Claims {
             sub: sub.into(),
@@ -82,6 +110,7 @@ impl JwtKeys {
             iat: Some(now),
             aud: Some(AUDIENCE.into()),
             roles: vec![role.as_str().into()],
+            epoch,
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map(|t| (t, exp))
@@ -109,7 +138,7 @@ mod tests {
     fn minted_tokens_verify_and_others_do_not() {
         let keys = JwtKeys::new(b"secret-a");
         let now = chrono::Utc::now().timestamp();
-        let (token, exp) = keys.mint("alice", Role::Operator, now).unwrap();
+        let (token, exp) = keys.mint("alice", Role::Operator, 0, now).unwrap();
         assert_eq!(exp, now + TOKEN_TTL_SECS);
         let claims = keys.verify(&token).unwrap();
         assert_eq!(
@@ -122,7 +151,7 @@ mod tests {
             "bad signature"
         );
         let (old, _) = keys
-            .mint("alice", Role::Admin, now - TOKEN_TTL_SECS - 3600)
+            .mint("alice", Role::Admin, 0, now - TOKEN_TTL_SECS - 3600)
             .unwrap();
         assert_eq!(keys.verify(&old).unwrap_err(), "token expired");
         assert_eq!(keys.verify("not.a.jwt").unwrap_err(), "malformed token");
@@ -135,10 +164,27 @@ mod tests {
                 iat: None,
                 aud: Some("elsewhere".into()),
                 roles: vec![],
+                epoch: 0,
             },
             &EncodingKey::from_secret(b"secret-a"),
         )
         .unwrap();
         assert_eq!(keys.verify(&foreign).unwrap_err(), "wrong audience");
+    }
+
+    #[test]
+    fn a_short_secret_is_refused_and_an_absent_one_is_random() {
+        let err = JwtKeys::from_secret(Some("hunter2")).unwrap_err();
+        assert!(err.contains("KANADE_JWT_SECRET is 7 bytes"), "{err}");
+        assert!(JwtKeys::from_secret(Some(&"k".repeat(31))).is_err());
+        assert!(JwtKeys::from_secret(Some(&"k".repeat(32))).is_ok());
+        let (a, b) = (
+            JwtKeys::from_secret(None).unwrap(),
+            JwtKeys::from_secret(Some("")).unwrap(),
+        );
+        let now = chrono::Utc::now().timestamp();
+        let (token, _) = a.mint("alice", Role::Viewer, 3, now).unwrap();
+        assert_eq!(a.verify(&token).unwrap().epoch, 3);
+        assert_eq!(b.verify(&token).unwrap_err(), "bad signature");
     }
 }

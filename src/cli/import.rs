@@ -458,6 +458,7 @@ pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
                 must_change_pw: get::<i64>(r, 4)? != 0,
                 created_at: opt_ts(r, 5)?.unwrap_or(now),
                 updated_at: opt_ts(r, 6)?.unwrap_or(now),
+                token_epoch: 0,
             }))
         },
         |batch| Ok(store.import_users(&batch)? as u64),

@@ -5,7 +5,7 @@ use crate::common::{eventually, Backend, Nats, TOKEN};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-const SECRET: &str = "test-jwt-secret-0123456789";
+const SECRET: &str = "test-jwt-secret-0123456789-abcdef";
 const BOOT_PW: &str = "Bootstrap-Pa55";
 const NEW_ADMIN_PW: &str = "Admin-New-Pa55word";
 const VIEWER_PW: &str = "Viewer-Pa55word";
@@ -152,12 +152,20 @@ async fn bootstrap_admin_changes_password_then_manages_a_viewer() {
         )
         .await;
     assert_eq!(status, 204);
-    assert_eq!(b.get_with("/api/agents", Some(&admin)).await.0, 200);
+    assert_eq!(
+        b.get_with("/api/agents", Some(&admin)).await.0,
+        401,
+        "a password change ends the tokens minted before it"
+    );
     assert_eq!(
         login(&b, "admin", BOOT_PW).await.0,
         401,
         "the old password is gone"
     );
+    let (status, _, body) = login(&b, "admin", NEW_ADMIN_PW).await;
+    assert_eq!(status, 200, "{body}");
+    let admin = body["token"].as_str().unwrap().to_string();
+    assert_eq!(b.get_with("/api/agents", Some(&admin)).await.0, 200);
 
     // Creating a viewer: bad input is a JSON 400 naming the field.
     let create =
@@ -459,4 +467,53 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
         .await;
         assert_eq!(client, expected, "trusted = {trusted}");
     }
+}
+
+/// `KANADE_AUTH_DISABLE=False` (or `off`, `No`) keeps authentication on;
+/// only an explicit true value opens the API. A JWT secret shorter than
+/// 32 bytes stops the start, naming the variable.
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_is_off_only_when_explicitly_true_and_short_secrets_stop_the_start() {
+    let nats = Nats::start();
+    for (value, open) in [("False", false), ("off", false), ("TRUE", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Backend::start_with_env(
+            &nats.url,
+            &dir.path().join("data"),
+            "",
+            &[("KANADE_AUTH_DISABLE", value)],
+        );
+        let (status, _) = b.get_with("/api/agents", None).await;
+        assert_eq!(
+            status,
+            if open { 200 } else { 401 },
+            "KANADE_AUTH_DISABLE={value}"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("backend.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nbind = \"127.0.0.1:{}\"\n[nats]\nurl = \"{}\"\n[storage]\ndata_dir = \"{}\"\n",
+            crate::common::free_port(),
+            nats.url,
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kanade-backend"))
+        .arg("--config")
+        .arg(&config)
+        .env("KANADE_JWT_SECRET", "hunter2-hunter2")
+        .env_remove("KANADE_AUTH_DISABLE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with a 15-byte secret");
+    assert!(
+        stderr.contains("KANADE_JWT_SECRET is 15 bytes; at least 32"),
+        "{stderr}"
+    );
 }

@@ -348,7 +348,7 @@ async fn a_reference_database_imports_once_and_answers_through_the_api() {
         &nats.url,
         &data,
         "",
-        &[("KANADE_JWT_SECRET", "s3cret-for-import")],
+        &[("KANADE_JWT_SECRET", "s3cret-for-import-s3cret-for-import")],
     );
     let (_, agents) = b.get("/api/agents").await;
     let agents = agents.as_array().unwrap();

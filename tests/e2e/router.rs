@@ -22,7 +22,7 @@ use crate::common::{Nats, TOKEN};
 /// The router over a fresh data directory and broker.
 pub struct App {
     router: Router,
-    _nats: Nats,
+    pub nats: Nats,
     _dir: tempfile::TempDir,
 }
 
@@ -69,7 +69,7 @@ impl App {
             .unwrap();
         Self {
             router: kanade_backend::api::app(state),
-            _nats: nats,
+            nats,
             _dir: dir,
         }
     }
@@ -97,9 +97,14 @@ impl App {
     }
 
     /// Sends a request as built (headers and body as given).
-    pub async fn send(&self, mut req: Request<Body>) -> Answer {
+    pub async fn send(&self, req: Request<Body>) -> Answer {
+        self.send_from([192, 0, 2, 1], req).await
+    }
+
+    /// Sends a request as if from `peer`.
+    pub async fn send_from(&self, peer: [u8; 4], mut req: Request<Body>) -> Answer {
         req.extensions_mut()
-            .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 1], 40_000))));
+            .insert(ConnectInfo(SocketAddr::from((peer, 40_000))));
         let res = self.router.clone().oneshot(req).await.unwrap();
         let status = res.status();
         let content_type = res
@@ -123,6 +128,20 @@ impl App {
 
     pub async fn get(&self, uri: &str, token: Option<&str>) -> Answer {
         self.call(Method::GET, uri, token, None).await
+    }
+
+    /// A login of an existing account; its token.
+    pub async fn login_as_again(&self, username: &str, password: &str) -> String {
+        let login = self
+            .call(
+                Method::POST,
+                "/api/auth/login",
+                None,
+                Some(json!({"username": username, "password": password})),
+            )
+            .await;
+        assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+        login.body["token"].as_str().unwrap().to_string()
     }
 
     /// Creates an account of `role` and logs it in; its token.
@@ -188,6 +207,7 @@ async fn every_gate_answers_with_a_json_error() {
         .mint(
             "vera",
             kanade_backend::auth::Role::Admin,
+            0,
             chrono::Utc::now().timestamp(),
         )
         .unwrap()
@@ -364,4 +384,172 @@ async fn unreadable_bodies_and_unknown_routes_are_json_errors() {
     let a = app.get("/api/no-such-route", Some(TOKEN)).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     a.error();
+}
+
+/// A login from `peer`.
+async fn login_from(app: &App, peer: [u8; 4], username: &str, password: &str) -> Answer {
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/api/auth/login")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({"username": username, "password": password}).to_string(),
+        ))
+        .unwrap();
+    app.send_from(peer, req).await
+}
+
+/// A password change, by the account or an admin's reset, ends every
+/// token minted before it; a new login works.
+#[tokio::test]
+async fn a_password_change_ends_earlier_tokens() {
+    let app = App::start().await;
+    let old = app.login_as("vera", "viewer").await;
+    let other_session = app.login_as_again("vera", "vera-password-1").await;
+    assert_eq!(
+        app.get("/api/auth/me", Some(&old)).await.status,
+        StatusCode::OK
+    );
+
+    let changed = app
+        .call(
+            Method::POST,
+            "/api/auth/change-password",
+            Some(&old),
+            Some(json!({"old_password": "vera-password-1", "new_password": "vera-password-2"})),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::NO_CONTENT, "{}", changed.body);
+    for token in [&old, &other_session] {
+        let a = app.get("/api/auth/me", Some(token)).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+        assert!(a.error().contains("password change"), "{}", a.error());
+    }
+    let fresh = app.login_as_again("vera", "vera-password-2").await;
+    assert_eq!(
+        app.get("/api/auth/me", Some(&fresh)).await.status,
+        StatusCode::OK
+    );
+
+    // An admin's reset ends them too.
+    let reset = app
+        .call(
+            Method::PATCH,
+            "/api/accounts/vera",
+            Some(TOKEN),
+            Some(json!({"password": "vera-password-3"})),
+        )
+        .await;
+    assert!(reset.status.is_success(), "{}", reset.body);
+    assert_eq!(
+        app.get("/api/auth/me", Some(&fresh)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // A role change or a disable/enable keeps the session (the account
+    // is re-read on each request).
+    let after = app.login_as_again("vera", "vera-password-3").await;
+    let promote = app
+        .call(
+            Method::PATCH,
+            "/api/accounts/vera",
+            Some(TOKEN),
+            Some(json!({"role": "operator"})),
+        )
+        .await;
+    assert!(promote.status.is_success(), "{}", promote.body);
+    assert_eq!(
+        app.get("/api/auth/me", Some(&after)).await.body["role"],
+        "operator"
+    );
+}
+
+/// Strangers' failures lock an account from every address, as the
+/// reference does, except the last enabled admin: its lock holds only
+/// for the addresses that failed, so nobody can keep the backend without
+/// an admin.
+#[tokio::test]
+async fn strangers_cannot_lock_the_last_admin_out() {
+    let app = App::start().await;
+    app.login_as("root", "admin").await;
+    let stranger = [198, 51, 100, 7];
+    for i in 0..5 {
+        let a = login_from(&app, stranger, "root", "guess").await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let a = login_from(&app, stranger, "root", "root-password-1").await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.body);
+    let a = login_from(&app, [192, 0, 2, 50], "root", "root-password-1").await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "the admin's own address: {}",
+        a.body
+    );
+
+    // With a second admin, root is an account like any other: failures
+    // from anywhere lock it everywhere.
+    app.login_as("second", "admin").await;
+    for i in 0..5u8 {
+        let a = login_from(&app, [203, 0, 113, i], "root", "guess").await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let a = login_from(&app, [192, 0, 2, 50], "root", "root-password-1").await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.body);
+    assert!(a.error().starts_with("too many attempts"), "{}", a.error());
+}
+
+/// A flood of logins under a huge, line-breaking username leaves one
+/// bounded, escaped audit event per failure and one for the lock, not
+/// one per refused attempt.
+#[tokio::test]
+async fn a_login_flood_is_audited_bounded_and_once_per_lock() {
+    use futures::StreamExt;
+    let app = App::start().await;
+    let client = async_nats::connect(&app.nats.url).await.unwrap();
+    let mut events = client
+        .subscribe("audit.auth.login.failure.>")
+        .await
+        .unwrap();
+    let mut bare = client.subscribe("audit.auth.login.failure").await.unwrap();
+    client.flush().await.unwrap();
+
+    let name = format!("evil\nFAKE: login ok for admin\n{}", "x".repeat(20_000));
+    for i in 0..40u8 {
+        let a = login_from(&app, [198, 51, 100, i], &name, "guess").await;
+        let expected = if i < 5 {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        assert_eq!(a.status, expected, "attempt {i}");
+    }
+    let mut seen = Vec::new();
+    while let Ok(Some(m)) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), bare.next()).await
+    {
+        seen.push(m);
+    }
+    let stray = tokio::time::timeout(std::time::Duration::from_millis(200), events.next()).await;
+    assert!(stray.is_err(), "the name is no subject token: {stray:?}");
+    let reasons: Vec<String> = seen
+        .iter()
+        .map(|m| {
+            assert!(
+                m.payload.len() < 1_000,
+                "an audit event of {} bytes",
+                m.payload.len()
+            );
+            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+            let target = v["target"].as_str().unwrap();
+            assert!(!target.contains('\n'), "{target}");
+            assert!(target.ends_with("characters)"), "{target}");
+            v["payload"]["reason"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let throttled = reasons.iter().filter(|r| *r == "throttled").count();
+    assert_eq!(
+        (reasons.len() - throttled, throttled),
+        (5, 1),
+        "five failures and the lock: {reasons:?}"
+    );
 }

@@ -33,6 +33,10 @@ pub struct UserRecord {
     pub must_change_pw: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Login tokens carry the epoch they were minted in; a password
+    /// change or reset moves it on, which ends every earlier token.
+    /// Accounts stored before it existed (and imported ones) start at 0.
+    pub token_epoch: u64,
 }
 
 impl UserRecord {
@@ -90,6 +94,15 @@ impl RelationalStore {
         let txn = self.db.begin_read().map_err(Error::redb_op)?;
         let t = txn.open_table(USERS).map_err(Error::redb_op)?;
         get(&t, username)
+    }
+
+    /// Whether `username` is the one enabled admin (the account whose
+    /// lockout would leave the backend without an admin).
+    pub fn is_last_enabled_admin(&self, username: &str) -> Result<bool> {
+        let txn = self.db.begin_read().map_err(Error::redb_op)?;
+        let t = txn.open_table(USERS).map_err(Error::redb_op)?;
+        let is_admin = get(&t, username)?.is_some_and(|u| u.is_enabled_admin());
+        Ok(is_admin && enabled_admins(&t)? == 1)
     }
 
     /// Every account, by username.
@@ -167,6 +180,7 @@ impl RelationalStore {
                     }
                     if let Some(hash) = &update.password_hash {
                         user.password_hash.clone_from(hash);
+                        user.token_epoch = user.token_epoch.wrapping_add(1);
                     }
                     if let Some(flag) = update.must_change_pw {
                         user.must_change_pw = flag;

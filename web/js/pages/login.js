@@ -85,9 +85,16 @@ function showChange(ctx, oldPassword = '') {
     e.preventDefault();
     const data = new FormData(form);
     try {
+      // A password change ends the account's earlier tokens, this one
+      // included: log in again with the new password.
+      const me = await api('/api/auth/me');
       await api('/api/auth/change-password', {
         method: 'POST', body: { old_password: data.get('old'), new_password: data.get('new') },
       });
+      const res = await api('/api/auth/login', {
+        method: 'POST', body: { username: me.username, password: data.get('new') },
+      });
+      setToken(res.token);
       await ctx.refreshIdentity();
       ctx.navigate(nextUrl(ctx), { replace: true });
     } catch (e2) {
