@@ -273,21 +273,23 @@ async fn ensure_declared_buckets(js: &async_nats::jetstream::Context) -> anyhow:
     Ok(())
 }
 
-/// Creates the streams, KV buckets and object stores kanade needs
-/// (idempotent), retrying until the broker answers.
+/// Creates the streams, KV buckets and object stores kanade needs, once
+/// (idempotent; an error when the broker does not answer).
+pub async fn bootstrap_jetstream(js: &async_nats::jetstream::Context) -> Result<()> {
+    kanade_shared::bootstrap::ensure_jetstream_resources(js).await?;
+    ensure_declared_buckets(js).await?;
+    crate::api::apply_stored_store_limits(js).await;
+    Ok(())
+}
+
+/// [`bootstrap_jetstream`], retrying until the broker answers.
 async fn ensure_jetstream(
     client: async_nats::Client,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let js = async_nats::jetstream::new(client);
     loop {
-        let ready = async {
-            kanade_shared::bootstrap::ensure_jetstream_resources(&js).await?;
-            ensure_declared_buckets(&js).await?;
-            crate::api::apply_stored_store_limits(&js).await;
-            anyhow::Ok(())
-        };
-        match ready.await {
+        match bootstrap_jetstream(&js).await {
             Ok(()) => {
                 tracing::info!("JetStream resources ready");
                 return Ok(());

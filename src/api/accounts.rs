@@ -22,7 +22,7 @@ use super::params::ApiJson;
 use crate::api::state::AppState;
 use crate::audit::{self, Caller};
 use crate::auth::throttle::{Account, Verdict};
-use crate::auth::{password, Identity, Role};
+use crate::auth::{mfa, password, Identity, Role};
 
 /// The client's address: the connection's peer, or, when that peer is a
 /// trusted proxy, the address `X-Forwarded-For` names.
@@ -91,6 +91,24 @@ fn strong(param: &'static str, pw: &str) -> Result<(), ApiError> {
 pub struct LoginRequest {
     username: String,
     password: String,
+    /// The TOTP code, for an account with a second factor; without it a
+    /// right password answers `{"mfa_required": true}`.
+    #[serde(default)]
+    totp_code: Option<String>,
+}
+
+/// A login's answer: a token, or (the password was right, a code is
+/// missing) `{"mfa_required": true}`, as the reference answers.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum LoginOutcome {
+    Token(LoginResponse),
+    MfaRequired { mfa_required: bool },
+}
+
+/// Seconds since the epoch, for TOTP steps.
+fn unix_now() -> u64 {
+    u64::try_from(Utc::now().timestamp()).unwrap_or(0)
 }
 
 #[derive(Serialize)]
@@ -103,13 +121,15 @@ pub struct LoginResponse {
 
 /// `POST /api/auth/login`. Unknown user, wrong password and disabled
 /// account all answer the same 401; repeated failures are slowed, then
-/// refused with 429.
+/// refused with 429. An account with a second factor also needs a
+/// `totp_code`: a right password without one answers `mfa_required`
+/// (no failure, and no token), a wrong or replayed code is a failure.
 pub async fn login(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
     caller: Caller,
     ApiJson(req): ApiJson<LoginRequest>,
-) -> Result<Json<LoginResponse>, ApiError> {
+) -> Result<Json<LoginOutcome>, ApiError> {
     let auth = &state.auth;
     let failure = |reason: &'static str| {
         let nats = state.nats.clone();
@@ -176,6 +196,25 @@ pub async fn login(
             user.username, user.role
         ))
     })?;
+    if let Some(secret) = user.totp_secret.as_deref() {
+        let Some(code) = req.totp_code.as_deref().filter(|c| !c.trim().is_empty()) else {
+            auth.throttle.refund(&req.username, account, addr);
+            return Ok(Json(LoginOutcome::MfaRequired { mfa_required: true }));
+        };
+        let step = mfa::matching_step(secret, &user.username, code, unix_now())
+            .map_err(|e| ApiError::Internal(format!("account {}: {e}", user.username)))?;
+        let fresh = match step {
+            Some(step) => {
+                let (store, name) = (state.store.clone(), user.username.clone());
+                blocking(move || store.use_totp_step(&name, step)).await?
+            }
+            None => false,
+        };
+        if !fresh {
+            failure("invalid_totp_code").await;
+            return Err(ApiError::Unauthorized("invalid credentials".into()));
+        }
+    }
     auth.throttle.succeeded(&req.username, account, addr);
     let (token, exp) = auth
         .jwt
@@ -186,12 +225,12 @@ pub async fn login(
             Utc::now().timestamp(),
         )
         .map_err(ApiError::Internal)?;
-    Ok(Json(LoginResponse {
+    Ok(Json(LoginOutcome::Token(LoginResponse {
         token,
         role,
         must_change_pw: user.must_change_pw,
         exp,
-    }))
+    })))
 }
 
 #[derive(Serialize)]
@@ -199,6 +238,8 @@ pub struct MeResponse {
     username: String,
     role: Role,
     must_change_pw: bool,
+    /// Whether the account has a TOTP second factor.
+    mfa_enabled: bool,
 }
 
 /// `GET /api/auth/me`: the caller as the backend sees it.
@@ -206,18 +247,17 @@ pub async fn me(
     State(state): State<AppState>,
     Extension(id): Extension<Identity>,
 ) -> Result<Json<MeResponse>, ApiError> {
-    let must_change_pw = if id.account {
+    let account = if id.account {
         let (store, name) = (state.store.clone(), id.sub.clone());
-        blocking(move || store.user(&name))
-            .await?
-            .is_some_and(|u| u.must_change_pw)
+        blocking(move || store.user(&name)).await?
     } else {
-        false
+        None
     };
     Ok(Json(MeResponse {
         username: id.sub,
         role: id.role,
-        must_change_pw,
+        must_change_pw: account.as_ref().is_some_and(|u| u.must_change_pw),
+        mfa_enabled: account.is_some_and(|u| u.totp_secret.is_some()),
     }))
 }
 
@@ -275,6 +315,149 @@ pub async fn change_password(
         "admin",
         "account.change_password",
         Some(&id.sub),
+        Some(&caller),
+        serde_json::json!({}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's own account, for the self-service MFA routes (the service
+/// token and an open backend have none).
+async fn own_account(state: &AppState, id: &Identity) -> Result<UserRecord, ApiError> {
+    if !id.account {
+        return Err(ApiError::BadRequest(format!(
+            "{} is not an account and has no second factor",
+            id.sub
+        )));
+    }
+    let (store, name) = (state.store.clone(), id.sub.clone());
+    blocking(move || store.user(&name))
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("unknown account".into()))
+}
+
+/// The time step of `code` of `secret`; a 400 naming `param` when the
+/// code is not current (whether it was used before is the store's call).
+fn code_step(
+    username: &str,
+    secret: &str,
+    code: &str,
+    param: &'static str,
+) -> Result<u64, ApiError> {
+    mfa::matching_step(secret, username, code, unix_now())
+        .map_err(|e| ApiError::bad_param(param, e))?
+        .ok_or_else(|| ApiError::bad_param(param, "invalid code"))
+}
+
+#[derive(Serialize)]
+pub struct MfaInitResponse {
+    secret: String,
+    otpauth_url: String,
+}
+
+/// `POST /api/auth/mfa/init`: a candidate secret and its `otpauth://` URL
+/// (for a QR code). Nothing is stored until `mfa/verify` confirms it.
+pub async fn mfa_init(
+    State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
+) -> Result<Json<MfaInitResponse>, ApiError> {
+    let user = own_account(&state, &id).await?;
+    let secret = mfa::generate_secret();
+    let otpauth_url = mfa::otpauth_url(&secret, &user.username).map_err(ApiError::Internal)?;
+    Ok(Json(MfaInitResponse {
+        secret,
+        otpauth_url,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct MfaVerifyRequest {
+    secret: String,
+    code: String,
+    /// A code of the secret in use, when replacing one.
+    #[serde(default)]
+    current_code: Option<String>,
+}
+
+/// `POST /api/auth/mfa/verify`: confirms a candidate secret with one of
+/// its codes and makes it the account's second factor. Replacing a secret
+/// in use also needs a code of that one (`current_code`), so a session
+/// left open cannot swap in a secret of its own.
+pub async fn mfa_verify(
+    State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
+    caller: Caller,
+    ApiJson(req): ApiJson<MfaVerifyRequest>,
+) -> Result<StatusCode, ApiError> {
+    let user = own_account(&state, &id).await?;
+    if let Some(current) = user.totp_secret.as_deref() {
+        let code = req
+            .current_code
+            .as_deref()
+            .filter(|c| !c.trim().is_empty())
+            .ok_or_else(|| {
+                ApiError::bad_param(
+                    "current_code",
+                    "a code of the current second factor is required to replace it",
+                )
+            })?;
+        let step = code_step(&user.username, current, code, "current_code")?;
+        let (store, name) = (state.store.clone(), user.username.clone());
+        if !blocking(move || store.use_totp_step(&name, step)).await? {
+            return Err(ApiError::bad_param("current_code", "code already used"));
+        }
+    }
+    let step = code_step(&user.username, &req.secret, &req.code, "code")?;
+    let (store, name, secret) = (
+        state.store.clone(),
+        user.username.clone(),
+        req.secret.trim().to_string(),
+    );
+    if !blocking(move || store.set_totp_secret(&name, Some(&secret), step, Utc::now())).await? {
+        return Err(ApiError::Unauthorized("unknown account".into()));
+    }
+    audit::record(
+        &state.nats,
+        "admin",
+        "account.mfa_enable",
+        Some(&user.username),
+        Some(&caller),
+        serde_json::json!({ "replaced": user.totp_secret.is_some() }),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+pub struct MfaDisableRequest {
+    code: String,
+}
+
+/// `POST /api/auth/mfa/disable`: removes the second factor, given one of
+/// its codes (not used before); already off is a no-op.
+pub async fn mfa_disable(
+    State(state): State<AppState>,
+    Extension(id): Extension<Identity>,
+    caller: Caller,
+    ApiJson(req): ApiJson<MfaDisableRequest>,
+) -> Result<StatusCode, ApiError> {
+    let user = own_account(&state, &id).await?;
+    let Some(secret) = user.totp_secret.as_deref() else {
+        return Ok(StatusCode::NO_CONTENT);
+    };
+    let step = code_step(&user.username, secret, &req.code, "code")?;
+    let (store, name) = (state.store.clone(), user.username.clone());
+    if !blocking(move || store.use_totp_step(&name, step)).await? {
+        return Err(ApiError::bad_param("code", "code already used"));
+    }
+    let (store, name) = (state.store.clone(), user.username.clone());
+    blocking(move || store.set_totp_secret(&name, None, 0, Utc::now())).await?;
+    audit::record(
+        &state.nats,
+        "admin",
+        "account.mfa_disable",
+        Some(&user.username),
         Some(&caller),
         serde_json::json!({}),
     )
@@ -361,6 +544,8 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         token_epoch: 0,
+        totp_secret: None,
+        totp_last_step: 0,
     };
     let store = state.store.clone();
     if !blocking(move || store.insert_user(&record)).await? {
@@ -501,6 +686,8 @@ pub async fn seed_bootstrap_admin(store: &kanade_storage::RelationalStore) -> an
         created_at: now,
         updated_at: now,
         token_epoch: 0,
+        totp_secret: None,
+        totp_last_step: 0,
     };
     let s = store.clone();
     if tokio::task::spawn_blocking(move || s.insert_first_user(&record)).await?? {

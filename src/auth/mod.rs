@@ -11,6 +11,7 @@
 //! effect at once. The HTTP side of this (the middleware and the route
 //! gates) lives in `api::auth`; this module knows no HTTP.
 
+pub mod mfa;
 pub mod password;
 pub mod throttle;
 pub mod token;

@@ -230,6 +230,26 @@ impl LoginThrottle {
         Verdict::Proceed(delay)
     }
 
+    /// The attempt was no failure but not a login either (a right
+    /// password still waiting for its second factor): take it back from
+    /// the username and the address without forgetting earlier failures,
+    /// and lift a lock only this attempt set.
+    pub fn refund(&self, username: &str, account: Account, addr: Option<IpAddr>) {
+        let p = &self.policy;
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = entries.get_mut(&user_key(username, account, addr)) {
+            e.count = e.count.saturating_sub(1);
+            if e.count < p.user_limit {
+                e.locked_until = None;
+            }
+        }
+        if let Some(a) = addr {
+            if let Some(e) = entries.get_mut(&Key::Addr(a)) {
+                e.count = e.count.saturating_sub(1);
+            }
+        }
+    }
+
     /// The attempt succeeded: forget the username's failures (and lock:
     /// the attempt that set it was this one), and take the attempt back
     /// from the address.
@@ -351,6 +371,21 @@ mod tests {
         }
         assert!(!refused(t.begin("v", Account::Any, addr(1), now)));
         assert!(refused(t.begin("w", Account::Any, addr(1), now)));
+    }
+
+    #[test]
+    fn a_refunded_attempt_neither_counts_nor_clears() {
+        let t = LoginThrottle::default();
+        let now = Instant::now();
+        for _ in 0..4 {
+            t.begin("ann", Account::Any, addr(1), now);
+        }
+        // The fifth is a right password waiting for its code: refunded.
+        t.begin("ann", Account::Any, addr(1), now);
+        t.refund("ann", Account::Any, addr(1));
+        // Not locked, yet the four failures still stand: one more locks.
+        assert!(!refused(t.begin("ann", Account::Any, addr(1), now)));
+        assert!(refused(t.begin("ann", Account::Any, addr(1), now)));
     }
 
     #[test]

@@ -440,6 +440,7 @@ pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
         }
     };
     let result_cols = table_columns(&conn, "execution_results")?;
+    let user_cols = table_columns(&conn, "users")?;
     let has_stream_seq = table_columns(&conn, "audit_log")?
         .iter()
         .any(|c| c == "stream_seq");
@@ -447,7 +448,10 @@ pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
     push(&mut summary, copy_table(
         &conn,
         "users",
-        "SELECT username, password_hash, role, disabled, must_change_pw, created_at, updated_at FROM users",
+        &format!(
+            "SELECT username, password_hash, role, disabled, must_change_pw, created_at, updated_at, {} FROM users",
+            or_null(&user_cols, "totp_secret")
+        ),
         RELATIONAL_BATCH,
         |r| {
             Ok(Some(UserRecord {
@@ -459,6 +463,10 @@ pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
                 created_at: opt_ts(r, 5)?.unwrap_or(now),
                 updated_at: opt_ts(r, 6)?.unwrap_or(now),
                 token_epoch: 0,
+                // As the reference stored it: the account keeps its
+                // authenticator (an empty secret is no second factor).
+                totp_secret: get::<Option<String>>(r, 7)?.filter(|s| !s.trim().is_empty()),
+                totp_last_step: 0,
             }))
         },
         |batch| Ok(store.import_users(&batch)? as u64),

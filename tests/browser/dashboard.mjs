@@ -4,6 +4,7 @@
 // screenshot. Exit code 0 only if every check passed.
 
 import { chromium } from 'playwright-core';
+import { createHmac } from 'node:crypto';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -143,7 +144,7 @@ check('account login: the forced password change, then the deep link; logout', a
   await page.fill('input[name=username]', 'admin');
   await page.fill('input[name=password]', 'wrong-password');
   await page.click('form[aria-label="Account login"] button');
-  await page.getByText('Wrong username or password.').waitFor();
+  await page.getByText('Wrong username, password or code.').waitFor();
   await page.fill('input[name=password]', FIX.admin_password);
   await page.click('form[aria-label="Account login"] button');
   await page.waitForSelector('form[aria-label="Change password"]');
@@ -155,6 +156,55 @@ check('account login: the forced password change, then the deep link; logout', a
   await page.click('#logout');
   await page.waitForURL((u) => u.pathname === '/login');
   assertEq(await page.evaluate(() => localStorage.getItem('kanade.token')), null, 'token forgotten');
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
+/** POST as JSON with a bearer; the parsed answer (or null). */
+async function apiPost(path, body, token = TOKEN) {
+  const res = await fetch(BASE + path, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const text = await res.text();
+  assert(res.ok, `${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+/** RFC 6238 code (SHA-1, 6 digits, 30 s) of a base32 secret at `secs`. */
+function totp(secret, secs) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  const bits = [...secret.replace(/=+$/, '')].map((c) => alphabet.indexOf(c).toString(2).padStart(5, '0')).join('');
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(secs / 30)));
+  const mac = createHmac('sha1', key).update(counter).digest();
+  const off = mac[mac.length - 1] & 15;
+  return String((mac.readUInt32BE(off) & 0x7fffffff) % 1e6).padStart(6, '0');
+}
+
+check('account login with a second factor: the code is asked for, then accepted', async () => {
+  await apiPost('/api/accounts', { username: 'mfa-user', password: 'mfa-password-1', role: 'viewer' });
+  const { token } = await apiPost('/api/auth/login', { username: 'mfa-user', password: 'mfa-password-1' });
+  const { secret } = await apiPost('/api/auth/mfa/init', {}, token);
+  const now = Date.now() / 1000;
+  await apiPost('/api/auth/mfa/verify', { secret, code: totp(secret, now) }, token);
+
+  const { page, context, errors } = await open('/agents', { token: null, allow: [/status of 401/] });
+  await page.waitForURL((u) => u.pathname === '/login');
+  await page.fill('input[name=username]', 'mfa-user');
+  await page.fill('input[name=password]', 'mfa-password-1');
+  await page.click('form[aria-label="Account login"] button');
+  await page.getByText('Enter the code from your authenticator app.').waitFor();
+  // The enrolling code is spent: refused. The next one logs in.
+  await page.fill('input[name=totp_code]', totp(secret, now));
+  await page.click('form[aria-label="Account login"] button');
+  await page.getByText('Wrong username, password or code.').waitFor();
+  await page.fill('input[name=totp_code]', totp(secret, now + 30));
+  await page.click('form[aria-label="Account login"] button');
+  await page.waitForURL((u) => u.pathname === '/agents');
+  await page.getByText('mfa-user · viewer').waitFor();
   assertEq(errors, [], 'console errors');
   await context.close();
 });

@@ -81,7 +81,7 @@ async fn missing_bad_and_expired_tokens_are_401_and_the_service_token_is_admin()
     assert_eq!(status, 200);
     assert_eq!(
         me,
-        json!({"username": "service-token", "role": "admin", "must_change_pw": false})
+        json!({"username": "service-token", "role": "admin", "must_change_pw": false, "mfa_enabled": false})
     );
     assert_eq!(
         b.call(Method::GET, "/api/accounts", Some(TOKEN), None)

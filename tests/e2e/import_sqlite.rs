@@ -630,3 +630,43 @@ fn deploy_plans_of_a_0101_database_are_imported() {
     );
     assert!(p2.applied_targets.is_empty());
 }
+
+/// An account of a 0.101 database with a TOTP second factor keeps it:
+/// the secret comes over as stored, the password alone answers
+/// `mfa_required`, the password and a current code log in.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_imported_account_keeps_its_second_factor() {
+    const SECRET: &str = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP";
+    let dir = tempfile::tempdir().unwrap();
+    let (source, _) = build_source(dir.path());
+    Connection::open(&source)
+        .unwrap()
+        .execute_batch(&format!(
+            "ALTER TABLE users ADD COLUMN totp_secret TEXT;
+             UPDATE users SET totp_secret = '{SECRET}' WHERE username = 'ann';"
+        ))
+        .unwrap();
+    let data = dir.path().join("data");
+    let out = import(&config(dir.path(), &data), &source);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nats = Nats::start();
+    let b = Backend::start(&nats.url, &data, "");
+    let login = |code: Option<String>| {
+        let mut body = json!({"username": "ann", "password": ANN_PW});
+        if let Some(c) = code {
+            body["totp_code"] = c.into();
+        }
+        b.call(Method::POST, "/api/auth/login", None, Some(body))
+    };
+    let (status, _, body) = login(None).await;
+    assert_eq!((status, body), (200, json!({"mfa_required": true})));
+    let now = u64::try_from(Utc::now().timestamp()).unwrap();
+    let code = kanade_backend::auth::mfa::code_at(SECRET, now).unwrap();
+    let (status, _, body) = login(Some(code)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["token"].is_string(), "{body}");
+}

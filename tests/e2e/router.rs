@@ -1,6 +1,7 @@
 //! The router driven in-process (tower `oneshot`): the state the binary
 //! serves from, opened by `server::open_state` on a temporary data
-//! directory against a real `nats-server`, with no listener. Each request
+//! directory against a real `nats-server` (its JetStream resources made
+//! as at start), with no listener, projectors or background tasks. Each request
 //! is one call into the same `api::app` the binary serves, so the many
 //! parameter, error and auth cases cost no process, port or connection.
 
@@ -62,6 +63,11 @@ impl App {
             throttle: Arc::new(LoginThrottle::default()),
         };
         let client = kanade_backend::server::connect_nats(&nats.url)
+            .await
+            .unwrap();
+        // The streams and buckets the projectors' start would make (the
+        // audit events of a login go into AUDIT).
+        kanade_backend::server::bootstrap_jetstream(&async_nats::jetstream::new(client.clone()))
             .await
             .unwrap();
         let state = kanade_backend::server::open_state(&config, auth, client)
@@ -552,4 +558,173 @@ async fn a_login_flood_is_audited_bounded_and_once_per_lock() {
         (5, 1),
         "five failures and the lock: {reasons:?}"
     );
+}
+
+/// TOTP as the reference has it, each code usable once: enrol (init,
+/// verify), log in (the password alone answers `mfa_required`), a
+/// replayed or wrong code refused, replace only with a current code,
+/// disable with a fresh one.
+#[tokio::test]
+async fn mfa_enrols_logs_in_once_per_code_and_disables() {
+    use kanade_backend::auth::mfa::code_at;
+    let app = App::start().await;
+    let token = app.login_as("mia", "operator").await;
+    let now = || u64::try_from(chrono::Utc::now().timestamp()).unwrap();
+    let post = |uri: &'static str, body: Value| {
+        let token = token.clone();
+        let app = &app;
+        async move { app.call(Method::POST, uri, Some(&token), Some(body)).await }
+    };
+
+    let init = post("/api/auth/mfa/init", json!({})).await;
+    assert_eq!(init.status, StatusCode::OK, "{}", init.body);
+    let secret = init.body["secret"].as_str().unwrap().to_string();
+    assert!(init.body["otpauth_url"]
+        .as_str()
+        .unwrap()
+        .starts_with("otpauth://totp/kanade:mia?"));
+    // A wrong code does not enrol.
+    let a = post(
+        "/api/auth/mfa/verify",
+        json!({"secret": secret, "code": "000000"}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.error().contains("code"), "{}", a.error());
+    assert_eq!(
+        app.get("/api/auth/me", Some(&token)).await.body["mfa_enabled"],
+        false
+    );
+    let confirming = code_at(&secret, now()).unwrap();
+    let a = post(
+        "/api/auth/mfa/verify",
+        json!({"secret": secret, "code": confirming}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    assert_eq!(
+        app.get("/api/auth/me", Some(&token)).await.body["mfa_enabled"],
+        true
+    );
+
+    let login = |code: Option<String>| {
+        let app = &app;
+        async move {
+            let mut body = json!({"username": "mia", "password": "mia-password-1"});
+            if let Some(c) = code {
+                body["totp_code"] = c.into();
+            }
+            app.call(Method::POST, "/api/auth/login", None, Some(body))
+                .await
+        }
+    };
+    let a = login(None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        a.body,
+        json!({"mfa_required": true}),
+        "no token without the code"
+    );
+    let a = login(Some(confirming.clone())).await;
+    assert_eq!(
+        a.status,
+        StatusCode::UNAUTHORIZED,
+        "the enrolling code is spent"
+    );
+    let a = login(Some("123456".into())).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    let next = code_at(&secret, now() + 30).unwrap();
+    let a = login(Some(next.clone())).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(a.body["token"].is_string());
+    let a = login(Some(next)).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "a replayed code");
+
+    // Replacing the factor needs a code of the current one.
+    let other = post("/api/auth/mfa/init", json!({})).await.body["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a = post(
+        "/api/auth/mfa/verify",
+        json!({"secret": other, "code": code_at(&other, now()).unwrap()}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.error().contains("current_code"), "{}", a.error());
+
+    // Disabling needs a fresh code: on a second account, enrolled at one
+    // step and disabled with the next.
+    let token2 = app.login_as("max", "viewer").await;
+    let s2 = app
+        .call(
+            Method::POST,
+            "/api/auth/mfa/init",
+            Some(&token2),
+            Some(json!({})),
+        )
+        .await
+        .body["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let t = now();
+    let enrol = json!({"secret": s2, "code": code_at(&s2, t).unwrap()});
+    let a = app
+        .call(
+            Method::POST,
+            "/api/auth/mfa/verify",
+            Some(&token2),
+            Some(enrol),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    let spent = json!({"code": code_at(&s2, t).unwrap()});
+    let a = app
+        .call(
+            Method::POST,
+            "/api/auth/mfa/disable",
+            Some(&token2),
+            Some(spent),
+        )
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::BAD_REQUEST,
+        "a spent code disables nothing"
+    );
+    let fresh = json!({"code": code_at(&s2, t + 30).unwrap()});
+    let a = app
+        .call(
+            Method::POST,
+            "/api/auth/mfa/disable",
+            Some(&token2),
+            Some(fresh),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    assert_eq!(
+        app.get("/api/auth/me", Some(&token2)).await.body["mfa_enabled"],
+        false
+    );
+    let a = app
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"username": "max", "password": "max-password-1"})),
+        )
+        .await;
+    assert!(a.body["token"].is_string(), "{}", a.body);
+
+    // The service token has no second factor to manage.
+    let a = app
+        .call(
+            Method::POST,
+            "/api/auth/mfa/init",
+            Some(TOKEN),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
 }

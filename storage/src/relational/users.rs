@@ -37,6 +37,12 @@ pub struct UserRecord {
     /// change or reset moves it on, which ends every earlier token.
     /// Accounts stored before it existed (and imported ones) start at 0.
     pub token_epoch: u64,
+    /// The TOTP secret (base32, as the reference stores it); `None`
+    /// without a second factor.
+    pub totp_secret: Option<String>,
+    /// The last TOTP time step a code of this account was accepted for: a
+    /// code of that step or an earlier one is refused (single use).
+    pub totp_last_step: u64,
 }
 
 impl UserRecord {
@@ -204,6 +210,69 @@ impl RelationalStore {
         Ok(outcome)
     }
 
+    /// Sets (or with `None` removes) the account's TOTP secret, the step
+    /// of the code that confirmed it counted as used; `false` when there
+    /// is no such account.
+    pub fn set_totp_secret(
+        &self,
+        username: &str,
+        secret: Option<&str>,
+        used_step: u64,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.change_user(username, |user| {
+            user.totp_secret = secret.map(str::to_string);
+            user.totp_last_step = used_step;
+            user.updated_at = now;
+            true
+        })
+    }
+
+    /// Takes TOTP step `step` for the account: `true` (and recorded) when
+    /// it is later than every step used before, `false` for a replay or
+    /// an unknown account. One write transaction, so two requests with the
+    /// same code cannot both pass.
+    pub fn use_totp_step(&self, username: &str, step: u64) -> Result<bool> {
+        self.change_user(username, |user| {
+            if step > user.totp_last_step {
+                user.totp_last_step = step;
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    /// Applies `change` to one account in one write transaction, kept
+    /// when it answers `true`; `false` too when there is no such account.
+    fn change_user(
+        &self,
+        username: &str,
+        change: impl FnOnce(&mut UserRecord) -> bool,
+    ) -> Result<bool> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let applied = {
+            let mut t = txn.open_table(USERS).map_err(Error::redb_op)?;
+            match get(&t, username)? {
+                Some(mut user) => {
+                    let keep = change(&mut user);
+                    if keep {
+                        t.insert(username, encode(NAME, &user)?.as_slice())
+                            .map_err(Error::redb_op)?;
+                    }
+                    keep
+                }
+                None => false,
+            }
+        };
+        if applied {
+            txn.commit().map_err(Error::redb_op)?;
+        } else {
+            txn.abort().map_err(Error::redb_op)?;
+        }
+        Ok(applied)
+    }
+
     /// Removes an account unless it is the last enabled admin.
     pub fn delete_user(&self, username: &str) -> Result<UserChange> {
         let txn = self.db.begin_write().map_err(Error::redb_op)?;
@@ -356,5 +425,30 @@ mod tests {
             store.user("root").unwrap().unwrap().password_hash,
             "$argon2id$x"
         );
+    }
+
+    #[test]
+    fn a_totp_step_is_taken_once_and_only_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RelationalStore::open(dir.path()).unwrap();
+        store.insert_user(&user("ann", "viewer")).unwrap();
+        assert!(!store.use_totp_step("nobody", 5).unwrap());
+        assert!(store
+            .set_totp_secret("ann", Some("JBSWY3DPEHPK3PXP"), 10, Utc::now())
+            .unwrap());
+        assert!(
+            !store.use_totp_step("ann", 10).unwrap(),
+            "the confirming code"
+        );
+        assert!(store.use_totp_step("ann", 11).unwrap());
+        assert!(!store.use_totp_step("ann", 11).unwrap(), "a replay");
+        assert!(!store.use_totp_step("ann", 9).unwrap(), "an older code");
+        let ann = store.user("ann").unwrap().unwrap();
+        assert_eq!(
+            (ann.totp_secret.as_deref(), ann.totp_last_step),
+            (Some("JBSWY3DPEHPK3PXP"), 11)
+        );
+        assert!(store.set_totp_secret("ann", None, 0, Utc::now()).unwrap());
+        assert_eq!(store.user("ann").unwrap().unwrap().totp_secret, None);
     }
 }

@@ -20,6 +20,9 @@ function accountForm(ctx) {
     h('h2', {}, 'Account'),
     h('label', {}, 'Username', h('input', { name: 'username', autocomplete: 'username', required: true })),
     h('label', {}, 'Password', h('input', { name: 'password', type: 'password', autocomplete: 'current-password', required: true })),
+    // Shown once the backend says the account has a second factor.
+    h('label', { class: 'mfa-code', hidden: true }, 'Authenticator code',
+      h('input', { name: 'totp_code', inputmode: 'numeric', autocomplete: 'one-time-code', pattern: '[0-9]{6}', maxlength: 6 })),
     h('button', { class: 'primary', type: 'submit' }, 'Log in'),
     err);
   form.addEventListener('submit', async (e) => {
@@ -29,9 +32,17 @@ function accountForm(ctx) {
     const button = form.querySelector('button');
     button.disabled = true;
     try {
-      const res = await api('/api/auth/login', {
-        method: 'POST', body: { username: data.get('username'), password: data.get('password') },
-      });
+      const body = { username: data.get('username'), password: data.get('password') };
+      const codeField = form.querySelector('.mfa-code');
+      if (!codeField.hidden) body.totp_code = (data.get('totp_code') || '').trim();
+      const res = await api('/api/auth/login', { method: 'POST', body });
+      if (res.mfa_required) {
+        codeField.hidden = false;
+        codeField.querySelector('input').required = true;
+        codeField.querySelector('input').focus();
+        err.textContent = 'Enter the code from your authenticator app.';
+        return;
+      }
       setToken(res.token);
       if (res.must_change_pw) {
         ctx.setQuery({ change: '1' });
@@ -41,7 +52,7 @@ function accountForm(ctx) {
         ctx.navigate(nextUrl(ctx), { replace: true });
       }
     } catch (e2) {
-      err.textContent = e2.status === 401 ? 'Wrong username or password.' : e2.message;
+      err.textContent = e2.status === 401 ? 'Wrong username, password or code.' : e2.message;
     } finally {
       button.disabled = false;
     }
