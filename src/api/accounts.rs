@@ -22,7 +22,8 @@ use super::params::ApiJson;
 use crate::api::state::AppState;
 use crate::audit::{self, Caller};
 use crate::auth::throttle::{Account, Verdict};
-use crate::auth::{mfa, password, Identity, Role};
+use crate::auth::{features, mfa, password, Identity, Role};
+use kanade_shared::feature::Feature;
 
 /// The client's address: the connection's peer, or, when that peer is a
 /// trusted proxy, the address `X-Forwarded-For` names.
@@ -216,6 +217,7 @@ pub async fn login(
         }
     }
     auth.throttle.succeeded(&req.username, account, addr);
+    let ttl = super::server_settings::session_ttl_secs(&state.control).await;
     let (token, exp) = auth
         .jwt
         .mint(
@@ -223,6 +225,7 @@ pub async fn login(
             role,
             user.token_epoch,
             Utc::now().timestamp(),
+            ttl,
         )
         .map_err(ApiError::Internal)?;
     Ok(Json(LoginOutcome::Token(LoginResponse {
@@ -240,6 +243,8 @@ pub struct MeResponse {
     must_change_pw: bool,
     /// Whether the account has a TOTP second factor.
     mfa_enabled: bool,
+    /// The pages the caller may use; `null`: all.
+    allowed_features: Option<Vec<&'static str>>,
 }
 
 /// `GET /api/auth/me`: the caller as the backend sees it.
@@ -253,7 +258,12 @@ pub async fn me(
     } else {
         None
     };
+    let allowed_features = id
+        .allowed
+        .as_ref()
+        .map(|fs| fs.iter().map(|f| f.as_str()).collect());
     Ok(Json(MeResponse {
+        allowed_features,
         username: id.sub,
         role: id.role,
         must_change_pw: account.as_ref().is_some_and(|u| u.must_change_pw),
@@ -308,7 +318,7 @@ pub async fn change_password(
     match blocking(move || store.update_user(&name, &update, Utc::now())).await? {
         UserChange::Applied => {}
         UserChange::NotFound => return Err(ApiError::Unauthorized("unknown account".into())),
-        UserChange::LastAdmin => unreachable!("a password change keeps the role"),
+        other => return Err(ApiError::Internal(format!("password change: {other:?}"))),
     }
     audit::record(
         &state.nats,
@@ -473,6 +483,12 @@ pub struct AccountRow {
     role: String,
     disabled: i64,
     must_change_pw: i64,
+    email: Option<String>,
+    /// The account's own page list (`null`: all pages); a group, when
+    /// set, decides instead.
+    allowed_features: Option<Vec<String>>,
+    permission_group: Option<String>,
+    mfa_enabled: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -484,10 +500,62 @@ impl From<UserRecord> for AccountRow {
             role: u.role,
             disabled: i64::from(u.disabled),
             must_change_pw: i64::from(u.must_change_pw),
+            email: u.email,
+            allowed_features: u.allowed_features.map(|keys| {
+                keys.into_iter()
+                    .filter(|k| Feature::parse(k).is_some())
+                    .collect()
+            }),
+            permission_group: u.permission_group,
+            mfa_enabled: u.totp_secret.is_some(),
             created_at: u.created_at,
             updated_at: u.updated_at,
         }
     }
+}
+
+/// A contact address as given (trimmed), `None` when blank; a 400 when it
+/// is not `local@domain`.
+fn email_param(raw: &str) -> Result<Option<String>, ApiError> {
+    let e = raw.trim();
+    if e.is_empty() {
+        return Ok(None);
+    }
+    let ok = e.len() <= 254
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+        && e.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        });
+    if ok {
+        Ok(Some(e.to_string()))
+    } else {
+        Err(ApiError::bad_param("email", "invalid email address"))
+    }
+}
+
+/// A page list as given, canonical; a 400 naming the unknown key.
+fn features_param(keys: &[String]) -> Result<Vec<String>, ApiError> {
+    features::canonical(keys)
+        .map_err(|k| ApiError::bad_param("allowed_features", format!("unknown feature: {k}")))
+}
+
+/// A group name as given, `None` when blank.
+fn group_param(raw: &str) -> Option<String> {
+    Some(raw.trim().to_string()).filter(|g| !g.is_empty())
+}
+
+/// `Some(None)` for an explicit JSON `null`, `None` when the field is
+/// absent (with `#[serde(default)]`).
+fn double_option<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `GET /api/accounts`, by username.
@@ -502,6 +570,13 @@ pub struct CreateRequest {
     username: String,
     password: String,
     role: String,
+    #[serde(default)]
+    email: Option<String>,
+    /// Absent or `null`: every page.
+    #[serde(default)]
+    allowed_features: Option<Vec<String>>,
+    #[serde(default)]
+    permission_group: Option<String>,
 }
 
 /// Usernames become audit subjects and URL path segments: keep them plain.
@@ -531,6 +606,13 @@ pub async fn create(
     valid_username(&username)?;
     strong("password", &req.password)?;
     let role = parse_role(&req.role)?;
+    let email = req.email.as_deref().map(email_param).transpose()?.flatten();
+    let allowed_features = req
+        .allowed_features
+        .as_deref()
+        .map(features_param)
+        .transpose()?;
+    let permission_group = req.permission_group.as_deref().and_then(group_param);
     let hash = password::hash_async(req.password.clone())
         .await
         .map_err(ApiError::Internal)?;
@@ -546,12 +628,20 @@ pub async fn create(
         token_epoch: 0,
         totp_secret: None,
         totp_last_step: 0,
+        email,
+        allowed_features: allowed_features.clone(),
+        permission_group: permission_group.clone(),
     };
     let store = state.store.clone();
-    if !blocking(move || store.insert_user(&record)).await? {
-        return Err(ApiError::Conflict(format!(
-            "username {username} already exists"
-        )));
+    match blocking(move || store.insert_user(&record)).await? {
+        UserChange::Applied => {}
+        UserChange::Taken => {
+            return Err(ApiError::Conflict(format!(
+                "username {username} already exists"
+            )))
+        }
+        UserChange::NoSuchGroup => return Err(no_such_group(permission_group.as_deref())),
+        other => return Err(ApiError::Internal(format!("account insert: {other:?}"))),
     }
     audit::record(
         &state.nats,
@@ -559,7 +649,11 @@ pub async fn create(
         "account.create",
         Some(&username),
         Some(&caller),
-        serde_json::json!({ "role": role.as_str() }),
+        serde_json::json!({
+            "role": role.as_str(),
+            "allowed_features": allowed_features,
+            "permission_group": permission_group,
+        }),
     )
     .await;
     Ok(StatusCode::CREATED)
@@ -570,6 +664,22 @@ pub struct UpdateRequest {
     role: Option<String>,
     password: Option<String>,
     disabled: Option<bool>,
+    /// Blank clears.
+    #[serde(default)]
+    email: Option<String>,
+    /// `null` clears (every page); absent leaves it.
+    #[serde(default, deserialize_with = "double_option")]
+    allowed_features: Option<Option<Vec<String>>>,
+    /// `null` or blank clears; absent leaves it.
+    #[serde(default, deserialize_with = "double_option")]
+    permission_group: Option<Option<String>>,
+}
+
+fn no_such_group(name: Option<&str>) -> ApiError {
+    ApiError::bad_param(
+        "permission_group",
+        format!("no such permission group: {}", name.unwrap_or_default()),
+    )
 }
 
 /// `PATCH /api/accounts/{username}`: any of role, password (a reset, so
@@ -589,11 +699,24 @@ pub async fn update(
         Some(pw) => Some(password::hash_async(pw).await.map_err(ApiError::Internal)?),
         None => None,
     };
+    let email = req.email.as_deref().map(email_param).transpose()?;
+    let allowed_features = match &req.allowed_features {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(keys)) => Some(Some(features_param(keys)?)),
+    };
+    let permission_group = req
+        .permission_group
+        .as_ref()
+        .map(|g| g.as_deref().and_then(group_param));
     let update = UserUpdate {
         role: role.map(|r| r.as_str().to_string()),
         disabled: req.disabled,
         must_change_pw: password_hash.as_ref().map(|_| true),
         password_hash,
+        email,
+        allowed_features: allowed_features.clone(),
+        permission_group: permission_group.clone(),
     };
     let (store, name) = (state.store.clone(), username.clone());
     match blocking(move || store.update_user(&name, &update, Utc::now())).await? {
@@ -604,6 +727,10 @@ pub async fn update(
                 "cannot demote or disable the last enabled admin".into(),
             ))
         }
+        UserChange::NoSuchGroup => {
+            return Err(no_such_group(permission_group.flatten().as_deref()))
+        }
+        other => return Err(ApiError::Internal(format!("account update: {other:?}"))),
     }
     audit::record(
         &state.nats,
@@ -615,6 +742,8 @@ pub async fn update(
             "role": req.role,
             "disabled": req.disabled,
             "password_reset": req.password.is_some(),
+            "allowed_features": allowed_features,
+            "permission_group": permission_group,
         }),
     )
     .await;
@@ -636,6 +765,7 @@ pub async fn delete(
                 "cannot delete the last enabled admin".into(),
             ))
         }
+        other => return Err(ApiError::Internal(format!("account delete: {other:?}"))),
     }
     audit::record(
         &state.nats,
@@ -685,9 +815,7 @@ pub async fn seed_bootstrap_admin(store: &kanade_storage::RelationalStore) -> an
         must_change_pw: true,
         created_at: now,
         updated_at: now,
-        token_epoch: 0,
-        totp_secret: None,
-        totp_last_step: 0,
+        ..Default::default()
     };
     let s = store.clone();
     if tokio::task::spawn_blocking(move || s.insert_first_user(&record)).await?? {

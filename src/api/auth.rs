@@ -1,7 +1,7 @@
 //! The authentication middleware and the role gates of the router: the
 //! HTTP face of [`crate::auth`], which decides who a bearer is.
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use super::ApiError;
 use crate::api::state::AppState;
 use crate::audit::{Caller, SOURCE_HEADER};
-use crate::auth::{Identity, Role};
+use crate::auth::{features, Identity, Role};
 
 /// Paths under `/api/` anyone may call.
 const PUBLIC_API_PATHS: [&str; 2] = ["/api/version", "/api/auth/login"];
@@ -78,12 +78,41 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         )
         .into_response();
     }
+    let group = match user.permission_group.as_deref() {
+        None => None,
+        Some(name) => match state.store.permission_group(name) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, "permission group lookup failed");
+                return ApiError::Unauthorized("account lookup failed".into()).into_response();
+            }
+        },
+    };
+    let allowed = features::effective(&user, group.as_ref());
     req.extensions_mut().insert(Identity {
         sub: user.username,
         role,
         account: true,
+        allowed,
     });
     next.run(req).await
+}
+
+/// Route layer over every routed request: a caller limited to some pages
+/// gets 403 on the routes of the others (see [`features::denial`]).
+pub async fn require_features(req: Request, next: Next) -> Response {
+    let denied = {
+        let ext = req.extensions();
+        features::denial(
+            ext.get::<Identity>().and_then(|i| i.allowed.as_deref()),
+            req.method(),
+            ext.get::<MatchedPath>().map(MatchedPath::as_str),
+        )
+    };
+    match denied {
+        None => next.run(req).await,
+        Some(why) => ApiError::Forbidden(why).into_response(),
+    }
 }
 
 fn gate(req: &Request, required: Role) -> Result<(), ApiError> {

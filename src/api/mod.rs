@@ -26,6 +26,7 @@ mod obs_events;
 mod offload;
 mod params;
 mod perf;
+mod permission_groups;
 mod processes;
 mod ready;
 mod releases;
@@ -61,6 +62,14 @@ pub fn app(state: AppState) -> Router {
             patch(accounts::update).delete(accounts::delete),
         )
         .route("/api/admin/backup", post(backup::backup))
+        .route(
+            "/api/permission-groups",
+            get(permission_groups::list).post(permission_groups::create),
+        )
+        .route(
+            "/api/permission-groups/{name}",
+            patch(permission_groups::update).delete(permission_groups::delete),
+        )
         .route_layer(middleware::from_fn(auth::require_admin));
     let operator = Router::new()
         .route("/api/jobs", post(jobs::create))
@@ -305,6 +314,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::scrape))
         .merge(operator)
         .merge(admin)
+        .route_layer(middleware::from_fn(auth::require_features))
         .fallback(web::fallback)
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -54,6 +54,25 @@ fn redacted(doc: &Map<String, Value>) -> Result<Value, ApiError> {
     serde_json::to_value(s.redacted()).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
+/// How long a login token lasts: `session_ttl_hours` of the stored
+/// settings (24 h unset, clamped as the reference clamps it). A broker
+/// that does not answer, or a corrupt document, gives the default and a
+/// warning: a login never fails on it.
+pub async fn session_ttl_secs(c: &Control) -> i64 {
+    let settings = match read_raw(c).await {
+        Ok((doc, _)) => typed(&doc).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let hours = match settings {
+        Ok(s) => s.effective_session_ttl_hours(),
+        Err(e) => {
+            tracing::warn!(error = %e, "server settings unreadable; default session lifetime");
+            ServerSettings::default().effective_session_ttl_hours()
+        }
+    };
+    i64::from(hours) * 3_600
+}
+
 /// `GET /api/server-settings`: the settings, secrets left out.
 pub async fn get(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let (doc, _) = read_raw(&state.control).await?;

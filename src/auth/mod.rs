@@ -11,6 +11,7 @@
 //! effect at once. The HTTP side of this (the middleware and the route
 //! gates) lives in `api::auth`; this module knows no HTTP.
 
+pub mod features;
 pub mod mfa;
 pub mod password;
 pub mod throttle;
@@ -60,6 +61,8 @@ pub struct Identity {
     pub role: Role,
     /// Whether a `users` row stands behind it.
     pub account: bool,
+    /// The pages it may use (see [`features`]); `None`: all.
+    pub allowed: Option<Vec<kanade_shared::feature::Feature>>,
 }
 
 impl Identity {
@@ -68,6 +71,7 @@ impl Identity {
             sub: sub.into(),
             role: Role::Admin,
             account: false,
+            allowed: None,
         }
     }
 }

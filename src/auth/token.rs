@@ -10,10 +10,11 @@ use super::Role;
 /// The audience every login token carries.
 pub const AUDIENCE: &str = "kanade";
 
-/// How long a login token is valid. The account is re-read on every
-/// request and a password change ends earlier tokens (see `epoch`), so
-/// this only bounds a token whose account was deleted and re-created.
-pub const TOKEN_TTL_SECS: i64 = 12 * 3600;
+/// How long a login token is valid unless the server settings' session
+/// lifetime (`session_ttl_hours`) says otherwise: 24 h, as the reference.
+/// The account is re-read on every request and a password change ends
+/// earlier tokens (see `epoch`).
+pub const TOKEN_TTL_SECS: i64 = 24 * 3600;
 
 /// The claims of a login token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,8 +103,9 @@ impl JwtKeys {
         role: Role,
         epoch: u64,
         now: i64,
+        ttl_secs: i64,
     ) -> Result<(String, i64), String> {
-        let exp = now + TOKEN_TTL_SECS;
+        let exp = now.saturating_add(ttl_secs);
         let claims = Claims {
             sub: sub.into(),
             exp,
@@ -138,7 +140,9 @@ mod tests {
     fn minted_tokens_verify_and_others_do_not() {
         let keys = JwtKeys::new(b"secret-a");
         let now = chrono::Utc::now().timestamp();
-        let (token, exp) = keys.mint("alice", Role::Operator, 0, now).unwrap();
+        let (token, exp) = keys
+            .mint("alice", Role::Operator, 0, now, TOKEN_TTL_SECS)
+            .unwrap();
         assert_eq!(exp, now + TOKEN_TTL_SECS);
         let claims = keys.verify(&token).unwrap();
         assert_eq!(
@@ -151,7 +155,13 @@ mod tests {
             "bad signature"
         );
         let (old, _) = keys
-            .mint("alice", Role::Admin, 0, now - TOKEN_TTL_SECS - 3600)
+            .mint(
+                "alice",
+                Role::Admin,
+                0,
+                now - TOKEN_TTL_SECS - 3600,
+                TOKEN_TTL_SECS,
+            )
             .unwrap();
         assert_eq!(keys.verify(&old).unwrap_err(), "token expired");
         assert_eq!(keys.verify("not.a.jwt").unwrap_err(), "malformed token");
@@ -183,7 +193,7 @@ mod tests {
             JwtKeys::from_secret(Some("")).unwrap(),
         );
         let now = chrono::Utc::now().timestamp();
-        let (token, _) = a.mint("alice", Role::Viewer, 3, now).unwrap();
+        let (token, _) = a.mint("alice", Role::Viewer, 3, now, 60).unwrap();
         assert_eq!(a.verify(&token).unwrap().epoch, 3);
         assert_eq!(b.verify(&token).unwrap_err(), "bad signature");
     }

@@ -19,8 +19,9 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use kanade_storage::{
     AgentRecord, AgentReported, AuditRecord, ExecutionRecord, InventoryFactRecord,
-    InventoryHistoryRow, ObsRecord, PartitionDate, RelationalStore, ResultRecord, RunOutcome,
-    TableSpec, TimeSeriesTable, UserRecord, HOST_PERF, INVENTORY_HISTORY, PROCESS_PERF,
+    InventoryHistoryRow, ObsRecord, PartitionDate, PermissionGroupRecord, RelationalStore,
+    ResultRecord, RunOutcome, TableSpec, TimeSeriesTable, UserRecord, HOST_PERF, INVENTORY_HISTORY,
+    PROCESS_PERF,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Row};
@@ -449,8 +450,11 @@ pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
         &conn,
         "users",
         &format!(
-            "SELECT username, password_hash, role, disabled, must_change_pw, created_at, updated_at, {} FROM users",
-            or_null(&user_cols, "totp_secret")
+            "SELECT username, password_hash, role, disabled, must_change_pw, created_at, updated_at, {}, {}, {}, {} FROM users",
+            or_null(&user_cols, "totp_secret"),
+            or_null(&user_cols, "email"),
+            or_null(&user_cols, "allowed_features"),
+            or_null(&user_cols, "permission_group"),
         ),
         RELATIONAL_BATCH,
         |r| {
@@ -467,6 +471,11 @@ pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
                 // authenticator (an empty secret is no second factor).
                 totp_secret: get::<Option<String>>(r, 7)?.filter(|s| !s.trim().is_empty()),
                 totp_last_step: 0,
+                email: get::<Option<String>>(r, 8)?.filter(|s| !s.trim().is_empty()),
+                // Stored as JSON text; one that does not parse is no list
+                // (every page), as the reference reads it.
+                allowed_features: json_list(get(r, 9)?),
+                permission_group: get::<Option<String>>(r, 10)?,
             }))
         },
         |batch| Ok(store.import_users(&batch)? as u64),
@@ -686,6 +695,27 @@ pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
                     }))
                 },
                 |batch| Ok(store.import_deploy_plans(&batch)? as u64),
+            )?,
+        );
+    }
+    // Permission groups (0.101): their pages as the JSON list stored.
+    if !table_columns(&conn, "permission_groups")?.is_empty() {
+        push(
+            &mut summary,
+            copy_table(
+                &conn,
+                "permission_groups",
+                "SELECT name, features, created_at, updated_at FROM permission_groups",
+                RELATIONAL_BATCH,
+                |r| {
+                    Ok(Some(PermissionGroupRecord {
+                        name: get(r, 0)?,
+                        features: json_list(get(r, 1)?).unwrap_or_default(),
+                        created_at: opt_ts(r, 2)?.unwrap_or(now),
+                        updated_at: opt_ts(r, 3)?.unwrap_or(now),
+                    }))
+                },
+                |batch| Ok(store.import_permission_groups(&batch)? as u64),
             )?,
         );
     }

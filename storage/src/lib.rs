@@ -57,8 +57,8 @@ pub use relational::{
     AckEvent, AgentRecord, AgentReported, AuditRecord, CheckStatusRecord, DeployPlanRecord,
     ExecutionRecord, FinishedRun, HeartbeatUpdate, InventoryFactRecord, InventoryPage,
     JobPcStanding, LatestRun, NotificationAckRecord, ObsRecord, ObsScan, PendingWave,
-    RelationalStore, ResultRecord, RunOutcome, RunTime, StartedRun, StreamPosition, UserChange,
-    UserRecord, UserUpdate, ADMIN_ROLE,
+    PermissionGroupRecord, RelationalStore, ResultRecord, RunOutcome, RunTime, StartedRun,
+    StreamPosition, UserChange, UserRecord, UserUpdate, ADMIN_ROLE,
 };
 pub use timeseries::{
     CompactionOutcome, HostPerfRow, InventoryHistoryRow, LatestRows, PartitionDate, PersistOutcome,

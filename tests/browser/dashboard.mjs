@@ -209,6 +209,20 @@ check('account login with a second factor: the code is asked for, then accepted'
   await context.close();
 });
 
+check('a permission group shows only its pages in the menu; the others answer 403', async () => {
+  await apiPost('/api/permission-groups', { name: 'job-desk', features: ['jobs'] });
+  await apiPost('/api/accounts', { username: 'desk', password: 'desk-password-1', role: 'viewer', permission_group: 'job-desk' });
+  const { token } = await apiPost('/api/auth/login', { username: 'desk', password: 'desk-password-1' });
+  const { page, context, errors } = await open('/jobs', { token, allow: [/status of 403/] });
+  await page.getByText('desk · viewer').waitFor();
+  const shown = await page.$$eval('header nav a[data-nav]', (as) => as.filter((a) => !a.hidden).map((a) => a.dataset.nav));
+  assertEq(shown, ['jobs'], 'menu entries of a jobs-only account');
+  await page.goto(BASE + '/results');
+  await page.getByText('requires activity').waitFor();
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
 check('dashboard: health, fleet charts, top PCs, investigations, failures', async () => {
   const { page, context, errors } = await open('/');
   await page.waitForSelector('#fleet-health .card');

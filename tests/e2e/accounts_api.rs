@@ -81,7 +81,8 @@ async fn missing_bad_and_expired_tokens_are_401_and_the_service_token_is_admin()
     assert_eq!(status, 200);
     assert_eq!(
         me,
-        json!({"username": "service-token", "role": "admin", "must_change_pw": false, "mfa_enabled": false})
+        json!({"username": "service-token", "role": "admin", "must_change_pw": false,
+               "mfa_enabled": false, "allowed_features": null})
     );
     assert_eq!(
         b.call(Method::GET, "/api/accounts", Some(TOKEN), None)
@@ -269,9 +270,13 @@ async fn bootstrap_admin_changes_password_then_manages_a_viewer() {
         assert_eq!(
             keys,
             [
+                "allowed_features",
                 "created_at",
                 "disabled",
+                "email",
+                "mfa_enabled",
                 "must_change_pw",
+                "permission_group",
                 "role",
                 "updated_at",
                 "username"

@@ -215,6 +215,7 @@ async fn every_gate_answers_with_a_json_error() {
             kanade_backend::auth::Role::Admin,
             0,
             chrono::Utc::now().timestamp(),
+            3_600,
         )
         .unwrap()
         .0;
@@ -727,4 +728,174 @@ async fn mfa_enrols_logs_in_once_per_code_and_disables() {
         )
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
+}
+
+/// Page permissions as kanade 0.101 has them: a group's pages (or the
+/// account's own list) open their routes and close every other page's,
+/// live as the group or the account changes; the role gates still apply;
+/// a group with members cannot go; bad names and keys are 400s naming
+/// the field.
+#[tokio::test]
+async fn permission_groups_limit_an_account_to_its_pages() {
+    let app = App::start().await;
+    let admin =
+        |m: Method, uri: &'static str, body: Option<Value>| app.call(m, uri, Some(TOKEN), body);
+
+    let a = admin(
+        Method::POST,
+        "/api/permission-groups",
+        Some(json!({"name": "helpdesk", "features": ["audit", "bogus"]})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(
+        a.error().contains("unknown feature: bogus"),
+        "{}",
+        a.error()
+    );
+    let made = json!({"name": "helpdesk", "features": ["jobs", "audit", "audit"]});
+    let a = admin(Method::POST, "/api/permission-groups", Some(made.clone())).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let a = admin(Method::POST, "/api/permission-groups", Some(made)).await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+
+    let account = |group: &str| {
+        json!({"username": "hd", "password": "hd-password-1", "role": "viewer",
+               "email": "hd@example.com", "permission_group": group})
+    };
+    let a = admin(Method::POST, "/api/accounts", Some(account("nope"))).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.error().contains("permission_group"), "{}", a.error());
+    let mut bad_mail = account("helpdesk");
+    bad_mail["email"] = "not an address".into();
+    let a = admin(Method::POST, "/api/accounts", Some(bad_mail)).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.error().contains("email"), "{}", a.error());
+    let a = admin(Method::POST, "/api/accounts", Some(account("helpdesk"))).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let hd = app.login_as_again("hd", "hd-password-1").await;
+
+    let me = app.get("/api/auth/me", Some(&hd)).await;
+    assert_eq!(me.body["allowed_features"], json!(["audit", "jobs"]));
+    let status = |uri: &'static str| {
+        let hd = hd.clone();
+        let app = &app;
+        async move { app.get(uri, Some(&hd)).await }
+    };
+    assert_eq!(status("/api/audit").await.status, StatusCode::OK);
+    assert_eq!(status("/api/jobs").await.status, StatusCode::OK);
+    let a = status("/api/results").await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(a.error().contains("requires activity"), "{}", a.error());
+    assert_eq!(
+        status("/api/agents/pc1/perf").await.status,
+        StatusCode::FORBIDDEN,
+        "commons are closed to a restricted account"
+    );
+    // The role gate still holds: a viewer with the jobs page writes nothing.
+    let a = app
+        .call(Method::DELETE, "/api/jobs/j1", Some(&hd), None)
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert!(
+        a.error().contains("operator role required"),
+        "{}",
+        a.error()
+    );
+
+    // A group change applies on the next request.
+    let a = admin(
+        Method::PATCH,
+        "/api/permission-groups/helpdesk",
+        Some(json!({"features": ["activity"]})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    assert_eq!(status("/api/results").await.status, StatusCode::OK);
+    assert_eq!(status("/api/audit").await.status, StatusCode::FORBIDDEN);
+
+    let groups = admin(Method::GET, "/api/permission-groups", None).await;
+    assert_eq!(groups.body[0]["member_count"], 1, "{}", groups.body);
+    assert_eq!(groups.body[0]["features"], json!(["activity"]));
+    let a = admin(Method::DELETE, "/api/permission-groups/helpdesk", None).await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+
+    // Out of the group, the account's own list decides: null is every
+    // page, a list is those pages.
+    let a = admin(
+        Method::PATCH,
+        "/api/accounts/hd",
+        Some(json!({"permission_group": null, "allowed_features": ["events"]})),
+    )
+    .await;
+    assert!(a.status.is_success(), "{}", a.body);
+    assert_eq!(status("/api/obs_events").await.status, StatusCode::OK);
+    assert_eq!(status("/api/results").await.status, StatusCode::FORBIDDEN);
+    let a = admin(
+        Method::PATCH,
+        "/api/accounts/hd",
+        Some(json!({"allowed_features": null})),
+    )
+    .await;
+    assert!(a.status.is_success(), "{}", a.body);
+    assert_eq!(status("/api/agents/pc1/perf").await.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/api/auth/me", Some(&hd)).await.body["allowed_features"],
+        Value::Null
+    );
+    let listed = admin(Method::GET, "/api/accounts", None).await;
+    let row = listed
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["username"] == "hd")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            row["email"].clone(),
+            row["permission_group"].clone(),
+            row["allowed_features"].clone()
+        ),
+        (json!("hd@example.com"), Value::Null, Value::Null)
+    );
+    let a = admin(Method::DELETE, "/api/permission-groups/helpdesk", None).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    let a = admin(Method::DELETE, "/api/permission-groups/helpdesk", None).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+}
+
+/// Seconds until the expiry of a fresh token of `sam`.
+async fn exp_in(app: &App) -> i64 {
+    let a = app
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"username": "sam", "password": "sam-password-1"})),
+        )
+        .await;
+    a.body["exp"].as_i64().unwrap() - chrono::Utc::now().timestamp()
+}
+
+/// A login token lasts the server settings' `session_ttl_hours` (24 h
+/// unset, as the reference).
+#[tokio::test]
+async fn the_session_lifetime_comes_from_the_server_settings() {
+    let app = App::start().await;
+    app.login_as("sam", "viewer").await;
+    let default = exp_in(&app).await;
+    assert!((24 * 3600 - 5..=24 * 3600).contains(&default), "{default}");
+    let a = app
+        .call(
+            Method::PUT,
+            "/api/server-settings",
+            Some(TOKEN),
+            Some(json!({"session_ttl_hours": 2})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let short = exp_in(&app).await;
+    assert!((2 * 3600 - 5..=2 * 3600).contains(&short), "{short}");
 }

@@ -147,6 +147,12 @@ export async function refreshIdentity() {
     const me = await currentUser({ fresh: true });
     who.textContent = `${me.username} · ${me.role}`;
     logout.hidden = !getToken();
+    // An account limited to some pages (its permission group or its own
+    // list) sees only their menu entries; the backend refuses the rest.
+    const allowed = Array.isArray(me.allowed_features) ? me.allowed_features : null;
+    for (const a of document.querySelectorAll('header nav a[data-nav]')) {
+      a.hidden = allowed !== null && !allowed.includes(a.dataset.feature);
+    }
     if (me.must_change_pw && location.pathname !== '/login') navigate('/login?change=1', { replace: true });
   } catch {
     who.textContent = '';

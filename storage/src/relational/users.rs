@@ -1,8 +1,10 @@
-//! `users`: the accounts that may log in, keyed by username. The store
-//! knows nothing of passwords beyond the stored hash; it does own the one
-//! rule that must hold across writers: the fleet always keeps at least one
-//! enabled admin. redb serialises write transactions, so counting the
-//! admins and applying the change in one transaction cannot race.
+//! `users`: the accounts that may log in, keyed by username, and
+//! `permission_groups`: named page allow-lists accounts may belong to.
+//! The store knows nothing of passwords beyond the stored hash; it does
+//! own the rules that must hold across writers: the fleet always keeps at
+//! least one enabled admin, an account's group exists, and a group with
+//! members is not deleted. redb serialises write transactions, so checking
+//! and applying a change in one transaction cannot race.
 
 use chrono::{DateTime, Utc};
 use redb::{
@@ -16,6 +18,8 @@ use crate::{Error, Result};
 
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const NAME: &str = "users";
+const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("permission_groups");
+const GROUPS_NAME: &str = "permission_groups";
 
 /// The role string that counts for the last-admin rule.
 pub const ADMIN_ROLE: &str = "admin";
@@ -43,6 +47,23 @@ pub struct UserRecord {
     /// The last TOTP time step a code of this account was accepted for: a
     /// code of that step or an earlier one is refused (single use).
     pub totp_last_step: u64,
+    /// Contact address (password links go there).
+    pub email: Option<String>,
+    /// The pages (feature keys) the account may use; `None`: all.
+    /// Overridden by `permission_group` when that is set.
+    pub allowed_features: Option<Vec<String>>,
+    /// The permission group whose pages the account may use.
+    pub permission_group: Option<String>,
+}
+
+/// A named page allow-list (feature keys, in the catalogue's order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct PermissionGroupRecord {
+    pub name: String,
+    pub features: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 impl UserRecord {
@@ -58,20 +79,37 @@ pub struct UserUpdate {
     pub disabled: Option<bool>,
     pub password_hash: Option<String>,
     pub must_change_pw: Option<bool>,
+    /// `Some(None)` clears.
+    pub email: Option<Option<String>>,
+    /// `Some(None)` clears (all pages).
+    pub allowed_features: Option<Option<Vec<String>>>,
+    /// `Some(None)` clears; a name must be an existing group.
+    pub permission_group: Option<Option<String>>,
 }
 
-/// What became of an update or a delete.
+/// What became of an insert, an update or a delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserChange {
     Applied,
     NotFound,
     /// Refused: it would leave no enabled admin.
     LastAdmin,
+    /// Refused: the name is taken.
+    Taken,
+    /// Refused: the permission group named does not exist.
+    NoSuchGroup,
+    /// Refused: the group still has members.
+    HasMembers,
 }
 
 pub(super) fn ensure_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(USERS).map_err(Error::redb_op)?;
+    txn.open_table(GROUPS).map_err(Error::redb_op)?;
     Ok(())
+}
+
+fn group_exists(t: &impl ReadableTable<&'static str, &'static [u8]>, name: &str) -> Result<bool> {
+    Ok(t.get(name).map_err(Error::redb_op)?.is_some())
 }
 
 fn get(
@@ -125,23 +163,31 @@ impl RelationalStore {
 
     /// Adds an account; `false` (and nothing written) when the username
     /// is taken.
-    pub fn insert_user(&self, user: &UserRecord) -> Result<bool> {
+    pub fn insert_user(&self, user: &UserRecord) -> Result<UserChange> {
         let txn = self.db.begin_write().map_err(Error::redb_op)?;
-        let inserted = {
+        let outcome = {
             let mut t = txn.open_table(USERS).map_err(Error::redb_op)?;
+            let groups = txn.open_table(GROUPS).map_err(Error::redb_op)?;
             if t.get(user.username.as_str())
                 .map_err(Error::redb_op)?
                 .is_some()
             {
-                false
+                UserChange::Taken
+            } else if let Some(g) = user
+                .permission_group
+                .as_deref()
+                .filter(|g| !group_exists(&groups, g).unwrap_or(false))
+            {
+                let _ = g;
+                UserChange::NoSuchGroup
             } else {
                 t.insert(user.username.as_str(), encode(NAME, user)?.as_slice())
                     .map_err(Error::redb_op)?;
-                true
+                UserChange::Applied
             }
         };
         txn.commit().map_err(Error::redb_op)?;
-        Ok(inserted)
+        Ok(outcome)
     }
 
     /// Adds `user` only when there is no account at all (the bootstrap
@@ -191,7 +237,24 @@ impl RelationalStore {
                     if let Some(flag) = update.must_change_pw {
                         user.must_change_pw = flag;
                     }
-                    if was_admin && !user.is_enabled_admin() && enabled_admins(&t)? <= 1 {
+                    if let Some(email) = &update.email {
+                        user.email.clone_from(email);
+                    }
+                    if let Some(features) = &update.allowed_features {
+                        user.allowed_features.clone_from(features);
+                    }
+                    if let Some(group) = &update.permission_group {
+                        user.permission_group.clone_from(group);
+                    }
+                    let groups = txn.open_table(GROUPS).map_err(Error::redb_op)?;
+                    let dangling = match update.permission_group.as_ref().and_then(Option::as_deref)
+                    {
+                        Some(g) => !group_exists(&groups, g)?,
+                        None => false,
+                    };
+                    if dangling {
+                        UserChange::NoSuchGroup
+                    } else if was_admin && !user.is_enabled_admin() && enabled_admins(&t)? <= 1 {
                         UserChange::LastAdmin
                     } else {
                         user.updated_at = now;
@@ -273,6 +336,130 @@ impl RelationalStore {
         Ok(applied)
     }
 
+    /// Every permission group by name, with its member count.
+    pub fn permission_groups(&self) -> Result<Vec<(PermissionGroupRecord, usize)>> {
+        let txn = self.db.begin_read().map_err(Error::redb_op)?;
+        let groups = txn.open_table(GROUPS).map_err(Error::redb_op)?;
+        let users = txn.open_table(USERS).map_err(Error::redb_op)?;
+        let mut members = std::collections::HashMap::<String, usize>::new();
+        for e in users.iter().map_err(Error::redb_op)? {
+            let (_, v) = e.map_err(Error::redb_op)?;
+            let u: UserRecord = decode(NAME, v.value())?;
+            if let Some(g) = u.permission_group {
+                *members.entry(g).or_default() += 1;
+            }
+        }
+        let mut out = Vec::new();
+        for e in groups.iter().map_err(Error::redb_op)? {
+            let (_, v) = e.map_err(Error::redb_op)?;
+            let g: PermissionGroupRecord = decode(GROUPS_NAME, v.value())?;
+            let n = members.get(&g.name).copied().unwrap_or(0);
+            out.push((g, n));
+        }
+        Ok(out)
+    }
+
+    /// One permission group.
+    pub fn permission_group(&self, name: &str) -> Result<Option<PermissionGroupRecord>> {
+        let txn = self.db.begin_read().map_err(Error::redb_op)?;
+        let t = txn.open_table(GROUPS).map_err(Error::redb_op)?;
+        match t.get(name).map_err(Error::redb_op)? {
+            Some(v) => Ok(Some(decode(GROUPS_NAME, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Adds a permission group; `Taken` when the name is.
+    pub fn insert_permission_group(&self, group: &PermissionGroupRecord) -> Result<UserChange> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let outcome = {
+            let mut t = txn.open_table(GROUPS).map_err(Error::redb_op)?;
+            if group_exists(&t, &group.name)? {
+                UserChange::Taken
+            } else {
+                t.insert(group.name.as_str(), encode(GROUPS_NAME, group)?.as_slice())
+                    .map_err(Error::redb_op)?;
+                UserChange::Applied
+            }
+        };
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(outcome)
+    }
+
+    /// Replaces a group's features.
+    pub fn update_permission_group(
+        &self,
+        name: &str,
+        features: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<UserChange> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let outcome = {
+            let mut t = txn.open_table(GROUPS).map_err(Error::redb_op)?;
+            let current = match t.get(name).map_err(Error::redb_op)? {
+                Some(v) => Some(decode::<PermissionGroupRecord>(GROUPS_NAME, v.value())?),
+                None => None,
+            };
+            match current {
+                None => UserChange::NotFound,
+                Some(mut g) => {
+                    g.features = features.to_vec();
+                    g.updated_at = now;
+                    t.insert(name, encode(GROUPS_NAME, &g)?.as_slice())
+                        .map_err(Error::redb_op)?;
+                    UserChange::Applied
+                }
+            }
+        };
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(outcome)
+    }
+
+    /// Removes a group that no account belongs to (`HasMembers` else).
+    pub fn delete_permission_group(&self, name: &str) -> Result<UserChange> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let outcome = {
+            let mut t = txn.open_table(GROUPS).map_err(Error::redb_op)?;
+            let users = txn.open_table(USERS).map_err(Error::redb_op)?;
+            if !group_exists(&t, name)? {
+                UserChange::NotFound
+            } else {
+                let mut member = false;
+                for e in users.iter().map_err(Error::redb_op)? {
+                    let (_, v) = e.map_err(Error::redb_op)?;
+                    let u: UserRecord = decode(NAME, v.value())?;
+                    member |= u.permission_group.as_deref() == Some(name);
+                }
+                if member {
+                    UserChange::HasMembers
+                } else {
+                    t.remove(name).map_err(Error::redb_op)?;
+                    UserChange::Applied
+                }
+            }
+        };
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(outcome)
+    }
+
+    /// Adds imported groups (first writer wins); how many were added.
+    pub fn import_permission_groups(&self, groups: &[PermissionGroupRecord]) -> Result<usize> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let mut added = 0;
+        {
+            let mut t = txn.open_table(GROUPS).map_err(Error::redb_op)?;
+            for g in groups {
+                if !group_exists(&t, &g.name)? {
+                    t.insert(g.name.as_str(), encode(GROUPS_NAME, g)?.as_slice())
+                        .map_err(Error::redb_op)?;
+                    added += 1;
+                }
+            }
+        }
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(added)
+    }
+
     /// Removes an account unless it is the last enabled admin.
     pub fn delete_user(&self, username: &str) -> Result<UserChange> {
         let txn = self.db.begin_write().map_err(Error::redb_op)?;
@@ -346,8 +533,14 @@ mod tests {
             !store.insert_first_user(&user("other", "admin")).unwrap(),
             "bootstrap only seeds an empty table"
         );
-        assert!(store.insert_user(&user("ann", "viewer")).unwrap());
-        assert!(!store.insert_user(&user("ann", "admin")).unwrap());
+        assert_eq!(
+            store.insert_user(&user("ann", "viewer")).unwrap(),
+            UserChange::Applied
+        );
+        assert_eq!(
+            store.insert_user(&user("ann", "admin")).unwrap(),
+            UserChange::Taken
+        );
         assert_eq!(store.user("ann").unwrap().unwrap().role, "viewer");
 
         let now = Utc::now();
@@ -450,5 +643,58 @@ mod tests {
         );
         assert!(store.set_totp_secret("ann", None, 0, Utc::now()).unwrap());
         assert_eq!(store.user("ann").unwrap().unwrap().totp_secret, None);
+    }
+
+    #[test]
+    fn groups_are_assigned_only_when_they_exist_and_deleted_only_when_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RelationalStore::open(dir.path()).unwrap();
+        let mut ann = user("ann", "viewer");
+        ann.permission_group = Some("helpdesk".into());
+        assert_eq!(store.insert_user(&ann).unwrap(), UserChange::NoSuchGroup);
+        let group = PermissionGroupRecord {
+            name: "helpdesk".into(),
+            features: vec!["agents".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            store.insert_permission_group(&group).unwrap(),
+            UserChange::Applied
+        );
+        assert_eq!(
+            store.insert_permission_group(&group).unwrap(),
+            UserChange::Taken
+        );
+        assert_eq!(store.insert_user(&ann).unwrap(), UserChange::Applied);
+        assert_eq!(
+            store.delete_permission_group("helpdesk").unwrap(),
+            UserChange::HasMembers
+        );
+        let listed = store.permission_groups().unwrap();
+        assert_eq!((listed[0].0.name.as_str(), listed[0].1), ("helpdesk", 1));
+        let to_missing = UserUpdate {
+            permission_group: Some(Some("nope".into())),
+            ..Default::default()
+        };
+        assert_eq!(
+            store.update_user("ann", &to_missing, Utc::now()).unwrap(),
+            UserChange::NoSuchGroup
+        );
+        let clear = UserUpdate {
+            permission_group: Some(None),
+            ..Default::default()
+        };
+        assert_eq!(
+            store.update_user("ann", &clear, Utc::now()).unwrap(),
+            UserChange::Applied
+        );
+        assert_eq!(
+            store.delete_permission_group("helpdesk").unwrap(),
+            UserChange::Applied
+        );
+        assert_eq!(
+            store.delete_permission_group("helpdesk").unwrap(),
+            UserChange::NotFound
+        );
     }
 }
