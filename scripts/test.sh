@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (nats-server; chromium and
 # playwright-core for the dashboard's browser tests; DuckDB for the bench's
-# smoke run), then runs every unit,
+# smoke run; aiosmtpd for the mail tests), then runs every unit,
 # end-to-end and browser test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,9 @@ bash scripts/ensure-browser.sh
 python3 -c 'import duckdb' 2>/dev/null ||
   python3 -m pip install --quiet --disable-pip-version-check duckdb
 export BENCH_DUCKDB=required
+# The password-link tests mail through a local SMTP server.
+python3 -c 'import aiosmtpd' 2>/dev/null ||
+  python3 -m pip install --quiet --disable-pip-version-check aiosmtpd
 # ... and takes perf samples through a broker both ways.
 export BENCH_NATS=required
 # The full-disk test mounts a small tmpfs, which root can.

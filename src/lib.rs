@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod ingest;
+pub mod mail;
 pub mod metrics;
 pub mod server;
 pub mod tables;

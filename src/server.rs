@@ -163,6 +163,12 @@ pub async fn open_state(
         scan_budget: std::time::Duration::from_secs(config.server.scan_budget_secs.max(1)),
         trusted_proxies: config.server.proxies()?.into(),
         inventory,
+        public_url: config
+            .server
+            .public_url
+            .as_deref()
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty()),
         restart: Arc::new(tokio::sync::Notify::new()),
     })
 }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::offload::store as blocking;
 use super::params::ApiJson;
+use super::password_links;
 use crate::api::state::AppState;
 use crate::audit::{self, Caller};
 use crate::auth::throttle::{Account, Verdict};
@@ -521,15 +522,7 @@ fn email_param(raw: &str) -> Result<Option<String>, ApiError> {
     if e.is_empty() {
         return Ok(None);
     }
-    let ok = e.len() <= 254
-        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
-        && e.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !domain.contains('@')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        });
+    let ok = crate::mail::is_address(e);
     if ok {
         Ok(Some(e.to_string()))
     } else {
@@ -568,7 +561,10 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<AccountRow>>
 #[derive(Deserialize)]
 pub struct CreateRequest {
     username: String,
-    password: String,
+    /// Without it, `email` is required and the account gets a set-up
+    /// link instead.
+    #[serde(default)]
+    password: Option<String>,
     role: String,
     #[serde(default)]
     email: Option<String>,
@@ -596,15 +592,28 @@ fn valid_username(name: &str) -> Result<(), ApiError> {
     }
 }
 
-/// `POST /api/accounts` → 201; 409 when the name is taken.
+#[derive(Serialize)]
+pub struct CreateResponse {
+    /// Whether a set-up link was mailed to the account's address.
+    setup_link_sent: bool,
+    /// The set-up link, for the admin to hand over (mail is off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    setup_link: Option<String>,
+}
+
+/// `POST /api/accounts` → 201 `{setup_link_sent}`; 409 when the name is
+/// taken. With an `email` and no `password` the account gets a random
+/// unusable password and a set-up link: mailed when mail is on, else
+/// answered as `setup_link` for the admin to hand over.
 pub async fn create(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     caller: Caller,
     ApiJson(req): ApiJson<CreateRequest>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<(StatusCode, Json<CreateResponse>), ApiError> {
     let username = req.username.trim().to_string();
     valid_username(&username)?;
-    strong("password", &req.password)?;
     let role = parse_role(&req.role)?;
     let email = req.email.as_deref().map(email_param).transpose()?.flatten();
     let allowed_features = req
@@ -613,7 +622,26 @@ pub async fn create(
         .map(features_param)
         .transpose()?;
     let permission_group = req.permission_group.as_deref().and_then(group_param);
-    let hash = password::hash_async(req.password.clone())
+    let given = req.password.clone().filter(|p| !p.is_empty());
+    let link_base = match (&given, &email) {
+        (Some(pw), _) => {
+            strong("password", pw)?;
+            None
+        }
+        (None, Some(_)) => Some(password_links::link_base(&state, &headers, peer.ip())?),
+        (None, None) => {
+            return Err(ApiError::bad_param(
+                "password",
+                "password or email required (an email gets a set-up link)",
+            ))
+        }
+    };
+    // Without a password the account gets one nobody knows until the
+    // link sets it.
+    let password = given.unwrap_or_else(|| {
+        uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string()
+    });
+    let hash = password::hash_async(password)
         .await
         .map_err(ApiError::Internal)?;
     let now = Utc::now();
@@ -628,7 +656,7 @@ pub async fn create(
         token_epoch: 0,
         totp_secret: None,
         totp_last_step: 0,
-        email,
+        email: email.clone(),
         allowed_features: allowed_features.clone(),
         permission_group: permission_group.clone(),
     };
@@ -656,7 +684,22 @@ pub async fn create(
         }),
     )
     .await;
-    Ok(StatusCode::CREATED)
+    let mut answer = CreateResponse {
+        setup_link_sent: false,
+        setup_link: None,
+    };
+    if let (Some(base), Some(to)) = (link_base, email) {
+        let purpose = password_links::Purpose::Setup;
+        if let Some(url) = password_links::issue(&state, &username, purpose, &base).await? {
+            // The account exists either way: a relay that refuses the
+            // mail leaves the link for the admin, not a failed create.
+            match password_links::deliver(&state, &to, &username, purpose, &url).await {
+                Ok(true) => answer.setup_link_sent = true,
+                Ok(false) | Err(_) => answer.setup_link = Some(url),
+            }
+        }
+    }
+    Ok((StatusCode::CREATED, Json(answer)))
 }
 
 #[derive(Deserialize)]

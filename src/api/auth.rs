@@ -28,7 +28,10 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     }
     let path = req.uri().path();
     let protected = path.starts_with("/api/") || path == "/metrics";
-    if !protected || PUBLIC_API_PATHS.contains(&path) {
+    let public = PUBLIC_API_PATHS.contains(&path)
+        || path.starts_with("/api/auth/password-setup/")
+        || path == "/api/auth/forgot-password";
+    if !protected || public {
         return next.run(req).await;
     }
     let token = req

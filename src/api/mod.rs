@@ -25,6 +25,7 @@ mod objects;
 mod obs_events;
 mod offload;
 mod params;
+mod password_links;
 mod perf;
 mod permission_groups;
 mod processes;
@@ -62,6 +63,10 @@ pub fn app(state: AppState) -> Router {
             patch(accounts::update).delete(accounts::delete),
         )
         .route("/api/admin/backup", post(backup::backup))
+        .route(
+            "/api/accounts/{username}/reset-link",
+            post(password_links::reset_link),
+        )
         .route(
             "/api/permission-groups",
             get(permission_groups::list).post(permission_groups::create),
@@ -185,6 +190,11 @@ pub fn app(state: AppState) -> Router {
         .route("/api/auth/login", post(accounts::login))
         .route("/api/auth/me", get(accounts::me))
         .route("/api/auth/change-password", post(accounts::change_password))
+        .route(
+            "/api/auth/password-setup/{token}",
+            get(password_links::info).post(password_links::set),
+        )
+        .route("/api/auth/forgot-password", post(password_links::forgot))
         .route("/api/auth/mfa/init", post(accounts::mfa_init))
         .route("/api/auth/mfa/verify", post(accounts::mfa_verify))
         .route("/api/auth/mfa/disable", post(accounts::mfa_disable))

@@ -54,16 +54,18 @@ fn redacted(doc: &Map<String, Value>) -> Result<Value, ApiError> {
     serde_json::to_value(s.redacted()).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
+/// The stored settings, typed (the defaults where unset).
+pub async fn current(c: &Control) -> Result<ServerSettings, String> {
+    let (doc, _) = read_raw(c).await.map_err(|e| e.to_string())?;
+    typed(&doc).map_err(|e| format!("stored server_settings is corrupt: {e}"))
+}
+
 /// How long a login token lasts: `session_ttl_hours` of the stored
 /// settings (24 h unset, clamped as the reference clamps it). A broker
 /// that does not answer, or a corrupt document, gives the default and a
 /// warning: a login never fails on it.
 pub async fn session_ttl_secs(c: &Control) -> i64 {
-    let settings = match read_raw(c).await {
-        Ok((doc, _)) => typed(&doc).map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    let hours = match settings {
+    let hours = match current(c).await {
         Ok(s) => s.effective_session_ttl_hours(),
         Err(e) => {
             tracing::warn!(error = %e, "server settings unreadable; default session lifetime");

@@ -22,6 +22,8 @@ pub struct AppState {
     /// Peers whose `X-Forwarded-For` is believed (`[server] trusted_proxies`).
     pub trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
     pub inventory: Inventory,
+    /// `[server] public_url`: where links sent by mail point.
+    pub public_url: Option<String>,
     /// Asked by `POST /api/server/restart`: the backend stops as on
     /// SIGTERM and exits 1, for its supervisor to start it again.
     pub restart: std::sync::Arc<tokio::sync::Notify>,

@@ -131,6 +131,7 @@ pub fn feature_for_route(route: &str) -> Option<Feature> {
         | "/api/admin/backup" => Feature::Settings,
         "/api/accounts"
         | "/api/accounts/{username}"
+        | "/api/accounts/{username}/reset-link"
         | "/api/permission-groups"
         | "/api/permission-groups/{name}" => Feature::Accounts,
         _ => return None,

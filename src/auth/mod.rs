@@ -87,6 +87,8 @@ pub struct AuthConfig {
     pub jwt: Arc<JwtKeys>,
     /// Slows and then refuses repeated login failures.
     pub throttle: Arc<LoginThrottle>,
+    /// Bounds the password-reset mails anyone may ask for.
+    pub links: Arc<LoginThrottle>,
 }
 
 impl AuthConfig {
@@ -108,12 +110,18 @@ impl AuthConfig {
         let static_token = std::env::var("KANADE_AUTH_STATIC_TOKEN")
             .ok()
             .filter(|t| !t.trim().is_empty());
-        Ok(Self {
+        Ok(Self::new(disabled, static_token, JwtKeys::from_env()?))
+    }
+
+    /// The configuration with the default throttles.
+    pub fn new(disabled: bool, static_token: Option<String>, jwt: JwtKeys) -> Self {
+        Self {
             disabled,
             static_token,
-            jwt: Arc::new(JwtKeys::from_env()?),
+            jwt: Arc::new(jwt),
             throttle: Arc::new(LoginThrottle::default()),
-        })
+            links: Arc::new(LoginThrottle::new(throttle::ThrottlePolicy::links())),
+        }
     }
 
     /// Whether `presented` is the service token.

@@ -62,6 +62,21 @@ impl Default for ThrottlePolicy {
     }
 }
 
+impl ThrottlePolicy {
+    /// For password-reset mails anyone may ask for: 3 per username an
+    /// hour, 10 per address in 15 minutes; no delays.
+    pub fn links() -> Self {
+        Self {
+            user_limit: 3,
+            user_lockout: Duration::from_secs(3_600),
+            addr_limit: 10,
+            addr_window: Duration::from_secs(15 * 60),
+            delay_after: u32::MAX,
+            ..Self::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
     User(String),

@@ -223,6 +223,27 @@ check('a permission group shows only its pages in the menu; the others answer 40
   await context.close();
 });
 
+check('a set-up link handed over by an admin sets the password once, then the account logs in', async () => {
+  const made = await apiPost('/api/accounts', { username: 'linked', role: 'viewer', email: 'linked@example.com' });
+  assertEq(made.setup_link_sent, false, 'mail is off in the fixture');
+  const link = new URL(made.setup_link);
+  const { page, context, errors } = await open(link.pathname, { token: null, allow: [/status of 40[14]/] });
+  await page.getByText('Welcome, linked').waitFor();
+  await page.fill('input[name=password]', 'linked-password-1');
+  await page.fill('input[name=again]', 'linked-password-1');
+  await page.click('form[aria-label="Choose a password"] button');
+  await page.getByText('Your password is set.').waitFor();
+  await page.goto(BASE + link.pathname);
+  await page.getByText('This link is not valid').waitFor();
+  await page.goto(BASE + '/login');
+  await page.fill('form[aria-label="Account login"] input[name=username]', 'linked');
+  await page.fill('form[aria-label="Account login"] input[name=password]', 'linked-password-1');
+  await page.click('form[aria-label="Account login"] button');
+  await page.getByText('linked · viewer').waitFor();
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
 check('dashboard: health, fleet charts, top PCs, investigations, failures', async () => {
   const { page, context, errors } = await open('/');
   await page.waitForSelector('#fleet-health .card');

@@ -187,11 +187,11 @@ async fn bootstrap_admin_changes_password_then_manages_a_viewer() {
             Method::POST,
             "/api/accounts",
             Some(&admin),
-            Some(json!({"username": "ann"})),
+            Some(json!({"username": "ann", "role": "viewer"})),
         )
         .await;
     assert_eq!(status, 400);
-    assert!(error_of(&resp).contains("password"), "{resp}");
+    assert!(error_of(&resp).contains("password or email"), "{resp}");
     let (status, _, _) = b
         .call(
             Method::POST,

@@ -6,19 +6,18 @@
 //! parameter, error and auth cases cost no process, port or connection.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use kanade_backend::auth::{AuthConfig, JwtKeys, LoginThrottle};
+use kanade_backend::auth::{AuthConfig, JwtKeys};
 use kanade_backend::config::Config;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::common::{Nats, TOKEN};
+use crate::common::{eventually, Nats, Smtp, TOKEN};
 
 /// The router over a fresh data directory and broker.
 pub struct App {
@@ -47,21 +46,25 @@ impl Answer {
 
 impl App {
     pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// With `[server]` extras.
+    pub async fn start_with(server_extra: &str) -> Self {
         let nats = Nats::start();
         let dir = tempfile::tempdir().unwrap();
         let table: toml::Table = toml::from_str(&format!(
-            "[nats]\nurl = \"{}\"\n[storage]\ndata_dir = \"{}\"\n",
+            "[server]\n{server_extra}\n[nats]\nurl = \"{}\"\n[storage]\ndata_dir = \"{}\"\n",
             nats.url,
             dir.path().display()
         ))
         .unwrap();
         let config = Config::try_from_table(table).unwrap();
-        let auth = AuthConfig {
-            disabled: false,
-            static_token: Some(TOKEN.into()),
-            jwt: Arc::new(JwtKeys::new(b"router-test-secret-of-32-bytes!!")),
-            throttle: Arc::new(LoginThrottle::default()),
-        };
+        let auth = AuthConfig::new(
+            false,
+            Some(TOKEN.into()),
+            JwtKeys::new(b"router-test-secret-of-32-bytes!!"),
+        );
         let client = kanade_backend::server::connect_nats(&nats.url)
             .await
             .unwrap();
@@ -898,4 +901,174 @@ async fn the_session_lifetime_comes_from_the_server_settings() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     let short = exp_in(&app).await;
     assert!((2 * 3600 - 5..=2 * 3600).contains(&short), "{short}");
+}
+
+/// The token of the link in a message (`…/password-setup/<token>`).
+fn link_token(message: &str) -> Option<String> {
+    // Undo quoted-printable soft line breaks of a long line.
+    let message = message.replace("=\r\n", "").replace("=\n", "");
+    let at = message.find("https://kanade.test/password-setup/")?;
+    let rest = &message[at + "https://kanade.test/password-setup/".len()..];
+    Some(
+        rest.chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect(),
+    )
+}
+
+/// Password links by mail, through a real SMTP server: an account made
+/// by address sets its password through the mailed link, once; an
+/// admin's reset link and a forgotten-password request arrive the same
+/// way (the latter answering alike for unknown names, and throttled); a
+/// used link ends the account's sessions; with mail off the admin is
+/// shown the link instead.
+#[tokio::test]
+async fn password_links_arrive_by_mail_and_work_once() {
+    let smtp = Smtp::start();
+    let app = App::start_with("public_url = \"https://kanade.test/\"").await;
+    let admin = |m: Method, uri: String, body: Option<Value>| {
+        let app = &app;
+        async move { app.call(m, &uri, Some(TOKEN), body).await }
+    };
+
+    // Mail off: the admin is handed the link.
+    let a = admin(
+        Method::POST,
+        "/api/accounts".into(),
+        Some(json!({"username": "lee", "role": "viewer", "email": "lee@example.com"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(a.body["setup_link_sent"], false);
+    let shown = a.body["setup_link"].as_str().unwrap().to_string();
+    assert!(
+        shown.starts_with("https://kanade.test/password-setup/"),
+        "{shown}"
+    );
+    let a = admin(
+        Method::POST,
+        "/api/accounts".into(),
+        Some(json!({"username": "x", "role": "viewer"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.error().contains("password or email"), "{}", a.error());
+
+    let a = admin(
+        Method::PUT,
+        "/api/server-settings".into(),
+        Some(
+            json!({"mail": {"host": "127.0.0.1", "port": smtp.port, "encryption": "none",
+                             "from": "kanade@example.com"}}),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+
+    let a = admin(
+        Method::POST,
+        "/api/accounts".into(),
+        Some(json!({"username": "kim", "role": "operator", "email": "kim@example.com"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert_eq!(a.body, json!({"setup_link_sent": true}));
+    let mail = eventually("the set-up mail", || async {
+        smtp.messages()
+            .into_iter()
+            .find(|m| m.contains("kim@example.com"))
+    })
+    .await;
+    assert!(
+        mail.contains("Subject: kanade account password setup"),
+        "{mail}"
+    );
+    let token = link_token(&mail).expect("a link in the mail");
+    let uri = format!("/api/auth/password-setup/{token}");
+    let a = app.get(&uri, None).await;
+    assert_eq!(a.body, json!({"username": "kim", "purpose": "setup"}));
+    let set = |pw: &'static str| {
+        let (app, uri) = (&app, uri.clone());
+        async move {
+            app.call(Method::POST, &uri, None, Some(json!({"password": pw})))
+                .await
+        }
+    };
+    let a = set("short").await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.error().contains("password"), "{}", a.error());
+    assert_eq!(set("kim-password-1").await.status, StatusCode::OK);
+    let a = set("kim-password-2").await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "used once");
+    assert!(a.error().contains("invalid link"));
+    let kim = app.login_as_again("kim", "kim-password-1").await;
+
+    // An admin's reset link; using it ends kim's session.
+    let a = admin(Method::POST, "/api/accounts/kim/reset-link".into(), None).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    let reset = eventually("the reset mail", || async {
+        smtp.messages()
+            .into_iter()
+            .find(|m| m.contains("kim@example.com") && m.contains("Subject: kanade password reset"))
+    })
+    .await;
+    let token = link_token(&reset).unwrap();
+    let a = app
+        .get(&format!("/api/auth/password-setup/{token}"), None)
+        .await;
+    assert_eq!(a.body["purpose"], "reset");
+    let a = app
+        .call(
+            Method::POST,
+            &format!("/api/auth/password-setup/{token}"),
+            None,
+            Some(json!({"password": "kim-password-3"})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(
+        app.get("/api/auth/me", Some(&kim)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    app.login_as_again("kim", "kim-password-3").await;
+    let a = admin(Method::POST, "/api/accounts/nobody/reset-link".into(), None).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+
+    // Forgotten password: the same answer for a stranger, a mail for kim.
+    let before = smtp.messages().len();
+    let forgot = |name: &'static str| {
+        let app = &app;
+        async move {
+            app.call(
+                Method::POST,
+                "/api/auth/forgot-password",
+                None,
+                Some(json!({"username": name})),
+            )
+            .await
+        }
+    };
+    let stranger = forgot("nobody").await;
+    let known = forgot("kim").await;
+    assert_eq!(
+        (stranger.status, known.status),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    assert_eq!(stranger.body, known.body);
+    eventually("the forgot-password mail", || async {
+        (smtp.messages().len() > before).then_some(())
+    })
+    .await;
+    // Three asks an hour per name, known or not.
+    for _ in 0..2 {
+        assert_eq!(forgot("kim").await.status, StatusCode::OK);
+        assert_eq!(forgot("nobody").await.status, StatusCode::OK);
+    }
+    let a = forgot("kim").await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.body);
+    assert_eq!(
+        forgot("nobody").await.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "unknown names alike"
+    );
 }

@@ -20,10 +20,12 @@ import notifications from './pages/notifications.js';
 import health from './pages/health.js';
 import exportPage from './pages/export.js';
 import login from './pages/login.js';
+import passwordSetup from './pages/password_setup.js';
 
 const ROUTES = [
   [/^\/$/, dashboard],
   [/^\/login$/, login],
+  [/^\/password-setup\/([^/]+)$/, passwordSetup],
   [/^\/agents$/, agents],
   [/^\/agents\/([^/]+)$/, agent],
   [/^\/results$/, results],
@@ -133,7 +135,8 @@ async function render() {
 }
 
 function onUnauthorized() {
-  if (location.pathname === '/login') return;
+  // The public pages need no session.
+  if (location.pathname === '/login' || location.pathname.startsWith('/password-setup/')) return;
   setToken(null);
   const next = `${location.pathname}${location.search}`;
   navigate(`/login?next=${encodeURIComponent(next)}`, { replace: true });

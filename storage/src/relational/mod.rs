@@ -40,7 +40,10 @@ pub use results::{
     FinishedRun, JobPcStanding, LatestRun, ResultRecord, RunOutcome, RunTime, StartedRun,
 };
 pub use rollout::PendingWave;
-pub use users::{PermissionGroupRecord, UserChange, UserRecord, UserUpdate, ADMIN_ROLE};
+pub use users::{
+    PasswordSetupRecord, PermissionGroupRecord, SetupLookup, UserChange, UserRecord, UserUpdate,
+    ADMIN_ROLE,
+};
 
 /// The redb database of the backend (`<data_dir>/kanade.redb`).
 #[derive(Clone)]

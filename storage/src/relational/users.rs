@@ -20,6 +20,8 @@ const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const NAME: &str = "users";
 const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("permission_groups");
 const GROUPS_NAME: &str = "permission_groups";
+const SETUP: TableDefinition<&str, &[u8]> = TableDefinition::new("password_setup_tokens");
+const SETUP_NAME: &str = "password_setup_tokens";
 
 /// The role string that counts for the last-admin rule.
 pub const ADMIN_ROLE: &str = "admin";
@@ -54,6 +56,28 @@ pub struct UserRecord {
     pub allowed_features: Option<Vec<String>>,
     /// The permission group whose pages the account may use.
     pub permission_group: Option<String>,
+}
+
+/// A password set-up or reset link as stored: the SHA-256 of its token
+/// (never the token), whose account, why, and until when it works.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct PasswordSetupRecord {
+    pub token_hash: String,
+    pub username: String,
+    /// `setup` (a new account) or `reset`.
+    pub purpose: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a link token is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SetupLookup {
+    Valid(PasswordSetupRecord),
+    Expired,
+    /// Unknown, used, or its account is gone.
+    Invalid,
 }
 
 /// A named page allow-list (feature keys, in the catalogue's order).
@@ -105,6 +129,24 @@ pub enum UserChange {
 pub(super) fn ensure_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(USERS).map_err(Error::redb_op)?;
     txn.open_table(GROUPS).map_err(Error::redb_op)?;
+    txn.open_table(SETUP).map_err(Error::redb_op)?;
+    Ok(())
+}
+
+/// Removes every link of `username` (and, by the way, every expired one).
+fn drop_links(txn: &WriteTransaction, username: &str, now: DateTime<Utc>) -> Result<()> {
+    let mut t = txn.open_table(SETUP).map_err(Error::redb_op)?;
+    let mut gone = Vec::new();
+    for e in t.iter().map_err(Error::redb_op)? {
+        let (k, v) = e.map_err(Error::redb_op)?;
+        let r: PasswordSetupRecord = decode(SETUP_NAME, v.value())?;
+        if r.username == username || r.expires_at <= now {
+            gone.push(k.value().to_string());
+        }
+    }
+    for k in gone {
+        t.remove(k.as_str()).map_err(Error::redb_op)?;
+    }
     Ok(())
 }
 
@@ -238,6 +280,10 @@ impl RelationalStore {
                         user.must_change_pw = flag;
                     }
                     if let Some(email) = &update.email {
+                        if user.email != *email {
+                            // A link sent to the old address stops working.
+                            drop_links(&txn, username, now)?;
+                        }
                         user.email.clone_from(email);
                     }
                     if let Some(features) = &update.allowed_features {
@@ -334,6 +380,89 @@ impl RelationalStore {
             txn.abort().map_err(Error::redb_op)?;
         }
         Ok(applied)
+    }
+
+    /// Stores a link for its account, ending the account's earlier ones;
+    /// `false` (nothing stored) when there is no such account.
+    pub fn issue_password_setup(&self, link: &PasswordSetupRecord) -> Result<bool> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let exists = {
+            let users = txn.open_table(USERS).map_err(Error::redb_op)?;
+            get(&users, &link.username)?.is_some()
+        };
+        if exists {
+            drop_links(&txn, &link.username, link.created_at)?;
+            let mut t = txn.open_table(SETUP).map_err(Error::redb_op)?;
+            t.insert(
+                link.token_hash.as_str(),
+                encode(SETUP_NAME, link)?.as_slice(),
+            )
+            .map_err(Error::redb_op)?;
+        }
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(exists)
+    }
+
+    /// What the link of `token_hash` is at `now`.
+    pub fn password_setup(&self, token_hash: &str, now: DateTime<Utc>) -> Result<SetupLookup> {
+        let txn = self.db.begin_read().map_err(Error::redb_op)?;
+        let t = txn.open_table(SETUP).map_err(Error::redb_op)?;
+        let users = txn.open_table(USERS).map_err(Error::redb_op)?;
+        let Some(v) = t.get(token_hash).map_err(Error::redb_op)? else {
+            return Ok(SetupLookup::Invalid);
+        };
+        let link: PasswordSetupRecord = decode(SETUP_NAME, v.value())?;
+        Ok(if get(&users, &link.username)?.is_none() {
+            SetupLookup::Invalid
+        } else if link.expires_at <= now {
+            SetupLookup::Expired
+        } else {
+            SetupLookup::Valid(link)
+        })
+    }
+
+    /// Uses the link of `token_hash`: in one transaction the account gets
+    /// `password_hash` (no change required at next login, earlier tokens
+    /// ended) and the link is gone. `Valid` when applied.
+    pub fn use_password_setup(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<SetupLookup> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let outcome = {
+            let mut t = txn.open_table(SETUP).map_err(Error::redb_op)?;
+            let mut users = txn.open_table(USERS).map_err(Error::redb_op)?;
+            let link = match t.get(token_hash).map_err(Error::redb_op)? {
+                Some(v) => Some(decode::<PasswordSetupRecord>(SETUP_NAME, v.value())?),
+                None => None,
+            };
+            match link {
+                None => SetupLookup::Invalid,
+                Some(link) if link.expires_at <= now => SetupLookup::Expired,
+                Some(link) => match get(&users, &link.username)? {
+                    None => SetupLookup::Invalid,
+                    Some(mut user) => {
+                        user.password_hash = password_hash.to_string();
+                        user.must_change_pw = false;
+                        user.token_epoch = user.token_epoch.wrapping_add(1);
+                        user.updated_at = now;
+                        users
+                            .insert(link.username.as_str(), encode(NAME, &user)?.as_slice())
+                            .map_err(Error::redb_op)?;
+                        t.remove(token_hash).map_err(Error::redb_op)?;
+                        SetupLookup::Valid(link)
+                    }
+                },
+            }
+        };
+        if matches!(outcome, SetupLookup::Valid(_)) {
+            txn.commit().map_err(Error::redb_op)?;
+        } else {
+            txn.abort().map_err(Error::redb_op)?;
+        }
+        Ok(outcome)
     }
 
     /// Every permission group by name, with its member count.
@@ -473,6 +602,7 @@ impl RelationalStore {
                 }
                 Some(_) => {
                     t.remove(username).map_err(Error::redb_op)?;
+                    drop_links(&txn, username, Utc::now())?;
                     UserChange::Applied
                 }
             }
@@ -695,6 +825,75 @@ mod tests {
         assert_eq!(
             store.delete_permission_group("helpdesk").unwrap(),
             UserChange::NotFound
+        );
+    }
+
+    #[test]
+    fn a_link_works_once_until_it_expires_and_a_newer_one_or_an_address_change_ends_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RelationalStore::open(dir.path()).unwrap();
+        let now = Utc::now();
+        let link = |hash: &str, hours: i64| PasswordSetupRecord {
+            token_hash: hash.into(),
+            username: "ann".into(),
+            purpose: "reset".into(),
+            created_at: now,
+            expires_at: now + chrono::Duration::hours(hours),
+        };
+        assert!(
+            !store.issue_password_setup(&link("h0", 72)).unwrap(),
+            "no account yet"
+        );
+        let mut ann = user("ann", "viewer");
+        ann.must_change_pw = true;
+        store.insert_user(&ann).unwrap();
+        assert!(store.issue_password_setup(&link("h1", 72)).unwrap());
+        assert!(store.issue_password_setup(&link("h2", 72)).unwrap());
+        assert_eq!(
+            store.password_setup("h1", now).unwrap(),
+            SetupLookup::Invalid,
+            "replaced"
+        );
+        assert!(matches!(
+            store.password_setup("h2", now).unwrap(),
+            SetupLookup::Valid(_)
+        ));
+        let later = now + chrono::Duration::hours(73);
+        assert_eq!(
+            store.password_setup("h2", later).unwrap(),
+            SetupLookup::Expired
+        );
+        assert_eq!(
+            store.use_password_setup("h2", "$new", later).unwrap(),
+            SetupLookup::Expired
+        );
+        assert!(matches!(
+            store.use_password_setup("h2", "$new", now).unwrap(),
+            SetupLookup::Valid(_)
+        ));
+        let ann = store.user("ann").unwrap().unwrap();
+        assert_eq!(
+            (
+                ann.password_hash.as_str(),
+                ann.must_change_pw,
+                ann.token_epoch
+            ),
+            ("$new", false, 1)
+        );
+        assert_eq!(
+            store.use_password_setup("h2", "$again", now).unwrap(),
+            SetupLookup::Invalid,
+            "used once"
+        );
+        store.issue_password_setup(&link("h3", 72)).unwrap();
+        let readdress = UserUpdate {
+            email: Some(Some("ann@new.example".into())),
+            ..Default::default()
+        };
+        store.update_user("ann", &readdress, now).unwrap();
+        assert_eq!(
+            store.password_setup("h3", now).unwrap(),
+            SetupLookup::Invalid
         );
     }
 }

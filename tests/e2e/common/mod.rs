@@ -502,3 +502,46 @@ pub fn error_of(v: &Value) -> String {
         .unwrap_or_else(|| panic!("no JSON error in {v}"))
         .to_string()
 }
+
+/// A local SMTP server (aiosmtpd, `pip install aiosmtpd`) keeping every
+/// message it receives in a maildir; killed on drop.
+pub struct Smtp {
+    child: Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Smtp {
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(dir.path().join("maildir"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 with aiosmtpd (pip install aiosmtpd)");
+        wait_for_port(port, "aiosmtpd");
+        Self { child, port, dir }
+    }
+
+    /// Every message received so far, as text (unordered).
+    pub fn messages(&self) -> Vec<String> {
+        let new = self.dir.path().join("maildir").join("new");
+        let Ok(entries) = std::fs::read_dir(new) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .collect()
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

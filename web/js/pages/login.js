@@ -116,6 +116,27 @@ function showChange(ctx, oldPassword = '') {
   form.querySelector('input[name=new]').focus();
 }
 
+function forgotForm() {
+  const note = h('p', { class: 'muted', role: 'status', 'aria-live': 'polite' });
+  const form = h('form', { class: 'stack', 'aria-label': 'Forgot password' },
+    h('label', {}, 'Username', h('input', { name: 'username', autocomplete: 'username', required: true })),
+    h('button', { type: 'submit' }, 'Mail me a reset link'),
+    note);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    note.textContent = '';
+    try {
+      await api('/api/auth/forgot-password', {
+        method: 'POST', body: { username: new FormData(form).get('username') },
+      });
+      note.textContent = 'If the account has an email address, a reset link is on its way.';
+    } catch (e2) {
+      note.textContent = e2.status === 429 ? 'Too many requests: try again later.' : e2.message;
+    }
+  });
+  return h('details', { class: 'forgot' }, h('summary', {}, 'Forgot password?'), form);
+}
+
 export default {
   title: 'Log in',
   nav: null,
@@ -128,7 +149,7 @@ export default {
     mount(ctx.root,
       h('div', { class: 'login' },
         h('h1', {}, 'Log in to kanade'),
-        h('div', { class: 'panel' }, account),
+        h('div', { class: 'panel' }, account, forgotForm()),
         h('div', { class: 'panel' }, tokenForm(ctx))));
     account.querySelector('input').focus();
   },

@@ -1,0 +1,87 @@
+//! Mail, as kanade 0.101 sends it: SMTP with the server settings' `mail`
+//! section (`host`, `port`, `encryption` starttls / tls / none, `from`,
+//! `username`), the password from `KANADE_MAIL_PASSWORD`. Unlike the
+//! reference, the settings are read at each send, so an edit applies
+//! without a restart.
+
+use std::time::Duration;
+
+use kanade_shared::config::{MailEncryption, MailSection};
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+/// How long one SMTP exchange may take.
+const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A message to send.
+pub struct Mail {
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+}
+
+/// Sends `mail` through `settings`; the error says what failed (never the
+/// password).
+pub async fn send(settings: &MailSection, mail: Mail) -> Result<(), String> {
+    let from: Mailbox = settings
+        .from
+        .trim()
+        .parse()
+        .map_err(|e| format!("mail.from {:?}: {e}", settings.from))?;
+    let to: Mailbox = mail
+        .to
+        .trim()
+        .parse()
+        .map_err(|e| format!("recipient {:?}: {e}", mail.to))?;
+    let message = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(mail.subject)
+        .body(mail.body)
+        .map_err(|e| format!("composing the message: {e}"))?;
+    let host = settings.host.trim();
+    let builder = match settings.encryption {
+        MailEncryption::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host),
+        MailEncryption::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
+        MailEncryption::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+            host,
+        )),
+    }
+    .map_err(|e| format!("SMTP relay {host}: {e}"))?
+    .port(settings.port)
+    .timeout(Some(SMTP_TIMEOUT));
+    let username = settings
+        .username
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty());
+    let builder = match username {
+        None => builder,
+        Some(user) => match std::env::var("KANADE_MAIL_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty())
+        {
+            Some(password) => builder.credentials(Credentials::new(user.to_string(), password)),
+            None => {
+                tracing::warn!(
+                    username = user,
+                    "mail.username is set but KANADE_MAIL_PASSWORD is not: sending without SMTP AUTH"
+                );
+                builder
+            }
+        },
+    };
+    builder
+        .build()
+        .send(message)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("SMTP {host}:{}: {e}", settings.port))
+}
+
+/// Whether `s` is a bare address a message can go to (`local@domain`),
+/// as the reference checks an account's.
+pub fn is_address(s: &str) -> bool {
+    s.trim().parse::<lettre::Address>().is_ok()
+}
