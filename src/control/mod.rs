@@ -11,6 +11,7 @@
 pub mod exec;
 pub mod groups;
 pub mod manifests;
+pub mod mirror;
 pub mod roster;
 pub mod signing;
 
@@ -65,6 +66,8 @@ pub struct Control {
     pub store: RelationalStore,
     /// Signs every command, kill and notification we publish.
     pub signer: std::sync::Arc<signing::CommandSigner>,
+    /// The buckets listed, each mirrored by one watch.
+    pub mirrors: mirror::Mirrors,
 }
 
 impl Control {
@@ -79,6 +82,7 @@ impl Control {
             js,
             store,
             signer,
+            mirrors: mirror::Mirrors::default(),
         }
     }
 
@@ -147,15 +151,9 @@ impl Control {
     /// that do not decode are logged and left out. A missing bucket is
     /// empty.
     pub async fn list_json<T: DeserializeOwned>(&self, bucket: &str) -> Result<Vec<(String, T)>> {
-        let Some((store, keys)) = self.keys(bucket).await? else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::with_capacity(keys.len());
-        for key in keys {
-            let Some(entry) = self.entry(&store, &key).await? else {
-                continue;
-            };
-            match serde_json::from_slice(&entry.value) {
+        let mut out = Vec::new();
+        for (key, value) in self.list_raw(bucket).await? {
+            match serde_json::from_slice(&value) {
                 Ok(v) => out.push((key, v)),
                 Err(e) => {
                     tracing::warn!(bucket, %key, error = %e, "stored value does not decode; left out")
@@ -170,13 +168,28 @@ impl Control {
         &self,
         bucket: &str,
     ) -> Result<std::collections::BTreeMap<String, String>> {
+        Ok(self
+            .list_raw(bucket)
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect())
+    }
+
+    /// Every live entry of `bucket`, sorted by key: from its mirror (no
+    /// consumer per call), or, when the mirror cannot answer yet, read
+    /// from the bucket. A missing bucket is empty.
+    async fn list_raw(&self, bucket: &str) -> Result<Vec<(String, bytes::Bytes)>> {
+        if let Some(entries) = self.mirrors.snapshot(&self.js, bucket).await {
+            return Ok(entries);
+        }
         let Some((store, keys)) = self.keys(bucket).await? else {
-            return Ok(Default::default());
+            return Ok(Vec::new());
         };
-        let mut out = std::collections::BTreeMap::new();
+        let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(e) = self.entry(&store, &key).await? {
-                out.insert(key, String::from_utf8_lossy(&e.value).into_owned());
+                out.push((key, e.value));
             }
         }
         Ok(out)

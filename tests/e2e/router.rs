@@ -1072,3 +1072,72 @@ async fn password_links_arrive_by_mail_and_work_once() {
         "unknown names alike"
     );
 }
+
+/// Listing a KV bucket opens no consumer per request: with the jobs
+/// bucket's stream allowing a single consumer (the mirror's watch), a
+/// burst of concurrent lists all answer, and each list right after a
+/// write shows it.
+#[tokio::test]
+async fn lists_answer_from_one_watch_and_see_their_writes() {
+    use async_nats::jetstream::stream;
+    let app = App::start().await;
+    let js = async_nats::jetstream::new(async_nats::connect(&app.nats.url).await.unwrap());
+    let kv = js.get_key_value("jobs").await.unwrap();
+    let history = kv.status().await.unwrap().history();
+    js.delete_stream("KV_jobs").await.unwrap();
+    js.create_stream(stream::Config {
+        name: "KV_jobs".into(),
+        subjects: vec!["$KV.jobs.>".into()],
+        max_messages_per_subject: history,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        max_consumers: 1,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    let post_job = |id: String| {
+        let app = &app;
+        async move {
+            let yaml = format!(
+                "id: {id}\nversion: '1'\nexecute:\n  shell: powershell\n  script: hostname\n  timeout: 5m\n"
+            );
+            let req = Request::builder()
+                .method(Method::POST)
+                .uri("/api/jobs")
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("content-type", "application/yaml")
+                .body(Body::from(yaml))
+                .unwrap();
+            app.send(req).await
+        }
+    };
+    for n in 0..5 {
+        let a = post_job(format!("job-{n}")).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        let list = app.get("/api/jobs", Some(TOKEN)).await;
+        assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+        assert_eq!(
+            list.body.as_array().map(Vec::len),
+            Some(n + 1),
+            "a list right after a write shows it: {}",
+            list.body
+        );
+    }
+    let burst = (0..40).map(|_| app.get("/api/jobs", Some(TOKEN)));
+    let answers = futures::future::join_all(burst).await;
+    assert_eq!(answers.len(), 40);
+    for a in &answers {
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert_eq!(a.body.as_array().map(Vec::len), Some(5));
+    }
+    let a = app
+        .call(Method::DELETE, "/api/jobs/job-0", Some(TOKEN), None)
+        .await;
+    assert!(a.status.is_success(), "{}", a.body);
+    let list = app.get("/api/jobs", Some(TOKEN)).await;
+    assert_eq!(list.body.as_array().map(Vec::len), Some(4), "{}", list.body);
+}
