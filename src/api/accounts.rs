@@ -476,6 +476,30 @@ pub async fn mfa_disable(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `DELETE /api/accounts/{username}/mfa` (admin): removes an account's
+/// second factor, for one whose authenticator is lost (the reference has
+/// no way back); 404 for no such account, 204 also when it had none.
+pub async fn mfa_reset(
+    State(state): State<AppState>,
+    Path(username): Path<String>,
+    caller: Caller,
+) -> Result<StatusCode, ApiError> {
+    let (store, name) = (state.store.clone(), username.clone());
+    if !blocking(move || store.set_totp_secret(&name, None, 0, Utc::now())).await? {
+        return Err(ApiError::NotFound(format!("account {username}")));
+    }
+    audit::record(
+        &state.nats,
+        "admin",
+        "account.mfa_reset",
+        Some(&username),
+        Some(&caller),
+        serde_json::json!({}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// One account as listed: never the hash. The flags are 0/1 as the
 /// reference's SQLite rows give them.
 #[derive(Serialize)]

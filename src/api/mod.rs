@@ -68,6 +68,10 @@ pub fn app(state: AppState) -> Router {
             post(password_links::reset_link),
         )
         .route(
+            "/api/accounts/{username}/mfa",
+            axum::routing::delete(accounts::mfa_reset),
+        )
+        .route(
             "/api/permission-groups",
             get(permission_groups::list).post(permission_groups::create),
         )

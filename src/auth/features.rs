@@ -132,6 +132,7 @@ pub fn feature_for_route(route: &str) -> Option<Feature> {
         "/api/accounts"
         | "/api/accounts/{username}"
         | "/api/accounts/{username}/reset-link"
+        | "/api/accounts/{username}/mfa"
         | "/api/permission-groups"
         | "/api/permission-groups/{name}" => Feature::Accounts,
         _ => return None,

@@ -244,6 +244,35 @@ check('a set-up link handed over by an admin sets the password once, then the ac
   await context.close();
 });
 
+check('security: a permission group and an account made by address, its link handed over, disabled', async () => {
+  const { page, context, errors } = await open('/security');
+  await page.waitForSelector('#accounts table');
+  const form = page.locator('form[aria-label="Create a permission group"]');
+  await form.locator('input[name=name]').fill('auditors');
+  await form.locator('input[value=audit]').check();
+  await form.locator('button').click();
+  await page.waitForSelector('#permission-groups td:text-is("auditors")');
+  const acc = page.locator('form[aria-label="Create an account"]');
+  await acc.locator('input[name=username]').fill('sally');
+  await acc.locator('input[name=email]').fill('sally@example.com');
+  await acc.locator('select[name=permission_group]').selectOption('auditors');
+  await acc.locator('button').click();
+  await page.getByText(/create account sally: done; hand over this link: http.*\/password-setup\//).waitFor();
+  const row = page.locator('#accounts tr', { has: page.locator('td:text-is("sally")') });
+  await row.getByText('group auditors').waitFor();
+  await row.locator('button:text-is("Reset link")').click();
+  await page.getByText(/reset link for sally: done; hand over this link/).waitFor();
+  await row.locator('button:text-is("Disable")').click();
+  await row.locator('.badge:text-is("disabled")').waitFor();
+  // The group has a member now: deleting it is refused in place.
+  const grow = page.locator('#permission-groups tr', { has: page.locator('td:text-is("auditors")') });
+  await grow.locator('button:text-is("Delete")').click();
+  await page.getByText(/delete group auditors: .*member/).waitFor();
+  await page.screenshot({ path: join(SHOTS, 'security.png'), fullPage: true });
+  assertEq(errors.filter((e) => !/status of 409/.test(e)), [], 'console errors');
+  await context.close();
+});
+
 check('dashboard: health, fleet charts, top PCs, investigations, failures', async () => {
   const { page, context, errors } = await open('/');
   await page.waitForSelector('#fleet-health .card');

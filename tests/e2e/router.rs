@@ -721,6 +721,27 @@ async fn mfa_enrols_logs_in_once_per_code_and_disables() {
         .await;
     assert!(a.body["token"].is_string(), "{}", a.body);
 
+    // An admin removes a lost factor; the account logs in with its
+    // password alone again. Only an admin may.
+    let a = app
+        .call(Method::DELETE, "/api/accounts/mia/mfa", Some(&token2), None)
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let a = app
+        .call(Method::DELETE, "/api/accounts/mia/mfa", Some(TOKEN), None)
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    assert!(login(None).await.body["token"].is_string());
+    let a = app
+        .call(
+            Method::DELETE,
+            "/api/accounts/nobody/mfa",
+            Some(TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+
     // The service token has no second factor to manage.
     let a = app
         .call(

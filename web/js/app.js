@@ -21,6 +21,7 @@ import health from './pages/health.js';
 import exportPage from './pages/export.js';
 import login from './pages/login.js';
 import passwordSetup from './pages/password_setup.js';
+import security from './pages/security.js';
 
 const ROUTES = [
   [/^\/$/, dashboard],
@@ -43,6 +44,7 @@ const ROUTES = [
   [/^\/notifications$/, notifications],
   [/^\/scan-health$/, health],
   [/^\/export$/, exportPage],
+  [/^\/security$/, security],
 ];
 
 const root = document.getElementById('app');
@@ -154,7 +156,8 @@ export async function refreshIdentity() {
     // list) sees only their menu entries; the backend refuses the rest.
     const allowed = Array.isArray(me.allowed_features) ? me.allowed_features : null;
     for (const a of document.querySelectorAll('header nav a[data-nav]')) {
-      a.hidden = allowed !== null && !allowed.includes(a.dataset.feature);
+      a.hidden = (allowed !== null && !allowed.includes(a.dataset.feature))
+        || (a.dataset.role === 'admin' && me.role !== 'admin');
     }
     if (me.must_change_pw && location.pathname !== '/login') navigate('/login?change=1', { replace: true });
   } catch {
