@@ -48,8 +48,9 @@ impl Mirrors {
     ) -> Option<Vec<(String, Bytes)>> {
         let mirror = self.mirror(js, bucket);
         let answer = async {
-            let mut stream = js.get_stream(format!("KV_{bucket}")).await.ok()?;
-            let last = stream.info().await.ok()?.state.last_sequence;
+            // `get_stream` is itself the stream-info request.
+            let stream = js.get_stream(format!("KV_{bucket}")).await.ok()?;
+            let last = stream.cached_info().state.last_sequence;
             let mut applied = mirror.applied.subscribe();
             applied.wait_for(|seen| *seen >= last).await.ok()?;
             let entries = mirror.entries.read().unwrap_or_else(|p| p.into_inner());
@@ -98,14 +99,11 @@ async fn watch_once(js: &jetstream::Context, bucket: &str, mirror: &Mirror) -> R
     // What the stream held before the watch: the replay covers all of
     // it (the latest entry of every key), even where the stream's last
     // message itself is gone (expired, purged).
-    let mut stream = js
+    let before = js
         .get_stream(format!("KV_{bucket}"))
         .await
-        .map_err(|e| e.to_string())?;
-    let before = stream
-        .info()
-        .await
         .map_err(|e| e.to_string())?
+        .cached_info()
         .state
         .clone();
     let mut updates = store
