@@ -169,6 +169,9 @@ pub async fn open_state(
             .as_deref()
             .map(|u| u.trim().trim_end_matches('/').to_string())
             .filter(|u| !u.is_empty()),
+        passkeys: crate::auth::passkey::Passkeys::from_config(&config.server.webauthn)
+            .map_err(anyhow::Error::msg)?
+            .map(Arc::new),
         restart: Arc::new(tokio::sync::Notify::new()),
     })
 }

@@ -109,7 +109,7 @@ pub enum LoginOutcome {
 }
 
 /// Seconds since the epoch, for TOTP steps.
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     u64::try_from(Utc::now().timestamp()).unwrap_or(0)
 }
 
@@ -218,8 +218,21 @@ pub async fn login(
         }
     }
     auth.throttle.succeeded(&req.username, account, addr);
+    Ok(Json(LoginOutcome::Token(
+        session(&state, &user, role).await?,
+    )))
+}
+
+/// A login token for `user` (its factors checked), for the session
+/// lifetime the server settings say.
+pub(super) async fn session(
+    state: &AppState,
+    user: &UserRecord,
+    role: Role,
+) -> Result<LoginResponse, ApiError> {
     let ttl = super::server_settings::session_ttl_secs(&state.control).await;
-    let (token, exp) = auth
+    let (token, exp) = state
+        .auth
         .jwt
         .mint(
             &user.username,
@@ -229,12 +242,12 @@ pub async fn login(
             ttl,
         )
         .map_err(ApiError::Internal)?;
-    Ok(Json(LoginOutcome::Token(LoginResponse {
+    Ok(LoginResponse {
         token,
         role,
         must_change_pw: user.must_change_pw,
         exp,
-    })))
+    })
 }
 
 #[derive(Serialize)]
@@ -335,7 +348,7 @@ pub async fn change_password(
 
 /// The caller's own account, for the self-service MFA routes (the service
 /// token and an open backend have none).
-async fn own_account(state: &AppState, id: &Identity) -> Result<UserRecord, ApiError> {
+pub(super) async fn own_account(state: &AppState, id: &Identity) -> Result<UserRecord, ApiError> {
     if !id.account {
         return Err(ApiError::BadRequest(format!(
             "{} is not an account and has no second factor",
@@ -683,6 +696,7 @@ pub async fn create(
         email: email.clone(),
         allowed_features: allowed_features.clone(),
         permission_group: permission_group.clone(),
+        ..Default::default()
     };
     let store = state.store.clone();
     match blocking(move || store.insert_user(&record)).await? {

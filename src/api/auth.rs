@@ -12,7 +12,13 @@ use crate::audit::{Caller, SOURCE_HEADER};
 use crate::auth::{features, Identity, Role};
 
 /// Paths under `/api/` anyone may call.
-const PUBLIC_API_PATHS: [&str; 2] = ["/api/version", "/api/auth/login"];
+const PUBLIC_API_PATHS: [&str; 5] = [
+    "/api/version",
+    "/api/auth/login",
+    "/api/auth/passkey/config",
+    "/api/auth/passkey/login/start",
+    "/api/auth/passkey/login/finish",
+];
 
 /// What an account that must change its password may still call.
 const PASSWORD_CHANGE_PATHS: [&str; 2] = ["/api/auth/me", "/api/auth/change-password"];

@@ -25,6 +25,7 @@ mod objects;
 mod obs_events;
 mod offload;
 mod params;
+mod passkeys;
 mod password_links;
 mod perf;
 mod permission_groups;
@@ -70,6 +71,10 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/api/accounts/{username}/mfa",
             axum::routing::delete(accounts::mfa_reset),
+        )
+        .route(
+            "/api/accounts/{username}/passkeys",
+            axum::routing::delete(passkeys::admin_reset),
         )
         .route(
             "/api/permission-groups",
@@ -202,6 +207,22 @@ pub fn app(state: AppState) -> Router {
         .route("/api/auth/mfa/init", post(accounts::mfa_init))
         .route("/api/auth/mfa/verify", post(accounts::mfa_verify))
         .route("/api/auth/mfa/disable", post(accounts::mfa_disable))
+        .route("/api/auth/passkey/config", get(passkeys::config))
+        .route("/api/auth/passkey/login/start", post(passkeys::login_start))
+        .route(
+            "/api/auth/passkey/login/finish",
+            post(passkeys::login_finish),
+        )
+        .route("/api/auth/passkeys", get(passkeys::list))
+        .route(
+            "/api/auth/passkeys/register/start",
+            post(passkeys::register_start),
+        )
+        .route(
+            "/api/auth/passkeys/register/finish",
+            post(passkeys::register_finish),
+        )
+        .route("/api/auth/passkeys/{id}/remove", post(passkeys::remove))
         .route("/api/agents", get(agents::list))
         .route("/api/agents/versions", get(agents::versions))
         .route("/api/agents/{pc_id}", get(agents::detail))

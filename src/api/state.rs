@@ -24,6 +24,8 @@ pub struct AppState {
     pub inventory: Inventory,
     /// `[server] public_url`: where links sent by mail point.
     pub public_url: Option<String>,
+    /// `[server.webauthn]`: passkeys, when configured.
+    pub passkeys: Option<std::sync::Arc<crate::auth::passkey::Passkeys>>,
     /// Asked by `POST /api/server/restart`: the backend stops as on
     /// SIGTERM and exits 1, for its supervisor to start it again.
     pub restart: std::sync::Arc<tokio::sync::Notify>,

@@ -13,7 +13,7 @@ use kanade_shared::feature::Feature;
 use kanade_storage::{PermissionGroupRecord, UserRecord};
 
 /// Routes a restricted account may always call.
-const RESTRICTED_COMMONS: [&str; 7] = [
+const RESTRICTED_COMMONS: [&str; 11] = [
     "/api/version",
     "/api/command-signing",
     "/api/auth/me",
@@ -21,6 +21,10 @@ const RESTRICTED_COMMONS: [&str; 7] = [
     "/api/auth/mfa/init",
     "/api/auth/mfa/verify",
     "/api/auth/mfa/disable",
+    "/api/auth/passkeys",
+    "/api/auth/passkeys/register/start",
+    "/api/auth/passkeys/register/finish",
+    "/api/auth/passkeys/{id}/remove",
 ];
 
 /// The feature keys of `keys` a caller may store: each known, in the
@@ -133,6 +137,7 @@ pub fn feature_for_route(route: &str) -> Option<Feature> {
         | "/api/accounts/{username}"
         | "/api/accounts/{username}/reset-link"
         | "/api/accounts/{username}/mfa"
+        | "/api/accounts/{username}/passkeys"
         | "/api/permission-groups"
         | "/api/permission-groups/{name}" => Feature::Accounts,
         _ => return None,

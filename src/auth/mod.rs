@@ -13,6 +13,7 @@
 
 pub mod features;
 pub mod mfa;
+pub mod passkey;
 pub mod password;
 pub mod throttle;
 pub mod token;
@@ -89,6 +90,8 @@ pub struct AuthConfig {
     pub throttle: Arc<LoginThrottle>,
     /// Bounds the password-reset mails anyone may ask for.
     pub links: Arc<LoginThrottle>,
+    /// Bounds the passkey sign-ins anyone may start.
+    pub ceremonies: Arc<LoginThrottle>,
 }
 
 impl AuthConfig {
@@ -121,6 +124,7 @@ impl AuthConfig {
             jwt: Arc::new(jwt),
             throttle: Arc::new(LoginThrottle::default()),
             links: Arc::new(LoginThrottle::new(throttle::ThrottlePolicy::links())),
+            ceremonies: Arc::new(LoginThrottle::new(throttle::ThrottlePolicy::ceremonies())),
         }
     }
 

@@ -75,6 +75,19 @@ impl ThrottlePolicy {
             ..Self::default()
         }
     }
+
+    /// For passkey ceremonies anyone may start: 20 a minute per address,
+    /// every start counted.
+    pub fn ceremonies() -> Self {
+        Self {
+            user_limit: u32::MAX,
+            user_lockout: Duration::from_secs(60),
+            addr_limit: 20,
+            addr_window: Duration::from_secs(60),
+            delay_after: u32::MAX,
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -243,6 +256,19 @@ impl LoginThrottle {
             entries.insert(k, a);
         }
         Verdict::Proceed(delay)
+    }
+
+    /// Counts an attempt that names no account (a passkey sign-in before
+    /// its answer verifies): limited per client address only, by both
+    /// the username rules and the address rules of the policy, so made-up
+    /// answers lock out their sender and nobody else.
+    pub fn begin_anonymous(&self, addr: Option<IpAddr>, now: Instant) -> Verdict {
+        self.begin("", Account::LastAdmin, addr, now)
+    }
+
+    /// An anonymous attempt ([`Self::begin_anonymous`]) succeeded.
+    pub fn succeeded_anonymous(&self, addr: Option<IpAddr>) {
+        self.succeeded("", Account::LastAdmin, addr);
     }
 
     /// The attempt was no failure but not a login either (a right

@@ -19,9 +19,9 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use kanade_storage::{
     AgentRecord, AgentReported, AuditRecord, ExecutionRecord, InventoryFactRecord,
-    InventoryHistoryRow, ObsRecord, PartitionDate, PermissionGroupRecord, RelationalStore,
-    ResultRecord, RunOutcome, TableSpec, TimeSeriesTable, UserRecord, HOST_PERF, INVENTORY_HISTORY,
-    PROCESS_PERF,
+    InventoryHistoryRow, ObsRecord, PartitionDate, PasskeyRecord, PermissionGroupRecord,
+    RelationalStore, ResultRecord, RunOutcome, TableSpec, TimeSeriesTable, UserRecord, HOST_PERF,
+    INVENTORY_HISTORY, PROCESS_PERF,
 };
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, Row};
@@ -476,10 +476,39 @@ pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
                 // (every page), as the reference reads it.
                 allowed_features: json_list(get(r, 9)?),
                 permission_group: get::<Option<String>>(r, 10)?,
+                ..Default::default()
             }))
         },
         |batch| Ok(store.import_users(&batch)? as u64),
     )?);
+    // After the accounts they belong to. The credential is webauthn-rs's
+    // JSON, as the reference stores it with the same library version:
+    // imported accounts keep signing in with their passkeys.
+    if !table_columns(&conn, "user_passkeys")?.is_empty() {
+        push(&mut summary, copy_table(
+            &conn,
+            "user_passkeys",
+            "SELECT id, username, user_uuid, credential_id, passkey, name, created_at, last_used_at FROM user_passkeys ORDER BY id",
+            RELATIONAL_BATCH,
+            |r| {
+                let passkey: String = get(r, 4)?;
+                if let Err(e) = serde_json::from_str::<webauthn_rs::prelude::Passkey>(&passkey) {
+                    return Err(format!("passkey {} is not a credential: {e}", get::<i64>(r, 0)?));
+                }
+                Ok(Some(PasskeyRecord {
+                    id: get(r, 0)?,
+                    username: get(r, 1)?,
+                    user_uuid: get(r, 2)?,
+                    credential_id: get(r, 3)?,
+                    passkey,
+                    name: get(r, 5)?,
+                    created_at: opt_ts(r, 6)?.unwrap_or(now),
+                    last_used_at: opt_ts(r, 7)?,
+                }))
+            },
+            |batch| Ok(store.import_passkeys(&batch)? as u64),
+        )?);
+    }
 
     let quarantine_col = if has_quarantine {
         "quarantined_versions"

@@ -56,9 +56,10 @@ pub use error::{Error, Result};
 pub use relational::{
     AckEvent, AgentRecord, AgentReported, AuditRecord, CheckStatusRecord, DeployPlanRecord,
     ExecutionRecord, FinishedRun, HeartbeatUpdate, InventoryFactRecord, InventoryPage,
-    JobPcStanding, LatestRun, NotificationAckRecord, ObsRecord, ObsScan, PasswordSetupRecord,
-    PendingWave, PermissionGroupRecord, RelationalStore, ResultRecord, RunOutcome, RunTime,
-    SetupLookup, StartedRun, StreamPosition, UserChange, UserRecord, UserUpdate, ADMIN_ROLE,
+    JobPcStanding, LatestRun, NotificationAckRecord, ObsRecord, ObsScan, PasskeyAdd, PasskeyRecord,
+    PasswordSetupRecord, PendingWave, PermissionGroupRecord, RelationalStore, ResultRecord,
+    RunOutcome, RunTime, SetupLookup, StartedRun, StreamPosition, UserChange, UserRecord,
+    UserUpdate, ADMIN_ROLE,
 };
 pub use timeseries::{
     CompactionOutcome, HostPerfRow, InventoryHistoryRow, LatestRows, PartitionDate, PersistOutcome,

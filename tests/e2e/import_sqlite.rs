@@ -670,3 +670,110 @@ async fn an_imported_account_keeps_its_second_factor() {
     assert_eq!(status, 200, "{body}");
     assert!(body["token"].is_string(), "{body}");
 }
+
+/// An account of a 0.101 database with a passkey keeps it: the credential
+/// (webauthn-rs's JSON, as the reference stores it in `user_passkeys`)
+/// comes over with its user handle, and the authenticator signs in to the
+/// backend serving the imported store; the account's password still works.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_imported_account_keeps_its_passkey() {
+    use crate::common::soft_passkey::SoftPasskey;
+    use webauthn_rs::prelude::{RegisterPublicKeyCredential, Url, Uuid, WebauthnBuilder};
+    const ORIGIN: &str = "http://localhost:8080";
+
+    // The credential as the reference made it: webauthn-rs's own
+    // registration, answered by the software authenticator.
+    let origin = Url::parse(ORIGIN).unwrap();
+    let webauthn = WebauthnBuilder::new("localhost", &origin)
+        .unwrap()
+        .build()
+        .unwrap();
+    let handle = Uuid::new_v4();
+    let (ccr, state) = webauthn
+        .start_passkey_registration(handle, "ann", "ann", None)
+        .unwrap();
+    let (mut key, answer) = SoftPasskey::register(&serde_json::to_value(&ccr).unwrap(), ORIGIN);
+    let answer: RegisterPublicKeyCredential = serde_json::from_value(answer).unwrap();
+    let passkey = webauthn
+        .finish_passkey_registration(&answer, &state)
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (source, _) = build_source(dir.path());
+    let conn = Connection::open(&source).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE user_passkeys (id INTEGER PRIMARY KEY AUTOINCREMENT,
+           username TEXT NOT NULL, user_uuid TEXT NOT NULL, credential_id TEXT NOT NULL UNIQUE,
+           passkey TEXT NOT NULL, name TEXT NOT NULL,
+           created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP, last_used_at TEXT);",
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO user_passkeys (id, username, user_uuid, credential_id, passkey, name)
+         VALUES (7, 'ann', ?1, ?2, ?3, 'yubikey')",
+        params![
+            handle.to_string(),
+            base64_url(passkey.cred_id().as_ref()),
+            serde_json::to_string(&passkey).unwrap()
+        ],
+    )
+    .unwrap();
+    drop(conn);
+    let data = dir.path().join("data");
+    let out = import(&config(dir.path(), &data), &source);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(added_line(&stderr, "user_passkeys"), 1, "{stderr}");
+
+    let nats = Nats::start();
+    let b = Backend::start_configured(
+        &nats.url,
+        &data,
+        "[server.webauthn]\nrp_id = \"localhost\"\nrp_origins = [\"http://localhost:8080\"]",
+        "",
+        &[],
+    );
+    let (status, _, start) = b
+        .call(
+            Method::POST,
+            "/api/auth/passkey/login/start",
+            None,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 200, "{start}");
+    let body = json!({
+        "challenge_id": start["challenge_id"],
+        "credential": key.sign_in(&start["options"]),
+    });
+    let (status, _, login) = b
+        .call(
+            Method::POST,
+            "/api/auth/passkey/login/finish",
+            None,
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 200, "{login}");
+    let token = login["token"].as_str().unwrap();
+    let (status, _, listed) = b
+        .call(Method::GET, "/api/auth/passkeys", Some(token), None)
+        .await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed[0]["name"], "yubikey", "{listed}");
+    assert!(listed[0]["last_used_at"].is_string(), "{listed}");
+    let (status, _, _) = b
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"username": "ann", "password": ANN_PW})),
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

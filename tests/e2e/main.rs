@@ -22,6 +22,7 @@ mod lifecycle;
 mod metrics_api;
 mod notification_acks;
 mod obs_events_api;
+mod passkeys_api;
 mod perf_api;
 mod results_api;
 mod router;

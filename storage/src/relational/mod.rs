@@ -15,6 +15,7 @@ mod executions;
 mod inventory;
 mod notification_acks;
 mod obs_events;
+mod passkeys;
 mod positions;
 mod results;
 mod rollout;
@@ -35,6 +36,7 @@ pub use executions::ExecutionRecord;
 pub use inventory::{InventoryFactRecord, InventoryPage};
 pub use notification_acks::{AckEvent, NotificationAckRecord};
 pub use obs_events::{ObsRecord, ObsScan};
+pub use passkeys::{PasskeyAdd, PasskeyRecord};
 pub use positions::StreamPosition;
 pub use results::{
     FinishedRun, JobPcStanding, LatestRun, ResultRecord, RunOutcome, RunTime, StartedRun,
@@ -128,6 +130,7 @@ impl RelationalStore {
         positions::ensure_tables(&txn)?;
         results::ensure_tables(&txn)?;
         users::ensure_tables(&txn)?;
+        passkeys::ensure_tables(&txn)?;
         rollout::ensure_tables(&txn)?;
         completions::ensure_tables(&txn)?;
         deploy_plans::ensure_tables(&txn)?;

@@ -16,8 +16,8 @@ use super::codec::{decode, encode};
 use super::RelationalStore;
 use crate::{Error, Result};
 
-const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
-const NAME: &str = "users";
+pub(super) const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+pub(super) const NAME: &str = "users";
 const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("permission_groups");
 const GROUPS_NAME: &str = "permission_groups";
 const SETUP: TableDefinition<&str, &[u8]> = TableDefinition::new("password_setup_tokens");
@@ -56,6 +56,13 @@ pub struct UserRecord {
     pub allowed_features: Option<Vec<String>>,
     /// The permission group whose pages the account may use.
     pub permission_group: Option<String>,
+    /// The WebAuthn user handle (a UUID) the account's passkeys carry;
+    /// made at its first passkey registration, kept for its lifetime.
+    pub passkey_handle: Option<String>,
+    /// Moves on whenever what a passkey registration re-authenticated
+    /// with changes (password, second factor) or an admin removes the
+    /// account's passkeys: a registration started before cannot finish.
+    pub passkey_epoch: u64,
 }
 
 /// A password set-up or reset link as stored: the SHA-256 of its token
@@ -154,7 +161,7 @@ fn group_exists(t: &impl ReadableTable<&'static str, &'static [u8]>, name: &str)
     Ok(t.get(name).map_err(Error::redb_op)?.is_some())
 }
 
-fn get(
+pub(super) fn get(
     t: &impl ReadableTable<&'static str, &'static [u8]>,
     username: &str,
 ) -> Result<Option<UserRecord>> {
@@ -275,6 +282,7 @@ impl RelationalStore {
                     if let Some(hash) = &update.password_hash {
                         user.password_hash.clone_from(hash);
                         user.token_epoch = user.token_epoch.wrapping_add(1);
+                        user.passkey_epoch = user.passkey_epoch.wrapping_add(1);
                     }
                     if let Some(flag) = update.must_change_pw {
                         user.must_change_pw = flag;
@@ -332,6 +340,7 @@ impl RelationalStore {
         self.change_user(username, |user| {
             user.totp_secret = secret.map(str::to_string);
             user.totp_last_step = used_step;
+            user.passkey_epoch = user.passkey_epoch.wrapping_add(1);
             user.updated_at = now;
             true
         })
@@ -447,6 +456,7 @@ impl RelationalStore {
                         user.password_hash = password_hash.to_string();
                         user.must_change_pw = false;
                         user.token_epoch = user.token_epoch.wrapping_add(1);
+                        user.passkey_epoch = user.passkey_epoch.wrapping_add(1);
                         user.updated_at = now;
                         users
                             .insert(link.username.as_str(), encode(NAME, &user)?.as_slice())
@@ -603,6 +613,8 @@ impl RelationalStore {
                 Some(_) => {
                     t.remove(username).map_err(Error::redb_op)?;
                     drop_links(&txn, username, Utc::now())?;
+                    // A name made again later inherits no sign-in.
+                    super::passkeys::drop_all(&txn, username)?;
                     UserChange::Applied
                 }
             }

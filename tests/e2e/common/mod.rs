@@ -14,6 +14,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 pub mod agent_binary;
+pub mod soft_passkey;
 
 pub const TOKEN: &str = "test-service-token";
 
