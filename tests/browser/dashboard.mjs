@@ -209,6 +209,65 @@ check('account login with a second factor: the code is asked for, then accepted'
   await context.close();
 });
 
+check('passkeys: added on the Account page, then a sign-in without a username; a replayed answer is refused', async () => {
+  // An IP address cannot be a relying party: the dashboard at localhost.
+  const LOCAL = BASE.replace('127.0.0.1', 'localhost');
+  await apiPost('/api/accounts', { username: 'key-user', password: 'key-password-1', role: 'operator' });
+  const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
+  const page = await context.newPage();
+  const errors = [];
+  // Logged out, the login page's identity check answers 401.
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' && !/status of 401/.test(msg.text())) errors.push(msg.text());
+  });
+  page.on('pageerror', (err) => errors.push(`uncaught: ${err.message}`));
+  lastPage = page;
+  // Chromium's own authenticator: discoverable credentials, user verified.
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('WebAuthn.enable');
+  const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2', transport: 'internal', hasResidentKey: true,
+      hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true,
+    },
+  });
+  await page.goto(LOCAL + '/login');
+  await page.fill('form[aria-label="Account login"] input[name=username]', 'key-user');
+  await page.fill('form[aria-label="Account login"] input[name=password]', 'key-password-1');
+  await page.click('form[aria-label="Account login"] button');
+  await page.getByText('key-user · operator').waitFor();
+  await page.click('#whoami');
+  await page.waitForURL((u) => u.pathname === '/account');
+  await page.getByText('No passkeys yet.').waitFor();
+  await page.fill('form[aria-label="Add a passkey"] input[name=name]', 'virtual key');
+  await page.fill('form[aria-label="Add a passkey"] input[name=password]', 'key-password-1');
+  await page.click('form[aria-label="Add a passkey"] button');
+  await page.locator('table[aria-label="Passkeys"]').getByText('virtual key').waitFor();
+  const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
+  assertEq(credentials.map((c) => c.isResidentCredential), [true], 'one discoverable credential');
+  await page.screenshot({ path: join(SHOTS, 'account.png'), fullPage: true });
+
+  await page.click('#logout');
+  await page.waitForURL((u) => u.pathname === '/login');
+  const finish = page.waitForRequest((r) => r.url().endsWith('/api/auth/passkey/login/finish'));
+  await page.click('button.passkey');
+  const sent = (await finish).postData();
+  await page.getByText('key-user · operator').waitFor();
+  assertEq(new URL(page.url()).pathname, '/', 'signed in, at the dashboard');
+
+  // The same answer again: its challenge is used up (400); under a fresh
+  // challenge it signs the wrong one (401).
+  const post = (path, body) => fetch(BASE + path, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body,
+  });
+  assertEq((await post('/api/auth/passkey/login/finish', sent)).status, 400, 'replayed answer');
+  const fresh = await (await post('/api/auth/passkey/login/start', '{}')).json();
+  const moved = JSON.stringify({ ...JSON.parse(sent), challenge_id: fresh.challenge_id });
+  assertEq((await post('/api/auth/passkey/login/finish', moved)).status, 401, 'answer moved to a new challenge');
+  assertEq(errors, [], 'console errors');
+  await context.close();
+});
+
 check('a permission group shows only its pages in the menu; the others answer 403', async () => {
   await apiPost('/api/permission-groups', { name: 'job-desk', features: ['jobs'] });
   await apiPost('/api/accounts', { username: 'desk', password: 'desk-password-1', role: 'viewer', permission_group: 'job-desk' });

@@ -176,9 +176,12 @@ async fn every_page_works_in_a_real_browser() {
     browser_prerequisites(&browser_dir);
     let nats = Nats::start();
     let dir = tempfile::tempdir().unwrap();
-    let b = Backend::start_with_env(
+    // Passkeys for the dashboard at http://localhost:<port> (a secure
+    // context without TLS; an IP address cannot be a relying party).
+    let b = Backend::start_configured(
         &nats.url,
         &dir.path().join("data"),
+        "[server.webauthn]\nrp_id = \"localhost\"\nrp_origins = [\"http://localhost:{port}\"]",
         "",
         &[("KANADE_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)],
     );

@@ -22,6 +22,7 @@ import exportPage from './pages/export.js';
 import login from './pages/login.js';
 import passwordSetup from './pages/password_setup.js';
 import security from './pages/security.js';
+import account from './pages/account.js';
 
 const ROUTES = [
   [/^\/$/, dashboard],
@@ -45,6 +46,7 @@ const ROUTES = [
   [/^\/scan-health$/, health],
   [/^\/export$/, exportPage],
   [/^\/security$/, security],
+  [/^\/account$/, account],
 ];
 
 const root = document.getElementById('app');

@@ -128,6 +128,9 @@ impl Backend {
         env: &[(&str, &str)],
     ) -> Self {
         let port = free_port();
+        // `{port}` in the extras: the port the backend listens on (an
+        // origin the config must name, as `[server.webauthn]`'s).
+        let server_extra = server_extra.replace("{port}", &port.to_string());
         let config = data_dir.with_extension("toml");
         std::fs::write(
             &config,

@@ -3,6 +3,7 @@
 
 import { api, ApiError, request, setToken } from '../api.js';
 import { h, mount } from '../ui.js';
+import * as webauthn from '../webauthn.js';
 
 function nextUrl(ctx) {
   const next = ctx.query.get('next');
@@ -58,6 +59,36 @@ function accountForm(ctx) {
     }
   });
   return form;
+}
+
+/** "Sign in with a passkey": no username, the authenticator picks the account. */
+function passkeyButton(ctx) {
+  const err = errorLine();
+  const button = h('button', { type: 'button', class: 'passkey' }, 'Sign in with a passkey');
+  button.addEventListener('click', async () => {
+    err.textContent = '';
+    button.disabled = true;
+    try {
+      const started = await api('/api/auth/passkey/login/start', { method: 'POST', body: {} });
+      const credential = await webauthn.get(started.options);
+      const res = await api('/api/auth/passkey/login/finish', {
+        method: 'POST', body: { challenge_id: started.challenge_id, credential },
+      });
+      setToken(res.token);
+      if (res.must_change_pw) {
+        ctx.setQuery({ change: '1' });
+        showChange(ctx);
+      } else {
+        await ctx.refreshIdentity();
+        ctx.navigate(nextUrl(ctx), { replace: true });
+      }
+    } catch (e) {
+      err.textContent = e.name === 'NotAllowedError' ? 'Cancelled or timed out.' : e.message;
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return h('div', { class: 'stack', 'aria-label': 'Passkey sign-in' }, button, err);
 }
 
 function tokenForm(ctx) {
@@ -146,10 +177,17 @@ export default {
       return;
     }
     const account = accountForm(ctx);
+    let passkeys = false;
+    try {
+      passkeys = webauthn.supported()
+        && (await api('/api/auth/passkey/config', { signal: ctx.signal })).enabled;
+    } catch (e) {
+      if (e.name === 'AbortError') throw e;
+    }
     mount(ctx.root,
       h('div', { class: 'login' },
         h('h1', {}, 'Log in to kanade'),
-        h('div', { class: 'panel' }, account, forgotForm()),
+        h('div', { class: 'panel' }, account, passkeys ? passkeyButton(ctx) : null, forgotForm()),
         h('div', { class: 'panel' }, tokenForm(ctx))));
     account.querySelector('input').focus();
   },
