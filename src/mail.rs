@@ -85,3 +85,35 @@ pub async fn send(settings: &MailSection, mail: Mail) -> Result<(), String> {
 pub fn is_address(s: &str) -> bool {
     s.trim().parse::<lettre::Address>().is_ok()
 }
+
+/// Whether `s` is a sender [`send`] accepts: an address, or
+/// `Name <local@domain>` (checked by the parser sending uses, so a saved
+/// setting never fails only when a mail goes out).
+pub fn is_mailbox(s: &str) -> bool {
+    s.trim().parse::<Mailbox>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sender_is_what_sending_accepts() {
+        for ok in [
+            "ops@example.com",
+            " ops@example.com ",
+            "Ops Desk <ops@example.com>",
+        ] {
+            assert!(is_mailbox(ok), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "not-an-address",
+            "ops..desk@example.com",
+            "Ops <ops@example.com",
+            "ops@exa mple.com",
+        ] {
+            assert!(!is_mailbox(bad), "{bad:?}");
+        }
+    }
+}

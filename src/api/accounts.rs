@@ -23,7 +23,7 @@ use super::password_links;
 use crate::api::state::AppState;
 use crate::audit::{self, Caller};
 use crate::auth::throttle::{Account, Verdict};
-use crate::auth::{features, mfa, password, Identity, Role};
+use crate::auth::{mfa, password, Identity, Role};
 use kanade_shared::feature::Feature;
 
 /// The client's address: the connection's peer, or, when that peer is a
@@ -567,12 +567,6 @@ fn email_param(raw: &str) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// A page list as given, canonical; a 400 naming the unknown key.
-fn features_param(keys: &[String]) -> Result<Vec<String>, ApiError> {
-    features::canonical(keys)
-        .map_err(|k| ApiError::bad_param("allowed_features", format!("unknown feature: {k}")))
-}
-
 /// A group name as given, `None` when blank.
 fn group_param(raw: &str) -> Option<String> {
     Some(raw.trim().to_string()).filter(|g| !g.is_empty())
@@ -656,7 +650,7 @@ pub async fn create(
     let allowed_features = req
         .allowed_features
         .as_deref()
-        .map(features_param)
+        .map(|keys| super::params::feature_list("allowed_features", keys))
         .transpose()?;
     let permission_group = req.permission_group.as_deref().and_then(group_param);
     let given = req.password.clone().filter(|p| !p.is_empty());
@@ -784,7 +778,7 @@ pub async fn update(
     let allowed_features = match &req.allowed_features {
         None => None,
         Some(None) => Some(None),
-        Some(Some(keys)) => Some(Some(features_param(keys)?)),
+        Some(Some(keys)) => Some(Some(super::params::feature_list("allowed_features", keys)?)),
     };
     let permission_group = req
         .permission_group

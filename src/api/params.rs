@@ -173,6 +173,13 @@ pub fn etag(revision: u64) -> [(axum::http::HeaderName, String); 1] {
 }
 
 /// Parses `true` / `false` (absent → `default`).
+/// A list of page (feature) keys as given, canonical (each known, in the
+/// catalogue's order, once); a 400 naming `param` and the unknown key.
+pub fn feature_list(param: &'static str, keys: &[String]) -> Result<Vec<String>, ApiError> {
+    crate::auth::features::canonical(keys)
+        .map_err(|k| ApiError::bad_param(param, format!("unknown feature: {k}")))
+}
+
 pub fn parse_bool(param: &'static str, raw: Option<&str>, default: bool) -> Result<bool, ApiError> {
     match raw.map(str::trim) {
         None | Some("") => Ok(default),

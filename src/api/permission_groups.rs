@@ -15,7 +15,6 @@ use super::offload::store as blocking;
 use super::params::ApiJson;
 use crate::api::state::AppState;
 use crate::audit::{self, Caller};
-use crate::auth::features;
 
 /// One group as listed.
 #[derive(Serialize)]
@@ -50,12 +49,6 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<GroupRow>>, 
     ))
 }
 
-/// The canonical feature list of a request, or a 400 naming the key.
-fn requested_features(keys: &[String]) -> Result<Vec<String>, ApiError> {
-    features::canonical(keys)
-        .map_err(|k| ApiError::bad_param("features", format!("unknown feature: {k}")))
-}
-
 #[derive(Deserialize)]
 pub struct CreateRequest {
     name: String,
@@ -88,7 +81,7 @@ pub async fn create(
 ) -> Result<StatusCode, ApiError> {
     let name = req.name.trim().to_string();
     valid_name(&name)?;
-    let features = requested_features(&req.features)?;
+    let features = super::params::feature_list("features", &req.features)?;
     let now = Utc::now();
     let record = PermissionGroupRecord {
         name: name.clone(),
@@ -128,7 +121,7 @@ pub async fn update(
     caller: Caller,
     ApiJson(req): ApiJson<UpdateRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let features = requested_features(&req.features)?;
+    let features = super::params::feature_list("features", &req.features)?;
     let (store, n, f) = (state.store.clone(), name.clone(), features.clone());
     match blocking(move || store.update_permission_group(&n, &f, Utc::now())).await? {
         UserChange::Applied => {}

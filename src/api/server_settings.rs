@@ -364,7 +364,7 @@ fn validate(s: &ServerSettings) -> Result<(), ApiError> {
                 "mail.port must be between 1 and 65535".into(),
             ));
         }
-        if !looks_like_mailbox(m.from.trim()) {
+        if !crate::mail::is_mailbox(&m.from) {
             return Err(ApiError::Unprocessable(format!(
                 "mail.from is not a valid email address: {:?}",
                 m.from
@@ -373,25 +373,6 @@ fn validate(s: &ServerSettings) -> Result<(), ApiError> {
     }
     validate_caps(s)?;
     validate_agent_install(s)
-}
-
-/// `local@domain` with no spaces or angle brackets, or `Name <local@domain>`.
-fn looks_like_mailbox(s: &str) -> bool {
-    let addr = match (s.find('<'), s.strip_suffix('>')) {
-        (Some(i), Some(inner)) => &inner[i + 1..],
-        _ => s,
-    };
-    let mut parts = addr.split('@');
-    let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
-    };
-    !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !addr
-            .chars()
-            .any(|c| c.is_whitespace() || c == '<' || c == '>')
 }
 
 fn validate_caps(s: &ServerSettings) -> Result<(), ApiError> {

@@ -931,6 +931,12 @@ async fn server_settings_merge_key_by_key_and_keep_secrets() {
             422,
             "mail.from",
         ),
+        // Refused by the parser that sends: never saved to fail later.
+        (
+            json!({"mail": {"host": "smtp", "port": 25, "from": "ops..desk@example.com"}}),
+            422,
+            "mail.from",
+        ),
         (json!({"agent_install": {"nats_user": "u"}}), 400, "pair"),
         (json!([1, 2]), 422, "object"),
     ] {
