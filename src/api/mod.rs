@@ -3,6 +3,7 @@
 
 mod accounts;
 mod agent_actions;
+mod agent_meta;
 mod agents;
 mod app_artifacts;
 mod audit;
@@ -172,6 +173,14 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/group-defs/{id}", delete(group_defs::delete))
         .route("/api/agents/{pc_id}", delete(agents::delete))
+        .route(
+            "/api/agents/{pc_id}/meta",
+            axum::routing::put(agent_meta::put_meta),
+        )
+        .route(
+            "/api/agents/{pc_id}/meta/key",
+            axum::routing::put(agent_meta::set_key).delete(agent_meta::remove_key),
+        )
         .route("/api/agents/{pc_id}/ping", post(agent_actions::ping))
         .route("/api/notifications", post(notifications::send))
         .route("/api/notifications/{id}", patch(notifications::edit))
@@ -225,7 +234,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/auth/passkeys/{id}/remove", post(passkeys::remove))
         .route("/api/agents", get(agents::list))
         .route("/api/agents/versions", get(agents::versions))
+        .route("/api/agents/meta", get(agent_meta::bulk))
+        .route("/api/agents/meta-keys", get(agent_meta::keys))
         .route("/api/agents/{pc_id}", get(agents::detail))
+        .route("/api/agents/{pc_id}/meta", get(agent_meta::get_meta))
         .route("/api/agents/{pc_id}/perf", get(perf::host_timeline))
         .route("/api/agents/{pc_id}/processes", get(processes::latest))
         .route(

@@ -111,6 +111,7 @@ pub fn feature_for_route(route: &str) -> Option<Feature> {
         | "/api/app-packages/{name}/{version}"
         | "/api/script-objects"
         | "/api/script-objects/{name}/{version}" => Feature::Apps,
+        "/api/agents/{pc_id}/meta" | "/api/agents/{pc_id}/meta/key" => Feature::Agents,
         "/api/agents/{pc_id}/effective_config"
         | "/api/config"
         | "/api/config/defaults"
@@ -166,8 +167,18 @@ fn shared_owners(route: &str) -> Option<&'static [Feature]> {
         Feature::Rollout,
     ];
     const JOBS: [Feature; 2] = [Feature::Jobs, Feature::Exec];
+    // The pages whose tables can show metadata columns.
+    const META: [Feature; 6] = [
+        Feature::Agents,
+        Feature::Inventory,
+        Feature::Activity,
+        Feature::Events,
+        Feature::Compliance,
+        Feature::Collect,
+    ];
     match route {
         "/api/agents" => Some(&PICKER),
+        "/api/agents/meta" | "/api/agents/meta-keys" => Some(&META),
         "/api/groups" => Some(&GROUPS),
         "/api/jobs" => Some(&JOBS),
         _ => None,

@@ -5,6 +5,7 @@
 mod common;
 
 mod accounts_api;
+mod agent_meta_api;
 mod agents_api;
 mod audit_api;
 mod backup;
