@@ -318,6 +318,23 @@ pub fn compile_regex(
     param: &'static str,
     raw: Option<&str>,
 ) -> Result<Option<regex::Regex>, ApiError> {
+    build_regex(param, raw, false)
+}
+
+/// As [`compile_regex`], matching without regard to case; surrounding
+/// blanks are no part of the pattern.
+pub fn compile_regex_nocase(
+    param: &'static str,
+    raw: Option<&str>,
+) -> Result<Option<regex::Regex>, ApiError> {
+    build_regex(param, raw.map(str::trim), true)
+}
+
+fn build_regex(
+    param: &'static str,
+    raw: Option<&str>,
+    nocase: bool,
+) -> Result<Option<regex::Regex>, ApiError> {
     let Some(s) = raw.filter(|s| !s.is_empty()) else {
         return Ok(None);
     };
@@ -331,6 +348,7 @@ pub fn compile_regex(
         ));
     }
     regex::RegexBuilder::new(s)
+        .case_insensitive(nocase)
         .size_limit(MAX_REGEX_COMPILED)
         .dfa_size_limit(MAX_REGEX_COMPILED)
         .build()

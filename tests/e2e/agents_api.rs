@@ -124,3 +124,148 @@ async fn heartbeats_become_agents() {
     assert_eq!(header(&h, "X-Total-Count"), Some(4));
     assert_eq!(b.get("/api/agents/PC002").await.1["hostname"], "beta");
 }
+
+/// The agents list with kanade 0.101's filters: regexes over the PC, the
+/// last logon and the version (ignoring case, so a 0.43 substring search
+/// still works), a rolled-back version, metadata conditions
+/// (`meta.<key>.<op>`, `meta_key`/`meta_value`, `meta_any`) and sorting,
+/// metadata included; bad grammar is a 400 naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_filters_and_sorts_as_0101_does() {
+    use crate::common::TOKEN;
+    use reqwest::Method;
+    use serde_json::json;
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let c = nats.client().await;
+    let now = Utc::now();
+    let beat = |pc: &str, version: &str, user: &str, quarantined: &[&str]| -> Heartbeat {
+        serde_json::from_value(json!({
+            "pc_id": pc, "at": now, "agent_version": version, "hostname": pc.to_lowercase(),
+            "os_family": "windows", "last_logon_user": user,
+            "last_logon_display_name": format!("{user} (display)"),
+            "quarantined_versions": quarantined,
+        }))
+        .unwrap()
+    };
+    let beats = [
+        beat("PC-A", "0.101.0", "CORP\\yamada", &[]),
+        beat("PC-B", "0.43.56", "CORP\\suzuki", &["0.43.62"]),
+        beat("PC-C", "0.101.0", "CORP\\sato", &["0.43.6"]),
+        beat("LAB-1", "0.100.2", "LAB\\admin", &[]),
+    ];
+    eventually("four agents", || async {
+        for hb in &beats {
+            publish_json(&c, format!("heartbeat.{}", hb.pc_id), hb).await;
+        }
+        let (_, h, _) = b.get_full("/api/agents").await;
+        (header(&h, "X-Total-Count") == Some(4)).then_some(())
+    })
+    .await;
+    for (pc, key, value) in [
+        ("PC-A", "site", "Osaka HQ"),
+        ("PC-A", "dept", "Sales"),
+        ("PC-B", "site", "osaka branch"),
+        ("PC-B", "dept", ""),
+        ("PC-C", "site", "Kyoto"),
+        ("LAB-1", "site.floor", "3"),
+    ] {
+        let (s, _, body) = b
+            .call(
+                Method::PUT,
+                &format!("/api/agents/{pc}/meta/key"),
+                Some(TOKEN),
+                Some(json!({"key": key, "value": value})),
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+    }
+    let list = |query: &'static str| {
+        let b = &b;
+        async move {
+            let (s, body) = b.get(&format!("/api/agents?{query}")).await;
+            assert_eq!(s, 200, "{query}: {body}");
+            let mut got = ids(&body);
+            if !query.contains("sort=") {
+                got.sort();
+            }
+            got
+        }
+    };
+    assert_eq!(
+        list("q=pc-").await,
+        ["PC-A", "PC-B", "PC-C"],
+        "a 0.43 substring, any case"
+    );
+    assert_eq!(
+        list("q=%5E(lab%7Cpc-c)").await,
+        ["LAB-1", "PC-C"],
+        "a regex"
+    );
+    assert_eq!(list("user=suzuki").await, ["PC-B"]);
+    assert_eq!(
+        list("user=sato%20%5C(display").await,
+        ["PC-C"],
+        "the display name too"
+    );
+    assert_eq!(list("version=%5E0%5C.101").await, ["PC-A", "PC-C"]);
+    assert_eq!(
+        list("quarantined=0.43.6").await,
+        ["PC-C"],
+        "a token, not a prefix"
+    );
+    assert_eq!(list("meta.site.contains=OSAKA").await, ["PC-A", "PC-B"]);
+    assert_eq!(list("meta.site.starts=osaka%20h").await, ["PC-A"]);
+    assert_eq!(list("meta.site.eq=Kyoto").await, ["PC-C"]);
+    assert_eq!(list("meta.site.neq=Kyoto").await, ["PC-A", "PC-B"]);
+    assert_eq!(list("meta.dept.empty=").await, ["PC-B"]);
+    assert_eq!(list("meta.dept.set=").await, ["PC-A", "PC-B"]);
+    assert_eq!(list("meta.dept.absent=").await, ["LAB-1", "PC-C"]);
+    assert_eq!(
+        list("meta.site.floor.eq=3").await,
+        ["LAB-1"],
+        "a key with a dot"
+    );
+    assert_eq!(
+        list("meta.site.contains=osaka&meta.dept.eq=Sales").await,
+        ["PC-A"],
+        "conditions AND"
+    );
+    assert_eq!(
+        list("meta.site.contains=").await.len(),
+        4,
+        "an unfinished row"
+    );
+    assert_eq!(list("meta_key=dept").await, ["PC-A", "PC-B"]);
+    assert_eq!(list("meta_key=site&meta_value=kyo").await, ["PC-C"]);
+    assert_eq!(list("meta_any=sales").await, ["PC-A"]);
+    assert_eq!(
+        list("sort=meta:site&dir=asc").await,
+        ["LAB-1", "PC-C", "PC-A", "PC-B"],
+        "no value first, then by value"
+    );
+    assert_eq!(
+        list("sort=agent_version&dir=desc").await,
+        ["PC-B", "PC-A", "PC-C", "LAB-1"],
+        "as text, as the reference's SQL orders it; ties by PC"
+    );
+    assert_eq!(list("sort=pc_id").await, ["LAB-1", "PC-A", "PC-B", "PC-C"]);
+    for (query, needle) in [
+        ("q=(", "q"),
+        ("user=%5B", "user"),
+        ("sort=cpu", "sort"),
+        ("sort=meta:", "sort"),
+        ("sort=pc_id&dir=up", "dir"),
+        ("meta.site=x", "meta.<key>.<op>"),
+        ("meta..eq=x", "empty key"),
+        ("meta.site.like=x", "operator"),
+    ] {
+        let (s, body) = b.get(&format!("/api/agents?{query}")).await;
+        assert_eq!(s, 400, "{query}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(needle),
+            "{query}: {body}"
+        );
+    }
+}
