@@ -18,6 +18,10 @@ pub enum Error {
         #[source]
         source: Box<kanade_storage::Error>,
     },
+    /// An operator's SQL that cannot run (`memory`: it needed more than
+    /// its cap): the caller's to fix.
+    #[error("{message}")]
+    Sql { message: String, memory: bool },
     #[error("unexpected result shape from {table}: {message}")]
     Shape {
         table: &'static str,

@@ -21,6 +21,7 @@ mod process;
 mod provider;
 mod relational;
 mod session;
+mod sql;
 
 pub use error::{Error, Result};
 pub use export::{ExportStream, ExportTable};
@@ -31,3 +32,4 @@ pub use process::{ActiveInvestigation, LatestTick, Timeline, TimelinePoint};
 pub use provider::ProviderStats;
 pub use relational::ScanDurations;
 pub use session::PerfQueries;
+pub use sql::{SqlAnswer, SqlExtras, SqlLimits};

@@ -23,7 +23,7 @@ use crate::{Error, Result};
 pub(crate) struct Engine {
     ctx: SessionContext,
     pub(crate) files: Arc<FileCache>,
-    scans: Arc<ScanCounters>,
+    pub(crate) scans: Arc<ScanCounters>,
 }
 
 impl std::fmt::Debug for Engine {

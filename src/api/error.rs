@@ -42,6 +42,9 @@ pub enum ApiError {
     /// The body is over the size the route accepts.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A request past its time budget (the reference's 408 for a query).
+    #[error("{0}")]
+    RequestTimeout(String),
     /// It existed but its time is over (an expired plan).
     #[error("{0}")]
     Gone(String),
@@ -83,6 +86,7 @@ impl ApiError {
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::Query(_) | Self::Storage(_) | Self::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR

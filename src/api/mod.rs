@@ -31,6 +31,7 @@ mod password_links;
 mod perf;
 mod permission_groups;
 mod processes;
+mod query;
 mod ready;
 mod releases;
 mod results;
@@ -73,6 +74,7 @@ pub fn app(state: AppState) -> Router {
             "/api/accounts/{username}/mfa",
             axum::routing::delete(accounts::mfa_reset),
         )
+        .route("/api/query", post(query::execute))
         .route(
             "/api/accounts/{username}/passkeys",
             axum::routing::delete(passkeys::admin_reset),

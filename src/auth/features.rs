@@ -139,6 +139,7 @@ pub fn feature_for_route(route: &str) -> Option<Feature> {
         | "/api/accounts/{username}/reset-link"
         | "/api/accounts/{username}/mfa"
         | "/api/accounts/{username}/passkeys"
+        | "/api/query"
         | "/api/permission-groups"
         | "/api/permission-groups/{name}" => Feature::Accounts,
         _ => return None,

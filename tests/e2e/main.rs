@@ -25,6 +25,7 @@ mod notification_acks;
 mod obs_events_api;
 mod passkeys_api;
 mod perf_api;
+mod query_api;
 mod results_api;
 mod router;
 mod simulate;

@@ -1,0 +1,187 @@
+//! `POST /api/query` end to end: heartbeats, perf samples and metadata
+//! through a real broker into the real binary, then an operator's SQL over
+//! upstream's table names (`agents`, `agent_meta`, `host_perf_samples`),
+//! the row cap, refusals of anything but a query, the memory cap and the
+//! time budget — with `/health` answering while a runaway query runs.
+
+use std::time::Instant;
+
+use crate::common::{eventually, publish_json, Backend, Nats, TOKEN};
+use chrono::{Duration, DurationRound, Utc};
+use kanade_shared::wire::{Heartbeat, HostPerf};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn query(b: &Backend, body: Value) -> (u16, Value) {
+    let (s, _, v) = b
+        .call(Method::POST, "/api/query", Some(TOKEN), Some(body))
+        .await;
+    (s, v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_over_the_fleet_answers_caps_and_refuses_what_is_no_query() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let c = nats.client().await;
+    let now = Utc::now().duration_trunc(Duration::minutes(1)).unwrap();
+    for pc in ["PC-1", "PC-2"] {
+        let hb: Heartbeat = serde_json::from_value(json!({
+            "pc_id": pc, "at": now, "agent_version": "0.101.0",
+            "hostname": pc.to_lowercase(), "os_family": "windows",
+        }))
+        .unwrap();
+        let samples: Vec<HostPerf> = (0..10)
+            .map(|i| {
+                serde_json::from_value(json!({
+                    "pc_id": pc, "at": now - Duration::minutes(i),
+                    "cpu_pct": if pc == "PC-1" { 10.0 + i as f64 } else { 50.0 },
+                    "mem_used_bytes": 1000, "mem_total_bytes": 2000,
+                }))
+                .unwrap()
+            })
+            .collect();
+        eventually("agent and samples", || async {
+            publish_json(&c, format!("heartbeat.{pc}"), &hb).await;
+            for s in &samples {
+                publish_json(&c, format!("host_perf.{pc}"), s).await;
+            }
+            let (s, v) = query(
+                &b,
+                json!({"sql": format!("SELECT count(*) AS n FROM host_perf_samples WHERE pc_id = '{pc}'")}),
+            )
+            .await;
+            (s == 200 && v["rows"] == json!([[10]])).then_some(())
+        })
+        .await;
+    }
+    let (s, _, body) = b
+        .call(
+            Method::PUT,
+            "/api/agents/PC-1/meta/key",
+            Some(TOKEN),
+            Some(json!({"key": "site", "value": "Osaka"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+
+    let (s, v) = query(
+        &b,
+        json!({"sql": "SELECT a.pc_id, a.hostname, m.value AS site, count(*) AS samples, \
+                       max(h.cpu_pct) AS peak \
+                       FROM agents a JOIN host_perf_samples h ON h.pc_id = a.pc_id \
+                       LEFT JOIN agent_meta m ON m.pc_id = a.pc_id AND m.key = 'site' \
+                       GROUP BY a.pc_id, a.hostname, m.value ORDER BY a.pc_id"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["columns"],
+        json!(["pc_id", "hostname", "site", "samples", "peak"])
+    );
+    assert_eq!(
+        v["rows"],
+        json!([
+            ["PC-1", "pc-1", "Osaka", 10, 19.0],
+            ["PC-2", "pc-2", null, 10, 50.0]
+        ])
+    );
+    assert_eq!(
+        (v["row_count"].as_u64(), v["truncated"].as_bool()),
+        (Some(2), Some(false))
+    );
+
+    let (s, v) = query(
+        &b,
+        json!({"sql": "SELECT pc_id, at FROM host_perf_samples ORDER BY at, pc_id", "limit": 3}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["row_count"].as_u64(), v["truncated"].as_bool()),
+        (Some(3), Some(true))
+    );
+    let first = v["rows"][0][1].as_str().unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(first).is_ok(),
+        "a time is RFC 3339 text: {first}"
+    );
+
+    for (sql, needle) in [
+        ("", "sql"),
+        ("INSERT INTO agents (pc_id) VALUES ('x')", "not supported"),
+        ("DELETE FROM agents", "not supported"),
+        ("CREATE TABLE t AS SELECT 1", "not supported"),
+        ("DROP TABLE agents", "not supported"),
+        (
+            "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '/etc/passwd'",
+            "not supported",
+        ),
+        ("SET datafusion.execution.batch_size = 1", "not supported"),
+        ("SELECT 1; SELECT 2", "single"),
+        ("SELECT * FROM users", "users"),
+        ("SELEKT 1", "SELEKT"),
+    ] {
+        let (s, v) = query(&b, json!({"sql": sql})).await;
+        assert_eq!(s, 400, "{sql}: {v}");
+        let e = v["error"].as_str().unwrap();
+        assert!(e.contains(needle), "{sql}: {e}");
+    }
+    // Still there, unchanged.
+    let (_, v) = query(&b, json!({"sql": "SELECT count(*) FROM agents"})).await;
+    assert_eq!(v["rows"], json!([[2]]));
+
+    // A query that needs more memory than a query may hold.
+    let (s, v) = query(
+        &b,
+        json!({"sql": "SELECT count(*) FROM generate_series(1, 30000000) a JOIN generate_series(1, 30000000) b ON a.value = b.value"}),
+    )
+    .await;
+    assert_eq!(s, 413, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("MiB"), "{v}");
+
+    // A runaway cross join: cut at the budget, while /health answers.
+    let runaway = query(
+        &b,
+        json!({"sql": "SELECT count(*) FROM generate_series(1, 1000000) a, generate_series(1, 1000000) b"}),
+    );
+    let probe = async {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let t = Instant::now();
+        let (s, _) = b.get_with("/health", None).await;
+        (s, t.elapsed())
+    };
+    let ((s, v), (health, took)) = tokio::join!(runaway, probe);
+    assert_eq!(s, 408, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("budget"), "{v}");
+    assert_eq!(health, 200, "health answered in {took:?}");
+
+    // An operator is no admin.
+    let (s, _, _) = b
+        .call(
+            Method::POST,
+            "/api/accounts",
+            Some(TOKEN),
+            Some(json!({"username": "op", "password": "op-password-1", "role": "operator"})),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let (_, _, login) = b
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"username": "op", "password": "op-password-1"})),
+        )
+        .await;
+    let (s, _, _) = b
+        .call(
+            Method::POST,
+            "/api/query",
+            login["token"].as_str(),
+            Some(json!({"sql": "SELECT 1"})),
+        )
+        .await;
+    assert_eq!(s, 403);
+}
