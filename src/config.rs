@@ -61,6 +61,14 @@ pub struct WebauthnSection {
     pub rp_name: Option<String>,
 }
 
+/// What one `POST /api/query` may use (`[server] query_budget_secs`,
+/// `query_memory_mib`).
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    pub budget: std::time::Duration,
+    pub memory_bytes: usize,
+}
+
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -70,6 +78,13 @@ pub struct ServerSection {
     /// Seconds a filtered scan (results or audit with regexes) may run
     /// before it answers 503 asking to narrow it. Default 10.
     pub scan_budget_secs: u64,
+    /// Seconds a `POST /api/query` may run before it is stopped (408).
+    /// Default 15, as the reference.
+    pub query_budget_secs: u64,
+    /// MiB the joins, sorts and aggregates of one `POST /api/query` may
+    /// hold (sorts and aggregates spill past it; the rest answer 413).
+    /// Default 256.
+    pub query_memory_mib: u64,
     /// Proxies (CIDRs or addresses) whose `X-Forwarded-For` names the
     /// client, for login throttling and the audit log. Default: none, so
     /// the header is ignored and the peer address counts.
@@ -82,6 +97,28 @@ pub struct ServerSection {
 }
 
 impl ServerSection {
+    /// What one `POST /api/query` may use; an unusable value stops the
+    /// start naming its key.
+    pub fn query_limits(&self) -> Result<QueryLimits> {
+        if self.query_budget_secs == 0 {
+            anyhow::bail!("server.query_budget_secs must be at least 1");
+        }
+        let memory_bytes = usize::try_from(self.query_memory_mib)
+            .ok()
+            .filter(|m| *m > 0)
+            .and_then(|m| m.checked_mul(1 << 20))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "server.query_memory_mib must be at least 1 and fit this machine's memory ({})",
+                    self.query_memory_mib
+                )
+            })?;
+        Ok(QueryLimits {
+            budget: std::time::Duration::from_secs(self.query_budget_secs),
+            memory_bytes,
+        })
+    }
+
     /// `trusted_proxies` parsed (a bare address is a one-address range).
     pub fn proxies(&self) -> Result<Vec<ipnet::IpNet>> {
         self.trusted_proxies
@@ -104,6 +141,8 @@ impl Default for ServerSection {
         Self {
             bind: "127.0.0.1:8080".into(),
             scan_budget_secs: 10,
+            query_budget_secs: 15,
+            query_memory_mib: 256,
             trusted_proxies: Vec::new(),
             public_url: None,
             webauthn: WebauthnSection::default(),
@@ -232,6 +271,28 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_limits_default_to_the_reference_and_refuse_nonsense() {
+        let limits = ServerSection::default().query_limits().unwrap();
+        assert_eq!(
+            (limits.budget.as_secs(), limits.memory_bytes),
+            (15, 256 << 20)
+        );
+        for (budget, mib, key) in [
+            (0, 256, "query_budget_secs"),
+            (15, 0, "query_memory_mib"),
+            (15, u64::MAX, "query_memory_mib"),
+        ] {
+            let server = ServerSection {
+                query_budget_secs: budget,
+                query_memory_mib: mib,
+                ..ServerSection::default()
+            };
+            let e = server.query_limits().unwrap_err().to_string();
+            assert!(e.contains(key), "{budget} {mib}: {e}");
+        }
+    }
 
     fn parse(s: &str) -> Result<Config> {
         Config::try_from_table(s.parse::<toml::Table>().unwrap())

@@ -169,6 +169,7 @@ pub async fn open_state(
             .as_deref()
             .map(|u| u.trim().trim_end_matches('/').to_string())
             .filter(|u| !u.is_empty()),
+        query_limits: config.server.query_limits()?,
         passkeys: crate::auth::passkey::Passkeys::from_config(&config.server.webauthn)
             .map_err(anyhow::Error::msg)?
             .map(Arc::new),

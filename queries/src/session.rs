@@ -138,6 +138,14 @@ impl PerfQueries {
 /// A session on `runtime` for small queries: two partitions, filters
 /// pushed into the Parquet scan, statistics and the page index used.
 pub(crate) fn session_on(runtime: &Arc<RuntimeEnv>) -> SessionContext {
+    session_with(runtime, |_| {})
+}
+
+/// [`session_on`] with `tweak` applied to its configuration.
+pub(crate) fn session_with(
+    runtime: &Arc<RuntimeEnv>,
+    tweak: impl FnOnce(&mut SessionConfig),
+) -> SessionContext {
     let mut config = SessionConfig::new()
         .with_target_partitions(2)
         .with_collect_statistics(true);
@@ -145,6 +153,7 @@ pub(crate) fn session_on(runtime: &Arc<RuntimeEnv>) -> SessionContext {
     opts.execution.parquet.pushdown_filters = true;
     opts.execution.parquet.reorder_filters = true;
     opts.execution.parquet.enable_page_index = true;
+    tweak(&mut config);
     SessionContext::new_with_config_rt(config, Arc::clone(runtime))
 }
 

@@ -26,7 +26,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use crate::provider::SnapshotTable;
-use crate::session::session_on;
+use crate::session::session_with;
 use crate::{Error, PerfQueries, Result};
 
 const TABLE: &str = "query";
@@ -171,7 +171,13 @@ impl PerfQueries {
             .with_memory_limit(limits.memory_bytes, 1.0)
             .build_arc()
             .map_err(Error::df(TABLE))?;
-        let ctx = session_on(&runtime);
+        // What a sort keeps back for merging its spills: DataFusion's
+        // 10 MiB, or an eighth of a smaller pool (else a small pool would
+        // refuse every ORDER BY).
+        let ctx = session_with(&runtime, |config| {
+            config.options_mut().execution.sort_spill_reservation_bytes =
+                (limits.memory_bytes / 8).min(10 << 20);
+        });
         let register = |name: &str, table: Arc<dyn datafusion::datasource::TableProvider>| {
             ctx.register_table(name, table)
                 .map(|_| ())

@@ -5,13 +5,13 @@
 //!
 //! Body `{sql, limit?}` → `{columns, rows, row_count, truncated,
 //! elapsed_ms}`. `limit` defaults to 1,000 rows and is held to 1-10,000;
-//! a query runs for at most [`BUDGET`] (then 408, as the reference) and
-//! its sorts, joins and aggregates hold at most [`MEMORY`] (then 413
-//! naming the cap). Only queries plan: DDL, DML and statements (`SET`,
+//! a query runs for at most `[server] query_budget_secs` (default 15;
+//! then 408, as the reference) and its sorts, joins and aggregates hold
+//! at most `query_memory_mib` (default 256; then 413 naming the cap). Only queries plan: DDL, DML and statements (`SET`,
 //! transactions) are refused by the planner, whatever the text; stacked
 //! statements are refused too. Bad SQL is a 400 with the planner's words.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::Json;
@@ -27,10 +27,6 @@ use crate::api::state::AppState;
 
 const DEFAULT_LIMIT: usize = 1_000;
 const MAX_LIMIT: usize = 10_000;
-/// How long one query may run.
-pub const BUDGET: Duration = Duration::from_secs(15);
-/// Memory one query's operators may hold.
-pub const MEMORY: usize = 256 << 20;
 /// Longest SQL text accepted, in bytes.
 const MAX_SQL_BYTES: usize = 64 << 10;
 
@@ -67,7 +63,7 @@ pub async fn execute(
     }
     let limits = SqlLimits {
         rows: req.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT),
-        memory_bytes: MEMORY,
+        memory_bytes: state.query_limits.memory_bytes,
     };
     let extras = SqlExtras {
         agent_meta: state
@@ -83,10 +79,11 @@ pub async fn execute(
             .collect(),
     };
     let queries = state.queries.clone();
+    let budget = state.query_limits.budget;
     // The budget runs inside the query's task: past it the query is
     // dropped there (its scans stop), not just no longer awaited here.
     let run = offload::query(async move {
-        match tokio::time::timeout(BUDGET, queries.sql(&sql, limits, extras)).await {
+        match tokio::time::timeout(budget, queries.sql(&sql, limits, extras)).await {
             Ok(answer) => answer.map(Some),
             Err(_) => Ok(None),
         }
@@ -95,14 +92,14 @@ pub async fn execute(
         Ok(None) => {
             return Err(ApiError::RequestTimeout(format!(
                 "query exceeded the {}s budget; narrow it",
-                BUDGET.as_secs()
+                budget.as_secs()
             )))
         }
         Err(ApiError::Query(kanade_queries::Error::Sql { message, memory })) => {
             return Err(if memory {
                 ApiError::PayloadTooLarge(format!(
                     "query needs more than the {} MiB a query may hold; narrow it ({message})",
-                    MEMORY >> 20
+                    limits.memory_bytes >> 20
                 ))
             } else {
                 ApiError::BadRequest(format!("query failed: {message}"))
