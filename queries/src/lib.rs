@@ -20,6 +20,7 @@ mod perf;
 mod process;
 mod provider;
 mod relational;
+mod relational_sql;
 mod session;
 mod sql;
 

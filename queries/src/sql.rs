@@ -202,6 +202,12 @@ impl PerfQueries {
             )),
         )?;
         register("agents", Arc::new(self.agents_table()?))?;
+        for table in kanade_storage::SqlTable::ALL {
+            register(
+                table.name(),
+                Arc::new(crate::relational_sql::sql_table(&self.store, table)?),
+            )?;
+        }
         {
             use datafusion::arrow::array::StringArray;
             let rows = &extras.agent_meta;

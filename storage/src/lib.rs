@@ -58,7 +58,7 @@ pub use relational::{
     ExecutionRecord, FinishedRun, HeartbeatUpdate, InventoryFactRecord, InventoryPage,
     JobPcStanding, LatestRun, NotificationAckRecord, ObsRecord, ObsScan, PasskeyAdd, PasskeyRecord,
     PasswordSetupRecord, PendingWave, PermissionGroupRecord, RelationalStore, ResultRecord,
-    RunOutcome, RunTime, SetupLookup, StartedRun, StreamPosition, UserChange, UserRecord,
+    RunOutcome, RunTime, SetupLookup, SqlTable, StartedRun, StreamPosition, UserChange, UserRecord,
     UserUpdate, ADMIN_ROLE,
 };
 pub use timeseries::{

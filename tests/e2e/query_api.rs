@@ -100,6 +100,54 @@ async fn sql_over_the_fleet_answers_caps_and_refuses_what_is_no_query() {
         (Some(2), Some(false))
     );
 
+    // Runs and the audit log, under upstream's names and columns: two
+    // results of one job (one failed), and the audit entry of the
+    // metadata edit above with its payload as JSON text.
+    let js = async_nats::jetstream::new(c.clone());
+    for (id, pc, code) in [("r-1", "PC-1", 0), ("r-2", "PC-2", 3)] {
+        let result = json!({
+            "result_id": id, "request_id": format!("req-{id}"), "exec_id": "ex-1",
+            "pc_id": pc, "exit_code": code, "stdout": "ok", "stderr": "",
+            "started_at": now, "finished_at": now + Duration::seconds(2),
+            "manifest_id": "patch-check",
+        });
+        crate::common::js_publish_bytes(
+            &js,
+            format!("results.req-{id}"),
+            serde_json::to_vec(&result).unwrap(),
+        )
+        .await;
+    }
+    let failures = json!({"sql": "SELECT job_id, count(*) AS runs, \
+        sum(CASE WHEN exit_code <> 0 THEN 1 ELSE 0 END) AS failed, \
+        max(finished_at) - min(started_at) AS span \
+        FROM execution_results WHERE finished_at > now() - INTERVAL '7 days' GROUP BY job_id"});
+    let v = eventually("results projected", || async {
+        let (s, v) = query(&b, failures.clone()).await;
+        (s == 200 && v["rows"].as_array()?.first()?.get(1) == Some(&json!(2))).then_some(v)
+    })
+    .await;
+    assert_eq!(v["rows"][0][0], "patch-check");
+    assert_eq!(v["rows"][0][2], 1, "{v}");
+    let v = eventually("audit projected", || async {
+        let (s, v) = query(
+            &b,
+            json!({"sql": "SELECT actor, target, payload FROM audit_log \
+                           WHERE action = 'agent_meta_set'"}),
+        )
+        .await;
+        (s == 200 && v["row_count"] == 1).then_some(v)
+    })
+    .await;
+    assert_eq!(v["rows"][0][1], "PC-1");
+    let payload: Value = serde_json::from_str(v["rows"][0][2].as_str().unwrap()).unwrap();
+    assert_eq!(payload["key"], "site", "{v}");
+    for table in ["executions", "obs_events", "check_status"] {
+        let (s, v) = query(&b, json!({"sql": format!("SELECT * FROM {table} LIMIT 1")})).await;
+        assert_eq!(s, 200, "{table}: {v}");
+        assert!(!v["columns"].as_array().unwrap().is_empty(), "{table}: {v}");
+    }
+
     let (s, v) = query(
         &b,
         json!({"sql": "SELECT pc_id, at FROM host_perf_samples ORDER BY at, pc_id", "limit": 3}),

@@ -19,6 +19,7 @@ mod passkeys;
 mod positions;
 mod results;
 mod rollout;
+mod sql_scan;
 mod users;
 
 use std::path::Path;
@@ -42,6 +43,7 @@ pub use results::{
     FinishedRun, JobPcStanding, LatestRun, ResultRecord, RunOutcome, RunTime, StartedRun,
 };
 pub use rollout::PendingWave;
+pub use sql_scan::SqlTable;
 pub use users::{
     PasswordSetupRecord, PermissionGroupRecord, SetupLookup, UserChange, UserRecord, UserUpdate,
     ADMIN_ROLE,
