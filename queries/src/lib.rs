@@ -23,6 +23,7 @@ mod relational;
 mod relational_sql;
 mod session;
 mod sql;
+mod sqlite_fns;
 
 pub use error::{Error, Result};
 pub use export::{ExportStream, ExportTable};

@@ -178,6 +178,7 @@ impl PerfQueries {
             config.options_mut().execution.sort_spill_reservation_bytes =
                 (limits.memory_bytes / 8).min(10 << 20);
         });
+        crate::sqlite_fns::register(&ctx);
         let register = |name: &str, table: Arc<dyn datafusion::datasource::TableProvider>| {
             ctx.register_table(name, table)
                 .map(|_| ())

@@ -142,6 +142,27 @@ async fn sql_over_the_fleet_answers_caps_and_refuses_what_is_no_query() {
     assert_eq!(v["rows"][0][1], "PC-1");
     let payload: Value = serde_json::from_str(v["rows"][0][2].as_str().unwrap()).unwrap();
     assert_eq!(payload["key"], "site", "{v}");
+    // The reference's SQLite idioms run unchanged.
+    let (s, v) = query(
+        &b,
+        json!({"sql": "SELECT pc_id, ifnull(os_family, '?'), instr(pc_id, '-') FROM agents \
+                       WHERE last_heartbeat > datetime('now', '-1 day') \
+                       AND julianday('now') - julianday(last_heartbeat) < 1 ORDER BY pc_id"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["rows"],
+        json!([["PC-1", "windows", 3], ["PC-2", "windows", 3]])
+    );
+    let (s, v) = query(
+        &b,
+        json!({"sql": "SELECT strftime('%Y-%m', started_at) AS month, count(*) AS runs \
+                       FROM execution_results GROUP BY 1"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["rows"], json!([[now.format("%Y-%m").to_string(), 2]]));
     for table in ["executions", "obs_events", "check_status"] {
         let (s, v) = query(&b, json!({"sql": format!("SELECT * FROM {table} LIMIT 1")})).await;
         assert_eq!(s, 200, "{table}: {v}");
