@@ -344,7 +344,7 @@ async fn checks_and_notifications() {
     );
     let id = sent["id"].as_str().unwrap().to_string();
     for _ in 0..2 {
-        let m = tokio::time::timeout(Duration::from_secs(5), delivered.next())
+        let m = tokio::time::timeout(Duration::from_secs(30), delivered.next())
             .await
             .unwrap()
             .unwrap();
