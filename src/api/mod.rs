@@ -256,6 +256,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/obs_events/kinds", get(obs_events::kinds))
         .route("/api/obs_events/sources", get(obs_events::sources))
         .route("/api/obs_events/recent", get(obs_events::recent))
+        .route("/api/obs_events/lane_seeds", get(obs_events::lane_seeds))
         .route("/api/export/{table}", get(export::export))
         .route("/api/results", get(results::list))
         .route("/api/results/{result_id}", get(results::detail))

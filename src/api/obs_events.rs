@@ -236,3 +236,86 @@ pub async fn sources(State(state): State<AppState>) -> Result<Json<SourcesRespon
         sources: state.store.obs_sources()?,
     }))
 }
+
+/// PCs one `lane_seeds` call may name (a swimlane page's worth).
+const MAX_SEED_PCS: usize = 64;
+
+/// The swimlane a kind draws in, as the reference groups them.
+fn lane(kind: &str) -> Option<usize> {
+    Some(match kind {
+        "boot"
+        | "shutdown"
+        | "unexpected_shutdown"
+        | "log_service_started"
+        | "log_service_stopped" => 0,
+        "logon" | "logoff" => 1,
+        "sleep" | "resume" => 2,
+        "active" | "idle" => 3,
+        _ => return None,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct SeedParams {
+    pcs: Option<String>,
+    before: Option<String>,
+}
+
+/// `GET /api/obs_events/lane_seeds?pcs=a,b&before=<time>`: for each PC,
+/// the latest event before `before` of each swimlane (power, session,
+/// sleep, activity), so a timeline that starts at `before` knows each
+/// lane's state; per PC oldest first, PCs in the order given (each once).
+/// Walks each PC's events newest first and stops once every lane has its
+/// seed, within the scan budget.
+pub async fn lane_seeds(
+    State(state): State<AppState>,
+    ApiQuery(p): ApiQuery<SeedParams>,
+) -> Result<Json<ListResponse>, ApiError> {
+    let mut pcs: Vec<String> = Vec::new();
+    for pc in p
+        .pcs
+        .as_deref()
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+    {
+        if !pc.is_empty() && !pcs.iter().any(|p| p == pc) {
+            pcs.push(pc.to_string());
+        }
+    }
+    if pcs.is_empty() || pcs.len() > MAX_SEED_PCS {
+        return Err(ApiError::bad_param(
+            "pcs",
+            format!("name 1 to {MAX_SEED_PCS} PCs (got {})", pcs.len()),
+        ));
+    }
+    let before = parse_time(
+        "before",
+        p.before
+            .as_deref()
+            .ok_or_else(|| ApiError::bad_param("before", "required"))?,
+    )?;
+    let store = state.store.clone();
+    let events = super::offload::budgeted_scan(
+        state.scan_budget,
+        "ask about fewer PCs or an earlier `before`",
+        move |in_time| {
+            let mut events = Vec::new();
+            for pc in &pcs {
+                let mut seeds: [Option<ObsRecord>; 4] = Default::default();
+                store.scan_obs_events_desc(ObsScan::Pc(pc), None, Some(before), |e| {
+                    if let Some(l) = lane(&e.kind) {
+                        seeds[l].get_or_insert(e);
+                    }
+                    seeds.iter().any(Option::is_none) && in_time()
+                })?;
+                let mut found: Vec<ObsRecord> = seeds.into_iter().flatten().collect();
+                found.sort_by_key(|e| (e.at, e.id));
+                events.extend(found.into_iter().map(EventRow::from));
+            }
+            Ok(events)
+        },
+    )
+    .await?;
+    Ok(Json(ListResponse { events }))
+}

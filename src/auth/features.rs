@@ -72,7 +72,10 @@ pub fn feature_for_route(route: &str) -> Option<Feature> {
         | "/api/results/{result_id}/tail"
         | "/api/executions"
         | "/api/executions/{exec_id}" => Feature::Activity,
-        "/api/obs_events" | "/api/obs_events/kinds" | "/api/obs_events/sources" => Feature::Events,
+        "/api/obs_events"
+        | "/api/obs_events/kinds"
+        | "/api/obs_events/sources"
+        | "/api/obs_events/lane_seeds" => Feature::Events,
         "/api/audit" => Feature::Audit,
         "/api/agents/{pc_id}/logs" => Feature::Logs,
         "/api/jobs"

@@ -132,3 +132,81 @@ async fn observations_are_stored_once_and_filtered() {
         assert!(body["error"].is_string());
     }
 }
+
+/// `lane_seeds`: per PC, the latest event of each swimlane before the
+/// cut, oldest first; lanes without one are absent; bad input is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lane_seeds_give_each_lane_its_state_before_the_cut() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let js = async_nats::jetstream::new(nats.client().await);
+    let t = Utc::now() - Duration::hours(3);
+    let at = |m: i64| t + Duration::minutes(m);
+    let events = [
+        ("pc1", 0, "boot", "1"),
+        ("pc1", 1, "logon", "2"),
+        ("pc1", 2, "idle", "3"),
+        ("pc1", 3, "logoff", "4"),
+        ("pc1", 4, "usb", "5"),
+        ("pc1", 5, "shutdown", "6"),
+        ("pc1", 20, "boot", "7"),
+        ("pc2", 1, "sleep", "8"),
+        ("pc2", 30, "resume", "9"),
+    ];
+    for (pc, m, kind, rec) in events {
+        let payload = serde_json::to_vec(&json!({
+            "pc_id": pc, "at": at(m), "kind": kind, "source": "System",
+            "event_record_id": rec, "payload": {},
+        }))
+        .unwrap();
+        eventually("obs stream accepts", || {
+            let (js, payload) = (js.clone(), payload.clone());
+            async move {
+                js.publish("obs.pc", payload.into())
+                    .await
+                    .ok()?
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        })
+        .await;
+    }
+    eventually("nine stored", || async {
+        let (_, body) = b.get("/api/obs_events?limit=100").await;
+        (body["events"].as_array()?.len() == 9).then_some(())
+    })
+    .await;
+    let before = (at(10)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (s, body) = b
+        .get(&format!(
+            "/api/obs_events/lane_seeds?pcs=pc1,%20pc2,pc1,nobody&before={}",
+            before.replace('+', "%2B")
+        ))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    // pc1: power = shutdown (6, not the later boot 7), session = logoff,
+    // activity = idle; no sleep lane; usb draws in none. pc2: sleep.
+    assert_eq!(records(&body), vec!["3", "4", "6", "8"]);
+    for (query, param) in [
+        ("pcs=&before=2026-01-01T00:00:00Z", "pcs"),
+        ("pcs=pc1", "before"),
+        ("pcs=pc1&before=yesterday", "before"),
+    ] {
+        let (s, body) = b.get(&format!("/api/obs_events/lane_seeds?{query}")).await;
+        assert_eq!(s, 400, "{query}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(param),
+            "{query}: {body}"
+        );
+    }
+    let many: Vec<String> = (0..65).map(|i| format!("pc{i}")).collect();
+    let (s, _) = b
+        .get(&format!(
+            "/api/obs_events/lane_seeds?pcs={}&before={before}",
+            many.join(",")
+        ))
+        .await;
+    assert_eq!(s, 400);
+}
