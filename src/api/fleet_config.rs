@@ -20,9 +20,12 @@ use axum::Json;
 use kanade_shared::config_field::{apply_field, FieldUpdate};
 use kanade_shared::kv::{
     agent_config_group_key, agent_config_pc_key, BUCKET_AGENT_CONFIG, BUCKET_AGENT_GROUPS,
-    BUCKET_AGENT_GROUPS_DERIVED, KEY_AGENT_CONFIG_GLOBAL, PREFIX_AGENT_CONFIG_GROUPS,
+    BUCKET_AGENT_GROUPS_DERIVED, BUCKET_GROUP_CONTACTS, KEY_AGENT_CONFIG_GLOBAL,
+    PREFIX_AGENT_CONFIG_GROUPS,
 };
-use kanade_shared::wire::{resolve, AgentGroups, ConfigScope, EffectiveConfig, ResolutionWarning};
+use kanade_shared::wire::{
+    resolve, AgentGroups, ConfigScope, EffectiveConfig, GroupContacts, ResolutionWarning,
+};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
@@ -473,6 +476,8 @@ pub struct GroupInfo {
     name: String,
     members: Vec<String>,
     has_config: bool,
+    /// Who hears about the group (check alerts), as kanade 0.101 lists it.
+    emails: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -481,7 +486,7 @@ pub struct Groups {
 }
 
 /// `GET /api/groups`: every group with a member (set by hand or by a
-/// declared group) or a config scope.
+/// declared group), a config scope or contacts.
 pub async fn list_groups(State(state): State<AppState>) -> Result<Json<Groups>, ApiError> {
     let c = &state.control;
     let mut members: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -501,16 +506,90 @@ pub async fn list_groups(State(state): State<AppState>) -> Result<Json<Groups>, 
     for g in &with_config {
         members.entry(g.clone()).or_default();
     }
+    let mut contacts: BTreeMap<String, Vec<String>> = c
+        .list_json::<GroupContacts>(BUCKET_GROUP_CONTACTS)
+        .await?
+        .into_iter()
+        .filter(|(_, gc)| !gc.is_empty())
+        .map(|(g, gc)| (g, gc.emails))
+        .collect();
+    for g in contacts.keys() {
+        members.entry(g.clone()).or_default();
+    }
     Ok(Json(Groups {
         groups: members
             .into_iter()
             .map(|(name, m)| GroupInfo {
                 has_config: with_config.contains(&name),
+                emails: contacts.remove(&name).unwrap_or_default(),
                 name,
                 members: m.into_iter().collect(),
             })
             .collect(),
     }))
+}
+
+/// `GET /api/groups/{name}/email`: the group's contact addresses
+/// (`{"emails": []}` when none).
+pub async fn get_contacts(
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+) -> Result<Json<GroupContacts>, ApiError> {
+    check_token("group", &group)?;
+    let found = state
+        .control
+        .get_json::<GroupContacts>(BUCKET_GROUP_CONTACTS, &group)
+        .await?;
+    Ok(Json(found.unwrap_or_default()))
+}
+
+/// Addresses one group may list.
+const MAX_CONTACTS: usize = 100;
+
+/// `PUT /api/groups/{name}/email {"emails": [...]}` (operator): replaces
+/// them, normalised as the wire type does (trimmed, lower case, sorted,
+/// once); an address mail could not go to is a 400 naming it. An empty
+/// list clears them.
+pub async fn put_contacts(
+    State(state): State<AppState>,
+    Path(group): Path<String>,
+    caller: Caller,
+    super::params::ApiJson(body): super::params::ApiJson<GroupContacts>,
+) -> Result<Json<GroupContacts>, ApiError> {
+    check_token("group", &group)?;
+    let contacts = GroupContacts::new(body.emails);
+    if let Some(bad) = contacts.emails.iter().find(|e| !crate::mail::is_address(e)) {
+        return Err(ApiError::bad_param(
+            "emails",
+            format!(
+                "not a valid email address: {}",
+                crate::control::abbreviated(bad)
+            ),
+        ));
+    }
+    if contacts.emails.len() > MAX_CONTACTS {
+        return Err(ApiError::bad_param(
+            "emails",
+            format!(
+                "{} addresses; a group may list {MAX_CONTACTS}",
+                contacts.emails.len()
+            ),
+        ));
+    }
+    let bytes = serde_json::to_vec(&contacts).map_err(|e| ApiError::Internal(e.to_string()))?;
+    state
+        .control
+        .put(BUCKET_GROUP_CONTACTS, &group, bytes)
+        .await?;
+    audit(
+        &state.control,
+        &caller,
+        "group_contacts_set",
+        &group,
+        serde_json::json!({ "emails": contacts.emails }),
+    )
+    .await;
+    Ok(Json(contacts))
 }
 
 /// A PC's groups and the revision they were read at.

@@ -137,6 +137,10 @@ pub fn app(state: AppState) -> Router {
             "/api/agents/{pc_id}/groups/{group}",
             delete(fleet_config::remove_group),
         )
+        .route(
+            "/api/groups/{name}/email",
+            axum::routing::put(fleet_config::put_contacts),
+        )
         .route("/api/run", post(agent_actions::run))
         .route(
             "/api/agents/publish",
@@ -295,6 +299,7 @@ pub fn app(state: AppState) -> Router {
             get(fleet_config::pc_inherited),
         )
         .route("/api/groups", get(fleet_config::list_groups))
+        .route("/api/groups/{name}/email", get(fleet_config::get_contacts))
         .route("/api/groups/{name}/config", get(fleet_config::get_group))
         .route("/api/pcs/{pc_id}/config", get(fleet_config::get_pc))
         .route(

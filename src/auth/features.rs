@@ -98,7 +98,8 @@ pub fn feature_for_route(route: &str) -> Option<Feature> {
         | "/api/group-defs/{id}"
         | "/api/group-defs/{id}/yaml"
         | "/api/group-defs/{id}/members"
-        | "/api/groups" => Feature::Groups,
+        | "/api/groups"
+        | "/api/groups/{name}/email" => Feature::Groups,
         "/api/notifications"
         | "/api/notifications/{id}"
         | "/api/notifications/{id}/ack_status"

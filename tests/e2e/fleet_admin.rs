@@ -197,8 +197,8 @@ async fn config_groups_and_agent_requests() {
     assert_eq!(
         groups,
         json!({"groups": [
-            {"name": "canary", "members": ["PC-1"], "has_config": true},
-            {"name": "wave1", "members": ["PC-1"], "has_config": true},
+            {"name": "canary", "members": ["PC-1"], "has_config": true, "emails": []},
+            {"name": "wave1", "members": ["PC-1"], "has_config": true, "emails": []},
         ]})
     );
     let (status, h, _) = req(&b, Method::GET, "/api/agents/PC-1/groups", None, &[]).await;

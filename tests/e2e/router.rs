@@ -1162,3 +1162,67 @@ async fn lists_answer_from_one_watch_and_see_their_writes() {
     let list = app.get("/api/jobs", Some(TOKEN)).await;
     assert_eq!(list.body.as_array().map(Vec::len), Some(4), "{}", list.body);
 }
+
+/// Group contacts (`GET/PUT /api/groups/{name}/email`) as kanade 0.101 has
+/// them: normalised, checked as mail addresses, listed with the groups,
+/// cleared by an empty list; operators write, viewers read.
+#[tokio::test]
+async fn group_contacts_are_normalised_listed_and_cleared() {
+    let app = App::start().await;
+    let path = "/api/groups/eng/email";
+    assert_eq!(app.get(path, Some(TOKEN)).await.body, json!({"emails": []}));
+    let put = |body: Value, token: &'static str| {
+        let app = &app;
+        async move { app.call(Method::PUT, path, Some(token), Some(body)).await }
+    };
+    let a = put(
+        json!({"emails": [" Ops@Example.com ", "ops@example.com", "desk@example.com", ""]}),
+        TOKEN,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(
+        a.body,
+        json!({"emails": ["desk@example.com", "ops@example.com"]})
+    );
+    let groups = app.get("/api/groups", Some(TOKEN)).await.body;
+    assert_eq!(
+        groups["groups"],
+        json!([{"name": "eng", "members": [], "has_config": false,
+                "emails": ["desk@example.com", "ops@example.com"]}])
+    );
+    for (body, uri) in [
+        (json!({"emails": ["not-an-address"]}), path),
+        (json!({"emails": "ops@example.com"}), path),
+        (json!({"emails": []}), "/api/groups/a.b/email"),
+    ] {
+        let a = app
+            .call(Method::PUT, uri, Some(TOKEN), Some(body.clone()))
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}: {}", a.body);
+        assert!(
+            a.error().contains("emails") || a.error().contains("group"),
+            "{body}: {}",
+            a.error()
+        );
+    }
+    let viewer = app.login_as("vi", "viewer").await;
+    assert_eq!(app.get(path, Some(&viewer)).await.status, StatusCode::OK);
+    let a = app
+        .call(
+            Method::PUT,
+            path,
+            Some(&viewer),
+            Some(json!({"emails": []})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        put(json!({"emails": []}), TOKEN).await.body,
+        json!({"emails": []})
+    );
+    assert_eq!(
+        app.get("/api/groups", Some(TOKEN)).await.body["groups"],
+        json!([])
+    );
+}
