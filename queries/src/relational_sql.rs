@@ -37,7 +37,8 @@ enum Kind {
     Time,
 }
 
-/// Each table's columns: upstream's names, in upstream's order.
+/// Each table's columns: upstream's names, in upstream's order; a
+/// column whose stored field is named otherwise says so in [`field`].
 fn columns(table: SqlTable) -> &'static [(&'static str, Kind)] {
     use Kind::{Int, Text, Time};
     match table {
@@ -94,6 +95,32 @@ fn columns(table: SqlTable) -> &'static [(&'static str, Kind)] {
             ("detail", Text),
             ("recorded_at", Time),
         ],
+        SqlTable::InventoryFacts => &[
+            ("pc_id", Text),
+            ("job_id", Text),
+            ("facts_json", Text),
+            ("display_json", Text),
+            ("summary_json", Text),
+            ("collected_at", Time),
+            ("recorded_at", Time),
+        ],
+        SqlTable::NotificationAcks => &[
+            ("notification_id", Text),
+            ("pc_id", Text),
+            ("user_sid", Text),
+            ("account", Text),
+            ("acked_at", Time),
+            ("recorded_at", Time),
+            ("unacked_at", Time),
+        ],
+    }
+}
+
+/// The stored field a column reads (its own name but for these).
+fn field(table: SqlTable, column: &'static str) -> &'static str {
+    match (table, column) {
+        (SqlTable::InventoryFacts, "job_id") => "manifest_id",
+        _ => column,
     }
 }
 
@@ -190,7 +217,7 @@ impl PartitionStream for Scan {
                     }
                 };
                 for ((name, _), b) in cols.iter().zip(builders.iter_mut()) {
-                    b.push(doc.get(*name));
+                    b.push(doc.get(field(table, name)));
                 }
                 rows += 1;
                 if rows == BATCH_ROWS {
@@ -222,4 +249,93 @@ pub(crate) fn sql_table(store: &RelationalStore, table: SqlTable) -> Result<Stre
         store: store.clone(),
     };
     StreamingTable::try_new(schema, vec![Arc::new(scan)]).map_err(Error::df(table.name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use datafusion::prelude::SessionContext;
+    use kanade_storage::{AuditRecord, InventoryFactRecord};
+
+    async fn rows(ctx: &SessionContext, sql: &str) -> Vec<String> {
+        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+        datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn tables_read_stored_rows_under_upstream_names_across_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RelationalStore::open(dir.path()).unwrap();
+        let now = Utc::now();
+        store
+            .put_inventory_facts(&[InventoryFactRecord {
+                pc_id: "PC-1".into(),
+                manifest_id: "hw".into(),
+                facts_json: r#"{"cpu":"x"}"#.into(),
+                display_json: "[]".into(),
+                summary_json: None,
+                collected_at: now,
+                recorded_at: now,
+            }])
+            .unwrap();
+        // More rows than one batch holds, payloads of every JSON shape.
+        let n = BATCH_ROWS * 2 + 7;
+        let entries: Vec<AuditRecord> = (0..n)
+            .map(|i| AuditRecord {
+                id: i as u64 + 1,
+                actor: "operator".into(),
+                action: if i % 2 == 0 { "run" } else { "exec" }.into(),
+                target: (i % 3 == 0).then(|| format!("PC-{i}")),
+                payload: match i % 3 {
+                    0 => serde_json::json!({"k": i}),
+                    1 => serde_json::json!("text"),
+                    _ => Value::Null,
+                },
+                occurred_at: Some(now),
+            })
+            .collect();
+        assert_eq!(store.apply_audit(&entries, None).unwrap(), n);
+        let ctx = SessionContext::new();
+        for t in [SqlTable::InventoryFacts, SqlTable::AuditLog] {
+            ctx.register_table(t.name(), Arc::new(sql_table(&store, t).unwrap()))
+                .unwrap();
+        }
+        let facts = rows(
+            &ctx,
+            "SELECT job_id, pc_id, facts_json FROM inventory_facts",
+        )
+        .await;
+        assert!(
+            facts[3].contains("| hw     | PC-1  | {\"cpu\":\"x\"} |"),
+            "{facts:#?}"
+        );
+        let counts = rows(
+            &ctx,
+            "SELECT count(*) AS n, count(target) AS targeted, \
+             sum(CASE WHEN payload = '{\"k\":0}' THEN 1 ELSE 0 END) AS first \
+             FROM audit_log",
+        )
+        .await;
+        let cells: Vec<String> = counts[3]
+            .split('|')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect();
+        let targeted = (0..n).filter(|i| i % 3 == 0).count();
+        assert_eq!(
+            cells,
+            [n.to_string(), targeted.to_string(), "1".into()],
+            "{counts:#?}"
+        );
+        // A LIMIT stops the read early and still answers.
+        let limited = rows(&ctx, "SELECT id FROM audit_log LIMIT 2").await;
+        assert_eq!(limited.len(), 6, "{limited:#?}");
+    }
 }

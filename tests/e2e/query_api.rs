@@ -163,7 +163,13 @@ async fn sql_over_the_fleet_answers_caps_and_refuses_what_is_no_query() {
     .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["rows"], json!([[now.format("%Y-%m").to_string(), 2]]));
-    for table in ["executions", "obs_events", "check_status"] {
+    for table in [
+        "executions",
+        "obs_events",
+        "check_status",
+        "inventory_facts",
+        "notification_acks",
+    ] {
         let (s, v) = query(&b, json!({"sql": format!("SELECT * FROM {table} LIMIT 1")})).await;
         assert_eq!(s, 200, "{table}: {v}");
         assert!(!v["columns"].as_array().unwrap().is_empty(), "{table}: {v}");

@@ -15,15 +15,19 @@ pub enum SqlTable {
     AuditLog,
     ObsEvents,
     CheckStatus,
+    InventoryFacts,
+    NotificationAcks,
 }
 
 impl SqlTable {
-    pub const ALL: [SqlTable; 5] = [
+    pub const ALL: [SqlTable; 7] = [
         Self::ExecutionResults,
         Self::Executions,
         Self::AuditLog,
         Self::ObsEvents,
         Self::CheckStatus,
+        Self::InventoryFacts,
+        Self::NotificationAcks,
     ];
 
     /// The redb table's name, which is also upstream's SQL name.
@@ -34,6 +38,8 @@ impl SqlTable {
             Self::AuditLog => "audit_log",
             Self::ObsEvents => "obs_events",
             Self::CheckStatus => "check_status",
+            Self::InventoryFacts => "inventory_facts",
+            Self::NotificationAcks => "notification_acks",
         }
     }
 }
@@ -66,7 +72,10 @@ impl RelationalStore {
         match table {
             SqlTable::ExecutionResults | SqlTable::Executions => scan::<&str>(self, name, row),
             SqlTable::AuditLog | SqlTable::ObsEvents => scan::<u64>(self, name, row),
-            SqlTable::CheckStatus => scan::<(&str, &str)>(self, name, row),
+            SqlTable::CheckStatus | SqlTable::InventoryFacts => {
+                scan::<(&str, &str)>(self, name, row)
+            }
+            SqlTable::NotificationAcks => scan::<(&str, &str, &str)>(self, name, row),
         }
     }
 }
