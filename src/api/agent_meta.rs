@@ -117,29 +117,27 @@ fn key_param(raw: &str) -> Result<String, ApiError> {
 }
 
 /// Applies `edit` to the PC's metadata by compare-and-set (retried on a
-/// concurrent write), bounded like a whole replacement.
+/// concurrent write); an edit whose result breaks a bound is not written
+/// and answers that bound's 400 (checked on the very value the write
+/// would have replaced, so a concurrent writer cannot slip past it).
 async fn edit(
     state: &AppState,
     pc_id: &str,
     edit: impl Fn(&mut AgentMeta) -> bool,
 ) -> Result<MetaUpdate, ApiError> {
     let store = state.control.kv(BUCKET_AGENT_META).await?;
-    // Checked before the write, on the value as it would be stored.
-    let current = state
-        .control
-        .get_json::<AgentMeta>(BUCKET_AGENT_META, pc_id)
-        .await?
-        .unwrap_or_default();
-    let mut preview = current;
-    edit(&mut preview);
-    bounded(&preview)?;
     let mut changed = false;
+    let mut refused = None;
     let meta = kanade_shared::kv_cas::read_modify_write(&store, pc_id, |m: &mut AgentMeta| {
         changed = edit(m);
-        changed
+        refused = changed.then(|| bounded(m).err()).flatten();
+        changed && refused.is_none()
     })
     .await
     .map_err(|e| ApiError::BadGateway(format!("update agent_meta/{pc_id}: {e:#}")))?;
+    if let Some(e) = refused {
+        return Err(e);
+    }
     Ok(MetaUpdate { meta, changed })
 }
 
