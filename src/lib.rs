@@ -13,5 +13,6 @@ pub mod ingest;
 pub mod mail;
 pub mod metrics;
 pub mod server;
+pub mod sql;
 pub mod tables;
 pub mod tasks;

@@ -68,6 +68,8 @@ pub async fn run(
         inventory,
         control,
         restart,
+        sql,
+        group_members,
         ..
     } = state.clone();
     let projectors = spawn_projectors(&client, &config, &tables, &store, &inventory, &stop_rx);
@@ -76,7 +78,7 @@ pub async fn run(
     crate::tasks::inventory::register(&mut jobs, &inventory);
     crate::tasks::housekeeping::register(&mut jobs, &store, &config.housekeeping);
     crate::tasks::waves::register(&mut jobs, &control);
-    crate::tasks::groups::register(&mut jobs, &control);
+    crate::tasks::groups::register(&mut jobs, &control, &sql, &group_members);
     crate::tasks::agents::register(
         &mut jobs,
         &control,
@@ -153,7 +155,14 @@ pub async fn open_state(
     };
     let signer = Arc::new(crate::control::signing::CommandSigner::try_from_env()?);
     let control = crate::control::Control::new(client.clone(), store.clone(), signer);
+    let sql = crate::sql::SqlRunner::new(
+        queries.clone(),
+        control.clone(),
+        config.server.query_limits()?,
+    );
     Ok(AppState {
+        sql,
+        group_members: crate::sql::GroupMembers::default(),
         queries,
         tables,
         store,
@@ -169,7 +178,6 @@ pub async fn open_state(
             .as_deref()
             .map(|u| u.trim().trim_end_matches('/').to_string())
             .filter(|u| !u.is_empty()),
-        query_limits: config.server.query_limits()?,
         passkeys: crate::auth::passkey::Passkeys::from_config(&config.server.webauthn)
             .map_err(anyhow::Error::msg)?
             .map(Arc::new),

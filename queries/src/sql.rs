@@ -34,7 +34,8 @@ const TABLE: &str = "query";
 /// What one query may use.
 #[derive(Debug, Clone, Copy)]
 pub struct SqlLimits {
-    /// Rows answered at most; more make the answer `truncated`.
+    /// Rows answered at most; more make the answer `truncated`. Zero
+    /// only plans the query: its columns, nothing run.
     pub rows: usize,
     /// Memory its operators (sorts, joins, aggregates) may hold.
     pub memory_bytes: usize,
@@ -239,6 +240,13 @@ impl PerfQueries {
             .iter()
             .map(|f| f.name().clone())
             .collect();
+        if limits.rows == 0 {
+            return Ok(SqlAnswer {
+                columns,
+                rows: Vec::new(),
+                truncated: false,
+            });
+        }
         let mut stream = frame.execute_stream().await.map_err(refused)?;
         let mut rows = Vec::new();
         let mut truncated = false;

@@ -1,8 +1,10 @@
 //! `/api/group-defs*`: declared groups in the `group_defs` KV bucket
-//! (YAML as sent in `group_defs_yaml`). A static group lists its PCs; the
-//! derived membership agents read is written by `jobs::groups`. Dynamic
-//! (`query:`) groups are stored as written; their members come with the
-//! SQL catalog.
+//! (YAML as sent in `group_defs_yaml`). A static group lists its PCs; a
+//! dynamic (`query:`) group's members are the `pc_id`s its read-only SQL
+//! answers (checked to plan with that column before it is stored, run
+//! through `crate::sql::GroupMembers`). The derived membership agents
+//! read is written by `tasks::groups`; the list says when each dynamic
+//! group last resolved, to how many PCs, or why it did not.
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -63,9 +65,32 @@ async fn find(state: &AppState, id: &str) -> Result<GroupDef, ApiError> {
     found.ok_or_else(|| ApiError::NotFound(format!("group '{id}' not found")))
 }
 
+/// A definition as listed: the group as registered, and for a dynamic
+/// one its last resolution.
+#[derive(Serialize)]
+pub struct Listed {
+    #[serde(flatten)]
+    def: GroupDef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    membership: Option<crate::sql::Resolution>,
+}
+
 /// `GET /api/group-defs`: every definition, sorted by id.
-pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<GroupDef>>, ApiError> {
-    Ok(Json(state.control.group_defs().await?))
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Listed>>, ApiError> {
+    Ok(Json(
+        state
+            .control
+            .group_defs()
+            .await?
+            .into_iter()
+            .map(|def| Listed {
+                membership: def
+                    .dynamic_query()
+                    .and_then(|_| state.group_members.resolution(&def.id)),
+                def,
+            })
+            .collect(),
+    ))
 }
 
 /// `POST /api/group-defs` (YAML or JSON): validate, then upsert.
@@ -84,6 +109,9 @@ pub async fn create(
     }
     for pc in &def.members {
         crate::control::check_key("members", pc.trim())?;
+    }
+    if let Some(query) = def.dynamic_query() {
+        crate::sql::GroupMembers::check_query(&state.sql, query).await?;
     }
     put_with_yaml(
         &state.control,
@@ -119,18 +147,18 @@ pub struct Members {
     members: Vec<String>,
 }
 
-/// `GET /api/group-defs/{id}/members`: the PCs a group declares.
+/// `GET /api/group-defs/{id}/members`: the PCs a group declares, or its
+/// query finds (kept for the group's `refresh`).
 pub async fn members(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Members>, ApiError> {
     let def = find(&state, &id).await?;
-    let members: Vec<String> = static_members(&def)
-        .ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "resolve group '{id}': a `query:` group is resolved by the SQL catalog, which this backend does not serve yet"
-            ))
-        })?
+    let members: Vec<String> = state
+        .group_members
+        .resolve(&state.sql, &def)
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("resolve group '{id}': {e}")))?
         .into_iter()
         .collect();
     Ok(Json(Members {

@@ -24,7 +24,7 @@ mod metrics;
 mod notifications;
 mod objects;
 mod obs_events;
-mod offload;
+pub(crate) mod offload;
 mod params;
 mod passkeys;
 mod password_links;

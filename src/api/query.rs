@@ -1,6 +1,6 @@
 //! `POST /api/query` (admin; `kanade query`): an operator's read-only SQL
 //! over the backend's tables, as kanade 0.101 has it, answered by
-//! DataFusion (see `kanade_queries::sql`) on the query runtime, so ingest
+//! DataFusion (see `kanade_queries::sql`) through `crate::sql::SqlRunner`, on the query runtime, so ingest
 //! and `/health` never wait for it.
 //!
 //! Body `{sql, limit?}` → `{columns, rows, row_count, truncated,
@@ -15,13 +15,9 @@ use std::time::Instant;
 
 use axum::extract::State;
 use axum::Json;
-use kanade_queries::{SqlExtras, SqlLimits};
-use kanade_shared::kv::BUCKET_AGENT_META;
-use kanade_shared::wire::AgentMeta;
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::offload;
 use super::params::ApiJson;
 use crate::api::state::AppState;
 
@@ -61,53 +57,8 @@ pub async fn execute(
             format!("{} bytes; at most {MAX_SQL_BYTES} are accepted", sql.len()),
         ));
     }
-    let limits = SqlLimits {
-        rows: req.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT),
-        memory_bytes: state.query_limits.memory_bytes,
-    };
-    let extras = SqlExtras {
-        agent_meta: state
-            .control
-            .list_json::<AgentMeta>(BUCKET_AGENT_META)
-            .await?
-            .into_iter()
-            .flat_map(|(pc, m)| {
-                m.entries
-                    .into_iter()
-                    .map(move |e| (pc.clone(), e.key, e.value))
-            })
-            .collect(),
-    };
-    let queries = state.queries.clone();
-    let budget = state.query_limits.budget;
-    // The budget runs inside the query's task: past it the query is
-    // dropped there (its scans stop), not just no longer awaited here.
-    let run = offload::query(async move {
-        match tokio::time::timeout(budget, queries.sql(&sql, limits, extras)).await {
-            Ok(answer) => answer.map(Some),
-            Err(_) => Ok(None),
-        }
-    });
-    let answer = match run.await {
-        Ok(None) => {
-            return Err(ApiError::RequestTimeout(format!(
-                "query exceeded the {}s budget; narrow it",
-                budget.as_secs()
-            )))
-        }
-        Err(ApiError::Query(kanade_queries::Error::Sql { message, memory })) => {
-            return Err(if memory {
-                ApiError::PayloadTooLarge(format!(
-                    "query needs more than the {} MiB a query may hold; narrow it ({message})",
-                    limits.memory_bytes >> 20
-                ))
-            } else {
-                ApiError::BadRequest(format!("query failed: {message}"))
-            })
-        }
-        Ok(Some(answer)) => answer,
-        Err(e) => return Err(e),
-    };
+    let rows = req.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let answer = state.sql.run(&sql, rows).await?;
     Ok(Json(QueryResponse {
         row_count: answer.rows.len(),
         columns: answer.columns,

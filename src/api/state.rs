@@ -24,8 +24,10 @@ pub struct AppState {
     pub inventory: Inventory,
     /// `[server] public_url`: where links sent by mail point.
     pub public_url: Option<String>,
-    /// What one `POST /api/query` may use.
-    pub query_limits: crate::config::QueryLimits,
+    /// Operators' SQL (`POST /api/query`, dynamic groups, views).
+    pub sql: crate::sql::SqlRunner,
+    /// Dynamic groups' last answers.
+    pub group_members: crate::sql::GroupMembers,
     /// `[server.webauthn]`: passkeys, when configured.
     pub passkeys: Option<std::sync::Arc<crate::auth::passkey::Passkeys>>,
     /// Asked by `POST /api/server/restart`: the backend stops as on

@@ -27,9 +27,12 @@ pub struct Reconciled {
     pub unchanged: usize,
 }
 
-/// The members of `def` (static groups: the list as declared). A
-/// `query:` group has no members until the SQL catalog can answer it:
-/// `None`, so a pass keeps whatever it had.
+/// A declared group's members as a pass found them; `None` when they
+/// are unknown (a dynamic group whose query failed), so the PCs it had
+/// keep it.
+pub type Membership = (String, Option<BTreeSet<String>>);
+
+/// The members of a static group, as declared (`None` for a dynamic one).
 pub fn static_members(def: &GroupDef) -> Option<BTreeSet<String>> {
     if def.dynamic_query().is_some() {
         return None;
@@ -37,20 +40,20 @@ pub fn static_members(def: &GroupDef) -> Option<BTreeSet<String>> {
     Some(def.members.iter().map(|m| m.trim().to_string()).collect())
 }
 
-/// pc → declared groups, from every definition; the ids of groups whose
-/// members are unknown come back separately.
-pub fn derive(defs: &[GroupDef]) -> (BTreeMap<String, BTreeSet<String>>, BTreeSet<String>) {
+/// pc → declared groups; the ids of groups whose members are unknown come
+/// back separately.
+pub fn derive(groups: &[Membership]) -> (BTreeMap<String, BTreeSet<String>>, BTreeSet<String>) {
     let mut by_pc: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut unresolved = BTreeSet::new();
-    for def in defs {
-        match static_members(def) {
+    for (id, members) in groups {
+        match members {
             Some(members) => {
                 for pc in members {
-                    by_pc.entry(pc).or_default().insert(def.id.clone());
+                    by_pc.entry(pc.clone()).or_default().insert(id.clone());
                 }
             }
             None => {
-                unresolved.insert(def.id.clone());
+                unresolved.insert(id.clone());
             }
         }
     }
@@ -68,10 +71,11 @@ impl Control {
             .collect())
     }
 
-    /// Brings `agent_groups_derived` in line with the declared groups.
-    /// A group whose members are unknown keeps the PCs it had.
-    pub async fn reconcile_derived_groups(&self) -> Result<Reconciled> {
-        let (desired, unresolved) = derive(&self.group_defs().await?);
+    /// Brings `agent_groups_derived` in line with `groups` (every declared
+    /// group with its members). A group whose members are unknown keeps
+    /// the PCs it had.
+    pub async fn reconcile_derived_groups(&self, groups: &[Membership]) -> Result<Reconciled> {
+        let (desired, unresolved) = derive(groups);
         let current: BTreeMap<String, AgentGroups> = self
             .list_json::<AgentGroups>(BUCKET_AGENT_GROUPS_DERIVED)
             .await?
@@ -136,12 +140,13 @@ impl Control {
 mod tests {
     use super::*;
 
-    fn def(yaml: &str) -> GroupDef {
-        serde_yaml::from_str(yaml).unwrap()
+    fn def(yaml: &str) -> Membership {
+        let def: GroupDef = serde_yaml::from_str(yaml).unwrap();
+        (def.id.clone(), static_members(&def))
     }
 
     #[test]
-    fn static_groups_invert_to_pcs_and_query_groups_stay_unresolved() {
+    fn static_groups_invert_to_pcs_and_unknown_ones_stay_unresolved() {
         let defs = [
             def("id: clients\nmembers: [PC-1, PC-2]"),
             def("id: canary\nmembers: [PC-2]"),

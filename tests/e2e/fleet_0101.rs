@@ -756,7 +756,11 @@ async fn group_definitions_are_checked_listed_and_removed() {
         200
     );
 
-    let (_, list) = send(&b, Method::GET, "/api/group-defs", None).await;
+    let (_, mut list) = send(&b, Method::GET, "/api/group-defs", None).await;
+    // The dynamic one also says how it last resolved (once it has).
+    if let Some(m) = list[1].as_object_mut().unwrap().remove("membership") {
+        assert_eq!(m["count"], 0, "{m}");
+    }
     assert_eq!(
         list,
         json!([{"id": "desks", "members": ["PC-1", "PC-2"]}, dynamic])
@@ -791,6 +795,21 @@ async fn group_definitions_are_checked_listed_and_removed() {
         (yaml("id: none\n"), 400, "members"),
         (yaml("id: typo\nmembrs: [x]\n"), 400, "membrs"),
         (yaml("id: r\nmembers: [x]\nrefresh: soon\n"), 400, "refresh"),
+        (
+            yaml("id: q\nquery: SELECT hostname FROM agents\n"),
+            400,
+            "`pc_id` column",
+        ),
+        (
+            yaml("id: q\nquery: DELETE FROM agents\n"),
+            400,
+            "query failed",
+        ),
+        (
+            yaml("id: q\nquery: SELECT pc_id FROM nowhere\n"),
+            400,
+            "nowhere",
+        ),
     ] {
         let (got, err) = send(&b, Method::POST, "/api/group-defs", body).await;
         assert_eq!(got, status, "{err}");
@@ -809,10 +828,18 @@ async fn group_definitions_are_checked_listed_and_removed() {
         400
     );
     assert_eq!(
-        send(&b, Method::GET, "/api/group-defs/win/members", None)
+        send(&b, Method::GET, "/api/group-defs/win/members", None).await,
+        (
+            200,
+            json!({"id": "win", "kind": "dynamic", "count": 0, "members": []})
+        )
+    );
+    assert_eq!(
+        send(&b, Method::GET, "/api/group-defs/q/members", None)
             .await
             .0,
-        400
+        404,
+        "a refused definition is not stored"
     );
 
     // The derived membership follows: in, then out once deleted.
@@ -1909,4 +1936,95 @@ async fn a_restart_asked_over_the_api_persists_then_exits_for_the_supervisor() {
         "the head was persisted before the exit"
     );
     assert!(b.log_text().contains("head persisted"), "{}", b.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dynamic_group_follows_the_fleet_and_keeps_its_members_when_its_query_breaks() {
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let one = Agent::start(&nats, "PC-1", Generation::V0101, None).await;
+    let two = Agent::start(&nats, "PC-2", Generation::V0101, None).await;
+    eventually("the agents are known", || async {
+        let (_, agents) = send(&b, Method::GET, "/api/agents", None).await;
+        (agents.as_array()?.len() == 2).then_some(())
+    })
+    .await;
+    let set_role = |pc: &'static str, role: Option<&'static str>| {
+        let b = &b;
+        async move {
+            let path = format!("/api/agents/{pc}/meta/key");
+            let (status, body) = match role {
+                Some(r) => {
+                    let body = json_body(json!({"key": "role", "value": r}));
+                    send(b, Method::PUT, &path, body).await
+                }
+                None => send(b, Method::DELETE, &format!("{path}?key=role"), None).await,
+            };
+            assert!(status < 300, "{status} {body}");
+        }
+    };
+    set_role("PC-1", Some("kiosk")).await;
+    let kiosks = "id: kiosks\nquery: |\n  SELECT m.pc_id, a.hostname FROM agent_meta m\n  JOIN agents a ON a.pc_id = m.pc_id\n  WHERE m.key = 'role' AND lower(m.value) = 'kiosk'\nrefresh: 1s\n";
+    let (status, body) = send(&b, Method::POST, "/api/group-defs", yaml(kiosks)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["kind"], "dynamic", "{body}");
+    let joined = |a: &Agent| a.groups.lock().unwrap().clone().unwrap_or_default();
+    eventually("PC-1 joins kiosks", || async {
+        joined(&one).contains("kiosks").then_some(())
+    })
+    .await;
+    assert!(!joined(&two).contains("kiosks"));
+
+    // PC-2 becomes a kiosk, PC-1 stops being one: the group follows.
+    set_role("PC-2", Some("KIOSK")).await;
+    set_role("PC-1", None).await;
+    eventually("PC-2 in, PC-1 out", || async {
+        (joined(&two).contains("kiosks") && !joined(&one).contains("kiosks")).then_some(())
+    })
+    .await;
+    let (status, members) = send(&b, Method::GET, "/api/group-defs/kiosks/members", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(members["members"], json!(["PC-2"]), "{members}");
+
+    // A definition written past the API whose query fails when run: the
+    // group keeps PC-2 and says why.
+    kv_put(
+        &nats,
+        "group_defs",
+        "kiosks",
+        json!({"id": "kiosks", "query": "SELECT pc_id FROM agent_meta WHERE CAST(value AS BIGINT) > 0", "refresh": "1s"}),
+    )
+    .await;
+    let listed = eventually("the failure is listed", || async {
+        let (_, list) = send(&b, Method::GET, "/api/group-defs", None).await;
+        let g = list
+            .as_array()?
+            .iter()
+            .find(|g| g["id"] == "kiosks")?
+            .clone();
+        g["membership"]["error"].is_string().then_some(g)
+    })
+    .await;
+    assert!(listed["membership"]["count"].is_null(), "{listed}");
+    let (status, err) = send(&b, Method::GET, "/api/group-defs/kiosks/members", None).await;
+    assert_eq!(status, 400, "{err}");
+    assert!(error_of(&err).contains("resolve group 'kiosks'"), "{err}");
+    // Several passes later PC-2 is still in.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(joined(&two).contains("kiosks"));
+    assert!(!joined(&one).contains("kiosks"));
+
+    // Fixed: it resolves again at once (a new query is a new answer).
+    kv_put(
+        &nats,
+        "group_defs",
+        "kiosks",
+        json!({"id": "kiosks", "query": "SELECT pc_id FROM agents", "refresh": "1s"}),
+    )
+    .await;
+    eventually("both in", || async {
+        (joined(&one).contains("kiosks") && joined(&two).contains("kiosks")).then_some(())
+    })
+    .await;
 }
