@@ -14,9 +14,9 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 /// How long one SMTP exchange may take.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A message to send.
+/// A message to send (one message, every recipient on its `To`).
 pub struct Mail {
-    pub to: String,
+    pub to: Vec<String>,
     pub subject: String,
     pub body: String,
 }
@@ -29,14 +29,18 @@ pub async fn send(settings: &MailSection, mail: Mail) -> Result<(), String> {
         .trim()
         .parse()
         .map_err(|e| format!("mail.from {:?}: {e}", settings.from))?;
-    let to: Mailbox = mail
-        .to
-        .trim()
-        .parse()
-        .map_err(|e| format!("recipient {:?}: {e}", mail.to))?;
-    let message = Message::builder()
-        .from(from)
-        .to(to)
+    if mail.to.is_empty() {
+        return Err("no recipient".into());
+    }
+    let mut message = Message::builder().from(from);
+    for to in &mail.to {
+        let to: Mailbox = to
+            .trim()
+            .parse()
+            .map_err(|e| format!("recipient {to:?}: {e}"))?;
+        message = message.to(to);
+    }
+    let message = message
         .subject(mail.subject)
         .body(mail.body)
         .map_err(|e| format!("composing the message: {e}"))?;

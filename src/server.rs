@@ -72,7 +72,7 @@ pub async fn run(
         group_members,
         ..
     } = state.clone();
-    let projectors = spawn_projectors(&client, &config, &tables, &store, &inventory, &stop_rx);
+    let projectors = spawn_projectors(&client, &config, &state, &stop_rx);
     let mut jobs = Runner::new();
     crate::tasks::maintenance::register(&mut jobs, &tables, &config.storage);
     crate::tasks::inventory::register(&mut jobs, &inventory);
@@ -205,11 +205,16 @@ pub async fn connect_nats(url: &str) -> Result<async_nats::Client> {
 fn spawn_projectors(
     client: &async_nats::Client,
     config: &Config,
-    tables: &Tables,
-    store: &RelationalStore,
-    inventory: &crate::api::state::Inventory,
+    state: &AppState,
     stop: &watch::Receiver<bool>,
 ) -> Vec<JoinHandle<Result<()>>> {
+    let AppState {
+        tables,
+        store,
+        inventory,
+        control,
+        ..
+    } = state;
     fn spawn<P: ingest::Projection>(
         client: &async_nats::Client,
         projection: P,
@@ -253,6 +258,7 @@ fn spawn_projectors(
                 Arc::clone(&inventory.manifests),
                 Arc::clone(&tables.history),
                 Arc::clone(&inventory.explode),
+                control.clone(),
             ),
             stop,
         ),

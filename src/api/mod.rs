@@ -49,6 +49,7 @@ pub use accounts::seed_bootstrap_admin;
 pub use error::ApiError;
 pub use params::ApiJson;
 pub(crate) use server_settings::apply_stored_store_limits;
+pub use server_settings::current as server_settings_current;
 
 use crate::api::state::AppState;
 

@@ -532,22 +532,7 @@ async fn publish_to(
     n: &Notification,
     subjects: &[String],
 ) -> Result<(), ApiError> {
-    let payload = serde_json::to_vec(n).map_err(|e| ApiError::Internal(e.to_string()))?;
-    for s in subjects {
-        let js = &state.control.js;
-        let sent = match state.control.signer.headers(&payload) {
-            Some(h) => {
-                js.publish_with_headers(s.clone(), h, payload.clone().into())
-                    .await
-            }
-            None => js.publish(s.clone(), payload.clone().into()).await,
-        };
-        let ack = sent.map_err(|e| ApiError::BadGateway(format!("publish to {s}: {e}")))?;
-        ack.await.map_err(|e| {
-            ApiError::BadGateway(format!("{s} not stored by {STREAM_NOTIFICATIONS}: {e}"))
-        })?;
-    }
-    Ok(())
+    Ok(state.control.publish_notification(n, subjects).await?)
 }
 
 /// `GET /api/notifications/{id}/ack_status`: who acknowledged it, oldest

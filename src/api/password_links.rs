@@ -119,7 +119,7 @@ fn message(to: &str, username: &str, purpose: Purpose, url: &str) -> Mail {
         ),
     };
     Mail {
-        to: to.to_string(),
+        to: vec![to.to_string()],
         subject: subject.into(),
         body: format!(
             "{what} ({username}).\n\nChoose your password here (the link works once, for 72 hours):\n\n{url}\n\nIf you did not expect this message, ignore it: nothing changes until the link is used.\n"

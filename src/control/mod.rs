@@ -12,6 +12,7 @@ pub mod exec;
 pub mod groups;
 pub mod manifests;
 pub mod mirror;
+pub mod notify;
 pub mod roster;
 pub mod signing;
 

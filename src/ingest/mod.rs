@@ -9,6 +9,7 @@
 
 mod audit;
 pub mod capture;
+pub mod check_alerts;
 mod events;
 mod heartbeat;
 mod host_perf;

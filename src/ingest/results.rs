@@ -31,6 +31,8 @@ pub struct ResultsProjection {
     history: Arc<TimeSeriesTable>,
     /// Told which PCs' inventories changed, after they are committed.
     explode: Arc<ExplodeIndex>,
+    /// Publishes the check alerts a commit raises.
+    control: crate::control::Control,
 }
 
 /// A successful inventory run: its facts, and the manifest it ran under.
@@ -46,6 +48,7 @@ impl ResultsProjection {
         manifests: Arc<Manifests>,
         history: Arc<TimeSeriesTable>,
         explode: Arc<ExplodeIndex>,
+        control: crate::control::Control,
     ) -> Self {
         Self {
             js: async_nats::jetstream::new(client),
@@ -53,6 +56,41 @@ impl ResultsProjection {
             manifests,
             history,
             explode,
+            control,
+        }
+    }
+
+    /// Sends the alerts `changes` raise (each beside the projector).
+    fn alert(
+        &self,
+        store: &RelationalStore,
+        changes: &[kanade_storage::CheckChange],
+        hints: &HashMap<(String, String), CheckHint>,
+    ) {
+        let now = Utc::now();
+        for change in changes {
+            let key = (change.now.pc_id.clone(), change.now.check_name.clone());
+            let Some(hint) = hints.get(&key) else {
+                continue;
+            };
+            let Some(alert) = hint.alert.as_ref() else {
+                continue;
+            };
+            if !super::check_alerts::fires(alert, change, now) {
+                continue;
+            }
+            let last_logon = store
+                .agent(&change.now.pc_id)
+                .ok()
+                .flatten()
+                .and_then(|a| {
+                    a.reported
+                        .last_logon_display_name
+                        .or(a.reported.last_logon_user)
+                })
+                .unwrap_or_default();
+            let alert = super::check_alerts::Alert::new(hint, alert, change, &last_logon);
+            self.runtime.spawn(alert.send(self.control.clone()));
         }
     }
 
@@ -328,6 +366,7 @@ impl StreamProjection for ResultsProjection {
                 },
             })
             .collect();
+        let mut hints: HashMap<(String, String), CheckHint> = HashMap::new();
         let checks: Vec<CheckStatusRecord> = items
             .iter()
             // A run the agent skipped, or a command it refused unsigned,
@@ -336,13 +375,15 @@ impl StreamProjection for ResultsProjection {
             .filter_map(|r| {
                 let hint = self.check_hint(r.manifest_id.as_deref()?)?;
                 let (status, detail) = check_state(r, &hint)?;
-                Some(CheckStatusRecord {
+                let record = CheckStatusRecord {
                     pc_id: r.pc_id.clone(),
                     check_name: hint.name.clone(),
                     status,
                     detail,
                     recorded_at: r.finished_at,
-                })
+                };
+                hints.insert((r.pc_id.clone(), hint.name.clone()), hint);
+                Some(record)
             })
             .collect();
         let inventories: Vec<Inventory> = items.iter().filter_map(|r| self.inventory(r)).collect();
@@ -355,7 +396,8 @@ impl StreamProjection for ResultsProjection {
             self.history.write(&batch)?;
         }
         let facts: Vec<InventoryFactRecord> = inventories.iter().map(|i| i.fact.clone()).collect();
-        store.apply_finished_with(&runs, &checks, &facts, now, Some(pos))?;
+        let changes = store.apply_finished_with(&runs, &checks, &facts, now, Some(pos))?;
+        self.alert(store, &changes, &hints);
         for f in &facts {
             self.explode
                 .note_changed(&f.manifest_id, std::iter::once(f.pc_id.as_str()));

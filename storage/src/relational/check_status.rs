@@ -33,17 +33,39 @@ pub(super) fn ensure_tables(txn: &WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// A check whose status a write changed (or set for the first time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckChange {
+    /// The status before (none: the first report of this check on this PC).
+    pub prior: Option<String>,
+    /// The state as it now stands.
+    pub now: CheckStatusRecord,
+}
+
 /// Upserts inside the caller's transaction; an older report never
-/// replaces a newer one.
-pub(super) fn upsert(txn: &WriteTransaction, checks: &[CheckStatusRecord]) -> Result<()> {
+/// replaces a newer one. Answers the states whose status changed, in
+/// order (two reports of one check in a batch are two changes if each
+/// moved it).
+pub(super) fn upsert(
+    txn: &WriteTransaction,
+    checks: &[CheckStatusRecord],
+) -> Result<Vec<CheckChange>> {
     let mut t = txn.open_table(CHECKS).map_err(Error::redb_op)?;
     let mut by_name = txn.open_table(BY_NAME).map_err(Error::redb_op)?;
+    let mut changes = Vec::new();
     for c in checks {
         let key = (c.pc_id.as_str(), c.check_name.as_str());
-        let newer = match t.get(key).map_err(Error::redb_op)? {
-            Some(v) => decode::<CheckStatusRecord>(NAME, v.value())?.recorded_at <= c.recorded_at,
-            None => true,
+        let old = match t.get(key).map_err(Error::redb_op)? {
+            Some(v) => Some(decode::<CheckStatusRecord>(NAME, v.value())?),
+            None => None,
         };
+        let newer = old.as_ref().is_none_or(|o| o.recorded_at <= c.recorded_at);
+        if newer && old.as_ref().is_none_or(|o| o.status != c.status) {
+            changes.push(CheckChange {
+                prior: old.map(|o| o.status),
+                now: c.clone(),
+            });
+        }
         if newer {
             t.insert(key, encode(NAME, c)?.as_slice())
                 .map_err(Error::redb_op)?;
@@ -52,7 +74,7 @@ pub(super) fn upsert(txn: &WriteTransaction, checks: &[CheckStatusRecord]) -> Re
                 .map_err(Error::redb_op)?;
         }
     }
-    Ok(())
+    Ok(changes)
 }
 
 impl RelationalStore {

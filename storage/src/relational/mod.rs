@@ -31,7 +31,7 @@ use crate::{Error, Result};
 
 pub use agents::{AgentRecord, AgentReported, HeartbeatUpdate};
 pub use audit::AuditRecord;
-pub use check_status::CheckStatusRecord;
+pub use check_status::{CheckChange, CheckStatusRecord};
 pub use deploy_plans::DeployPlanRecord;
 pub use executions::ExecutionRecord;
 pub use inventory::{InventoryFactRecord, InventoryPage};

@@ -342,6 +342,7 @@ impl RelationalStore {
         pos: Option<StreamPosition<'_>>,
     ) -> Result<()> {
         self.apply_finished_with_checks(runs, &[], now, pos)
+            .map(|_| ())
     }
 
     /// [`Self::apply_finished`] plus the check states those results
@@ -352,12 +353,13 @@ impl RelationalStore {
         checks: &[super::check_status::CheckStatusRecord],
         now: DateTime<Utc>,
         pos: Option<StreamPosition<'_>>,
-    ) -> Result<()> {
+    ) -> Result<Vec<super::check_status::CheckChange>> {
         self.apply_finished_with(runs, checks, &[], now, pos)
     }
 
     /// [`Self::apply_finished_with_checks`] plus the inventory facts those
-    /// results carry, all in one transaction.
+    /// results carry, all in one transaction. Answers the checks whose
+    /// status the commit changed.
     pub fn apply_finished_with(
         &self,
         runs: &[FinishedRun],
@@ -365,7 +367,7 @@ impl RelationalStore {
         facts: &[super::inventory::InventoryFactRecord],
         now: DateTime<Utc>,
         pos: Option<StreamPosition<'_>>,
-    ) -> Result<()> {
+    ) -> Result<Vec<super::check_status::CheckChange>> {
         let txn = self.db.begin_write().map_err(Error::redb_op)?;
         let mut counted = Vec::new();
         {
@@ -412,10 +414,11 @@ impl RelationalStore {
         for (exec_id, success) in counted {
             super::executions::count_result(&txn, &exec_id, success)?;
         }
-        super::check_status::upsert(&txn, checks)?;
+        let changes = super::check_status::upsert(&txn, checks)?;
         super::inventory::upsert(&txn, facts)?;
         record(&txn, pos)?;
-        txn.commit().map_err(Error::redb_op)
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(changes)
     }
 
     /// Applies started runs: creates the in-flight row. On a row the
