@@ -163,6 +163,7 @@ pub async fn open_state(
     Ok(AppState {
         sql,
         group_members: crate::sql::GroupMembers::default(),
+        view_answers: crate::sql::ViewAnswers::default(),
         queries,
         tables,
         store,

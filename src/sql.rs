@@ -264,6 +264,136 @@ fn pc_ids(answer: &SqlAnswer) -> (Result<BTreeSet<String>, String>, usize) {
     (Ok(out), skipped)
 }
 
+/// `sql` with each real `:pc_id` parameter (outside string literals,
+/// quoted identifiers and comments, a whole token: `:pc_idx` is not one)
+/// replaced by `pc` as a string literal, and how many there were (a
+/// widget with any is per-PC). `None` leaves the text as it is.
+pub fn bind_pc_id(sql: &str, pc: Option<&str>) -> (String, usize) {
+    let literal = pc.map(|p| format!("'{}'", p.replace('\'', "''")));
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len());
+    let mut count = 0;
+    let mut i = 0;
+    let mut copied = 0;
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    while i < bytes.len() {
+        match bytes[i] {
+            q @ (b'\'' | b'"') => {
+                i += 1;
+                while i < bytes.len() {
+                    if bytes[i] == q {
+                        if bytes.get(i + 1) == Some(&q) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
+                    i += 1;
+                }
+                i += 2;
+            }
+            b':' if sql[i..].starts_with(kanade_shared::manifest::PC_ID_PARAM)
+                && !bytes
+                    .get(i + kanade_shared::manifest::PC_ID_PARAM.len())
+                    .is_some_and(|b| word(*b)) =>
+            {
+                count += 1;
+                if let Some(lit) = &literal {
+                    out.push_str(&sql[copied..i]);
+                    out.push_str(lit);
+                    copied = i + kanade_shared::manifest::PC_ID_PARAM.len();
+                }
+                i += kanade_shared::manifest::PC_ID_PARAM.len();
+            }
+            _ => i += 1,
+        }
+    }
+    out.push_str(&sql[copied.min(sql.len())..]);
+    (out, count)
+}
+
+/// A SQL widget's answer as last computed.
+#[derive(Debug, Clone)]
+pub struct WidgetAnswer {
+    pub computed_at: DateTime<Utc>,
+    pub answer: Result<SqlAnswer, String>,
+}
+
+/// Views' SQL widget answers, each kept for its widget's `refresh`
+/// (default 1 h, as upstream), keyed by view, widget and PC; an edited
+/// query, render or refresh is a new answer at once. Failures are kept
+/// too, so a broken widget is not re-run on every page load.
+#[derive(Clone, Debug, Default)]
+pub struct ViewAnswers {
+    entries: Arc<Mutex<WidgetAnswers>>,
+}
+
+/// (view, widget, PC) → (fingerprint, when, answer).
+type WidgetAnswers = HashMap<(String, usize, String), (String, Instant, WidgetAnswer)>;
+
+/// Answers kept at most; past it the oldest go.
+const VIEW_ANSWERS_CAP: usize = 4096;
+
+impl ViewAnswers {
+    /// The answer of widget `idx` of view `view` for `pc` (fleet: none).
+    pub async fn answer(
+        &self,
+        sql: &SqlRunner,
+        view: &str,
+        idx: usize,
+        widget: &kanade_shared::manifest::SqlWidget,
+        pc: Option<&str>,
+        rows: usize,
+    ) -> WidgetAnswer {
+        let fingerprint = serde_json::to_string(&(&widget.query, &widget.render, &widget.refresh))
+            .unwrap_or_default();
+        let key = (view.to_string(), idx, pc.unwrap_or_default().to_string());
+        if let Some((f, at, answer)) = self.lock().get(&key) {
+            if *f == fingerprint && at.elapsed() < widget.refresh_interval() {
+                return answer.clone();
+            }
+        }
+        let (query, _) = bind_pc_id(&widget.query, pc);
+        let answer = WidgetAnswer {
+            computed_at: Utc::now(),
+            answer: sql.run(&query, rows).await.map_err(|e| e.to_string()),
+        };
+        let mut entries = self.lock();
+        if entries.len() >= VIEW_ANSWERS_CAP {
+            if let Some(oldest) = entries
+                .iter()
+                .min_by_key(|(_, (_, at, _))| *at)
+                .map(|(k, _)| k.clone())
+            {
+                entries.remove(&oldest);
+            }
+        }
+        entries.insert(key, (fingerprint, Instant::now(), answer.clone()));
+        answer
+    }
+
+    /// Forgets every answer of `view` (edited or deleted).
+    pub fn forget_view(&self, view: &str) {
+        self.lock().retain(|(v, _, _), _| v != view);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WidgetAnswers> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +426,32 @@ mod tests {
             ["PC-1", "PC-2"]
         );
         assert_eq!(skipped, 2);
+    }
+
+    #[test]
+    fn pc_id_parameters_are_bound_outside_literals_and_comments_only() {
+        let sql = "SELECT ':pc_id', \":pc_id\" FROM t -- :pc_id\n/* :pc_id */ WHERE pc_id = :pc_id AND x = :pc_idx OR y=:pc_id";
+        let (bound, n) = bind_pc_id(sql, Some("PC-1"));
+        assert_eq!(n, 2);
+        assert_eq!(
+            bound,
+            "SELECT ':pc_id', \":pc_id\" FROM t -- :pc_id\n/* :pc_id */ WHERE pc_id = 'PC-1' AND x = :pc_idx OR y='PC-1'"
+        );
+        // Counted as kanade-shared counts them (what makes a widget per-PC).
+        for q in [
+            sql,
+            "SELECT 1",
+            "SELECT 'it''s :pc_id' , :pc_id",
+            "SELECT :pc_id/*",
+        ] {
+            assert_eq!(
+                bind_pc_id(q, None).1,
+                kanade_shared::manifest::rewrite_pc_id_param(q).1,
+                "{q}"
+            );
+            assert_eq!(bind_pc_id(q, None).0, q);
+        }
+        assert_eq!(bind_pc_id("x = :pc_id", Some("a'b")).0, "x = 'a''b'");
     }
 
     #[test]

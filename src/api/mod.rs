@@ -5,6 +5,7 @@ mod accounts;
 mod agent_actions;
 mod agent_meta;
 mod agents;
+mod analytics;
 mod app_artifacts;
 mod audit;
 mod auth;
@@ -39,6 +40,7 @@ mod schedules;
 mod server;
 mod server_settings;
 pub mod state;
+mod views;
 mod web;
 
 use axum::middleware;
@@ -150,6 +152,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/agents/releases/{version}", delete(releases::delete))
         .route("/api/agents/rollout", post(releases::rollout))
         .route("/api/group-defs", post(group_defs::create))
+        .route("/api/views", post(views::create))
+        .route("/api/views/{id}", delete(views::delete))
         .route(
             "/api/deploy-plans",
             get(deploy_plans::list).post(deploy_plans::create),
@@ -278,6 +282,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/schemas/manifest.json", get(jobs::manifest_schema))
         .route("/api/schemas/schedule.json", get(jobs::schedule_schema))
         .route("/api/group-defs", get(group_defs::list))
+        .route("/api/views", get(views::list))
+        .route("/api/views/{id}/yaml", get(views::yaml))
+        .route("/api/schemas/view.json", get(views::schema))
+        .route("/api/analytics", get(analytics::analytics))
         .route("/api/group-defs/{id}/members", get(group_defs::members))
         .route("/api/group-defs/{id}/yaml", get(group_defs::yaml))
         .route("/api/schemas/group-def.json", get(group_defs::schema))

@@ -241,7 +241,7 @@ pub async fn sources(State(state): State<AppState>) -> Result<Json<SourcesRespon
 const MAX_SEED_PCS: usize = 64;
 
 /// The swimlane a kind draws in, as the reference groups them.
-fn lane(kind: &str) -> Option<usize> {
+pub(super) fn lane(kind: &str) -> Option<usize> {
     Some(match kind {
         "boot"
         | "shutdown"

@@ -28,6 +28,8 @@ pub struct AppState {
     pub sql: crate::sql::SqlRunner,
     /// Dynamic groups' last answers.
     pub group_members: crate::sql::GroupMembers,
+    /// Views' SQL widgets' last answers.
+    pub view_answers: crate::sql::ViewAnswers,
     /// `[server.webauthn]`: passkeys, when configured.
     pub passkeys: Option<std::sync::Arc<crate::auth::passkey::Passkeys>>,
     /// Asked by `POST /api/server/restart`: the backend stops as on

@@ -77,6 +77,8 @@ pub fn feature_for_route(route: &str) -> Option<Feature> {
         | "/api/obs_events/sources"
         | "/api/obs_events/lane_seeds" => Feature::Events,
         "/api/audit" => Feature::Audit,
+        "/api/views" | "/api/views/{id}" | "/api/views/{id}/yaml" => Feature::Views,
+        "/api/analytics" => Feature::Analytics,
         "/api/agents/{pc_id}/logs" => Feature::Logs,
         "/api/jobs"
         | "/api/jobs/{id}"

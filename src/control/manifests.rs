@@ -80,6 +80,14 @@ impl Manifests {
         runtime.block_on(self.get(id))
     }
 
+    /// Every cached manifest, by id.
+    pub fn all(&self) -> Vec<Arc<Manifest>> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<Arc<Manifest>> = entries.values().filter_map(|(_, m)| m.clone()).collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
     /// Every cached manifest with explode specs (the watch has seen every
     /// registered one).
     pub fn with_explode(&self) -> Vec<Arc<Manifest>> {

@@ -29,4 +29,5 @@ mod query_api;
 mod results_api;
 mod router;
 mod simulate;
+mod views_api;
 mod wire_input;
