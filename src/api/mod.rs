@@ -11,6 +11,7 @@ mod audit;
 mod auth;
 mod backup;
 mod checks;
+mod collect;
 mod deploy_plans;
 mod error;
 mod executions;
@@ -154,6 +155,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/group-defs", post(group_defs::create))
         .route("/api/views", post(views::create))
         .route("/api/views/{id}", delete(views::delete))
+        .route("/api/collect/bundles/{*key}", delete(collect::delete))
         .route(
             "/api/deploy-plans",
             get(deploy_plans::list).post(deploy_plans::create),
@@ -283,6 +285,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/schemas/schedule.json", get(jobs::schedule_schema))
         .route("/api/group-defs", get(group_defs::list))
         .route("/api/views", get(views::list))
+        .route("/api/collect/bundles", get(collect::list))
+        .route("/api/collect/bundles/{*key}", get(collect::download))
         .route("/api/views/{id}/yaml", get(views::yaml))
         .route("/api/schemas/view.json", get(views::schema))
         .route("/api/analytics", get(analytics::analytics))

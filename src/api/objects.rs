@@ -15,7 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use kanade_shared::kv::{OBJECT_AGENT_RELEASES, OBJECT_APP_PACKAGES, OBJECT_SCRIPTS};
+use kanade_shared::kv::{
+    OBJECT_AGENT_RELEASES, OBJECT_APP_PACKAGES, OBJECT_COLLECTIONS, OBJECT_SCRIPTS,
+};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 
@@ -58,6 +60,14 @@ pub const AGENT_RELEASES: Kind = Kind {
     label: "agent release",
     audit: "agent_release",
     max_bytes: 64 << 20,
+};
+
+/// Bundles agents collected (`collect:` jobs); written only by agents.
+pub const COLLECTIONS: Kind = Kind {
+    bucket: OBJECT_COLLECTIONS,
+    label: "bundle",
+    audit: "collect_bundle",
+    max_bytes: 0,
 };
 
 /// Checks a `name` / `version` path segment (printable ASCII, no `/`,
@@ -283,8 +293,29 @@ pub async fn download(
     check_segment("name", &name)?;
     check_segment("version", &version)?;
     let key = format!("{name}/{version}");
+    let served = Served {
+        filename: format!("{name}-{version}"),
+        content_type: "application/octet-stream",
+    };
+    download_key(state, kind, &key, &served, headers).await
+}
+
+/// How a download is labelled.
+pub(super) struct Served {
+    pub filename: String,
+    pub content_type: &'static str,
+}
+
+/// Streams the object `key` back, honouring `If-Match` and one `Range`.
+pub(super) async fn download_key(
+    state: &AppState,
+    kind: &Kind,
+    key: &str,
+    served: &Served,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let store = open(state, kind).await?;
-    let info = match store.info(key.as_str()).await {
+    let info = match store.info(key).await {
         Ok(info) if !info.deleted => info,
         _ => {
             return Err(ApiError::NotFound(format!(
@@ -334,12 +365,12 @@ pub async fn download(
         } else {
             StatusCode::OK
         })
-        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_TYPE, served.content_type)
         .header(header::CONTENT_LENGTH, len)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(
             header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{name}-{version}\""),
+            format!("attachment; filename=\"{}\"", served.filename),
         );
     if let Some(t) = &etag {
         response = response.header(header::ETAG, t);
@@ -405,24 +436,34 @@ pub async fn delete(
     check_segment("name", &name)?;
     check_segment("version", &version)?;
     let key = format!("{name}/{version}");
+    let payload = serde_json::json!({"name": name, "version": version});
+    delete_key(state, kind, caller, &key, payload).await
+}
+
+/// Deletes the object `key` (404 when absent) and audits it with `payload`.
+pub(super) async fn delete_key(
+    state: &AppState,
+    kind: &Kind,
+    caller: &Caller,
+    key: &str,
+    payload: serde_json::Value,
+) -> Result<StatusCode, ApiError> {
     let store = open(state, kind).await?;
     let gone = || ApiError::NotFound(format!("{} '{key}' not in the object store", kind.label));
-    match store.info(key.as_str()).await {
+    match store.info(key).await {
         Ok(info) if !info.deleted => {}
         _ => return Err(gone()),
     }
     store
-        .delete(key.as_str())
+        .delete(key)
         .await
         .map_err(|e| ApiError::BadGateway(format!("delete {key}: {e}")))?;
     audit(
         &state.control,
         caller,
         &format!("{}_delete", kind.audit),
-        &key,
-        serde_json::json!({
-            "name": name, "version": version,
-        }),
+        key,
+        payload,
     )
     .await;
     Ok(StatusCode::NO_CONTENT)

@@ -79,6 +79,7 @@ pub fn feature_for_route(route: &str) -> Option<Feature> {
         "/api/audit" => Feature::Audit,
         "/api/views" | "/api/views/{id}" | "/api/views/{id}/yaml" => Feature::Views,
         "/api/analytics" => Feature::Analytics,
+        "/api/collect/bundles" | "/api/collect/bundles/{*key}" => Feature::Collect,
         "/api/agents/{pc_id}/logs" => Feature::Logs,
         "/api/jobs"
         | "/api/jobs/{id}"

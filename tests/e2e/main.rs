@@ -10,6 +10,7 @@ mod agents_api;
 mod audit_api;
 mod backup;
 mod check_status;
+mod collect_api;
 mod control_plane;
 mod dashboard_browser;
 mod export_api;
