@@ -173,6 +173,7 @@ pub async fn open_state(
         scan_budget: std::time::Duration::from_secs(config.server.scan_budget_secs.max(1)),
         trusted_proxies: config.server.proxies()?.into(),
         inventory,
+        nats_url: config.nats.url.clone(),
         public_url: config
             .server
             .public_url

@@ -25,6 +25,15 @@ const PASSWORD_CHANGE_PATHS: [&str; 2] = ["/api/auth/me", "/api/auth/change-pass
 
 /// Layer over the whole router: every `/api/` path but the public ones
 /// (known route or not) needs an identity.
+/// An install script's progress report: its attempt's key authenticates
+/// it, not a session (a POST to `/api/install-reports/<uuid>` only).
+fn install_report(method: &axum::http::Method, path: &str) -> bool {
+    method == axum::http::Method::POST
+        && path
+            .strip_prefix("/api/install-reports/")
+            .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok())
+}
+
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let auth = &state.auth;
     if auth.disabled {
@@ -36,7 +45,8 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     let protected = path.starts_with("/api/") || path == "/metrics";
     let public = PUBLIC_API_PATHS.contains(&path)
         || path.starts_with("/api/auth/password-setup/")
-        || path == "/api/auth/forgot-password";
+        || path == "/api/auth/forgot-password"
+        || install_report(req.method(), path);
     if !protected || public {
         return next.run(req).await;
     }

@@ -20,6 +20,8 @@ mod fleet_config;
 mod freeze;
 mod group_defs;
 mod health;
+mod install_attempts;
+mod installer;
 mod inventory;
 mod jobs;
 mod metrics;
@@ -155,6 +157,11 @@ pub fn app(state: AppState) -> Router {
         .route("/api/group-defs", post(group_defs::create))
         .route("/api/views", post(views::create))
         .route("/api/views/{id}", delete(views::delete))
+        .route("/api/agents/install-attempts", get(install_attempts::list))
+        .route(
+            "/api/agents/install-attempts/{id}",
+            get(install_attempts::detail),
+        )
         .route("/api/collect/bundles/{*key}", delete(collect::delete))
         .route(
             "/api/deploy-plans",
@@ -285,6 +292,15 @@ pub fn app(state: AppState) -> Router {
         .route("/api/schemas/schedule.json", get(jobs::schedule_schema))
         .route("/api/group-defs", get(group_defs::list))
         .route("/api/views", get(views::list))
+        .route("/api/agents/installer", get(installer::installer))
+        .route("/api/agents/installer.sh", get(installer::one_liner_sh))
+        .route("/api/agents/installer.ps1", get(installer::one_liner_ps1))
+        .route(
+            "/api/install-reports/{id}",
+            post(install_attempts::report).layer(axum::extract::DefaultBodyLimit::max(
+                install_attempts::REPORT_BYTES,
+            )),
+        )
         .route("/api/collect/bundles", get(collect::list))
         .route("/api/collect/bundles/{*key}", get(collect::download))
         .route("/api/views/{id}/yaml", get(views::yaml))

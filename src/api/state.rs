@@ -22,6 +22,9 @@ pub struct AppState {
     /// Peers whose `X-Forwarded-For` is believed (`[server] trusted_proxies`).
     pub trusted_proxies: std::sync::Arc<[ipnet::IpNet]>,
     pub inventory: Inventory,
+    /// `[nats] url`: where installers point agents unless the server
+    /// settings say otherwise.
+    pub nats_url: String,
     /// `[server] public_url`: where links sent by mail point.
     pub public_url: Option<String>,
     /// Operators' SQL (`POST /api/query`, dynamic groups, views).

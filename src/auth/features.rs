@@ -79,6 +79,11 @@ pub fn feature_for_route(route: &str) -> Option<Feature> {
         "/api/audit" => Feature::Audit,
         "/api/views" | "/api/views/{id}" | "/api/views/{id}/yaml" => Feature::Views,
         "/api/analytics" => Feature::Analytics,
+        "/api/agents/installer"
+        | "/api/agents/installer.sh"
+        | "/api/agents/installer.ps1"
+        | "/api/agents/install-attempts"
+        | "/api/agents/install-attempts/{id}" => Feature::AgentInstall,
         "/api/collect/bundles" | "/api/collect/bundles/{*key}" => Feature::Collect,
         "/api/agents/{pc_id}/logs" => Feature::Logs,
         "/api/jobs"

@@ -79,6 +79,14 @@ impl CommandSigner {
         }
     }
 
+    /// The keyring an agent installed by us trusts (this key, as
+    /// `[{kid, public_key, label: "backend"}]` JSON); `None` unsigned.
+    pub fn keyring_json(&self) -> Option<String> {
+        let s = self.signer.as_ref()?;
+        let entry = signing::keyring_entry(s.kid(), &s.verifying_key(), "backend");
+        Some(serde_json::Value::Array(vec![entry]).to_string())
+    }
+
     /// The signature headers of `body` signed now; `None` when unsigned
     /// (no header at all: a partial set reads as malformed to an agent).
     pub fn headers(&self, body: &[u8]) -> Option<HeaderMap> {

@@ -574,7 +574,7 @@ fn multipart(name: &str, data: &[u8]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
-async fn upload(b: &Backend, path: &str, field: &str, data: &[u8]) -> (u16, Value) {
+pub(crate) async fn upload(b: &Backend, path: &str, field: &str, data: &[u8]) -> (u16, Value) {
     let (ctype, body) = multipart(field, data);
     let resp = reqwest::Client::new()
         .post(format!("{}{path}", b.base))

@@ -18,6 +18,7 @@ mod fleet_0101;
 mod fleet_admin;
 mod health_api;
 mod import_sqlite;
+mod installer_api;
 mod inventory_api;
 mod inventory_search;
 mod lifecycle;
