@@ -82,6 +82,8 @@ impl TableImport {
 #[derive(Debug, Clone, Default)]
 pub struct ImportSummary {
     pub tables: Vec<TableImport>,
+    /// Source tables left out, and why.
+    pub not_imported: Vec<(String, &'static str)>,
 }
 
 /// The tables and columns a kanade-backend 0.43 database has. Columns a
@@ -748,6 +750,185 @@ pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
             )?,
         );
     }
+    // Check states, as the projector left them.
+    if !table_columns(&conn, "check_status")?.is_empty() {
+        push(
+            &mut summary,
+            copy_table(
+                &conn,
+                "check_status",
+                "SELECT pc_id, check_name, status, detail, recorded_at FROM check_status",
+                RELATIONAL_BATCH,
+                |r| {
+                    Ok(Some(kanade_storage::CheckStatusRecord {
+                        pc_id: get(r, 0)?,
+                        check_name: get(r, 1)?,
+                        status: get(r, 2)?,
+                        detail: get(r, 3)?,
+                        recorded_at: ts(r, 4)?,
+                    }))
+                },
+                |batch| Ok(store.import_check_status(&batch)?),
+            )?,
+        );
+    }
+    // Acknowledgements: the standing ones, then (0.101) every ack and
+    // take-back in order, which brings each to where the reference has it.
+    let ack_cols = table_columns(&conn, "notification_acks")?;
+    if !ack_cols.is_empty() {
+        push(
+            &mut summary,
+            copy_table(
+                &conn,
+                "notification_acks",
+                &format!(
+                    "SELECT notification_id, pc_id, user_sid, acked_at, recorded_at, {}, {} FROM notification_acks",
+                    or_null(&ack_cols, "account"),
+                    or_null(&ack_cols, "unacked_at"),
+                ),
+                RELATIONAL_BATCH,
+                |r| {
+                    Ok(Some(kanade_storage::AckEvent::Acked(kanade_storage::NotificationAckRecord {
+                        notification_id: get(r, 0)?,
+                        pc_id: get(r, 1)?,
+                        user_sid: get(r, 2)?,
+                        acked_at: ts(r, 3)?,
+                        recorded_at: opt_ts(r, 4)?,
+                        account: get(r, 5)?,
+                        unacked_at: opt_ts(r, 6)?,
+                    })))
+                },
+                |batch| {
+                    store.apply_ack_events(&batch, None)?;
+                    Ok(batch.len() as u64)
+                },
+            )?,
+        );
+    }
+    if !table_columns(&conn, "notification_ack_events")?.is_empty() {
+        push(
+            &mut summary,
+            copy_table(
+                &conn,
+                "notification_ack_events",
+                "SELECT notification_id, pc_id, user_sid, kind, occurred_at, recorded_at, account \
+                 FROM notification_ack_events ORDER BY occurred_at",
+                RELATIONAL_BATCH,
+                |r| {
+                    let kind: String = get(r, 3)?;
+                    let at = ts(r, 4)?;
+                    Ok(Some(match kind.as_str() {
+                        "acked" => {
+                            kanade_storage::AckEvent::Acked(kanade_storage::NotificationAckRecord {
+                                notification_id: get(r, 0)?,
+                                pc_id: get(r, 1)?,
+                                user_sid: get(r, 2)?,
+                                acked_at: at,
+                                recorded_at: opt_ts(r, 5)?,
+                                account: get(r, 6)?,
+                                unacked_at: None,
+                            })
+                        }
+                        "unacked" => kanade_storage::AckEvent::Unacked(
+                            get(r, 0)?,
+                            get(r, 1)?,
+                            get(r, 2)?,
+                            at,
+                        ),
+                        other => return Err(format!("unknown kind {other:?}")),
+                    }))
+                },
+                |batch| {
+                    store.apply_ack_events(&batch, None)?;
+                    Ok(batch.len() as u64)
+                },
+            )?,
+        );
+    }
+    // When each PC last succeeded with each job (0.101 keeps them past
+    // result retention; `once` schedules must not fire again).
+    for (table, version) in [
+        ("job_completions", "NULL"),
+        ("job_version_completions", "version"),
+    ] {
+        if table_columns(&conn, table)?.is_empty() {
+            continue;
+        }
+        push(
+            &mut summary,
+            copy_table(
+                &conn,
+                table,
+                &format!("SELECT job_id, {version}, pc_id, last_success_at FROM {table}"),
+                RELATIONAL_BATCH,
+                |r| Ok(Some((get(r, 0)?, get(r, 1)?, get(r, 2)?, ts(r, 3)?))),
+                |batch| Ok(store.import_completions(&batch)?),
+            )?,
+        );
+    }
+    // Install attempts with their events (kept 30 days, as there).
+    if !table_columns(&conn, "install_attempts")?.is_empty() {
+        let event_cols = table_columns(&conn, "install_events")?;
+        let mut events: std::collections::HashMap<String, Vec<kanade_storage::InstallEvent>> =
+            Default::default();
+        if !event_cols.is_empty() {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT attempt_id, seq, stage, outcome, exit_code, received_at, {} \
+                 FROM install_events ORDER BY attempt_id, seq",
+                or_null(&event_cols, "error_kind")
+            ))?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let received: i64 = r.get(5)?;
+                events
+                    .entry(r.get(0)?)
+                    .or_default()
+                    .push(kanade_storage::InstallEvent {
+                        seq: u32::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                        stage: r.get(2)?,
+                        outcome: r.get(3)?,
+                        exit_code: i32::try_from(r.get::<_, i64>(4)?).unwrap_or(1),
+                        error_kind: r.get(6)?,
+                        received_at: DateTime::from_timestamp(received, 0).unwrap_or(now),
+                    });
+            }
+        }
+        let keep = now - chrono::Duration::days(30);
+        push(
+            &mut summary,
+            copy_table(
+                &conn,
+                "install_attempts",
+                "SELECT id, issuer, os, key_hash, created_at, expires_at, status, \
+                 download_claimed, seq FROM install_attempts",
+                RELATIONAL_BATCH,
+                |r| {
+                    let secs = |i: usize| -> std::result::Result<DateTime<Utc>, String> {
+                        DateTime::from_timestamp(get::<i64>(r, i)?, 0)
+                            .ok_or_else(|| format!("column {i}: not a time"))
+                    };
+                    let created_at = secs(4)?;
+                    if created_at < keep {
+                        return Ok(None);
+                    }
+                    let id: String = get(r, 0)?;
+                    Ok(Some(kanade_storage::InstallAttempt {
+                        events: events.get(&id).cloned().unwrap_or_default(),
+                        id,
+                        issuer: get(r, 1)?,
+                        os: get(r, 2)?,
+                        key_hash: get(r, 3)?,
+                        created_at,
+                        expires_at: secs(5)?,
+                        status: get(r, 6)?,
+                        download_claimed: get::<i64>(r, 7)? != 0,
+                        seq: u32::try_from(get::<i64>(r, 8)?).map_err(|e| e.to_string())?,
+                    }))
+                },
+                |batch| Ok(store.import_install_attempts(&batch)?),
+            )?,
+        );
+    }
     // Inventory facts (tables of a reference older than inventory are
     // simply absent).
     if !table_columns(&conn, "inventory_facts")?.is_empty() {
@@ -829,8 +1010,61 @@ pub fn run(config: &Config, args: &ImportArgs) -> Result<ImportSummary> {
         outcome.report();
         summary.tables.push(outcome);
     }
+    summary.not_imported = not_imported(&conn)?;
+    for (table, why) in &summary.not_imported {
+        eprintln!("{table}: not imported: {why}");
+    }
     Ok(summary)
 }
+
+/// Tables of the source that have no home here, each with the reason.
+fn not_imported(conn: &Connection) -> Result<Vec<(String, &'static str)>> {
+    let mut stmt = conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+         AND name NOT LIKE '_sqlx_%' ORDER BY name",
+    )?;
+    let names: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(names
+        .into_iter()
+        .filter_map(|name| {
+            let why = match name.as_str() {
+                "agent_meta" => "a copy of the broker's agent_meta bucket, which this backend reads directly",
+                "object_store_meta" => "a copy of the broker's object stores' listings, which this backend reads directly",
+                "feeds" => "vulnerability feeds are not served by this backend yet",
+                "backend_notices" | "nats_auth_evidence" => {
+                    "the reference's own operational notes, rebuilt by a running backend"
+                }
+                "password_setup_tokens" => "outstanding links are not carried over: issue new ones",
+                "install_events" | "deploy_plan_applications" | "user_passkeys" => return None,
+                n if IMPORTED.contains(&n) || n.starts_with("inventory_") => return None,
+                _ => "no table of this backend holds it",
+            };
+            Some((name, why))
+        })
+        .collect())
+}
+
+/// Source tables an import reads.
+const IMPORTED: &[&str] = &[
+    "agents",
+    "users",
+    "executions",
+    "execution_results",
+    "audit_log",
+    "obs_events",
+    "host_perf_samples",
+    "process_perf_samples",
+    "deploy_plans",
+    "permission_groups",
+    "check_status",
+    "notification_acks",
+    "notification_ack_events",
+    "job_completions",
+    "job_version_completions",
+    "install_attempts",
+];
 
 fn push(summary: &mut ImportSummary, outcome: TableImport) {
     outcome.report();

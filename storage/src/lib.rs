@@ -55,11 +55,12 @@ mod timeseries;
 pub use error::{Error, Result};
 pub use relational::{
     AckEvent, AgentRecord, AgentReported, AuditRecord, CheckChange, CheckStatusRecord,
-    DeployPlanRecord, ExecutionRecord, FinishedRun, HeartbeatUpdate, InstallAttempt, InstallEvent,
-    InventoryFactRecord, InventoryPage, JobPcStanding, LatestRun, NotificationAckRecord, ObsRecord,
-    ObsScan, PasskeyAdd, PasskeyRecord, PasswordSetupRecord, PendingWave, PermissionGroupRecord,
-    RelationalStore, Reported, ResultRecord, RunOutcome, RunTime, SetupLookup, SqlTable,
-    StartedRun, StreamPosition, UserChange, UserRecord, UserUpdate, ADMIN_ROLE,
+    CompletionRow, DeployPlanRecord, ExecutionRecord, FinishedRun, HeartbeatUpdate, InstallAttempt,
+    InstallEvent, InventoryFactRecord, InventoryPage, JobPcStanding, LatestRun,
+    NotificationAckRecord, ObsRecord, ObsScan, PasskeyAdd, PasskeyRecord, PasswordSetupRecord,
+    PendingWave, PermissionGroupRecord, RelationalStore, Reported, ResultRecord, RunOutcome,
+    RunTime, SetupLookup, SqlTable, StartedRun, StreamPosition, UserChange, UserRecord, UserUpdate,
+    ADMIN_ROLE,
 };
 pub use timeseries::{
     CompactionOutcome, HostPerfRow, InventoryHistoryRow, LatestRows, PartitionDate, PersistOutcome,

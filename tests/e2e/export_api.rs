@@ -1,7 +1,7 @@
 //! `/api/export/{table}`: a streamed Parquet file that reads back, with the
 //! parquet crate, as exactly the rows the API serves, head and files alike.
 
-use crate::common::{eventually, publish_json, Backend, Nats, TOKEN};
+use crate::common::{eventually, js_publish_bytes, Backend, Nats, TOKEN};
 use chrono::{Duration, DurationRound, Utc};
 use kanade_storage::arrow::array::{Array, Float64Array, StringArray};
 use kanade_storage::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -16,22 +16,24 @@ async fn export_streams_the_filtered_rows_as_parquet() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut b = Backend::start(&nats.url, &data, "");
-    let c = nats.client().await;
+    // Through the capture stream, acknowledged: a sample sent before the
+    // backend listens is kept, not lost.
+    let js = async_nats::jetstream::new(nats.client().await);
     let t0 = (Utc::now() - Duration::hours(30))
         .duration_trunc(Duration::hours(1))
         .unwrap();
     // Yesterday's samples go to Parquet (SIGTERM persists), today's stay in the head.
     for i in 0..5 {
-        publish_json(
-            &c,
+        js_publish_bytes(
+            &js,
             "host_perf.pc-a".into(),
-            &sample("pc-a", t0 + Duration::minutes(i), i as f64),
+            serde_json::to_vec(&sample("pc-a", t0 + Duration::minutes(i), i as f64)).unwrap(),
         )
         .await;
-        publish_json(
-            &c,
+        js_publish_bytes(
+            &js,
             "host_perf.pc-b".into(),
-            &sample("pc-b", t0 + Duration::minutes(i), 50.0),
+            serde_json::to_vec(&sample("pc-b", t0 + Duration::minutes(i), 50.0)).unwrap(),
         )
         .await;
     }
@@ -49,7 +51,12 @@ async fn export_streams_the_filtered_rows_as_parquet() {
     let b = Backend::start(&nats.url, &data, "");
     let late = Utc::now() - Duration::minutes(5);
     eventually("head sample", || async {
-        publish_json(&c, "host_perf.pc-a".into(), &sample("pc-a", late, 99.0)).await;
+        js_publish_bytes(
+            &js,
+            "host_perf.pc-a".into(),
+            serde_json::to_vec(&sample("pc-a", late, 99.0)).unwrap(),
+        )
+        .await;
         let p = format!(
             "/api/agents/pc-a/perf?from={}&step=1m",
             q(late - Duration::minutes(1))

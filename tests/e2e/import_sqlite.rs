@@ -777,3 +777,123 @@ fn base64_url(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
+
+/// The 0.101 tables with a home here come over (check states, acks and
+/// their history, completions, install attempts), idempotently; the rest
+/// are named with the reason.
+#[test]
+fn the_0101_tables_come_over_once_and_the_rest_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (source, _) = build_source(dir.path());
+    let now = Utc::now();
+    let recent = now.timestamp() - 600;
+    let t = |m: i64| rfc(now - chrono::Duration::minutes(m));
+    Connection::open(&source)
+        .unwrap()
+        .execute_batch(&format!(
+            "CREATE TABLE check_status (pc_id TEXT NOT NULL, check_name TEXT NOT NULL, status TEXT NOT NULL,
+               detail TEXT, recorded_at TIMESTAMP NOT NULL, label TEXT, PRIMARY KEY (pc_id, check_name));
+             INSERT INTO check_status VALUES ('pc1', 'disk', 'fail', 'C: 99%', '{c}', 'Disk');
+             CREATE TABLE notification_acks (notification_id TEXT NOT NULL, pc_id TEXT NOT NULL,
+               user_sid TEXT NOT NULL, acked_at TIMESTAMP NOT NULL, recorded_at TIMESTAMP NOT NULL,
+               account TEXT, unacked_at TIMESTAMP, PRIMARY KEY (notification_id, pc_id, user_sid));
+             INSERT INTO notification_acks VALUES ('n1', 'pc1', 'S-1', '{a1}', '{a1}', 'CORP\\ann', NULL);
+             CREATE TABLE notification_ack_events (notification_id TEXT NOT NULL, pc_id TEXT NOT NULL,
+               user_sid TEXT NOT NULL, kind TEXT NOT NULL, occurred_at TIMESTAMP NOT NULL,
+               recorded_at TIMESTAMP NOT NULL, account TEXT);
+             INSERT INTO notification_ack_events VALUES
+               ('n1', 'pc1', 'S-1', 'acked', '{a1}', '{a1}', 'CORP\\ann'),
+               ('n1', 'pc2', 'S-2', 'acked', '{a2}', '{a2}', 'CORP\\bob'),
+               ('n1', 'pc2', 'S-2', 'unacked', '{a3}', '{a3}', NULL);
+             CREATE TABLE job_completions (job_id TEXT NOT NULL, pc_id TEXT NOT NULL,
+               last_success_at TIMESTAMP NOT NULL, PRIMARY KEY (job_id, pc_id));
+             INSERT INTO job_completions VALUES ('patch', 'pc9', '{c}');
+             CREATE TABLE job_version_completions (job_id TEXT NOT NULL, pc_id TEXT NOT NULL,
+               version TEXT NOT NULL, last_success_at TIMESTAMP NOT NULL, PRIMARY KEY (job_id, version, pc_id));
+             INSERT INTO job_version_completions VALUES ('patch', 'pc9', '7', '{c}');
+             CREATE TABLE install_attempts (id TEXT PRIMARY KEY, issuer TEXT NULL, os TEXT NOT NULL,
+               key_hash TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+               status TEXT NOT NULL DEFAULT 'unreported', download_claimed INTEGER NOT NULL DEFAULT 0,
+               seq INTEGER NOT NULL DEFAULT 0);
+             INSERT INTO install_attempts VALUES ('att-1', 'ann', 'linux', 'h1', {recent}, {recent} + 3600, 'failed', 1, 2),
+               ('att-old', 'ann', 'linux', 'h2', {old}, {old} + 3600, 'succeeded', 1, 1);
+             CREATE TABLE install_events (attempt_id TEXT NOT NULL, seq INTEGER, stage TEXT, outcome TEXT,
+               exit_code INTEGER, received_at INTEGER, error_kind TEXT NULL, PRIMARY KEY(attempt_id, seq));
+             INSERT INTO install_events VALUES ('att-1', 1, 'download', 'progress', 0, {recent}, NULL),
+               ('att-1', 2, 'extract', 'failed', 2, {recent}, 'invalid_archive');
+             CREATE TABLE agent_meta (pc_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL);
+             CREATE TABLE feeds (id TEXT);",
+            c = t(30),
+            a1 = t(20),
+            a2 = t(15),
+            a3 = t(10),
+            old = now.timestamp() - 40 * 86_400,
+        ))
+        .unwrap();
+    let data = dir.path().join("data");
+    let cfg = config(dir.path(), &data);
+    let out = import(&cfg, &source);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(added_line(&stderr, "check_status"), 1, "{stderr}");
+    assert_eq!(
+        added_line(&stderr, "install_attempts"),
+        1,
+        "older than 30 days left out: {stderr}"
+    );
+    assert!(
+        stderr.contains("agent_meta: not imported: a copy of the broker's agent_meta bucket"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("feeds: not imported"), "{stderr}");
+    assert!(!stderr.contains("install_events: not imported"), "{stderr}");
+    // Again: nothing new.
+    let again = import(&cfg, &source);
+    let stderr = String::from_utf8_lossy(&again.stderr).to_string();
+    assert!(again.status.success(), "{stderr}");
+    assert_eq!(added_line(&stderr, "install_attempts"), 0, "{stderr}");
+    assert_eq!(added_line(&stderr, "job_completions"), 0, "{stderr}");
+    assert_eq!(added_line(&stderr, "check_status"), 0, "{stderr}");
+
+    let store = kanade_storage::RelationalStore::open(&data).unwrap();
+    let checks = store.check_status_by_name("disk").unwrap();
+    assert_eq!(
+        (
+            checks.len(),
+            checks[0].status.as_str(),
+            checks[0].detail.as_deref()
+        ),
+        (1, "fail", Some("C: 99%"))
+    );
+    let acks = store.notification_acks("n1").unwrap();
+    let state: Vec<(&str, Option<&str>, bool)> = acks
+        .iter()
+        .map(|a| {
+            (
+                a.pc_id.as_str(),
+                a.account.as_deref(),
+                a.unacked_at.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        state,
+        [
+            ("pc1", Some("CORP\\ann"), false),
+            ("pc2", Some("CORP\\bob"), true)
+        ]
+    );
+    assert_eq!(store.job_completions("patch", None).unwrap().len(), 1);
+    assert_eq!(
+        store
+            .job_completions("patch", Some("7"))
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["pc9"]
+    );
+    let a = store.install_attempt("att-1").unwrap().unwrap();
+    assert_eq!((a.status.as_str(), a.seq, a.events.len()), ("failed", 2, 2));
+    assert_eq!(a.events[1].error_kind.as_deref(), Some("invalid_archive"));
+    assert!(store.install_attempt("att-old").unwrap().is_none());
+}

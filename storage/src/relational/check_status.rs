@@ -78,6 +78,15 @@ pub(super) fn upsert(
 }
 
 impl RelationalStore {
+    /// Merges states of another store (an older one never replaces a
+    /// newer); how many changed a status.
+    pub fn import_check_status(&self, checks: &[CheckStatusRecord]) -> Result<u64> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let changed = upsert(&txn, checks)?.len() as u64;
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(changed)
+    }
+
     /// Every (check, PC) state, by check name then pc_id.
     pub fn check_status_all(&self) -> Result<Vec<CheckStatusRecord>> {
         let txn = self.db.begin_read().map_err(Error::redb_op)?;

@@ -67,7 +67,50 @@ fn micros(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or_default()
 }
 
+/// One imported completion: (job_id, version, pc_id, last success).
+pub type CompletionRow = (String, Option<String>, String, DateTime<Utc>);
+
 impl RelationalStore {
+    /// Merges completions of another store (the stored time only moves
+    /// forward); how many rows were new or newer.
+    pub fn import_completions(&self, rows: &[CompletionRow]) -> Result<u64> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let mut added = 0;
+        {
+            let mut by_job = txn.open_table(BY_JOB).map_err(Error::redb_op)?;
+            let mut by_version = txn.open_table(BY_VERSION).map_err(Error::redb_op)?;
+            for (job, version, pc, at) in rows {
+                let at = at.timestamp_micros();
+                let newer = match version {
+                    None => {
+                        let key = (job.as_str(), pc.as_str());
+                        let old = by_job.get(key).map_err(Error::redb_op)?.map(|v| v.value());
+                        let newer = old.is_none_or(|o| o < at);
+                        if newer {
+                            by_job.insert(key, at).map_err(Error::redb_op)?;
+                        }
+                        newer
+                    }
+                    Some(v) => {
+                        let key = (job.as_str(), v.as_str(), pc.as_str());
+                        let old = by_version
+                            .get(key)
+                            .map_err(Error::redb_op)?
+                            .map(|v| v.value());
+                        let newer = old.is_none_or(|o| o < at);
+                        if newer {
+                            by_version.insert(key, at).map_err(Error::redb_op)?;
+                        }
+                        newer
+                    }
+                };
+                added += u64::from(newer);
+            }
+        }
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(added)
+    }
+
     /// The last success of `job` per PC; with `version`, of that version
     /// of the job only.
     pub fn job_completions(

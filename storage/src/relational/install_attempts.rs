@@ -118,6 +118,34 @@ impl RelationalStore {
         txn.commit().map_err(Error::redb_op)
     }
 
+    /// Adds attempts of another store that this one lacks; how many.
+    pub fn import_install_attempts(&self, rows: &[InstallAttempt]) -> Result<u64> {
+        let txn = self.db.begin_write().map_err(Error::redb_op)?;
+        let mut added = 0;
+        {
+            let mut attempts = txn.open_table(ATTEMPTS).map_err(Error::redb_op)?;
+            let mut by_created = txn.open_table(BY_CREATED).map_err(Error::redb_op)?;
+            for a in rows {
+                if attempts
+                    .get(a.id.as_str())
+                    .map_err(Error::redb_op)?
+                    .is_some()
+                {
+                    continue;
+                }
+                attempts
+                    .insert(a.id.as_str(), encode(NAME, a)?.as_slice())
+                    .map_err(Error::redb_op)?;
+                by_created
+                    .insert((a.created_at.timestamp_micros(), a.id.as_str()), ())
+                    .map_err(Error::redb_op)?;
+                added += 1;
+            }
+        }
+        txn.commit().map_err(Error::redb_op)?;
+        Ok(added)
+    }
+
     /// The attempt `id`.
     pub fn install_attempt(&self, id: &str) -> Result<Option<InstallAttempt>> {
         let txn = self.db.begin_read().map_err(Error::redb_op)?;

@@ -33,6 +33,7 @@ use crate::{Error, Result};
 pub use agents::{AgentRecord, AgentReported, HeartbeatUpdate};
 pub use audit::AuditRecord;
 pub use check_status::{CheckChange, CheckStatusRecord};
+pub use completions::CompletionRow;
 pub use deploy_plans::DeployPlanRecord;
 pub use executions::ExecutionRecord;
 pub use install_attempts::{InstallAttempt, InstallEvent, Reported};
