@@ -233,7 +233,13 @@ impl PerfQueries {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let frame = ctx.sql_with_options(sql, options).await.map_err(refused)?;
+        let state = ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let mut statement = state.sql_to_statement(sql, &dialect).map_err(refused)?;
+        crate::sqlite_fns::as_sqlite(&mut statement);
+        let plan = state.statement_to_plan(statement).await.map_err(refused)?;
+        options.verify_plan(&plan).map_err(refused)?;
+        let frame = ctx.execute_logical_plan(plan).await.map_err(refused)?;
         let columns: Vec<String> = frame
             .schema()
             .fields()

@@ -326,6 +326,68 @@ pub(crate) fn register(ctx: &SessionContext) {
     }
 }
 
+/// SQLite's reading of a query's text where DataFusion's differs, applied
+/// to the parsed statement before it is planned: `LIKE` ignores case (as
+/// SQLite's does for ASCII; here for all letters), and `group_concat(x[,
+/// sep])` is `string_agg(CAST(x AS VARCHAR), sep)` with `,` by default.
+pub(crate) fn as_sqlite(statement: &mut datafusion::sql::parser::Statement) {
+    use datafusion::sql::sqlparser::ast::{
+        visit_expressions_mut, CastKind, DataType as SqlType, Expr, FunctionArg, FunctionArgExpr,
+        FunctionArguments, Ident, ObjectName, ObjectNamePart, Value,
+    };
+    use std::ops::ControlFlow;
+    let datafusion::sql::parser::Statement::Statement(statement) = statement else {
+        return;
+    };
+    let _ = visit_expressions_mut(statement.as_mut(), |e| {
+        match e {
+            Expr::Like {
+                negated,
+                any,
+                expr,
+                pattern,
+                escape_char,
+            } => {
+                *e = Expr::ILike {
+                    negated: *negated,
+                    any: *any,
+                    expr: expr.clone(),
+                    pattern: pattern.clone(),
+                    escape_char: escape_char.clone(),
+                };
+            }
+            Expr::Function(f)
+                if f.name.0.len() == 1
+                    && matches!(&f.name.0[0], ObjectNamePart::Identifier(id)
+                        if id.value.eq_ignore_ascii_case("group_concat")) =>
+            {
+                if let FunctionArguments::List(list) = &mut f.args {
+                    if let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(first))) =
+                        list.args.first_mut()
+                    {
+                        *first = Expr::Cast {
+                            kind: CastKind::Cast,
+                            expr: Box::new(first.clone()),
+                            data_type: SqlType::Varchar(None),
+                            array: false,
+                            format: None,
+                        };
+                    }
+                    if list.args.len() == 1 {
+                        list.args
+                            .push(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(
+                                Value::SingleQuotedString(",".into()),
+                            ))));
+                    }
+                    f.name = ObjectName(vec![ObjectNamePart::Identifier(Ident::new("string_agg"))]);
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -163,6 +163,30 @@ async fn sql_over_the_fleet_answers_caps_and_refuses_what_is_no_query() {
     .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["rows"], json!([[now.format("%Y-%m").to_string(), 2]]));
+    // SQLite's LIKE ignores case; its group_concat takes any value, `,`
+    // by default or the separator given (also inside expressions).
+    let (s, v) = query(
+        &b,
+        json!({"sql": "SELECT group_concat(pc_id), group_concat(agent_version, ' | '), \
+                       upper(group_concat(hostname, ';')) FROM \
+                       (SELECT * FROM agents WHERE hostname LIKE 'PC-%' AND pc_id NOT LIKE '%-9' ORDER BY pc_id)"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let row = v["rows"][0].as_array().unwrap();
+    let mut pcs: Vec<&str> = row[0].as_str().unwrap().split(',').collect();
+    pcs.sort();
+    assert_eq!(pcs, ["PC-1", "PC-2"], "{v}");
+    assert_eq!(row[1].as_str().unwrap().split(" | ").count(), 2, "{v}");
+    let mut hosts: Vec<&str> = row[2].as_str().unwrap().split(';').collect();
+    hosts.sort();
+    assert_eq!(hosts, ["PC-1", "PC-2"], "{v}");
+    let (s, v) = query(
+        &b,
+        json!({"sql": "SELECT count(*) FROM agents WHERE pc_id LIKE 'pc-_'"}),
+    )
+    .await;
+    assert_eq!((s, &v["rows"]), (200, &json!([[2]])), "{v}");
     for table in [
         "executions",
         "obs_events",
