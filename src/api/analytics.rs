@@ -353,7 +353,10 @@ fn aggregate(
     if w.time_bucket == Some(AggregateTimeBucket::Hour) {
         let mut hours = [(0i64, 0i64); 24];
         scan(store, w, kind, ask, in_time, |e| {
-            let h = (e.at + ask.tz).hour() as usize;
+            let Some(local) = e.at.checked_add_signed(ask.tz) else {
+                return;
+            };
+            let h = local.hour() as usize;
             hours[h].0 += 1;
             let active = match w.bool_path.as_deref() {
                 Some(p) => truthy(at_path(&e.payload, p)),

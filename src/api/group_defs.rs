@@ -7,15 +7,15 @@
 //! group last resolved, to how many PCs, or why it did not.
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 use kanade_shared::kv::{BUCKET_GROUP_DEFS, BUCKET_GROUP_DEFS_YAML};
 use kanade_shared::manifest::{is_valid_resource_id, GroupDef};
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::jobs::{audit, put_with_yaml};
+use super::jobs::{audit, delete_with_yaml, put_with_yaml, yaml_answer};
 use super::params::YamlOrJson;
 use crate::api::state::AppState;
 use crate::audit::Caller;
@@ -175,11 +175,7 @@ pub async fn yaml(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let def = find(&state, &id).await?;
-    let text = match state.control.get_text(BUCKET_GROUP_DEFS_YAML, &id).await {
-        Ok(Some(t)) => t,
-        _ => serde_yaml::to_string(&def).map_err(|e| ApiError::Internal(e.to_string()))?,
-    };
-    Ok(([(header::CONTENT_TYPE, "application/yaml")], text).into_response())
+    yaml_answer(&state.control, BUCKET_GROUP_DEFS_YAML, &id, &def).await
 }
 
 /// `DELETE /api/group-defs/{id}`: 404 when absent; the members leave the
@@ -190,10 +186,12 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     find(&state, &id).await?;
-    state.control.delete(BUCKET_GROUP_DEFS, &id).await?;
-    if let Err(e) = state.control.delete(BUCKET_GROUP_DEFS_YAML, &id).await {
-        tracing::warn!(%id, error = %e, "group YAML mirror not deleted");
-    }
+    delete_with_yaml(
+        &state.control,
+        (BUCKET_GROUP_DEFS, BUCKET_GROUP_DEFS_YAML),
+        &id,
+    )
+    .await?;
     audit(
         &state.control,
         &caller,

@@ -289,6 +289,39 @@ pub(super) async fn put_with_yaml<T: serde::Serialize>(
     Ok(())
 }
 
+/// The YAML of `id` as registered in `yaml_bucket`, else `value` rendered,
+/// as an `application/yaml` answer.
+pub(super) async fn yaml_answer<T: serde::Serialize>(
+    control: &Control,
+    yaml_bucket: &str,
+    id: &str,
+    value: &T,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let text = match control.get_text(yaml_bucket, id).await {
+        Ok(Some(t)) => t,
+        _ => serde_yaml::to_string(value).map_err(|e| ApiError::Internal(e.to_string()))?,
+    };
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/yaml")],
+        text,
+    )
+        .into_response())
+}
+
+/// Deletes `id` from `buckets.0` and, best effort, its YAML from `buckets.1`.
+pub(super) async fn delete_with_yaml(
+    control: &Control,
+    buckets: (&str, &str),
+    id: &str,
+) -> Result<(), ApiError> {
+    control.delete(buckets.0, id).await?;
+    if let Err(e) = control.delete(buckets.1, id).await {
+        tracing::warn!(bucket = buckets.1, %id, error = %e, "YAML mirror not deleted");
+    }
+    Ok(())
+}
+
 /// An operator's mutation, audited as the reference does.
 pub(super) async fn audit(
     control: &Control,

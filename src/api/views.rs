@@ -10,15 +10,15 @@
 //! widget, rather than a widget that silently never renders.
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 use kanade_shared::kv::{BUCKET_VIEWS, BUCKET_VIEWS_YAML};
 use kanade_shared::manifest::{is_valid_resource_id, View};
 use serde::Serialize;
 
 use super::error::ApiError;
-use super::jobs::{audit, put_with_yaml};
+use super::jobs::{audit, delete_with_yaml, put_with_yaml, yaml_answer};
 use super::params::YamlOrJson;
 use crate::api::state::AppState;
 use crate::audit::Caller;
@@ -120,11 +120,7 @@ pub async fn yaml(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let view = find(&state, &id).await?;
-    let text = match state.control.get_text(BUCKET_VIEWS_YAML, &id).await {
-        Ok(Some(t)) => t,
-        _ => serde_yaml::to_string(&view).map_err(|e| ApiError::Internal(e.to_string()))?,
-    };
-    Ok(([(header::CONTENT_TYPE, "application/yaml")], text).into_response())
+    yaml_answer(&state.control, BUCKET_VIEWS_YAML, &id, &view).await
 }
 
 /// `DELETE /api/views/{id}`: 404 when absent.
@@ -134,10 +130,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     find(&state, &id).await?;
-    state.control.delete(BUCKET_VIEWS, &id).await?;
-    if let Err(e) = state.control.delete(BUCKET_VIEWS_YAML, &id).await {
-        tracing::warn!(view = %id, error = %e, "view YAML mirror not removed");
-    }
+    delete_with_yaml(&state.control, (BUCKET_VIEWS, BUCKET_VIEWS_YAML), &id).await?;
     state.view_answers.forget_view(&id);
     audit(
         &state.control,
