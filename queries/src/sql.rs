@@ -178,6 +178,9 @@ impl PerfQueries {
         let ctx = session_with(&runtime, |config| {
             config.options_mut().execution.sort_spill_reservation_bytes =
                 (limits.memory_bytes / 8).min(10 << 20);
+            // NULL is the smallest value, as in SQLite: first when
+            // ascending, last when descending.
+            config.options_mut().sql_parser.default_null_ordering = "nulls_min".into();
         });
         crate::sqlite_fns::register(&ctx);
         let register = |name: &str, table: Arc<dyn datafusion::datasource::TableProvider>| {
@@ -294,7 +297,8 @@ impl JsonColumn {
                 .is_valid(i)
                 .then(|| serde_json::Number::from_f64(a.value(i)).map(Value::Number))
                 .flatten(),
-            Self::Bool(a) => a.is_valid(i).then(|| a.value(i).into()),
+            // SQLite has no booleans: a comparison answers 1 or 0.
+            Self::Bool(a) => a.is_valid(i).then(|| i64::from(a.value(i)).into()),
             Self::Text(v) => v[i].clone().map(Value::String),
         }
         .unwrap_or(Value::Null)

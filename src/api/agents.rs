@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::params::{compile_regex_nocase, ApiQuery};
+use super::table_state::{self, like_contains, SortKey, TableState};
 use crate::api::state::AppState;
 use kanade_shared::kv::BUCKET_AGENT_META;
 use kanade_shared::wire::{AgentMeta, MetaEntry};
@@ -45,6 +46,15 @@ pub struct AgentRow {
     deploy_capabilities: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     deploy_capabilities_received_at: Option<i64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    meta: Vec<MetaEntry>,
+}
+
+impl AgentRow {
+    fn with_meta(mut self, meta: Vec<MetaEntry>) -> Self {
+        self.meta = meta;
+        self
+    }
 }
 
 impl From<AgentRecord> for AgentRow {
@@ -69,6 +79,7 @@ impl From<AgentRecord> for AgentRow {
             command_protocols: a.reported.command_protocols,
             deploy_capabilities: a.reported.deploy_capabilities,
             deploy_capabilities_received_at: a.reported.deploy_capabilities_received_at,
+            meta: Vec::new(),
         }
     }
 }
@@ -87,6 +98,8 @@ pub struct ListParams {
     meta_any: Option<String>,
     sort: Option<String>,
     dir: Option<String>,
+    table: Option<String>,
+    distinct: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -170,13 +183,6 @@ impl MetaCond {
             }
         }
     }
-}
-
-/// `haystack LIKE '%needle%'` as SQLite has it: ASCII case folded only.
-fn like_contains(haystack: &str, needle: &str) -> bool {
-    haystack
-        .to_ascii_lowercase()
-        .contains(&needle.to_ascii_lowercase())
 }
 
 /// The `meta.<key>.<op>=<value>` conditions of the query, in order (a key
@@ -320,20 +326,213 @@ fn sort_key(
     }
 }
 
-/// `GET /api/agents`, with kanade 0.101's filters: `q` (regex over pc_id
-/// or hostname), `user` (over the last logon's user or display name),
-/// `version` — regexes matched without regard to case, so 0.43's plain
-/// substring searches still work — `quarantined` (a version the agent
-/// rolled back), `status` (online / offline), metadata conditions
-/// (`meta.<key>.<op>=<value>`, `meta_key`/`meta_value`, `meta_any` over
-/// every value), `sort`/`dir`, `limit`/`offset`. `X-Total-Count` carries
-/// the number of matches; with `limit`, `X-Online-Count` and
-/// `X-Offline-Count` split the matches before `status` by liveness.
-pub async fn list(
-    State(state): State<AppState>,
-    ApiQuery(p): ApiQuery<ListParams>,
-    ApiQuery(raw): ApiQuery<Vec<(String, String)>>,
-) -> Result<(HeaderMap, Json<Vec<AgentRow>>), ApiError> {
+/// A column of the 0.101 Agents table (`table` state, `distinct`, and
+/// the `?sort=` tokens the first sort list lacked): the builtin ids or
+/// `meta:<key>` for a key some PC carries.
+#[derive(Clone, Debug, PartialEq)]
+enum Col {
+    Status,
+    PcId,
+    Os,
+    Agent,
+    LastHeartbeat,
+    LastLogon,
+    /// The broker credential a PC connects with; not tracked here (the
+    /// reference reads it from the broker's monitor), so always empty.
+    Credential,
+    Cpu,
+    Rss,
+    Meta(String),
+}
+
+impl Col {
+    const BUILTIN: [(&'static str, Col); 9] = [
+        ("status", Col::Status),
+        ("pcId", Col::PcId),
+        ("os", Col::Os),
+        ("agent", Col::Agent),
+        ("lastHeartbeat", Col::LastHeartbeat),
+        ("lastLogon", Col::LastLogon),
+        ("credential", Col::Credential),
+        ("cpu", Col::Cpu),
+        ("rss", Col::Rss),
+    ];
+
+    /// Resolve a column id; a metadata key no PC carries is unknown.
+    fn resolve(
+        param: &'static str,
+        id: &str,
+        meta: &HashMap<String, Vec<MetaEntry>>,
+    ) -> Result<Col, ApiError> {
+        if let Some(key) = id.strip_prefix("meta:") {
+            let known = !key.is_empty() && meta.values().flatten().any(|e| e.key == key);
+            if !known {
+                return Err(ApiError::bad_param(
+                    param,
+                    format!("unknown metadata column `{id}`: no PC carries the key"),
+                ));
+            }
+            return Ok(Col::Meta(key.to_string()));
+        }
+        Self::BUILTIN
+            .iter()
+            .find(|(name, _)| *name == id)
+            .map(|(_, c)| c.clone())
+            .ok_or_else(|| {
+                ApiError::bad_param(
+                    param,
+                    format!(
+                        "unknown table column `{id}` (status, pcId, os, agent, lastHeartbeat, \
+                         lastLogon, credential, cpu, rss, meta:<key>)"
+                    ),
+                )
+            })
+    }
+
+    /// The `?sort=` tokens that name a table column.
+    fn legacy(token: &str) -> Option<Col> {
+        Some(match token {
+            "status" => Col::Status,
+            "nats_user" | "credential" => Col::Credential,
+            "agent_cpu_pct" | "cpu" => Col::Cpu,
+            "agent_rss_bytes" | "rss" => Col::Rss,
+            _ => return None,
+        })
+    }
+
+    /// The cell as text: what `contains`, checklists and candidates see.
+    fn text(
+        &self,
+        a: &AgentRecord,
+        meta: Option<&[MetaEntry]>,
+        cutoff: DateTime<Utc>,
+    ) -> Option<String> {
+        let nonblank = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+        match self {
+            Col::Status => Some(
+                if is_online(a, cutoff) {
+                    "online"
+                } else {
+                    "offline"
+                }
+                .into(),
+            ),
+            Col::PcId => Some(a.pc_id.clone()),
+            Col::Os => a.os_family.clone(),
+            Col::Agent => a.agent_version.clone(),
+            Col::LastHeartbeat => a.last_heartbeat.map(table_state::time_text),
+            Col::LastLogon => nonblank(&a.reported.last_logon_display_name)
+                .or_else(|| nonblank(&a.reported.last_logon_user)),
+            Col::Credential => None,
+            Col::Cpu => a.agent_cpu_pct.map(table_state::real_text),
+            Col::Rss => a.agent_rss_bytes.map(|v| v.to_string()),
+            Col::Meta(key) => meta
+                .unwrap_or_default()
+                .iter()
+                .find(|e| &e.key == key)
+                .map(|e| e.value.clone()),
+        }
+    }
+
+    /// The second text `contains` searches (what the cell shows beneath).
+    fn also(&self, a: &AgentRecord) -> Option<String> {
+        match self {
+            Col::PcId => a.hostname.clone(),
+            Col::LastLogon => a.reported.last_logon_user.clone(),
+            _ => None,
+        }
+    }
+
+    fn sort_key(
+        &self,
+        a: &AgentRecord,
+        meta: Option<&[MetaEntry]>,
+        cutoff: DateTime<Utc>,
+    ) -> Option<SortKey> {
+        match self {
+            Col::Cpu => a.agent_cpu_pct.map(SortKey::Number),
+            Col::Rss => a.agent_rss_bytes.map(|v| SortKey::Number(v as f64)),
+            Col::LastHeartbeat => a
+                .last_heartbeat
+                .map(|t| SortKey::Time(t.timestamp_micros())),
+            // The identifier keeps its case-sensitive order, as before.
+            Col::PcId | Col::Status => self.text(a, meta, cutoff).map(SortKey::Exact),
+            _ => self.text(a, meta, cutoff).map(SortKey::NoCase),
+        }
+    }
+}
+
+/// How the page is ordered.
+enum Order {
+    /// The first `?sort=` list (empty cells first ascending).
+    Field(SortField, bool),
+    /// A table column (empty cells last both ways).
+    Column(Col, bool),
+}
+
+/// A request's filters, parsed once.
+struct Parsed {
+    status: Option<Liveness>,
+    q: Option<regex::Regex>,
+    user: Option<regex::Regex>,
+    version: Option<regex::Regex>,
+    quarantined: Option<String>,
+    conditions: Vec<MetaCond>,
+    meta_any: Option<String>,
+    filters: Vec<(Col, table_state::Filter)>,
+    order: Order,
+    cutoff: DateTime<Utc>,
+}
+
+impl Parsed {
+    /// Whether an agent passes every filter but the liveness one, leaving
+    /// out `skip`'s own (the column whose candidates are listed).
+    fn matches(&self, a: &AgentRecord, meta: Option<&[MetaEntry]>, skip: Option<&Col>) -> bool {
+        let hits = |re: &Option<regex::Regex>, texts: &[Option<&str>]| {
+            re.as_ref()
+                .is_none_or(|re| texts.iter().flatten().any(|t| re.is_match(t)))
+        };
+        let skipping = |c: Col| skip == Some(&c);
+        (skipping(Col::PcId) || hits(&self.q, &[Some(a.pc_id.as_str()), a.hostname.as_deref()]))
+            && (skipping(Col::LastLogon)
+                || hits(
+                    &self.user,
+                    &[
+                        a.reported.last_logon_user.as_deref(),
+                        a.reported.last_logon_display_name.as_deref(),
+                    ],
+                ))
+            && (skipping(Col::Agent) || hits(&self.version, &[a.agent_version.as_deref()]))
+            && self
+                .quarantined
+                .as_ref()
+                .is_none_or(|v| a.quarantined_versions.iter().any(|q| q == v))
+            && self.conditions.iter().all(|c| c.holds(meta))
+            && self.meta_any.as_deref().is_none_or(|text| {
+                meta.unwrap_or_default()
+                    .iter()
+                    .any(|e| like_contains(&e.value, text))
+            })
+            && self.filters.iter().all(|(col, f)| {
+                Some(col) == skip
+                    || f.holds(
+                        col.text(a, meta, self.cutoff).as_deref(),
+                        col.also(a).as_deref(),
+                    )
+            })
+    }
+
+    fn live(&self, a: &AgentRecord) -> bool {
+        self.status
+            .is_none_or(|s| is_online(a, self.cutoff) == (s == Liveness::Online))
+    }
+}
+
+fn parse_request(
+    p: &ListParams,
+    raw: &[(String, String)],
+    meta: &HashMap<String, Vec<MetaEntry>>,
+) -> Result<Parsed, ApiError> {
     let status = match p.status.as_deref().map(str::trim) {
         None | Some("") => None,
         Some("online") => Some(Liveness::Online),
@@ -345,86 +544,136 @@ pub async fn list(
             ))
         }
     };
+    let table = TableState::parse(p.table.as_deref())?;
+    let filters = table
+        .filters
+        .iter()
+        .map(|(id, f)| Ok((Col::resolve("table", id, meta)?, f.clone())))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let token = p.sort.as_deref().map(str::trim).unwrap_or_default();
+    let order = match (&table.sort, Col::legacy(token)) {
+        (Some((id, desc)), _) => Order::Column(Col::resolve("table", id, meta)?, *desc),
+        (None, Some(col)) => {
+            let dir = p.dir.as_deref().map(str::trim).filter(|s| !s.is_empty());
+            Order::Column(
+                col,
+                dir.map(|d| table_state::parse_dir("dir", d))
+                    .transpose()?
+                    .unwrap_or(false),
+            )
+        }
+        (None, None) => {
+            let (field, desc) = parse_sort(p.sort.as_deref(), p.dir.as_deref())?;
+            Order::Field(field, desc)
+        }
+    };
+    Ok(Parsed {
+        status,
+        q: compile_regex_nocase("q", p.q.as_deref())?,
+        user: compile_regex_nocase("user", p.user.as_deref())?,
+        version: compile_regex_nocase("version", p.version.as_deref())?,
+        quarantined: p
+            .quarantined
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        conditions: meta_conditions(raw, p)?,
+        meta_any: p
+            .meta_any
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        filters,
+        order,
+        cutoff: Utc::now() - ALIVE_THRESHOLD,
+    })
+}
+
+/// `GET /api/agents`, with kanade 0.101's filters: `q` (regex over pc_id
+/// or hostname), `user` (over the last logon's user or display name),
+/// `version` — regexes matched without regard to case, so 0.43's plain
+/// substring searches still work — `quarantined` (a version the agent
+/// rolled back), `status` (online / offline), metadata conditions
+/// (`meta.<key>.<op>=<value>`, `meta_key`/`meta_value`, `meta_any` over
+/// every value), the table's column state (`table`), `sort`/`dir`,
+/// `limit`/`offset`. `X-Total-Count` carries the number of matches; with
+/// `limit`, `X-Online-Count` and `X-Offline-Count` split the matches
+/// before `status` by liveness. Each row carries its metadata (`meta`).
+///
+/// With `distinct=<column>` the answer is that column's checklist
+/// candidates instead (`{values: [{value, count}], overflow}`) over the
+/// rows every other filter keeps.
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(p): ApiQuery<ListParams>,
+    ApiQuery(raw): ApiQuery<Vec<(String, String)>>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let limit = parse_u32("limit", p.limit.as_deref())?;
     let offset = parse_u32("offset", p.offset.as_deref())?.unwrap_or(0) as usize;
-    let q = compile_regex_nocase("q", p.q.as_deref())?;
-    let user = compile_regex_nocase("user", p.user.as_deref())?;
-    let version = compile_regex_nocase("version", p.version.as_deref())?;
-    let quarantined = p
-        .quarantined
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty());
-    let conditions = meta_conditions(&raw, &p)?;
-    let meta_any = p
-        .meta_any
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty());
-    let (field, desc) = parse_sort(p.sort.as_deref(), p.dir.as_deref())?;
-    let cutoff = Utc::now() - ALIVE_THRESHOLD;
+    let meta: HashMap<String, Vec<MetaEntry>> = state
+        .control
+        .list_json::<AgentMeta>(BUCKET_AGENT_META)
+        .await?
+        .into_iter()
+        .map(|(pc, m)| (pc, m.entries))
+        .collect();
+    let parsed = parse_request(&p, &raw, &meta)?;
+    let agents = state.store.agents()?;
+    let meta_of = |a: &AgentRecord| meta.get(&a.pc_id).map(Vec::as_slice);
 
-    let needs_meta =
-        !conditions.is_empty() || meta_any.is_some() || matches!(field, SortField::Meta(_));
-    let meta: HashMap<String, Vec<MetaEntry>> = if needs_meta {
-        state
-            .control
-            .list_json::<AgentMeta>(BUCKET_AGENT_META)
-            .await?
-            .into_iter()
-            .map(|(pc, m)| (pc, m.entries))
-            .collect()
-    } else {
-        HashMap::new()
-    };
-    let hits = |re: &Option<regex::Regex>, texts: &[Option<&str>]| {
-        re.as_ref()
-            .is_none_or(|re| texts.iter().flatten().any(|t| re.is_match(t)))
-    };
-    let mut matched: Vec<AgentRecord> = state
-        .store
-        .agents()?
-        .into_iter()
-        .filter(|a| {
-            let entries = meta.get(&a.pc_id).map(Vec::as_slice);
-            hits(&q, &[Some(a.pc_id.as_str()), a.hostname.as_deref()])
-                && hits(
-                    &user,
-                    &[
-                        a.reported.last_logon_user.as_deref(),
-                        a.reported.last_logon_display_name.as_deref(),
-                    ],
-                )
-                && hits(&version, &[a.agent_version.as_deref()])
-                && quarantined.is_none_or(|v| a.quarantined_versions.iter().any(|q| q == v))
-                && conditions.iter().all(|c| c.holds(entries))
-                && meta_any.is_none_or(|text| {
-                    entries
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|e| like_contains(&e.value, text))
-                })
-        })
-        .collect();
-    let online = matched.iter().filter(|a| is_online(a, cutoff)).count();
-    let offline = matched.len() - online;
-    if let Some(s) = status {
-        matched.retain(|a| is_online(a, cutoff) == (s == Liveness::Online));
+    if let Some(id) = p.distinct.as_deref().map(str::trim) {
+        let col = Col::resolve("distinct", id, &meta)?;
+        let texts: Vec<Option<String>> = agents
+            .iter()
+            .filter(|a| parsed.matches(a, meta_of(a), Some(&col)) && parsed.live(a))
+            .map(|a| col.text(a, meta_of(a), parsed.cutoff))
+            .collect();
+        let answer = table_state::candidates(texts.iter().map(Option::as_deref));
+        return Ok(Json(answer).into_response());
     }
-    let mut keyed: Vec<(Option<String>, AgentRecord)> = matched
+
+    let mut matched: Vec<AgentRecord> = agents
         .into_iter()
-        .map(|a| (sort_key(&a, &field, &meta), a))
+        .filter(|a| parsed.matches(a, meta_of(a), None))
         .collect();
-    keyed.sort_by(|(ka, a), (kb, b)| {
-        let by = if desc { kb.cmp(ka) } else { ka.cmp(kb) };
-        by.then_with(|| a.pc_id.cmp(&b.pc_id))
-    });
-    let total = keyed.len();
-    let page: Vec<AgentRow> = keyed
+    let online = matched
+        .iter()
+        .filter(|a| is_online(a, parsed.cutoff))
+        .count();
+    let offline = matched.len() - online;
+    matched.retain(|a| parsed.live(a));
+    match &parsed.order {
+        Order::Column(col, desc) => table_state::sort_rows(
+            &mut matched,
+            *desc,
+            |a| col.sort_key(a, meta_of(a), parsed.cutoff),
+            |a| a.pc_id.as_str(),
+        ),
+        Order::Field(field, desc) => {
+            let mut keyed: Vec<(Option<String>, AgentRecord)> = matched
+                .into_iter()
+                .map(|a| (sort_key(&a, field, &meta), a))
+                .collect();
+            keyed.sort_by(|(ka, a), (kb, b)| {
+                let by = if *desc { kb.cmp(ka) } else { ka.cmp(kb) };
+                by.then_with(|| a.pc_id.cmp(&b.pc_id))
+            });
+            matched = keyed.into_iter().map(|(_, a)| a).collect();
+        }
+    }
+    let total = matched.len();
+    let page: Vec<AgentRow> = matched
         .into_iter()
         .skip(offset)
         .take(limit.map_or(usize::MAX, |l| l as usize))
-        .map(|(_, a)| AgentRow::from(a))
+        .map(|a| {
+            let mut entries = meta.get(&a.pc_id).cloned().unwrap_or_default();
+            entries.sort_by(|x, y| x.key.cmp(&y.key));
+            AgentRow::from(a).with_meta(entries)
+        })
         .collect();
 
     let mut headers = HeaderMap::new();
@@ -433,7 +682,7 @@ pub async fn list(
         headers.insert("X-Online-Count", HeaderValue::from(online));
         headers.insert("X-Offline-Count", HeaderValue::from(offline));
     }
-    Ok((headers, Json(page)))
+    Ok((headers, Json(page)).into_response())
 }
 
 /// `GET /api/agents/{pc_id}`: 404 when the agent never sent a heartbeat.

@@ -43,6 +43,7 @@ mod schedules;
 mod server;
 mod server_settings;
 pub mod state;
+mod table_state;
 mod views;
 mod web;
 

@@ -254,12 +254,23 @@ async fn the_list_filters_and_sorts_as_0101_does() {
     for (query, needle) in [
         ("q=(", "q"),
         ("user=%5B", "user"),
-        ("sort=cpu", "sort"),
+        ("sort=bogus", "sort"),
         ("sort=meta:", "sort"),
         ("sort=pc_id&dir=up", "dir"),
         ("meta.site=x", "meta.<key>.<op>"),
         ("meta..eq=x", "empty key"),
         ("meta.site.like=x", "operator"),
+        ("table=%7B", "invalid table state"),
+        (
+            "table=%7B%22filters%22%3A%7B%22nope%22%3A%7B%7D%7D%7D",
+            "unknown table column",
+        ),
+        (
+            "table=%7B%22sort%22%3A%7B%22id%22%3A%22os%22%2C%22dir%22%3A%22up%22%7D%7D",
+            "asc or desc",
+        ),
+        ("distinct=meta:nokey", "unknown metadata column"),
+        ("distinct=zzz", "unknown table column"),
     ] {
         let (s, body) = b.get(&format!("/api/agents?{query}")).await;
         assert_eq!(s, 400, "{query}: {body}");
@@ -268,4 +279,107 @@ async fn the_list_filters_and_sorts_as_0101_does() {
             "{query}: {body}"
         );
     }
+
+    // Each row carries its metadata.
+    let (_, rows) = b.get("/api/agents?q=%5EPC-A%24").await;
+    assert_eq!(
+        rows[0]["meta"],
+        json!([{"key": "dept", "value": "Sales"}, {"key": "site", "value": "Osaka HQ"}])
+    );
+
+    // The 0.101 table state: column filters and a column sort.
+    let table = |state: serde_json::Value, extra: &'static str| {
+        let b = &b;
+        async move {
+            let enc = crate::common::urlencode(&state.to_string());
+            let (s, body) = b.get(&format!("/api/agents?table={enc}{extra}")).await;
+            assert_eq!(s, 200, "{state}: {body}");
+            if extra.contains("distinct") {
+                return vec![body.to_string()];
+            }
+            ids(&body)
+        }
+    };
+    assert_eq!(
+        table(json!({"filters": {"meta:site": {"contains": "OSAKA"}}}), "").await,
+        ["PC-A", "PC-B"]
+    );
+    assert_eq!(
+        table(
+            json!({"filters": {"meta:site": {"values": [null, "Kyoto"]}}}),
+            ""
+        )
+        .await,
+        ["LAB-1", "PC-C"],
+        "null picks the PC without the key"
+    );
+    assert_eq!(
+        table(json!({"filters": {"meta:site": {"values": ["kyoto"]}}}), "").await,
+        Vec::<String>::new(),
+        "a checklist value is exact"
+    );
+    assert_eq!(
+        table(json!({"filters": {"lastLogon": {"contains": "suzuki"}, "os": {"values": ["windows"]}}}), "").await,
+        ["PC-B"]
+    );
+    assert_eq!(
+        table(json!({"filters": {"pcId": {"contains": "lab"}}}), "").await,
+        ["LAB-1"]
+    );
+    assert_eq!(
+        table(json!({"sort": {"id": "meta:site", "dir": "asc"}}), "").await,
+        ["PC-C", "PC-B", "PC-A", "LAB-1"],
+        "case folded, the PC without a value last"
+    );
+    assert_eq!(
+        table(
+            json!({"sort": {"id": "meta:site", "dir": "desc"}}),
+            "&sort=pc_id"
+        )
+        .await,
+        ["PC-A", "PC-B", "PC-C", "LAB-1"],
+        "the table's sort wins; still last when descending"
+    );
+    assert_eq!(
+        list("sort=cpu&dir=desc").await,
+        ["LAB-1", "PC-A", "PC-B", "PC-C"],
+        "a newer sort token; no values, so by PC"
+    );
+
+    // Checklist candidates: every other filter applies, the column's own
+    // does not (nor the regex the column's search box feeds).
+    assert_eq!(
+        table(
+            json!({"filters": {"meta:site": {"values": ["Kyoto"]}}}),
+            "&distinct=meta:site"
+        )
+        .await,
+        [json!({"values": [
+            {"value": "Kyoto", "count": 1},
+            {"value": "Osaka HQ", "count": 1},
+            {"value": "osaka branch", "count": 1},
+            {"value": null, "count": 1},
+        ], "overflow": false})
+        .to_string()]
+    );
+    assert_eq!(
+        table(
+            json!({"filters": {"meta:site": {"contains": "osaka"}}}),
+            "&distinct=agent&version=0.101"
+        )
+        .await,
+        [json!({"values": [
+            {"value": "0.101.0", "count": 1},
+            {"value": "0.43.56", "count": 1},
+        ], "overflow": false})
+        .to_string()]
+    );
+    assert_eq!(
+        table(json!({}), "&distinct=status&status=offline").await,
+        [json!({"values": [], "overflow": false}).to_string()]
+    );
+    assert_eq!(
+        table(json!({}), "&distinct=status").await,
+        [json!({"values": [{"value": "online", "count": 4}], "overflow": false}).to_string()]
+    );
 }

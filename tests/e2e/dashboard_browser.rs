@@ -204,7 +204,7 @@ async fn every_page_works_in_a_real_browser() {
         let (_, perf) = b
             .get(&format!(
                 "/api/agents/SIM-00000/perf?step=5m&from={}",
-                urlencode(&from)
+                crate::common::urlencode(&from)
             ))
             .await;
         let (_, results) = b.get("/api/results").await;
@@ -455,10 +455,6 @@ async fn post_ok(b: &Backend, path: &str, body: serde_json::Value) {
     })
     .await;
     assert_eq!(status, 200, "POST {path}: {answer}");
-}
-
-fn urlencode(s: &str) -> String {
-    s.replace('+', "%2B").replace(':', "%3A")
 }
 
 /// The HTTP contract of the embedded files, without a browser.

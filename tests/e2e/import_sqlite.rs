@@ -15,7 +15,7 @@ use serde_json::json;
 
 /// The reference 0.43 tables the import reads (with the columns its later
 /// migrations added).
-const SCHEMA: &str = "
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE agents (pc_id TEXT PRIMARY KEY, hostname TEXT, last_heartbeat TIMESTAMP,
   agent_version TEXT, os_family TEXT, updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP,
   agent_cpu_pct REAL, agent_rss_bytes INTEGER, agent_disk_read_bytes INTEGER,
@@ -221,7 +221,7 @@ fn build_source(dir: &Path) -> (PathBuf, DateTime<Utc>) {
     (path, first)
 }
 
-fn config(dir: &Path, data: &Path) -> PathBuf {
+pub(crate) fn config(dir: &Path, data: &Path) -> PathBuf {
     let path = dir.join("import.toml");
     std::fs::write(
         &path,
@@ -231,7 +231,7 @@ fn config(dir: &Path, data: &Path) -> PathBuf {
     path
 }
 
-fn import(config: &Path, source: &Path) -> Output {
+pub(crate) fn import(config: &Path, source: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kanade-backend"))
         .arg("--config")
         .arg(config)
@@ -479,8 +479,8 @@ async fn a_reference_database_imports_once_and_answers_through_the_api() {
     let (status, perf) = b
         .get(&format!(
             "/api/agents/PC-B/perf?from={}&to={}&step=1m",
-            urlenc(&from),
-            urlenc(&to)
+            crate::common::urlencode(&from),
+            crate::common::urlencode(&to)
         ))
         .await;
     assert_eq!(status, 200, "{perf}");
@@ -514,10 +514,6 @@ async fn a_reference_database_imports_once_and_answers_through_the_api() {
         (200, Some("operator")),
         "{login}"
     );
-}
-
-fn urlenc(s: &str) -> String {
-    s.replace('+', "%2B").replace(':', "%3A")
 }
 
 #[test]

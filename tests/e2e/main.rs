@@ -28,6 +28,7 @@ mod obs_events_api;
 mod passkeys_api;
 mod perf_api;
 mod query_api;
+mod query_oracle;
 mod results_api;
 mod router;
 mod simulate;

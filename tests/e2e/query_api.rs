@@ -227,6 +227,8 @@ async fn sql_over_the_fleet_answers_caps_and_refuses_what_is_no_query() {
         ),
         ("SET datafusion.execution.batch_size = 1", "not supported"),
         ("SELECT 1; SELECT 2", "single"),
+        ("ATTACH DATABASE '/tmp/other.db' AS other", "ATTACH"),
+        ("COPY (SELECT 1) TO '/tmp/kanade-copy.csv'", "not supported"),
         ("SELECT * FROM users", "users"),
         ("SELEKT 1", "SELEKT"),
     ] {

@@ -549,3 +549,16 @@ impl Drop for Smtp {
         let _ = self.child.wait();
     }
 }
+
+/// `s` percent-encoded for a query string (everything but RFC 3986's
+/// unreserved characters).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
