@@ -73,8 +73,7 @@ fn columns(json: Option<&str>) -> Option<Vec<DisplayField>> {
     serde_json::from_str(json?).ok()
 }
 
-#[derive(Deserialize)]
-pub struct ByJobParams {
+struct ByJobParams {
     limit: Option<String>,
     offset: Option<String>,
     q: Option<String>,
@@ -102,12 +101,33 @@ pub struct ByJob {
 /// fleet by pc_id, `q` a case-insensitive pc_id substring; `total` counts
 /// the matches before paging. The columns are those the rows were stored
 /// with.
+///
+/// With `table=`, `distinct=` or `format=page` (the 0.101 dashboard), the
+/// column state applies: see `inventory_table`.
 pub async fn by_job(
     State(state): State<AppState>,
     Path(manifest_id): Path<String>,
-    ApiQuery(p): ApiQuery<ByJobParams>,
-) -> Result<Json<ByJob>, ApiError> {
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
     check_key("manifest_id", &manifest_id)?;
+    if super::inventory_table::wanted(&pairs) {
+        return Ok(
+            Json(super::inventory_table::by_job(&state, manifest_id, &pairs).await?)
+                .into_response(),
+        );
+    }
+    let last = |name: &str| {
+        pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let p = ByJobParams {
+        limit: last("limit"),
+        offset: last("offset"),
+        q: last("q"),
+    };
     let limit = parse_clamped("limit", p.limit.as_deref(), DEFAULT_LIMIT, 1, MAX_LIMIT)?;
     let offset = parse_clamped("offset", p.offset.as_deref(), 0, 0, i64::MAX)?;
     let q = p.q.unwrap_or_default().to_lowercase();
@@ -140,7 +160,8 @@ pub async fn by_job(
         total: page.total,
         limit,
         offset,
-    }))
+    })
+    .into_response())
 }
 
 #[derive(Serialize)]

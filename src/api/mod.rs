@@ -23,6 +23,7 @@ mod health;
 mod install_attempts;
 mod installer;
 mod inventory;
+mod inventory_table;
 mod jobs;
 mod metrics;
 mod notifications;

@@ -130,6 +130,13 @@ impl Filter {
     /// Whether a cell passes: `text` is the cell as text (`None`: empty),
     /// `also` the secondary text `contains` searches too.
     pub fn holds(&self, text: Option<&str>, also: Option<&str>) -> bool {
+        self.holds_folded(text, also, false)
+    }
+
+    /// As [`Filter::holds`]; with `fold`, a checklist value also matches
+    /// without regard to ASCII case (a text column the reference compares
+    /// `COLLATE NOCASE`).
+    pub fn holds_folded(&self, text: Option<&str>, also: Option<&str>, fold: bool) -> bool {
         if let Some(needle) = self
             .contains
             .as_deref()
@@ -143,7 +150,10 @@ impl Filter {
         }
         match &self.values {
             None => true,
-            Some(values) => values.iter().any(|v| v.as_deref() == text),
+            Some(values) => values.iter().any(|v| match (v.as_deref(), text) {
+                (Some(v), Some(t)) if fold => v.eq_ignore_ascii_case(t),
+                (v, t) => v == t,
+            }),
         }
     }
 }
@@ -239,11 +249,29 @@ pub struct Candidates {
 
 /// Group `texts` into candidates (value order, the empty cell last).
 pub fn candidates<'a>(texts: impl IntoIterator<Item = Option<&'a str>>) -> Candidates {
-    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    candidates_folded(texts, false)
+}
+
+/// As [`candidates`]; with `fold`, values that differ only in ASCII case
+/// are one candidate (spelled as first seen), ordered without regard to
+/// case.
+pub fn candidates_folded<'a>(
+    texts: impl IntoIterator<Item = Option<&'a str>>,
+    fold: bool,
+) -> Candidates {
+    // Keyed by the folded text when folding; the value keeps a spelling.
+    let mut counts: BTreeMap<String, (&str, u64)> = BTreeMap::new();
     let mut empty = 0u64;
     for t in texts {
         match t {
-            Some(t) => *counts.entry(t).or_default() += 1,
+            Some(t) => {
+                let key = if fold {
+                    t.to_ascii_lowercase()
+                } else {
+                    t.to_string()
+                };
+                counts.entry(key).or_insert((t, 0)).1 += 1;
+            }
             None => empty += 1,
         }
     }
@@ -255,7 +283,7 @@ pub fn candidates<'a>(texts: impl IntoIterator<Item = Option<&'a str>>) -> Candi
         };
     }
     let mut values: Vec<Candidate> = counts
-        .into_iter()
+        .into_values()
         .map(|(v, count)| Candidate {
             value: Some(v.to_string()),
             count,
@@ -433,6 +461,26 @@ mod tests {
                 },
             ]
         );
+        let folded = candidates_folded([Some("apple"), Some("Apple"), Some("b")], true);
+        assert_eq!(
+            folded.values,
+            [
+                Candidate {
+                    value: Some("apple".into()),
+                    count: 2
+                },
+                Candidate {
+                    value: Some("b".into()),
+                    count: 1
+                },
+            ]
+        );
+        let f = Filter {
+            contains: None,
+            values: Some(vec![Some("WINDOWS".into())]),
+        };
+        assert!(f.holds_folded(Some("Windows"), None, true));
+        assert!(!f.holds(Some("Windows"), None));
         let many: Vec<String> = (0..=MAX_CANDIDATES).map(|i| i.to_string()).collect();
         let c = candidates(many.iter().map(|s| Some(s.as_str())));
         assert!(c.overflow);

@@ -227,3 +227,249 @@ async fn inventory_facts_per_job_and_pc_survive_a_replay() {
     assert_eq!(again.0["rows"], page["rows"]);
     assert_eq!(again.1[0]["facts"], pc1[0]["facts"]);
 }
+
+/// The 0.101 dashboard's fleet table: typed column sorts (empty and
+/// wrong-kind cells last both ways, ties by PC), filters (text checklists
+/// without regard to case, numbers as SQLite writes them, a table by its
+/// length), candidates per column, and the page around them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fleet_table_sorts_filters_and_lists_candidates_as_0101_does() {
+    use crate::common::{publish_json, urlencode};
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start(&nats.url, &dir.path().join("data"), "");
+    let job = json!({
+        "id": "hw", "version": "1",
+        "execute": {"shell": "powershell", "script": "Get-Hardware", "timeout": "1m"},
+        "inventory": {"display": [
+            {"field": "os", "label": "OS"},
+            {"field": "n", "label": "N", "type": "number"},
+            {"field": "apps", "label": "Apps", "type": "table"},
+            {"field": "seen", "label": "Seen", "type": "timestamp"},
+        ]},
+    });
+    let (status, body) = eventually("jobs KV ready", || async {
+        let r = call(&b, Method::POST, "/api/jobs", Some(job.clone())).await;
+        (r.0 != 503).then_some(r)
+    })
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let js = async_nats::jetstream::new(nats.client().await);
+    let t = Utc::now() - Duration::hours(1);
+    let facts = [
+        (
+            "a",
+            json!({"os": "Windows 11", "n": 10, "apps": [1, 2, 3], "seen": "2026-01-02 00:00:00"}),
+        ),
+        (
+            "b",
+            json!({"os": "windows 11", "n": 2, "apps": [], "seen": "2026-01-01T01:00:00+02:00"}),
+        ),
+        ("c", json!({"os": "Ubuntu", "apps": "none"})),
+        (
+            "d",
+            json!({"os": "macOS", "n": "invalid", "seen": "yesterday"}),
+        ),
+        ("e", json!({"n": 2.0, "apps": [1], "seen": "2026-01-01"})),
+    ];
+    for (i, (pc, f)) in facts.iter().enumerate() {
+        let id = format!("t{i}");
+        js_publish_bytes(
+            &js,
+            format!("results.q-{id}"),
+            result(&id, &format!("PC-{pc}"), "hw", 0, &f.to_string(), t),
+        )
+        .await;
+    }
+    let c = nats.client().await;
+    let hb: kanade_shared::wire::Heartbeat = serde_json::from_value(json!({
+        "pc_id": "PC-a", "at": Utc::now(), "agent_version": "0.101.0", "hostname": "pc-a",
+        "os_family": "windows", "last_logon_user": "CORP\\ann", "last_logon_display_name": "Ann",
+    }))
+    .unwrap();
+    let table = |state: Value, extra: &'static str| {
+        let b = &b;
+        async move {
+            let (status, body) = call(
+                b,
+                Method::GET,
+                &format!(
+                    "/api/inventory/by-job/hw?table={}{extra}",
+                    urlencode(&state.to_string())
+                ),
+                None,
+            )
+            .await;
+            assert_eq!(status, 200, "{state}{extra}: {body}");
+            body
+        }
+    };
+    eventually("five PCs and a logon", || async {
+        publish_json(&c, "heartbeat.PC-a".to_string(), &hb).await;
+        let page = table(json!({}), "").await;
+        (page["total"] == 5 && page["rows"][0]["@account_user"] == "CORP\\ann").then_some(())
+    })
+    .await;
+
+    let page = table(json!({}), "").await;
+    assert_eq!(page["manifest_id"], "hw");
+    assert_eq!(page["display"][1]["type"], "number");
+    assert_eq!(page["summary"], Value::Null);
+    assert_eq!((&page["limit"], &page["offset"]), (&json!(100), &json!(0)));
+    assert_eq!(page["rows"][0]["last_logon_display_name"], "Ann");
+    assert_eq!(page["rows"][0]["facts"]["n"], 10);
+    let sorted = |id: &'static str, dir: &'static str| {
+        let table = &table;
+        async move {
+            let page = table(json!({"sort": {"id": id, "dir": dir}}), "").await;
+            pcs(&page)
+                .iter()
+                .map(|p| p.trim_start_matches("PC-"))
+                .collect::<String>()
+        }
+    };
+    assert_eq!(
+        sorted("f:n", "asc").await,
+        "beacd",
+        "numbers; empty and wrong kind last"
+    );
+    assert_eq!(
+        sorted("f:n", "desc").await,
+        "abecd",
+        "still last descending; ties by PC"
+    );
+    assert_eq!(
+        sorted("f:apps", "asc").await,
+        "beacd",
+        "a table by its length"
+    );
+    assert_eq!(
+        sorted("f:seen", "asc").await,
+        "beacd",
+        "times by instant, offsets honoured"
+    );
+    assert_eq!(
+        sorted("f:os", "asc").await,
+        "dcabe",
+        "text without regard to case"
+    );
+    assert_eq!(sorted("lastLogon", "asc").await, "abcde");
+
+    let filtered = |state: Value| {
+        let table = &table;
+        async move {
+            let page = table(state, "").await;
+            pcs(&page)
+                .iter()
+                .map(|p| p.trim_start_matches("PC-"))
+                .collect::<String>()
+        }
+    };
+    assert_eq!(
+        filtered(json!({"filters": {"f:os": {"values": ["WINDOWS 11"]}}})).await,
+        "ab"
+    );
+    assert_eq!(
+        filtered(
+            json!({"filters": {"f:os": {"contains": " dow", "values": ["windows 11", null]}}})
+        )
+        .await,
+        "ab"
+    );
+    assert_eq!(
+        filtered(json!({"filters": {"f:os": {"values": [null]}}})).await,
+        "e"
+    );
+    assert_eq!(
+        filtered(json!({"filters": {"f:n": {"values": ["2.0"]}}})).await,
+        "be"
+    );
+    assert_eq!(
+        filtered(json!({"filters": {"f:n": {"values": [null]}}})).await,
+        "cd",
+        "wrong kind is empty"
+    );
+    assert_eq!(
+        filtered(json!({"filters": {"f:apps": {"values": ["3", "0"]}}})).await,
+        "ab"
+    );
+    assert_eq!(
+        filtered(json!({"filters": {"lastLogon": {"contains": "ann"}}})).await,
+        "a"
+    );
+    assert_eq!(
+        filtered(json!({"filters": {"pcId": {"values": ["pc-c"]}}})).await,
+        "c"
+    );
+
+    let paged = table(
+        json!({"sort": {"id": "f:n", "dir": "asc"}}),
+        "&format=page&limit=2&offset=1&q=pc",
+    )
+    .await;
+    assert_eq!(
+        (pcs(&paged), &paged["total"]),
+        (vec!["PC-e", "PC-a"], &json!(5))
+    );
+
+    let os = table(
+        json!({"filters": {"f:os": {"values": ["Ubuntu"]}}}),
+        "&distinct=f:os",
+    )
+    .await;
+    assert_eq!(
+        os,
+        json!({"values": [
+            {"value": "macOS", "count": 1},
+            {"value": "Ubuntu", "count": 1},
+            {"value": "Windows 11", "count": 2},
+            {"value": null, "count": 1},
+        ], "overflow": false}),
+        "its own filter left out; case variants one value"
+    );
+    let n = table(
+        json!({"filters": {"f:os": {"contains": "win"}}}),
+        "&distinct=f:n",
+    )
+    .await;
+    assert_eq!(
+        n,
+        json!({"values": [{"value": "10.0", "count": 1}, {"value": "2.0", "count": 1}], "overflow": false})
+    );
+
+    for (query, status, needle) in [
+        (
+            "table=%7B%22filters%22%3A%7B%22f%3Anope%22%3A%7B%7D%7D%7D",
+            400,
+            "unknown table column",
+        ),
+        ("distinct=meta:site", 400, "unknown metadata column"),
+        (
+            "table=%7B%22sort%22%3A%7B%22id%22%3A%22pcId%22%7D%7D",
+            400,
+            "invalid table state",
+        ),
+        ("table=%7B%7D&limit=x", 400, "limit"),
+    ] {
+        let (s, body) = call(
+            &b,
+            Method::GET,
+            &format!("/api/inventory/by-job/hw?{query}"),
+            None,
+        )
+        .await;
+        assert_eq!(s, status, "{query}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(needle),
+            "{query}: {body}"
+        );
+    }
+    let (s, body) = call(
+        &b,
+        Method::GET,
+        "/api/inventory/by-job/nope?table=%7B%7D",
+        None,
+    )
+    .await;
+    assert_eq!(s, 404, "{body}");
+}
