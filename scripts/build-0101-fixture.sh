@@ -50,7 +50,7 @@ PROCESS_PERF_KEEP=500
 DB="$WORK/backend.db"
 PIDS=()
 
-log() { printf '[fixture] %s\n' "$*" >&2; }
+log() { printf '[fixture %s] %s\n' "$(date -u +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 stop_pid() { # pid [seconds]: SIGINT, wait, then SIGKILL
@@ -230,6 +230,7 @@ k exec fail-fixture --pcs "$TARGETS"
 k exec check-fixture --pcs "$TARGETS"
 wait_for 30 "6 finished execution_results" \
   at_least "select count(*) from execution_results where finished_at is not null" 6
+log "6 results projected"
 
 k revoke fail-fixture
 k exec fail-fixture --pcs "$TARGETS"   # agents skip it (exit 126, skipped=1)

@@ -893,3 +893,138 @@ fn the_0101_tables_come_over_once_and_the_rest_are_named() {
     assert_eq!(a.events[1].error_kind.as_deref(), Some("invalid_archive"));
     assert!(store.install_attempt("att-old").unwrap().is_none());
 }
+
+/// A database written by the real kanade-backend 0.101.0 (two real 0.101
+/// agents, jobs run and failed and skipped, a check, a schedule, metadata,
+/// an operator account; `scripts/build-0101-fixture.sh` makes it) imports
+/// whole: every row of every relational table reads back through
+/// `POST /api/query` as SQLite reads it from the file, the perf samples
+/// are all there, the operator logs in, a second run adds nothing, and
+/// what has no home here is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_written_by_kanade_0101_imports_whole() {
+    use crate::query_oracle::{canonical_rows, sqlite_rows};
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("kanade-0101.db");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kanade-0101.db"),
+        &source,
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let cfg = config(dir.path(), &data);
+    let out = import(&cfg, &source);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    for table in [
+        "agents",
+        "executions",
+        "execution_results",
+        "audit_log",
+        "users",
+    ] {
+        assert!(added_line(&stderr, table) > 0, "{table}: {stderr}");
+    }
+    for skipped in ["agent_meta", "nats_auth_occurrences", "backend_notices"] {
+        assert!(
+            stderr.contains(&format!("{skipped}: not imported")),
+            "{skipped}: {stderr}"
+        );
+    }
+    let again = import(&cfg, &source);
+    let again_err = String::from_utf8_lossy(&again.stderr).to_string();
+    assert!(again.status.success(), "{again_err}");
+    for table in [
+        "agents",
+        "executions",
+        "execution_results",
+        "audit_log",
+        "obs_events",
+    ] {
+        assert_eq!(added_line(&again_err, table), 0, "{table}: {again_err}");
+    }
+
+    let nats = Nats::start();
+    // Keep the reaper off the fixture's runs, whatever today's date.
+    let b = Backend::start_configured(
+        &nats.url,
+        &data,
+        "",
+        "[housekeeping]\nreap_after_hours = 100000",
+        &[],
+    );
+    let oracle = Connection::open(&source).unwrap();
+    let mut compared = 0;
+    for (table, columns) in [
+        (
+            "agents",
+            "pc_id, hostname, os_family, agent_version, last_heartbeat, agent_cpu_pct, \
+             agent_rss_bytes, agent_disk_read_bytes, agent_disk_written_bytes, agent_arch, \
+             last_logon_user, last_logon_display_name",
+        ),
+        (
+            "executions",
+            "exec_id, job_id, version, initiated_by, initiated_at, target_count, success_count, \
+             failure_count, status",
+        ),
+        (
+            "execution_results",
+            "result_id, request_id, exec_id, pc_id, exit_code, stdout, stderr, started_at, \
+             finished_at, job_id, version, skipped",
+        ),
+        ("audit_log", "actor, action, target, payload, occurred_at"),
+        (
+            "obs_events",
+            "pc_id, at, kind, source, event_record_id, payload",
+        ),
+        (
+            "check_status",
+            "pc_id, check_name, status, detail, recorded_at",
+        ),
+        (
+            "host_perf_samples",
+            "pc_id, at, cpu_pct, mem_used_bytes, mem_total_bytes",
+        ),
+        (
+            "process_perf_samples",
+            "pc_id, at, pid, name, cpu_pct, rss_bytes",
+        ),
+    ] {
+        let sql = format!("SELECT {columns} FROM {table}");
+        let expected = sqlite_rows(&oracle, &sql);
+        assert!(!expected.is_empty(), "the fixture has {table} rows");
+        let (status, _, answer) = b
+            .call(
+                Method::POST,
+                "/api/query",
+                Some(TOKEN),
+                Some(json!({"sql": sql, "limit": 10_000})),
+            )
+            .await;
+        assert_eq!(status, 200, "{sql}: {answer}");
+        let got: Vec<Vec<serde_json::Value>> =
+            serde_json::from_value(answer["rows"].clone()).unwrap();
+        assert_eq!(
+            canonical_rows(&got, false),
+            canonical_rows(&expected, false),
+            "{table} differs from the 0.101 database"
+        );
+        compared += got.len();
+    }
+    // 2 agents, 5 runs, 12 results, 21 audit rows, 4 events, 2 checks,
+    // 26 host and 240 process samples.
+    assert_eq!(compared, 312);
+    let (status, _, login) = b
+        .call(
+            Method::POST,
+            "/api/auth/login",
+            None,
+            Some(json!({"username": "alice", "password": "fixture-alice-pw-123"})),
+        )
+        .await;
+    assert_eq!(
+        (status, login["role"].as_str()),
+        (200, Some("operator")),
+        "{login}"
+    );
+}

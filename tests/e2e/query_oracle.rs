@@ -557,7 +557,7 @@ fn cell(r: &rusqlite::Row, i: usize) -> rusqlite::Result<Value> {
     })
 }
 
-fn sqlite_rows(c: &Connection, sql: &str) -> Vec<Vec<Value>> {
+pub(crate) fn sqlite_rows(c: &Connection, sql: &str) -> Vec<Vec<Value>> {
     let mut stmt = c.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     let n = stmt.column_count();
     stmt.query_map([], |r| (0..n).map(|i| cell(r, i)).collect())
@@ -597,7 +597,7 @@ fn canonical(v: &Value) -> String {
     }
 }
 
-fn canonical_rows(rows: &[Vec<Value>], ordered: bool) -> Vec<String> {
+pub(crate) fn canonical_rows(rows: &[Vec<Value>], ordered: bool) -> Vec<String> {
     let mut out: Vec<String> = rows
         .iter()
         .map(|r| r.iter().map(canonical).collect::<Vec<_>>().join(" | "))
