@@ -159,6 +159,7 @@ pub async fn open_state(
         queries.clone(),
         control.clone(),
         config.server.query_limits()?,
+        inventory.clone(),
     );
     Ok(AppState {
         sql,

@@ -36,6 +36,8 @@ pub struct SqlRunner {
     queries: kanade_queries::PerfQueries,
     control: Control,
     limits: QueryLimits,
+    /// The registered manifests and their `explode:` rows.
+    inventory: crate::api::state::Inventory,
 }
 
 impl SqlRunner {
@@ -43,12 +45,32 @@ impl SqlRunner {
         queries: kanade_queries::PerfQueries,
         control: Control,
         limits: QueryLimits,
+        inventory: crate::api::state::Inventory,
     ) -> Self {
         Self {
             queries,
             control,
             limits,
+            inventory,
         }
+    }
+
+    /// Every `explode:` dataset the registered manifests declare that SQL
+    /// can name (an unusable spec is left out, and logged).
+    fn explode_layouts(&self) -> Vec<kanade_queries::inventory::Layout> {
+        self.inventory
+            .manifests
+            .with_explode()
+            .iter()
+            .flat_map(|m| crate::control::manifests::layouts(m))
+            .filter_map(|l| match l {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::debug!(error = %e, "explode spec left out of SQL");
+                    None
+                }
+            })
+            .collect()
     }
 
     /// The configured caps.
@@ -77,6 +99,8 @@ impl SqlRunner {
                         .map(move |e| (pc.clone(), e.key, e.value))
                 })
                 .collect(),
+            explode: self.explode_layouts(),
+            explode_index: Some(std::sync::Arc::clone(&self.inventory.explode)),
         };
         let queries = self.queries.clone();
         let budget = self.limits.budget;

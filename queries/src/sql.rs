@@ -25,6 +25,9 @@ use datafusion::prelude::SQLOptions;
 use futures::StreamExt;
 use serde_json::Value;
 
+use datafusion::prelude::{DataFrame, SessionContext};
+
+use crate::inventory::{ExplodeIndex, Layout};
 use crate::provider::SnapshotTable;
 use crate::session::session_with;
 use crate::{Error, PerfQueries, Result};
@@ -52,11 +55,71 @@ pub struct SqlAnswer {
     pub truncated: bool,
 }
 
-/// Tables whose rows the caller holds (the broker's KV mirrors).
+/// Tables whose rows the caller holds (the broker's KV mirrors) or
+/// declares (the inventory manifests' `explode:` tables).
 #[derive(Debug, Clone, Default)]
 pub struct SqlExtras {
     /// `agent_meta(pc_id, key, value)`.
     pub agent_meta: Vec<(String, String, String)>,
+    /// Every valid `explode:` dataset of the registered manifests.
+    pub explode: Vec<Layout>,
+    /// Where their rows are (none: the tables are not offered).
+    pub explode_index: Option<Arc<ExplodeIndex>>,
+}
+
+/// The `explode:` tables `statement` names, registered in `ctx` under the
+/// name it uses (a table name matches without regard to case, as in
+/// SQLite). A built-in table keeps its name. Several datasets declaring
+/// one table (one per manifest) read as one when their columns agree.
+/// Returns what keeps their files on disk for the query.
+async fn register_explode(
+    ctx: &SessionContext,
+    statement: &datafusion::sql::parser::Statement,
+    extras: &SqlExtras,
+) -> Result<Vec<Arc<dyn std::any::Any + Send + Sync>>> {
+    let mut keep = Vec::new();
+    let Some(index) = &extras.explode_index else {
+        return Ok(keep);
+    };
+    let state = ctx.state();
+    let refs = state.resolve_table_references(statement).map_err(refused)?;
+    for r in refs {
+        if ctx.table_exist(r.clone()).map_err(refused)? {
+            continue;
+        }
+        let name = r.table();
+        let declared: Vec<&Layout> = extras
+            .explode
+            .iter()
+            .filter(|l| l.table.eq_ignore_ascii_case(name))
+            .collect();
+        let Some(first) = declared.first() else {
+            continue;
+        };
+        if let Some(other) = declared.iter().find(|l| l.columns != first.columns) {
+            return Err(Error::Sql {
+                message: format!(
+                    "table {name} is declared by manifests {} and {} with different columns",
+                    first.manifest_id, other.manifest_id
+                ),
+                memory: false,
+            });
+        }
+        let mut frame: Option<DataFrame> = None;
+        for layout in declared {
+            let (df, file) = index.sql_view(layout).await?;
+            keep.push(file);
+            frame = Some(match frame {
+                None => df,
+                Some(all) => all.union(df).map_err(Error::df(TABLE))?,
+            });
+        }
+        if let Some(df) = frame {
+            ctx.register_table(r, df.into_view())
+                .map_err(Error::df(TABLE))?;
+        }
+    }
+    Ok(keep)
 }
 
 /// Why a query did not answer: the caller's SQL (`memory`: it needed
@@ -240,6 +303,8 @@ impl PerfQueries {
         let dialect = state.config().options().sql_parser.dialect;
         let mut statement = state.sql_to_statement(sql, &dialect).map_err(refused)?;
         crate::sqlite_fns::as_sqlite(&mut statement);
+        let _files = register_explode(&ctx, &statement, &extras).await?;
+        let state = ctx.state();
         let plan = state.statement_to_plan(statement).await.map_err(refused)?;
         options.verify_plan(&plan).map_err(refused)?;
         let frame = ctx.execute_logical_plan(plan).await.map_err(refused)?;

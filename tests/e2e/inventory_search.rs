@@ -129,6 +129,68 @@ async fn exploded_rows_search_export_history_and_replay() {
     })
     .await;
 
+    // The exploded table in operator SQL, under its declared name (any
+    // case), with the reference's columns: pc_id, job_id, collected_at,
+    // the declared ones, typed.
+    let sql = |q: &'static str| {
+        let b = &b;
+        async move {
+            let (s, _, v) = b
+                .call(
+                    Method::POST,
+                    "/api/query",
+                    Some(TOKEN),
+                    Some(json!({"sql": q})),
+                )
+                .await;
+            (s, v)
+        }
+    };
+    let (s, v) = sql("SELECT * FROM inventory_sw_apps WHERE pc_id = 'PC-2' ORDER BY name").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["columns"],
+        json!([
+            "pc_id",
+            "job_id",
+            "collected_at",
+            "name",
+            "version",
+            "size_mb",
+            "rating"
+        ])
+    );
+    assert_eq!(v["rows"][0][1], JOB);
+    assert_eq!(
+        (
+            &v["rows"][0][3],
+            &v["rows"][0][5],
+            &v["rows"][1][3],
+            &v["rows"][1][5]
+        ),
+        (&json!("chrome"), &json!(120), &json!("slack"), &json!(1000))
+    );
+    let (s, v) = sql(
+        "SELECT a.pc_id, count(*) AS n FROM Inventory_SW_Apps a JOIN agents g ON g.pc_id = a.pc_id \
+         GROUP BY a.pc_id ORDER BY a.pc_id",
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["rows"], json!([]), "no heartbeats: no agents to join");
+    let (s, v) = sql(
+        "SELECT pc_id, count(*) AS n FROM Inventory_SW_Apps WHERE name LIKE 'CHROME%' \
+         GROUP BY pc_id ORDER BY pc_id",
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["rows"], json!([["PC-1", 1], ["PC-2", 1], ["PC-3", 1]]));
+    let (s, v) = sql("SELECT * FROM inventory_hw_disks").await;
+    assert_eq!(s, 400, "an undeclared table: {v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("inventory_hw_disks"),
+        "{v}"
+    );
+
     // Every operator; text compares as text, numbers as numbers.
     let all = search(&b, "").await;
     let names: Vec<&str> = all.iter().map(|(_, n)| n.as_str()).collect();

@@ -468,6 +468,25 @@ impl ExplodeIndex {
         Ok((ctx, df, base))
     }
 
+    /// The dataset as an operator's SQL reads it, under the reference's
+    /// columns: `pc_id`, `job_id` (the manifest), `collected_at`, then
+    /// the declared ones. The second value keeps the file it reads on
+    /// disk: hold it until the query is done.
+    pub async fn sql_view(
+        &self,
+        layout: &Layout,
+    ) -> Result<(DataFrame, Arc<dyn std::any::Any + Send + Sync>)> {
+        let (_ctx, df, base) = self.frame(layout).await?;
+        let mut columns = vec![
+            ident("pc_id"),
+            lit(layout.manifest_id.as_str()).alias("job_id"),
+            ident("collected_at"),
+        ];
+        columns.extend(layout.columns.iter().map(|(name, _)| ident(name.as_str())));
+        let df = df.select(columns).map_err(Error::df(TABLE))?;
+        Ok((df, base))
+    }
+
     /// Rows matching every filter, by pc_id then primary key, `limit`
     /// after `offset`.
     pub async fn search(
