@@ -111,10 +111,12 @@ pub async fn by_job(
 ) -> Result<Response, ApiError> {
     check_key("manifest_id", &manifest_id)?;
     if super::inventory_table::wanted(&pairs) {
-        return Ok(
-            Json(super::inventory_table::by_job(&state, manifest_id, &pairs).await?)
-                .into_response(),
-        );
+        let hint = super::inventory_table::hint_of(&state, &manifest_id).await?;
+        let source = super::inventory_table::Source::Fleet(hint);
+        return Ok(Json(
+            super::inventory_table::run(&state, &manifest_id, source, &pairs, true).await?,
+        )
+        .into_response());
     }
     let last = |name: &str| {
         pairs
@@ -271,8 +273,15 @@ pub async fn search(
     State(state): State<AppState>,
     Path((manifest_id, field)): Path<(String, String)>,
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
-) -> Result<Json<Vec<serde_json::Map<String, Value>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let layout = layout_of(&state, &manifest_id, &field).await?;
+    if super::inventory_table::wanted(&pairs) {
+        let source = super::inventory_table::Source::Explode(layout);
+        return Ok(Json(
+            super::inventory_table::run(&state, &manifest_id, source, &pairs, true).await?,
+        )
+        .into_response());
+    }
     let (named, rest) = split_params(&pairs, &["limit", "offset"]);
     let limit = parse_clamped(
         "limit",
@@ -290,7 +299,27 @@ pub async fn search(
             .await
     })
     .await?;
-    Ok(Json(page.rows))
+    Ok(Json(page.rows).into_response())
+}
+
+/// `GET /api/inventory/{manifest_id}/search-scalars?<field>[__op]=value&limit&offset`:
+/// the PCs whose scalar display fields (all but tables) match every
+/// filter, by pc_id (`limit` 1,000 by default, at most 5,000), each with
+/// those fields, its collection time and last logon; with `table=`,
+/// `distinct=` or `format=page` the dashboard's table (see
+/// `inventory_table`).
+pub async fn search_scalars(
+    State(state): State<AppState>,
+    Path(manifest_id): Path<String>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
+    check_key("manifest_id", &manifest_id)?;
+    let hint = super::inventory_table::hint_of(&state, &manifest_id).await?;
+    let table = super::inventory_table::wanted(&pairs);
+    let source = super::inventory_table::Source::Scalars(hint);
+    Ok(Json(
+        super::inventory_table::run(&state, &manifest_id, source, &pairs, table).await?,
+    ))
 }
 
 /// `GET /api/inventory/{manifest_id}/search/{field}/export?format=csv|parquet&<filters>`:

@@ -376,6 +376,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/inventory/{id}", get(inventory::for_pc))
         .route("/api/inventory/{id}/search/{field}", get(inventory::search))
         .route(
+            "/api/inventory/{id}/search-scalars",
+            get(inventory::search_scalars),
+        )
+        .route(
             "/api/inventory/{id}/search/{field}/export",
             get(inventory::search_export),
         )

@@ -170,7 +170,8 @@ pub enum SortKey {
 }
 
 impl SortKey {
-    fn cmp(&self, other: &Self) -> Ordering {
+    /// How two keys of one column order.
+    pub fn cmp_same(&self, other: &Self) -> Ordering {
         match (self, other) {
             (Self::NoCase(a), Self::NoCase(b)) => a
                 .bytes()
@@ -208,8 +209,8 @@ pub fn sort_rows<R>(
             (None, None) => Ordering::Equal,
             (None, Some(_)) => Ordering::Greater,
             (Some(_), None) => Ordering::Less,
-            (Some(a), Some(b)) if desc => b.cmp(a),
-            (Some(a), Some(b)) => a.cmp(b),
+            (Some(a), Some(b)) if desc => b.cmp_same(a),
+            (Some(a), Some(b)) => a.cmp_same(b),
         };
         by.then_with(|| tiebreak(&rows[*ia]).cmp(tiebreak(&rows[*ib])))
     });

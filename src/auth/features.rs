@@ -62,6 +62,7 @@ pub fn feature_for_route(route: &str) -> Option<Feature> {
         | "/api/inventory/by-job/{manifest_id}"
         | "/api/inventory/{id}"
         | "/api/inventory/{id}/search/{field}"
+        | "/api/inventory/{id}/search-scalars"
         | "/api/inventory/{id}/search/{field}/export"
         | "/api/inventory/{id}/history/pc/{pc_id}"
         | "/api/inventory/{id}/history/search"

@@ -472,4 +472,104 @@ async fn the_fleet_table_sorts_filters_and_lists_candidates_as_0101_does() {
     )
     .await;
     assert_eq!(s, 404, "{body}");
+
+    // The scalar search: first its plain form (the fields but tables,
+    // booleans as 1 / 0, legacy filters), then the dashboard's page.
+    let scalars = |query: String| {
+        let b = &b;
+        async move {
+            let (s, body) = call(
+                b,
+                Method::GET,
+                &format!("/api/inventory/hw/search-scalars?{query}"),
+                None,
+            )
+            .await;
+            assert_eq!(s, 200, "{query}: {body}");
+            body
+        }
+    };
+    let plain = scalars("n__ge=2&limit=2".into()).await;
+    assert_eq!(
+        plain
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["pc_id"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["PC-a", "PC-b"]
+    );
+    let row = &plain[0];
+    assert_eq!(
+        (&row["os"], &row["n"], &row["seen"]),
+        (
+            &json!("Windows 11"),
+            &json!(10),
+            &json!("2026-01-02 00:00:00")
+        )
+    );
+    assert!(row.get("apps").is_none(), "a table is no scalar: {row}");
+    assert_eq!(row["@account_user"], "CORP\\ann");
+    let ids = |v: &Value| -> String {
+        v.as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|r| {
+                r["pc_id"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("PC-")
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(ids(&scalars("os__contains=WIN".into()).await), "ab");
+    assert_eq!(
+        ids(&scalars("os=windows%2011".into()).await),
+        "ab",
+        "text eq without regard to case"
+    );
+    assert_eq!(ids(&scalars("n__lt=5".into()).await), "be");
+    assert_eq!(ids(&scalars("pc_id__suffix=C".into()).await), "c");
+    assert_eq!(
+        ids(&scalars("seen__gt=2026-01-01T12:00:00Z".into()).await),
+        "a"
+    );
+    let page = scalars(format!(
+        "format=page&limit=1&table={}",
+        urlencode(&json!({"sort": {"id": "f:n", "dir": "desc"}}).to_string())
+    ))
+    .await;
+    assert_eq!(
+        (ids(&page["rows"]), &page["total"]),
+        ("a".to_string(), &json!(5))
+    );
+    let os = scalars(format!("distinct=f:os&n__ge=2&table={}", urlencode("{}"))).await;
+    assert_eq!(
+        os,
+        json!({"values": [{"value": "Windows 11", "count": 2}, {"value": null, "count": 1}], "overflow": false})
+    );
+    for (query, needle) in [
+        ("bogus=1", "unknown table column"),
+        ("os__like=x", "unknown filter operator"),
+        ("n__gt=lots", "number"),
+        ("seen__gt=soon", "time"),
+        (
+            "table=%7B%22filters%22%3A%7B%22f%3Aapps%22%3A%7B%7D%7D%7D",
+            "unknown table column",
+        ),
+    ] {
+        let (s, body) = call(
+            &b,
+            Method::GET,
+            &format!("/api/inventory/hw/search-scalars?{query}"),
+            None,
+        )
+        .await;
+        assert_eq!(s, 400, "{query}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains(needle),
+            "{query}: {body}"
+        );
+    }
 }

@@ -184,6 +184,54 @@ async fn exploded_rows_search_export_history_and_replay() {
     .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["rows"], json!([["PC-1", 1], ["PC-2", 1], ["PC-3", 1]]));
+    // The dashboard's table over exploded rows.
+    let table = |query: String| {
+        let b = &b;
+        async move {
+            let (s, v) = get(b, &format!("/api/inventory/{JOB}/search/apps?{query}")).await;
+            assert_eq!(s, 200, "{query}: {v}");
+            v
+        }
+    };
+    let page = table(format!(
+        "format=page&limit=2&table={}",
+        crate::common::urlencode(&json!({"sort": {"id": "f:size_mb", "dir": "desc"}}).to_string())
+    ))
+    .await;
+    assert_eq!(page["total"], 6);
+    assert_eq!(
+        hits(&page["rows"]),
+        pairs(&[("PC-2", "slack"), ("PC-1", "zoom")])
+    );
+    assert!(page["rows"][0].get("@account_user").is_some(), "{page}");
+    let chrome = table("name=CHROME&format=page".into()).await;
+    assert_eq!(
+        hits(&chrome["rows"]),
+        pairs(&[("PC-1", "chrome"), ("PC-2", "chrome")]),
+        "a text filter without regard to case, as the reference's table"
+    );
+    assert_eq!(
+        search(&b, "offset=9223372036854775807").await,
+        pairs(&[]),
+        "an offset past every row, however large"
+    );
+    let names = table("distinct=f:name".into()).await;
+    assert_eq!(
+        names["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| (v["value"].as_str().unwrap(), v["count"].as_u64().unwrap()))
+            .collect::<Vec<_>>(),
+        [
+            ("chrome", 2),
+            ("Chrome Beta", 1),
+            ("firefox", 1),
+            ("slack", 1),
+            ("zoom", 1)
+        ]
+    );
+
     let (s, v) = sql("SELECT * FROM inventory_hw_disks").await;
     assert_eq!(s, 400, "an undeclared table: {v}");
     assert!(

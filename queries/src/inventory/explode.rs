@@ -508,6 +508,20 @@ impl ExplodeIndex {
         Ok(SearchPage { rows })
     }
 
+    /// Every row of the dataset, by pc_id then primary key.
+    pub async fn all(&self, layout: &Layout) -> Result<Vec<Map<String, Value>>> {
+        let (_ctx, df, _base) = self.frame(layout).await?;
+        let batches = filtered(layout, df, &[])?
+            .collect()
+            .await
+            .map_err(Error::df(TABLE))?;
+        let mut rows = Vec::new();
+        for b in &batches {
+            rows.extend(json_rows(layout, b)?);
+        }
+        Ok(rows)
+    }
+
     /// Every row matching the filters, streamed (for CSV and Parquet
     /// downloads).
     pub async fn export(&self, layout: &Layout, filters: &[Filter]) -> Result<crate::ExportStream> {
