@@ -28,6 +28,8 @@ mod capture;
 mod inventory;
 #[path = "compare/month.rs"]
 mod month;
+#[path = "compare/sql.rs"]
+mod sql;
 
 struct Scale {
     name: &'static str,
@@ -1215,6 +1217,8 @@ fn main() {
         .map(String::as_str);
     match only {
         Some("inventory") => return run_inventory(scale, work.path()),
+        Some("sql") => return sql::failures(scale, work.path(), end),
+        Some("month") => return month::run(scale, work.path(), end),
         Some("capture") => return capture::run(scale.pcs * 150, scale.pcs, work.path()),
         Some("process-ingest") => return run_process_ingest(scale, work.path(), start, end, true),
         Some("process-ingest-ours") => {
@@ -1232,7 +1236,7 @@ fn main() {
             return;
         }
         Some(other) => panic!(
-            "--only {other}: expected inventory, capture, process-ingest, process-ingest-ours or ours"
+            "--only {other}: expected inventory, sql, month, capture, process-ingest, process-ingest-ours or ours"
         ),
         None => {}
     }
@@ -1426,6 +1430,7 @@ fn main() {
 
     month::run(scale, work.path(), end);
     run_inventory(scale, work.path());
+    sql::failures(scale, work.path(), end);
     capture::run(scale.pcs * 150, scale.pcs, work.path());
     if keep {
         eprintln!("kept: {}", work.keep().display());

@@ -210,7 +210,7 @@ pub fn run(s: &InventoryScale, dir: &Path, r: &mut Report) {
         store.put_inventory_facts(&facts).unwrap();
     }
     let facts_load = t.elapsed();
-    let index = ExplodeIndex::open(&ours_dir, store).unwrap();
+    let index = std::sync::Arc::new(ExplodeIndex::open(&ours_dir, store.clone()).unwrap());
     let l = layout();
     super::reset_peak_rss();
     let rss_before = super::peak_rss_mib();
@@ -290,6 +290,28 @@ pub fn run(s: &InventoryScale, dir: &Path, r: &mut Report) {
             b,
         );
     }
+    // The operator's SQL over the same table: software on at least a
+    // third of the PCs.
+    let q = super::sql::engine(&ours_dir, store);
+    let extras = kanade_queries::SqlExtras {
+        explode: vec![l.clone()],
+        explode_index: Some(std::sync::Arc::clone(&index)),
+        ..Default::default()
+    };
+    super::sql::compare(
+        r,
+        &format!("software on ≥ {} PCs", s.pcs / 3),
+        &conn,
+        &rt,
+        &q,
+        &extras,
+        &format!(
+            "SELECT name, count(DISTINCT pc_id) AS pcs FROM inventory_sw_apps \
+             GROUP BY name HAVING count(DISTINCT pc_id) >= {} ORDER BY pcs DESC, name",
+            s.pcs / 3
+        ),
+    );
+
     // A changed PC is read from redb until the next build: the cost of a
     // search right after a fleet-wide rescan of 64 PCs.
     index.note_changed(JOB, scans.iter().take(64).map(|(p, _)| p.as_str()));

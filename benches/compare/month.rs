@@ -60,6 +60,9 @@ pub fn run(scale: &Scale, dir: &Path, end: DateTime<Utc>) {
     let host_sql = "SELECT (CAST(strftime('%s', at) AS INTEGER) / ?1) * ?1 AS b, AVG(cpu_pct), AVG(mem_used_bytes), AVG(mem_total_bytes), AVG(swap_used_bytes), AVG(swap_total_bytes), AVG(disk_read_bytes_per_sec), AVG(disk_written_bytes_per_sec), AVG(net_rx_bytes_per_sec), AVG(net_tx_bytes_per_sec) FROM host_perf_samples WHERE pc_id = ?2 AND at >= ?3 AND at < ?4 GROUP BY b ORDER BY b";
     let (sqlite_fleet, a_fleet) = time(|| answer(&c, fleet_sql, &[&7_200, &ts(from), &ts(end)]));
     let (sqlite_host, a_host) = time(|| answer(&c, host_sql, &[&3_600, &pc, &ts(from), &ts(end)]));
+    // An operator's SQL (POST /api/query): the fleet's CPU p95 per hour.
+    let p95 = super::sql::p95_sql(&ts(from));
+    let (sqlite_p95, theirs_p95) = time(|| super::sql::sqlite_rows(&c, &p95));
     drop(c);
 
     // Ours: ingest, persist, the close-of-day compaction (which rolls up
@@ -103,6 +106,30 @@ pub fn run(scale: &Scale, dir: &Path, end: DateTime<Utc>) {
     let (raw_fleet, c_fleet) = time(|| fleet(false));
     let (raw_host, c_host) = time(|| host_tl(false));
     let peak = peak_rss_mib();
+    // Its window sorts every sample of the month: past the default
+    // 256 MiB a query is refused (413), so this one runs with 1 GiB, as
+    // an operator would set `query_memory_mib` for it.
+    let refused = rt
+        .block_on(q.sql(
+            &p95,
+            kanade_queries::SqlLimits {
+                rows: 100_000,
+                memory_bytes: super::sql::MEMORY,
+            },
+            kanade_queries::SqlExtras::default(),
+        ))
+        .is_err();
+    let (ours_p95, mine_p95) = time(|| {
+        super::sql::our_rows_within(
+            &rt,
+            &q,
+            &p95,
+            &kanade_queries::SqlExtras::default(),
+            1 << 30,
+        )
+    });
+    assert!(!theirs_p95.is_empty(), "p95: SQLite answered no rows");
+    assert_eq!(mine_p95, theirs_p95, "p95: both must answer the same rows");
     let (_, read) = q.host_timeline_read(&pc, from, end, 3_600).unwrap();
     eprintln!("30-day host timeline read {read:?}");
 
@@ -191,6 +218,19 @@ pub fn run(scale: &Scale, dir: &Path, end: DateTime<Utc>) {
         sqlite_host,
         duck_time(HOST),
         ours_host,
+    );
+    r.time(
+        &format!(
+            "POST /api/query: fleet CPU p95 per hour, 30 d ({} rows; ours with 1 GiB{})",
+            theirs_p95.len(),
+            if refused {
+                ", refused (413) within the default 256 MiB"
+            } else {
+                ", within the default 256 MiB too"
+            }
+        ),
+        sqlite_p95,
+        ours_p95,
     );
     r.line(
         "  ours from raw rows only (DataFusion SQL), fleet / one PC",

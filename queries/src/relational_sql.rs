@@ -13,16 +13,21 @@ use datafusion::arrow::array::{
     ArrayRef, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::streaming::StreamingTable;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::catalog::Session;
+use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::physical_plan::streaming::StreamingTableExec;
+use datafusion::physical_plan::ExecutionPlan;
 use kanade_storage::{RelationalStore, SqlTable};
 use serde_json::Value;
 
-use crate::{Error, Result};
+use crate::Result;
 
 /// Rows per batch a scan hands on.
 const BATCH_ROWS: usize = 4096;
@@ -183,12 +188,80 @@ impl Builder {
     }
 }
 
-/// One scan of one table.
+/// One scan of one table: the columns it reads (by their index in
+/// [`columns`]) and their schema.
 #[derive(Debug)]
 struct Scan {
     table: SqlTable,
     schema: SchemaRef,
     store: RelationalStore,
+    read: Vec<usize>,
+}
+
+/// The fields a scan reads out of a stored document, by stored name;
+/// every other field is skipped unread (no allocation for a `stdout`
+/// nobody selected).
+struct Wanted<'a>(&'a [&'static str]);
+
+/// Which wanted field a key is.
+struct KeyOf<'a>(&'a [&'static str]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyOf<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeyOf<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> std::result::Result<Self::Value, E> {
+        Ok(self.0.iter().position(|n| *n == key))
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Wanted<'_> {
+    type Value = Vec<Option<Value>>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        d: D,
+    ) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Wanted<'_> {
+    type Value = Vec<Option<Value>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a stored row")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut out = vec![None; self.0.len()];
+        while let Some(key) = map.next_key_seed(KeyOf(self.0))? {
+            match key {
+                Some(i) => out[i] = Some(map.next_value::<Value>()?),
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl PartitionStream for Scan {
@@ -199,37 +272,47 @@ impl PartitionStream for Scan {
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<datafusion::error::Result<RecordBatch>>(2);
         let (table, schema, store) = (self.table, Arc::clone(&self.schema), self.store.clone());
+        let read = self.read.clone();
         tokio::task::spawn_blocking(move || {
-            let cols = columns(table);
+            let all = columns(table);
+            let cols: Vec<(&'static str, Kind)> = read.iter().map(|i| all[*i]).collect();
+            let fields: Vec<&'static str> = cols.iter().map(|(n, _)| field(table, n)).collect();
             let mut builders: Vec<Builder> = cols.iter().map(|(_, k)| Builder::new(*k)).collect();
             let mut rows = 0usize;
-            let flush = |builders: &mut Vec<Builder>| {
+            // The row count rides along: a scan reading no column
+            // (`count(*)`) still hands on how many rows it saw.
+            let flush = |builders: &mut Vec<Builder>, n: usize| {
                 let arrays: Vec<ArrayRef> = builders.iter_mut().map(Builder::finish).collect();
-                RecordBatch::try_new(Arc::clone(&schema), arrays).map_err(DataFusionError::from)
+                let options = RecordBatchOptions::new().with_row_count(Some(n));
+                RecordBatch::try_new_with_options(Arc::clone(&schema), arrays, &options)
+                    .map_err(DataFusionError::from)
             };
             let mut open = true;
-            let scanned = store.scan_sql_table(table, &mut |bytes| {
-                let doc: Value = match serde_json::from_slice(bytes) {
+            let mut each = |bytes: &[u8]| {
+                use serde::de::DeserializeSeed;
+                let mut de = serde_json::Deserializer::from_slice(bytes);
+                let values = match Wanted(&fields).deserialize(&mut de) {
                     Ok(v) => v,
                     Err(e) => {
                         tracing::warn!(table = table.name(), error = %e, "a stored row does not decode; left out of SQL");
                         return true;
                     }
                 };
-                for ((name, _), b) in cols.iter().zip(builders.iter_mut()) {
-                    b.push(doc.get(field(table, name)));
+                for (v, b) in values.iter().zip(builders.iter_mut()) {
+                    b.push(v.as_ref());
                 }
                 rows += 1;
                 if rows == BATCH_ROWS {
+                    open = tx.blocking_send(flush(&mut builders, rows)).is_ok();
                     rows = 0;
-                    open = tx.blocking_send(flush(&mut builders)).is_ok();
                 }
                 open
-            });
+            };
+            let scanned = store.scan_sql_table(table, &mut each);
             if let Err(e) = scanned {
                 let _ = tx.blocking_send(Err(DataFusionError::External(Box::new(e))));
             } else if open && rows > 0 {
-                let _ = tx.blocking_send(flush(&mut builders));
+                let _ = tx.blocking_send(flush(&mut builders, rows));
             }
         });
         let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
@@ -240,15 +323,61 @@ impl PartitionStream for Scan {
     }
 }
 
+/// The SQL table over `table` of `store`: a scan reads and decodes only
+/// the columns the query uses.
+#[derive(Debug)]
+pub(crate) struct RelTable {
+    table: SqlTable,
+    schema: SchemaRef,
+    store: RelationalStore,
+}
+
+#[async_trait::async_trait]
+impl TableProvider for RelTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let read: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let schema = Arc::new(self.schema.project(&read)?);
+        let scan = Scan {
+            table: self.table,
+            schema: Arc::clone(&schema),
+            store: self.store.clone(),
+            read,
+        };
+        Ok(Arc::new(StreamingTableExec::try_new(
+            schema,
+            vec![Arc::new(scan)],
+            None,
+            Vec::<LexOrdering>::new(),
+            false,
+            limit,
+        )?))
+    }
+}
+
 /// The SQL table over `table` of `store`.
-pub(crate) fn sql_table(store: &RelationalStore, table: SqlTable) -> Result<StreamingTable> {
-    let schema = schema(table);
-    let scan = Scan {
+pub(crate) fn sql_table(store: &RelationalStore, table: SqlTable) -> Result<RelTable> {
+    Ok(RelTable {
         table,
-        schema: Arc::clone(&schema),
+        schema: schema(table),
         store: store.clone(),
-    };
-    StreamingTable::try_new(schema, vec![Arc::new(scan)]).map_err(Error::df(table.name()))
+    })
 }
 
 #[cfg(test)]
@@ -266,6 +395,70 @@ mod tests {
             .lines()
             .map(str::to_string)
             .collect()
+    }
+
+    /// A scan reading some columns only: the bound's own row included
+    /// with `>=` and left out with `>`, filters on unread columns too.
+    #[tokio::test]
+    async fn projected_scans_filter_as_full_ones() {
+        use kanade_storage::FinishedRun;
+        let dir = tempfile::tempdir().unwrap();
+        let store = RelationalStore::open(dir.path()).unwrap();
+        let t0 = Utc::now() - chrono::Duration::hours(5);
+        let runs: Vec<FinishedRun> = (0..5)
+            .map(|i| FinishedRun {
+                result_id: format!("r{i}"),
+                request_id: "q".into(),
+                pc_id: format!("PC-{i}"),
+                exit_code: i % 2,
+                started_at: t0 + chrono::Duration::hours(i),
+                finished_at: t0 + chrono::Duration::hours(i) + chrono::Duration::seconds(1),
+                ..Default::default()
+            })
+            .collect();
+        store.apply_finished(&runs, Utc::now(), None).unwrap();
+        let ctx = SessionContext::new();
+        let table = sql_table(&store, SqlTable::ExecutionResults).unwrap();
+        ctx.register_table("execution_results", Arc::new(table))
+            .unwrap();
+        let bound = (t0 + chrono::Duration::hours(2) + chrono::Duration::seconds(1)).to_rfc3339();
+        let ids = |sql: String| {
+            let ctx = &ctx;
+            async move {
+                let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+                let mut out = Vec::new();
+                for b in &batches {
+                    let a = b
+                        .column(0)
+                        .as_any()
+                        .downcast_ref::<datafusion::arrow::array::StringArray>()
+                        .unwrap();
+                    out.extend(
+                        (0..datafusion::arrow::array::Array::len(a))
+                            .map(|i| a.value(i).to_string()),
+                    );
+                }
+                out.sort();
+                out
+            }
+        };
+        assert_eq!(
+            ids(format!(
+                "SELECT result_id FROM execution_results WHERE finished_at >= '{bound}'"
+            ))
+            .await,
+            ["r2", "r3", "r4"]
+        );
+        assert_eq!(
+            ids(format!("SELECT result_id FROM execution_results WHERE finished_at > '{bound}' AND exit_code = 1")).await,
+            ["r3"]
+        );
+        assert_eq!(
+            ids("SELECT result_id FROM execution_results".into())
+                .await
+                .len(),
+            5
+        );
     }
 
     #[tokio::test]
@@ -334,6 +527,10 @@ mod tests {
             [n.to_string(), targeted.to_string(), "1".into()],
             "{counts:#?}"
         );
+        // A scan that reads no column still counts every row (across
+        // batches).
+        let only = rows(&ctx, "SELECT count(*) AS n FROM audit_log").await;
+        assert!(only[3].contains(&n.to_string()), "{only:#?}");
         // A LIMIT stops the read early and still answers.
         let limited = rows(&ctx, "SELECT id FROM audit_log LIMIT 2").await;
         assert_eq!(limited.len(), 6, "{limited:#?}");
