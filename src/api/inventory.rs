@@ -43,25 +43,45 @@ pub struct InventoryJob {
     display: Vec<DisplayField>,
     summary: Option<Vec<DisplayField>>,
     explode: Option<Vec<ExplodeSpec>>,
+    /// PCs with facts of this job (the fleet sidebar's tally).
+    pc_count: u64,
 }
 
-/// `GET /api/inventory/jobs`: the registered inventory jobs, by id.
+/// `GET /api/inventory/jobs`: the registered inventory jobs, by id, each
+/// with how many PCs reported it.
 pub async fn jobs(State(state): State<AppState>) -> Result<Json<Vec<InventoryJob>>, ApiError> {
     let jobs = state.control.list_json::<Manifest>(BUCKET_JOBS).await?;
-    Ok(Json(
-        jobs.into_iter()
-            .filter_map(|(_, m)| {
-                let hint = m.inventory?;
-                Some(InventoryJob {
-                    manifest_id: m.id,
-                    description: m.description,
-                    display: hint.display,
-                    summary: hint.summary,
-                    explode: hint.explode,
-                })
+    let mut out: Vec<InventoryJob> = jobs
+        .into_iter()
+        .filter_map(|(_, m)| {
+            let hint = m.inventory?;
+            Some(InventoryJob {
+                manifest_id: m.id,
+                description: m.description,
+                display: hint.display,
+                summary: hint.summary,
+                explode: hint.explode,
+                pc_count: 0,
             })
-            .collect(),
-    ))
+        })
+        .collect();
+    let (store, ids) = (
+        state.store.clone(),
+        out.iter()
+            .map(|j| j.manifest_id.clone())
+            .collect::<Vec<_>>(),
+    );
+    // The job's index entries alone, no facts decoded.
+    let counts = offload::blocking(move || {
+        ids.iter()
+            .map(|id| Ok(store.inventory_for_job(id, |_| true, 0, 0)?.total))
+            .collect::<Result<Vec<u64>, ApiError>>()
+    })
+    .await?;
+    for (job, n) in out.iter_mut().zip(counts) {
+        job.pc_count = n;
+    }
+    Ok(Json(out))
 }
 
 /// A stored facts JSON as a value (`null` if it no longer parses).

@@ -213,6 +213,7 @@ async fn inventory_facts_per_job_and_pc_survive_a_replay() {
         .collect();
     assert_eq!(ids, [JOB], "only inventory jobs: {jobs}");
     assert_eq!(jobs[0]["description"], "hardware");
+    assert_eq!(jobs[0]["pc_count"], 2, "PCs with facts: {jobs}");
 
     // A wiped data directory replays RESULTS into the same answers.
     let mut b = b;
