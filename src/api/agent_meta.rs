@@ -230,6 +230,17 @@ pub async fn bulk(
     ))
 }
 
+/// Every PC's metadata entries, by PC (from the bucket's mirror).
+pub(super) async fn by_pc(state: &AppState) -> Result<HashMap<String, Vec<MetaEntry>>, ApiError> {
+    Ok(state
+        .control
+        .list_json::<AgentMeta>(BUCKET_AGENT_META)
+        .await?
+        .into_iter()
+        .map(|(pc, m)| (pc, m.entries))
+        .collect())
+}
+
 /// `GET /api/agents/meta-keys`: every key some PC has, sorted.
 pub async fn keys(State(state): State<AppState>) -> Result<Json<Vec<String>>, ApiError> {
     let all = state

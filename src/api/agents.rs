@@ -11,8 +11,7 @@ use super::error::ApiError;
 use super::params::{compile_regex_nocase, ApiQuery};
 use super::table_state::{self, like_contains, SortKey, TableState};
 use crate::api::state::AppState;
-use kanade_shared::kv::BUCKET_AGENT_META;
-use kanade_shared::wire::{AgentMeta, MetaEntry};
+use kanade_shared::wire::MetaEntry;
 use std::collections::HashMap;
 
 /// An agent whose last heartbeat is older than this is offline (stale).
@@ -613,13 +612,7 @@ pub async fn list(
     use axum::response::IntoResponse;
     let limit = parse_u32("limit", p.limit.as_deref())?;
     let offset = parse_u32("offset", p.offset.as_deref())?.unwrap_or(0) as usize;
-    let meta: HashMap<String, Vec<MetaEntry>> = state
-        .control
-        .list_json::<AgentMeta>(BUCKET_AGENT_META)
-        .await?
-        .into_iter()
-        .map(|(pc, m)| (pc, m.entries))
-        .collect();
+    let meta: HashMap<String, Vec<MetaEntry>> = super::agent_meta::by_pc(&state).await?;
     let parsed = parse_request(&p, &raw, &meta)?;
     let agents = state.store.agents()?;
     let meta_of = |a: &AgentRecord| meta.get(&a.pc_id).map(Vec::as_slice);

@@ -138,13 +138,7 @@ pub async fn by_job(
         )
         .into_response());
     }
-    let last = |name: &str| {
-        pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let last = |name: &str| super::inventory_table::param(&pairs, name).map(str::to_string);
     let p = ByJobParams {
         limit: last("limit"),
         offset: last("offset"),

@@ -18,9 +18,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use kanade_queries::inventory::{Kind as ExplodeKind, Layout};
-use kanade_shared::kv::BUCKET_AGENT_META;
 use kanade_shared::manifest::{DisplayField, InventoryHint};
-use kanade_shared::wire::{AgentMeta, MetaEntry};
+use kanade_shared::wire::MetaEntry;
 use kanade_storage::AgentRecord;
 use serde_json::{json, Value};
 
@@ -323,7 +322,7 @@ pub fn wanted(pairs: &[(String, String)]) -> bool {
 const NAMED: [&str; 6] = ["table", "distinct", "format", "limit", "offset", "q"];
 
 /// The last value of `name`.
-fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs
         .iter()
         .rev()
@@ -470,13 +469,7 @@ pub async fn run(
         .unwrap_or_default()
         .to_ascii_lowercase();
 
-    let meta: HashMap<String, Vec<MetaEntry>> = state
-        .control
-        .list_json::<AgentMeta>(BUCKET_AGENT_META)
-        .await?
-        .into_iter()
-        .map(|(pc, m)| (pc, m.entries))
-        .collect();
+    let meta: HashMap<String, Vec<MetaEntry>> = super::agent_meta::by_pc(state).await?;
     let resolve = |param: &'static str| {
         let (fields, meta) = (&fields, &meta);
         move |id: &str| Col::resolve(param, id, fields, meta)
